@@ -1,0 +1,122 @@
+//! Calico's `crd.projectcalico.org/v1` resources as typed kube custom resources.
+//!
+//! Only the fields the charm writes or reads are modelled; every field is optional on the
+//! wire so that server-side apply sends exactly the fields the charm owns. Kinds are
+//! cluster-scoped, as upstream declares them.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group the charm writes (Calico's KDD storage group).
+pub const GROUP: &str = "crd.projectcalico.org";
+/// The API version the charm writes.
+pub const VERSION: &str = "v1";
+/// `apiVersion` of every Calico object the charm writes.
+pub const API_VERSION: &str = "crd.projectcalico.org/v1";
+
+/// Label every object the charm writes carries.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "calico-charm";
+/// Label naming the unit that owns a per-unit object (`calico-0` for `calico/0`).
+pub const UNIT_LABEL: &str = "calico.juju.is/unit";
+/// Field manager used for server-side apply.
+pub const FIELD_MANAGER: &str = "calico-charm";
+
+/// Node annotation holding the node's AS number (Calico KDD).
+pub const AS_NUMBER_ANNOTATION: &str = "projectcalico.org/ASNumber";
+/// Node annotation holding the node's route reflector cluster ID (Calico KDD).
+pub const RR_CLUSTER_ID_ANNOTATION: &str = "projectcalico.org/RouteReflectorClusterID";
+/// Every Node annotation the charm may set; the ones it does not set are removed.
+pub const NODE_ANNOTATIONS: [&str; 2] = [AS_NUMBER_ANNOTATION, RR_CLUSTER_ID_ANNOTATION];
+
+/// Spec of an `IPPool`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[kube(
+    group = "crd.projectcalico.org",
+    version = "v1",
+    kind = "IPPool",
+    plural = "ippools"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IPPoolSpec {
+    pub cidr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipip_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan_mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat_outgoing: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<String>,
+}
+
+/// Spec of a `BGPPeer`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[kube(
+    group = "crd.projectcalico.org",
+    version = "v1",
+    kind = "BGPPeer",
+    plural = "bgppeers"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPPeerSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, rename = "peerIP", skip_serializing_if = "Option::is_none")]
+    pub peer_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_selector: Option<String>,
+}
+
+/// Spec of a `BGPConfiguration`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[kube(
+    group = "crd.projectcalico.org",
+    version = "v1",
+    kind = "BGPConfiguration",
+    plural = "bgpconfigurations"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BGPConfigurationSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_to_node_mesh_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_severity_screen: Option<String>,
+}
+
+/// Spec of an `IPAMBlock` (read-only for the charm: it tells whether a pool still has
+/// allocated addresses).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[kube(
+    group = "crd.projectcalico.org",
+    version = "v1",
+    kind = "IPAMBlock",
+    plural = "ipamblocks"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IPAMBlockSpec {
+    pub cidr: String,
+    #[serde(default)]
+    pub allocations: Vec<Option<i64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<String>,
+}
+
+impl IPAMBlockSpec {
+    /// Whether any address of the block is still allocated.
+    pub fn in_use(&self) -> bool {
+        self.allocations.iter().any(Option::is_some)
+    }
+}

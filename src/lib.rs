@@ -1,0 +1,23 @@
+//! calico-charm: the Calico subordinate charm for Juju.
+//!
+//! Data flows one way on every hook:
+//!
+//! ```text
+//! juju (env + hook tools) -> config (parse, validate) -> render (pure) -> apply (kube) -> status
+//! ```
+//!
+//! Pure modules (`options`, `asn`, `config`, `render`, `calico`, `workloads`, `status`) take
+//! and return values. Only `juju` (hook tools as subprocesses), `apply` (the Kubernetes API)
+//! and `cni` (the CNI config file) do I/O, each behind a small seam that tests can swap.
+
+pub mod apply;
+pub mod asn;
+pub mod calico;
+pub mod cni;
+pub mod config;
+pub mod juju;
+pub mod options;
+pub mod reconcile;
+pub mod render;
+pub mod status;
+pub mod workloads;

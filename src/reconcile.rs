@@ -1,0 +1,1 @@
+//! One holistic reconcile per hook. (Owned by the Juju-runtime work.)
