@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod asn;
+pub mod cli;
 pub mod calico;
 pub mod cni;
 pub mod config;

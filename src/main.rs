@@ -1,3 +1,39 @@
-fn main() {
-    println!("calico-charm");
+//! The `calico-charm` binary: `dispatch` (run by Juju on every hook), and the offline
+//! `render` and `validate` commands.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "calico-charm", version, about = "The Calico subordinate charm for Juju")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hook or action Juju asked for (JUJU_DISPATCH_PATH).
+    Dispatch,
+    /// Print the objects the charm would apply for a configuration, without a cluster.
+    Render(calico_charm::cli::RenderArgs),
+    /// Check a configuration and print its errors and warnings.
+    Validate(calico_charm::cli::ValidateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Dispatch => calico_charm::reconcile::dispatch_main(),
+        Command::Render(args) => calico_charm::cli::render(&args),
+        Command::Validate(args) => calico_charm::cli::validate(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
