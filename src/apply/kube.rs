@@ -1,0 +1,628 @@
+//! [`Datastore`] on the Kubernetes API: Calico's Kubernetes datastore (KDD).
+//!
+//! Writes are server-side applies with field manager [`FIELD_MANAGER`], forced; deletes are
+//! conditional on the uid last read; lists of per-unit objects are label-selected. Every
+//! request goes through [`RetryLayer`], so transient faults are retried within the hook's
+//! budget before an operation reports [`DatastoreError::Unavailable`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::datastore::{
+    Datastore, DatastoreError, DsResult, NodeAgent, ObjectRef, WorkloadKind, WorkloadObject,
+};
+use super::pod::{CALICO_NODE_SELECTOR, node_agent_from_pods};
+use super::retry::{Budget, RetryLayer, RetrySettings, describe_error};
+use crate::calico::{
+    BGPConfiguration, BGPPeer, FIELD_MANAGER, IPAMBlock, IPPool, MANAGED_BY, MANAGED_BY_LABEL,
+    NODE_ANNOTATIONS, UNIT_LABEL,
+};
+use crate::workloads::NAMESPACE;
+
+/// Where the principal writes the kubeconfig when `KUBECONFIG` is not set (hooks have no
+/// `HOME`, so `~` means nothing).
+pub const DEFAULT_KUBECONFIG: &str = "/root/.kube/config";
+
+/// Why no client could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("cannot read kubeconfig {path}: {reason}")]
+    Kubeconfig { path: String, reason: String },
+    #[error("cannot make a Kubernetes client from {path}: {reason}")]
+    Client { path: String, reason: String },
+}
+
+/// The kubeconfig to use: `KUBECONFIG` if set (its first entry), else [`DEFAULT_KUBECONFIG`].
+pub fn kubeconfig_path() -> PathBuf {
+    kubeconfig_path_from(std::env::var_os("KUBECONFIG"))
+}
+
+/// [`kubeconfig_path`] for a given value of `KUBECONFIG`.
+pub fn kubeconfig_path_from(var: Option<std::ffi::OsString>) -> PathBuf {
+    var.as_ref()
+        .and_then(|v| std::env::split_paths(v).find(|p| !p.as_os_str().is_empty()))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_KUBECONFIG))
+}
+
+/// A client from the kubeconfig at `path`, with retries per [`RetrySettings::from_env`].
+/// Needs a Tokio runtime.
+pub async fn connect(path: &Path) -> Result<KubeDatastore, ApplyError> {
+    connect_with(path, RetrySettings::from_env()).await
+}
+
+/// A client from the kubeconfig at `path`: TLS verified against the kubeconfig's CA, the
+/// kubeconfig's token or client certificate, timeouts and retries per `settings`.
+pub async fn connect_with(
+    path: &Path,
+    settings: RetrySettings,
+) -> Result<KubeDatastore, ApplyError> {
+    let shown = path.display().to_string();
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| ApplyError::Kubeconfig {
+        path: shown.clone(),
+        reason: describe_error(&e),
+    })?;
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| ApplyError::Kubeconfig {
+            path: shown.clone(),
+            reason: describe_error(&e),
+        })?;
+    if config.accept_invalid_certs {
+        tracing::warn!("kubeconfig asks to skip TLS verification; verifying anyway");
+        config.accept_invalid_certs = false;
+    }
+    // Our own retry layer replaces kube's (which would wait up to 1000 s).
+    config.default_retry = false;
+    config.connect_timeout = Some(settings.connect_timeout);
+    config.read_timeout = Some(settings.attempt_timeout);
+    config.write_timeout = Some(settings.attempt_timeout);
+    config.reset_reader_on_write = true;
+    let budget = Budget::new(settings);
+    let builder =
+        kube::client::ClientBuilder::try_from(config).map_err(|e| ApplyError::Client {
+            path: shown.clone(),
+            reason: describe_error(&e),
+        })?;
+    let client = builder.with_layer(&RetryLayer::new(budget.clone())).build();
+    Ok(KubeDatastore { client, budget })
+}
+
+/// Calico's Kubernetes datastore.
+#[derive(Clone)]
+pub struct KubeDatastore {
+    client: Client,
+    budget: Arc<Budget>,
+}
+
+impl KubeDatastore {
+    /// A datastore on an existing client (its retries are the client's own business).
+    pub fn from_client(client: Client) -> Self {
+        KubeDatastore {
+            client,
+            budget: Budget::new(RetrySettings::default()),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The hook's retry budget (what is left of it).
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+}
+
+/// What an operation was doing, to tell a missing kind from a missing object on a 404.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    /// List, apply or create: a 404 means the kind is not served.
+    Kind,
+    /// Patch or delete of one object: a 404 means the object is gone.
+    Object,
+}
+
+/// The HTTP code of an API error, from the status or (when a server left it out) its reason.
+fn status_code(status: &kube::core::Status) -> u16 {
+    if status.code != 0 {
+        return status.code;
+    }
+    match status.reason.as_str() {
+        "Unauthorized" => 401,
+        "Forbidden" => 403,
+        "NotFound" => 404,
+        "AlreadyExists" | "Conflict" => 409,
+        "Invalid" => 422,
+        "TooManyRequests" => 429,
+        "InternalError" => 500,
+        "ServiceUnavailable" => 503,
+        "Timeout" | "ServerTimeout" => 504,
+        _ => 0,
+    }
+}
+
+fn shorten(text: &str) -> String {
+    const MAX: usize = 300;
+    let text = text.trim();
+    if text.chars().count() <= MAX {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(MAX).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Classify a kube error for converge.
+fn classify(err: kube::Error, object: &str, kind: &str, op: Op) -> DatastoreError {
+    match err {
+        kube::Error::Api(status) => {
+            let code = status_code(&status);
+            let message = if status.message.is_empty() {
+                status.reason.clone()
+            } else {
+                status.message.clone()
+            };
+            let message = shorten(&message);
+            match code {
+                401 | 403 => DatastoreError::Denied(message),
+                404 if op == Op::Kind => DatastoreError::KindMissing {
+                    kind: kind.to_string(),
+                },
+                404 => DatastoreError::NotFound {
+                    object: object.to_string(),
+                },
+                409 => DatastoreError::Conflict {
+                    object: object.to_string(),
+                    reason: message,
+                },
+                422 => DatastoreError::Invalid {
+                    object: object.to_string(),
+                    reason: message,
+                },
+                429 | 500..=599 => DatastoreError::Unavailable(format!("HTTP {code}: {message}")),
+                _ => DatastoreError::Other {
+                    object: object.to_string(),
+                    reason: format!("HTTP {code}: {message}"),
+                },
+            }
+        }
+        kube::Error::Auth(e) => DatastoreError::Denied(describe_error(&e)),
+        kube::Error::SerdeError(e) => DatastoreError::Other {
+            object: object.to_string(),
+            reason: format!("unreadable answer: {e}"),
+        },
+        other => DatastoreError::Unavailable(shorten(&describe_error(&other))),
+    }
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+fn update_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
+fn delete_params(uid: Option<String>) -> DeleteParams {
+    DeleteParams {
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
+}
+
+/// Server-side apply of a typed object.
+async fn ssa<K>(api: &Api<K>, kind: &str, name: &str, object: &K) -> DsResult<K>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
+    api.patch(name, &apply_params(), &Patch::Apply(object))
+        .await
+        .map_err(|e| classify(e, &format!("{kind}/{name}"), kind, Op::Kind))
+}
+
+/// Delete an object if it is still the one we read (same uid). Gone already, or replaced by
+/// another object of the same name, is not an error: nothing of ours is left to delete.
+async fn delete_exact<K>(api: &Api<K>, kind: &str, name: &str, uid: Option<String>) -> DsResult<()>
+where
+    K: Resource + DeserializeOwned + Clone + Debug,
+{
+    match api.delete(name, &delete_params(uid)).await {
+        Ok(_) => Ok(()),
+        Err(err) => match classify(err, &format!("{kind}/{name}"), kind, Op::Object) {
+            DatastoreError::NotFound { .. } => Ok(()),
+            DatastoreError::Conflict { object, reason } => {
+                tracing::info!("not deleting {object}: it was replaced ({reason})");
+                Ok(())
+            }
+            other => Err(other),
+        },
+    }
+}
+
+fn object_ref<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef {
+    let meta = object.meta();
+    ObjectRef {
+        kind: K::kind(&()).to_string(),
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        labels: meta.labels.clone().unwrap_or_default(),
+    }
+}
+
+/// The Calico keys among a node's annotations.
+fn calico_annotations(node: &Node) -> BTreeMap<String, String> {
+    node.annotations()
+        .iter()
+        .filter(|(k, _)| NODE_ANNOTATIONS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn owned_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
+}
+
+impl KubeDatastore {
+    fn pools(&self) -> Api<IPPool> {
+        Api::all(self.client.clone())
+    }
+    fn peers(&self) -> Api<BGPPeer> {
+        Api::all(self.client.clone())
+    }
+
+    async fn list_typed<K>(&self, api: Api<K>, kind: &str, lp: &ListParams) -> DsResult<Vec<K>>
+    where
+        K: Resource + DeserializeOwned + Clone + Debug,
+    {
+        api.list(lp)
+            .await
+            .map(|l| l.items)
+            .map_err(|e| classify(e, kind, kind, Op::Kind))
+    }
+
+    async fn list_owned<K>(&self, api: Api<K>) -> DsResult<Vec<ObjectRef>>
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+    {
+        let kind = K::kind(&()).to_string();
+        let lp = ListParams::default().labels(&owned_selector());
+        Ok(self
+            .list_typed(api, &kind, &lp)
+            .await?
+            .iter()
+            .map(object_ref)
+            .collect())
+    }
+
+    fn workload_ref(&self, object: &WorkloadObject, stored: ObjectRef) -> ObjectRef {
+        let (namespace, _) = object.key();
+        ObjectRef {
+            namespace,
+            ..stored
+        }
+    }
+}
+
+impl Datastore for KubeDatastore {
+    fn name(&self) -> &'static str {
+        "Kubernetes API"
+    }
+
+    async fn list_pools(&self) -> DsResult<Vec<IPPool>> {
+        self.list_typed(self.pools(), "IPPool", &ListParams::default())
+            .await
+    }
+
+    async fn apply_pool(&self, pool: &IPPool) -> DsResult<IPPool> {
+        let name = pool.name_any();
+        ssa(&self.pools(), "IPPool", &name, pool).await
+    }
+
+    async fn disable_pool(&self, pool: &IPPool) -> DsResult<()> {
+        let name = pool.name_any();
+        let patch = json!({"spec": {"disabled": true}});
+        self.pools()
+            .patch(&name, &update_params(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(e, &format!("IPPool/{name}"), "IPPool", Op::Object))
+    }
+
+    async fn delete_pool(&self, pool: &IPPool) -> DsResult<()> {
+        delete_exact(&self.pools(), "IPPool", &pool.name_any(), pool.uid()).await
+    }
+
+    async fn list_ipam_blocks(&self) -> DsResult<Vec<IPAMBlock>> {
+        self.list_typed(
+            Api::<IPAMBlock>::all(self.client.clone()),
+            "IPAMBlock",
+            &ListParams::default(),
+        )
+        .await
+    }
+
+    async fn list_owned_peers(&self, owner: &str) -> DsResult<Vec<BGPPeer>> {
+        let lp = ListParams::default().labels(&format!(
+            "{UNIT_LABEL}={owner},{MANAGED_BY_LABEL}={MANAGED_BY}"
+        ));
+        self.list_typed(self.peers(), "BGPPeer", &lp).await
+    }
+
+    async fn get_peer(&self, name: &str) -> DsResult<Option<BGPPeer>> {
+        self.peers()
+            .get_opt(name)
+            .await
+            .map_err(|e| classify(e, &format!("BGPPeer/{name}"), "BGPPeer", Op::Object))
+    }
+
+    async fn apply_peer(&self, peer: &BGPPeer) -> DsResult<BGPPeer> {
+        let name = peer.name_any();
+        ssa(&self.peers(), "BGPPeer", &name, peer).await
+    }
+
+    async fn delete_peer(&self, peer: &BGPPeer) -> DsResult<()> {
+        delete_exact(&self.peers(), "BGPPeer", &peer.name_any(), peer.uid()).await
+    }
+
+    async fn get_bgp_configuration(&self, name: &str) -> DsResult<Option<BGPConfiguration>> {
+        Api::<BGPConfiguration>::all(self.client.clone())
+            .get_opt(name)
+            .await
+            .map_err(|e| {
+                classify(
+                    e,
+                    &format!("BGPConfiguration/{name}"),
+                    "BGPConfiguration",
+                    Op::Object,
+                )
+            })
+    }
+
+    async fn apply_bgp_configuration(
+        &self,
+        config: &BGPConfiguration,
+    ) -> DsResult<BGPConfiguration> {
+        let name = config.name_any();
+        ssa(
+            &Api::<BGPConfiguration>::all(self.client.clone()),
+            "BGPConfiguration",
+            &name,
+            config,
+        )
+        .await
+    }
+
+    async fn get_node_bgp(&self, node: &str) -> DsResult<Option<BTreeMap<String, String>>> {
+        Api::<Node>::all(self.client.clone())
+            .get_opt(node)
+            .await
+            .map(|n| n.as_ref().map(calico_annotations))
+            .map_err(|e| classify(e, &format!("Node/{node}"), "Node", Op::Object))
+    }
+
+    async fn apply_node_bgp(
+        &self,
+        node: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> DsResult<BTreeMap<String, String>> {
+        let mut metadata = json!({ "name": node });
+        if !settings.is_empty() {
+            metadata["annotations"] = json!(settings);
+        }
+        let patch = json!({"apiVersion": "v1", "kind": "Node", "metadata": metadata});
+        Api::<Node>::all(self.client.clone())
+            .patch(node, &apply_params(), &Patch::Apply(&patch))
+            .await
+            .map(|n| calico_annotations(&n))
+            .map_err(|e| classify(e, &format!("Node/{node}"), "Node", Op::Object))
+    }
+
+    async fn remove_node_bgp(&self, node: &str, keys: &[String]) -> DsResult<()> {
+        let nulls: serde_json::Map<String, serde_json::Value> = keys
+            .iter()
+            .filter(|k| NODE_ANNOTATIONS.contains(&k.as_str()))
+            .map(|k| (k.clone(), serde_json::Value::Null))
+            .collect();
+        if nulls.is_empty() {
+            return Ok(());
+        }
+        let patch = json!({"metadata": {"annotations": nulls}});
+        Api::<Node>::all(self.client.clone())
+            .patch(node, &update_params(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(e, &format!("Node/{node}"), "Node", Op::Object))
+    }
+
+    async fn missing_crds(&self, crds: &[CustomResourceDefinition]) -> DsResult<Vec<String>> {
+        // One discovery request per group/version instead of one GET per CRD.
+        let mut served: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut missing = Vec::new();
+        for crd in crds {
+            let group = &crd.spec.group;
+            let Some(version) = crd
+                .spec
+                .versions
+                .iter()
+                .find(|v| v.served)
+                .or(crd.spec.versions.first())
+            else {
+                continue;
+            };
+            let group_version = format!("{group}/{}", version.name);
+            if !served.contains_key(&group_version) {
+                let plurals = match self.client.list_api_group_resources(&group_version).await {
+                    Ok(list) => list.resources.into_iter().map(|r| r.name).collect(),
+                    Err(kube::Error::Api(status)) if status_code(&status) == 404 => BTreeSet::new(),
+                    Err(e) => {
+                        return Err(classify(e, &group_version, "APIResourceList", Op::Object));
+                    }
+                };
+                served.insert(group_version.clone(), plurals);
+            }
+            let is_served = served
+                .get(&group_version)
+                .is_some_and(|p| p.contains(&crd.spec.names.plural));
+            if !is_served {
+                missing.push(crd.name_any());
+            }
+        }
+        Ok(missing)
+    }
+
+    async fn create_crd(&self, crd: &CustomResourceDefinition) -> DsResult<bool> {
+        let name = crd.name_any();
+        let pp = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PostParams::default()
+        };
+        let mut crd = crd.clone();
+        crd.metadata.resource_version = None;
+        crd.metadata.uid = None;
+        crd.status = None;
+        match Api::<CustomResourceDefinition>::all(self.client.clone())
+            .create(&pp, &crd)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) => match classify(
+                err,
+                &format!("CustomResourceDefinition/{name}"),
+                "CustomResourceDefinition",
+                Op::Kind,
+            ) {
+                // Created meanwhile (another leader, a retry): leave it as it is.
+                DatastoreError::Conflict { .. } => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn apply_workload(&self, object: &WorkloadObject) -> DsResult<ObjectRef> {
+        let (namespace, name) = object.key();
+        let kind = object.kind().as_str();
+        let c = self.client.clone();
+        let stored = match object {
+            WorkloadObject::ServiceAccount(o) => object_ref(
+                &ssa(
+                    &Api::<ServiceAccount>::namespaced(c, &namespace),
+                    kind,
+                    &name,
+                    o,
+                )
+                .await?,
+            ),
+            WorkloadObject::ClusterRole(o) => {
+                object_ref(&ssa(&Api::<ClusterRole>::all(c), kind, &name, o).await?)
+            }
+            WorkloadObject::ClusterRoleBinding(o) => {
+                object_ref(&ssa(&Api::<ClusterRoleBinding>::all(c), kind, &name, o).await?)
+            }
+            WorkloadObject::ConfigMap(o) => object_ref(
+                &ssa(&Api::<ConfigMap>::namespaced(c, &namespace), kind, &name, o).await?,
+            ),
+            WorkloadObject::DaemonSet(o) => object_ref(
+                &ssa(&Api::<DaemonSet>::namespaced(c, &namespace), kind, &name, o).await?,
+            ),
+            WorkloadObject::Deployment(o) => object_ref(
+                &ssa(
+                    &Api::<Deployment>::namespaced(c, &namespace),
+                    kind,
+                    &name,
+                    o,
+                )
+                .await?,
+            ),
+        };
+        Ok(self.workload_ref(object, stored))
+    }
+
+    async fn list_owned_workloads(&self, kind: WorkloadKind) -> DsResult<Vec<ObjectRef>> {
+        let c = self.client.clone();
+        match kind {
+            WorkloadKind::ServiceAccount => {
+                self.list_owned(Api::<ServiceAccount>::namespaced(c, NAMESPACE))
+                    .await
+            }
+            WorkloadKind::ClusterRole => self.list_owned(Api::<ClusterRole>::all(c)).await,
+            WorkloadKind::ClusterRoleBinding => {
+                self.list_owned(Api::<ClusterRoleBinding>::all(c)).await
+            }
+            WorkloadKind::ConfigMap => {
+                self.list_owned(Api::<ConfigMap>::namespaced(c, NAMESPACE))
+                    .await
+            }
+            WorkloadKind::DaemonSet => {
+                self.list_owned(Api::<DaemonSet>::namespaced(c, NAMESPACE))
+                    .await
+            }
+            WorkloadKind::Deployment => {
+                self.list_owned(Api::<Deployment>::namespaced(c, NAMESPACE))
+                    .await
+            }
+        }
+    }
+
+    async fn delete_workload(&self, object: &ObjectRef) -> DsResult<()> {
+        let c = self.client.clone();
+        let (ns, name, uid) = (&object.namespace, &object.name, object.uid.clone());
+        let kind = object.kind.as_str();
+        match kind {
+            "ServiceAccount" => {
+                delete_exact(&Api::<ServiceAccount>::namespaced(c, ns), kind, name, uid).await
+            }
+            "ClusterRole" => delete_exact(&Api::<ClusterRole>::all(c), kind, name, uid).await,
+            "ClusterRoleBinding" => {
+                delete_exact(&Api::<ClusterRoleBinding>::all(c), kind, name, uid).await
+            }
+            "ConfigMap" => {
+                delete_exact(&Api::<ConfigMap>::namespaced(c, ns), kind, name, uid).await
+            }
+            "DaemonSet" => {
+                delete_exact(&Api::<DaemonSet>::namespaced(c, ns), kind, name, uid).await
+            }
+            "Deployment" => {
+                delete_exact(&Api::<Deployment>::namespaced(c, ns), kind, name, uid).await
+            }
+            other => Err(DatastoreError::Other {
+                object: object.display(),
+                reason: format!("the charm does not delete objects of kind {other}"),
+            }),
+        }
+    }
+
+    async fn node_agent(&self, node: &str) -> DsResult<NodeAgent> {
+        let lp = ListParams::default()
+            .labels(CALICO_NODE_SELECTOR)
+            .fields(&format!("spec.nodeName={node}"));
+        let pods = self
+            .list_typed(
+                Api::<Pod>::namespaced(self.client.clone(), NAMESPACE),
+                "Pod",
+                &lp,
+            )
+            .await?;
+        Ok(node_agent_from_pods(&pods, node))
+    }
+}

@@ -1,0 +1,349 @@
+//! Retrying transient Kubernetes API faults within a per-hook budget.
+//!
+//! A hook holds the machine lock, so the principal waits while we retry: every retry of a
+//! hook draws from one [`Budget`] (about 30 s). Transient faults (connection refused or
+//! reset, timeouts, 429, 5xx) are retried with exponential backoff and full-range jitter,
+//! honouring `Retry-After`; once the budget is spent the last answer is passed on, and
+//! converge reports `waiting`. [`RetryLayer`] does this for every request of a kube
+//! `Client`.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderMap, Request, Response, StatusCode};
+use kube::client::Body;
+use tokio::time::Instant;
+use tower::buffer::Buffer;
+use tower::{BoxError, Layer, Service, ServiceExt};
+
+/// Environment variable: total retry budget of a hook, in seconds (default 30).
+pub const BUDGET_ENV: &str = "CALICO_CHARM_API_BUDGET_SECS";
+/// Environment variable: first backoff delay, in milliseconds (default 200).
+pub const BASE_DELAY_ENV: &str = "CALICO_CHARM_API_BASE_DELAY_MS";
+/// Environment variable: timeout of one request, in seconds (default 15).
+pub const TIMEOUT_ENV: &str = "CALICO_CHARM_API_TIMEOUT_SECS";
+
+/// How requests are retried.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetrySettings {
+    /// Total time a hook may spend on failed attempts and waits between them.
+    pub budget: Duration,
+    /// First backoff delay; each retry doubles it up to `max_delay`.
+    pub base_delay: Duration,
+    /// Cap of one backoff delay (a longer `Retry-After` is still honoured if the budget
+    /// allows).
+    pub max_delay: Duration,
+    /// Timeout of one attempt (connect + response head), and of reading the body.
+    pub attempt_timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            budget: Duration::from_secs(30),
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetrySettings {
+    /// Defaults overridden by [`BUDGET_ENV`], [`BASE_DELAY_ENV`] and [`TIMEOUT_ENV`]
+    /// (unparsable values are ignored).
+    pub fn from_env() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Self::from_env`], reading variables through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let mut settings = RetrySettings::default();
+        let secs = |name: &str| {
+            lookup(name)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0 && *v < 86_400.0)
+                .map(Duration::from_secs_f64)
+        };
+        if let Some(budget) = secs(BUDGET_ENV) {
+            settings.budget = budget;
+        }
+        if let Some(ms) = lookup(BASE_DELAY_ENV).and_then(|v| v.trim().parse::<u64>().ok()) {
+            settings.base_delay = Duration::from_millis(ms.min(60_000));
+            settings.max_delay = settings.max_delay.max(settings.base_delay);
+        }
+        if let Some(timeout) = secs(TIMEOUT_ENV).filter(|t| !t.is_zero()) {
+            settings.attempt_timeout = timeout;
+            settings.connect_timeout = settings.connect_timeout.min(timeout);
+        }
+        settings
+    }
+
+    /// The backoff before retry number `attempt` (0-based), for a `jitter` in `[0, 1]`:
+    /// `base · 2^attempt`, capped at `max_delay`, scaled into `[½, 1]` of that.
+    pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(attempt.min(30)))
+            .min(self.max_delay);
+        let jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        exp.mul_f64(0.5 + 0.5 * jitter)
+    }
+}
+
+/// The retry time left to one hook, shared by all its requests.
+#[derive(Debug)]
+pub struct Budget {
+    settings: RetrySettings,
+    spent: Mutex<Duration>,
+}
+
+impl Budget {
+    pub fn new(settings: RetrySettings) -> Arc<Budget> {
+        Arc::new(Budget {
+            settings,
+            spent: Mutex::new(Duration::ZERO),
+        })
+    }
+
+    pub fn settings(&self) -> &RetrySettings {
+        &self.settings
+    }
+
+    /// Retry time still available.
+    pub fn remaining(&self) -> Duration {
+        let spent = self
+            .spent
+            .lock()
+            .map(|s| *s)
+            .unwrap_or(self.settings.budget);
+        self.settings.budget.saturating_sub(spent)
+    }
+
+    /// Count time lost to a failed attempt or a wait.
+    pub fn charge(&self, lost: Duration) {
+        if let Ok(mut spent) = self.spent.lock() {
+            *spent = spent.saturating_add(lost);
+        }
+    }
+
+    /// Timeout of the next attempt: the attempt timeout, but no more than the budget left
+    /// (and at least one second, so a spent budget still lets one quick request through).
+    pub fn attempt_timeout(&self) -> Duration {
+        self.settings
+            .attempt_timeout
+            .min(self.remaining().max(Duration::from_secs(1)))
+    }
+}
+
+/// Whether an HTTP status is worth retrying: 429 and every 5xx.
+pub fn retryable_status(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// The `Retry-After` of a response, when given in seconds (as the API server does).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: u64 = value.trim().parse().ok()?;
+    Some(Duration::from_secs(secs.min(86_400)))
+}
+
+/// An attempt that took longer than its timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("request timed out after {0:?}")]
+pub struct AttemptTimedOut(pub Duration);
+
+/// Whether a failure to get any answer is worth retrying: connection refused, reset or
+/// closed, timeouts, DNS hiccups. TLS and credential problems are not (retrying cannot fix
+/// a certificate the client does not trust).
+pub fn transient_error(err: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.is::<AttemptTimedOut>() {
+            return true;
+        }
+        if e.is::<kube::client::AuthError>() {
+            return false;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            return !matches!(
+                io.kind(),
+                K::InvalidData | K::InvalidInput | K::PermissionDenied | K::Unsupported
+            );
+        }
+        current = e.source();
+    }
+    true
+}
+
+/// A short description of a failure for an operator: the innermost cause
+/// (`Connection refused (os error 111)`), not the chain of wrappers.
+pub fn describe_error(err: &(dyn StdError + 'static)) -> String {
+    let mut current: &(dyn StdError + 'static) = err;
+    let mut best = current.to_string();
+    while let Some(next) = current.source() {
+        let text = next.to_string();
+        if !text.is_empty() {
+            best = text;
+        }
+        current = next;
+    }
+    best
+}
+
+/// A number in `[0, 1)` from the standard library's randomly seeded hasher (no RNG crate).
+fn jitter() -> f64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A tower layer that retries a kube client's requests within a [`Budget`].
+#[derive(Clone, Debug)]
+pub struct RetryLayer {
+    budget: Arc<Budget>,
+}
+
+impl RetryLayer {
+    pub fn new(budget: Arc<Budget>) -> Self {
+        RetryLayer { budget }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer
+where
+    S: Service<Request<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError> + Send + Sync,
+{
+    type Service = RetryService<Buffer<Request<Body>, S::Future>>;
+
+    /// Wraps `inner` in a [`Buffer`] (so that it can be called again for a retry); needs a
+    /// Tokio runtime.
+    fn layer(&self, inner: S) -> Self::Service {
+        RetryService::new(Buffer::new(inner, 64), self.budget.clone())
+    }
+}
+
+/// See [`RetryLayer`]. The inner service must be cheap to clone (a [`Buffer`]).
+#[derive(Clone, Debug)]
+pub struct RetryService<S> {
+    inner: S,
+    budget: Arc<Budget>,
+}
+
+impl<S> RetryService<S> {
+    pub fn new(inner: S, budget: Arc<Budget>) -> Self {
+        RetryService { inner, budget }
+    }
+}
+
+/// Copy a request whose body is in memory (every request the charm makes); `None` for a
+/// streaming body, which is then sent once.
+fn copy_request(req: &Request<Body>) -> Option<Request<Body>> {
+    let body = req.body().try_clone()?;
+    let mut copy = Request::new(body);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    Some(copy)
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> Service<Request<Body>> for RetryService<S>
+where
+    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<B>;
+    type Error = BoxError;
+    type Future = BoxFuture<Result<Response<B>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is awaited per attempt, on a clone of the inner service.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        let budget = self.budget.clone();
+        Box::pin(async move {
+            let mut original = Some(req);
+            let mut attempt: u32 = 0;
+            loop {
+                let Some(template) = original.as_ref() else {
+                    return Err(BoxError::from("request already sent"));
+                };
+                let (request, last) = match copy_request(template) {
+                    Some(copy) => (copy, false),
+                    None => match original.take() {
+                        Some(req) => (req, true),
+                        None => return Err(BoxError::from("request already sent")),
+                    },
+                };
+                let timeout = budget.attempt_timeout();
+                let started = Instant::now();
+                let result: Result<Response<B>, BoxError> =
+                    match tokio::time::timeout(timeout, inner.clone().oneshot(request)).await {
+                        Ok(result) => result.map_err(Into::into),
+                        Err(_) => Err(Box::new(AttemptTimedOut(timeout)) as BoxError),
+                    };
+                let hint = match &result {
+                    Ok(resp) if retryable_status(resp.status()) => retry_after(resp.headers()),
+                    Ok(_) => return result,
+                    Err(err) if transient_error(err.as_ref()) => None,
+                    Err(_) => return result,
+                };
+                budget.charge(started.elapsed());
+                if last {
+                    return result;
+                }
+                let delay = hint.unwrap_or_else(|| budget.settings().backoff(attempt, jitter()));
+                if delay > budget.remaining() {
+                    match &result {
+                        Ok(resp) => {
+                            tracing::debug!("giving up on {}: retry budget spent", resp.status())
+                        }
+                        Err(err) => tracing::debug!(
+                            "giving up: retry budget spent: {}",
+                            describe_error(err.as_ref())
+                        ),
+                    }
+                    return result;
+                }
+                match &result {
+                    Ok(resp) => tracing::debug!("{}; retrying in {delay:?}", resp.status()),
+                    Err(err) => {
+                        tracing::debug!("{}; retrying in {delay:?}", describe_error(err.as_ref()))
+                    }
+                }
+                drop(result);
+                tokio::time::sleep(delay).await;
+                budget.charge(delay);
+                attempt = attempt.saturating_add(1);
+            }
+        })
+    }
+}
