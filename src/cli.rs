@@ -1,21 +1,185 @@
-//! The offline `render` and `validate` commands. (Owned by the charm-core work.)
+//! The offline `render` and `validate` commands: what the charm would do with a
+//! configuration, without a cluster.
 
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::config::{self, ConfigError, Validated, Warning};
+use crate::options;
+use crate::render::{self, UnitFacts};
+
+/// Output format of `render`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// A multi-document YAML stream, one object per document.
+    #[default]
+    Yaml,
+    /// One `{"apiVersion": "v1", "kind": "List", "items": [...]}` object.
+    Json,
+}
+
+fn unit_name(s: &str) -> Result<String, String> {
+    render::parse_unit_name(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
 
 /// Arguments of `calico-charm render`.
 #[derive(clap::Args, Debug)]
-pub struct RenderArgs {}
+pub struct RenderArgs {
+    /// Option file as `juju config calico --file` takes it ({option: value} or
+    /// {calico: {option: value}}); `-` reads stdin. Options not given take their defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The unit to render for, e.g. calico/0.
+    #[arg(long, value_name = "calico/N", value_parser = unit_name)]
+    pub unit: String,
+    /// The unit's address on the cni binding.
+    #[arg(long, value_name = "IP")]
+    pub address: IpAddr,
+    /// Kubernetes node name of the unit's machine [default: this host's name].
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Render as the leader (pools, BGPConfiguration, workloads).
+    #[arg(long)]
+    pub leader: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Yaml)]
+    pub format: Format,
+}
 
 /// Arguments of `calico-charm validate`.
 #[derive(clap::Args, Debug)]
-pub struct ValidateArgs {}
+pub struct ValidateArgs {
+    /// Option file as `juju config calico --file` takes it; `-` reads stdin.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Also check the warnings that depend on this unit, e.g. calico/0 (needs --address).
+    #[arg(long, value_name = "calico/N", value_parser = unit_name, requires = "address")]
+    pub unit: Option<String>,
+    /// The unit's address on the cni binding (needs --unit).
+    #[arg(long, value_name = "IP", requires = "unit")]
+    pub address: Option<IpAddr>,
+}
+
+fn read_config(path: &std::path::Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read the configuration from stdin")?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read configuration file {}", path.display()))
+    }
+}
+
+/// Read, merge and validate a config file. `Ok(Err(errors))` is an invalid configuration.
+fn load(path: &std::path::Path) -> anyhow::Result<Result<Validated, Vec<ConfigError>>> {
+    let text = read_config(path)?;
+    let merged = options::merge_user_file(&text)
+        .with_context(|| format!("configuration file {}", path.display()))?;
+    Ok(match (config::validate(&merged.raw), merged.errors) {
+        (Ok(v), e) if e.is_empty() => Ok(v),
+        (Ok(_), e) => Err(e),
+        (Err(mut e), mut first) => {
+            first.append(&mut e);
+            Err(first)
+        }
+    })
+}
+
+fn report(errors: &[ConfigError], warnings: &[Warning]) {
+    let mut err = std::io::stderr().lock();
+    for e in errors {
+        let _ = writeln!(err, "{e}");
+    }
+    for w in warnings {
+        let _ = writeln!(err, "warning: {w}");
+    }
+}
+
+/// This machine's host name, lowercased as the kubelet names its Node.
+fn host_name() -> anyhow::Result<String> {
+    for path in ["/proc/sys/kernel/hostname", "/etc/hostname"] {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            let s = s.trim();
+            if !s.is_empty() {
+                return Ok(s.to_ascii_lowercase());
+            }
+        }
+    }
+    anyhow::bail!("cannot determine this host's name: pass --node-name")
+}
+
+/// Serialize objects in the chosen format.
+pub fn format_objects(objects: &[serde_json::Value], format: Format) -> anyhow::Result<String> {
+    match format {
+        Format::Json => {
+            let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+            let mut s = serde_json::to_string_pretty(&list)?;
+            s.push('\n');
+            Ok(s)
+        }
+        Format::Yaml => {
+            let mut s = String::new();
+            for o in objects {
+                s.push_str("---\n");
+                s.push_str(&serde_yaml::to_string(o)?);
+            }
+            Ok(s)
+        }
+    }
+}
 
 pub fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
-    let _ = args;
-    anyhow::bail!("render: not yet implemented")
+    let validated = match load(&args.config)? {
+        Ok(v) => v,
+        Err(errors) => {
+            report(&errors, &[]);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => host_name()?,
+    };
+    let facts = UnitFacts::new(&args.unit, node_name, args.address, args.leader)?;
+    let mut warnings = validated.warnings;
+    warnings.extend(config::unit_warnings(&validated.config, &facts));
+    let desired = render::desired(&validated.config, &facts);
+    let text = format_objects(&desired.objects(), args.format)?;
+    report(&[], &warnings);
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
-    let _ = args;
-    anyhow::bail!("validate: not yet implemented")
+    let validated = match load(&args.config)? {
+        Ok(v) => v,
+        Err(errors) => {
+            report(&errors, &[]);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let mut warnings = validated.warnings;
+    if let (Some(unit), Some(address)) = (&args.unit, args.address) {
+        let facts = UnitFacts::new(unit, String::new(), address, false)?;
+        warnings.extend(config::unit_warnings(&validated.config, &facts));
+    }
+    report(&[], &warnings);
+    let mut out = std::io::stdout().lock();
+    match warnings.len() {
+        0 => writeln!(out, "valid")?,
+        n => writeln!(out, "valid, {n} warning{}", if n == 1 { "" } else { "s" })?,
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,12 +1,17 @@
-//! Typed, validated charm configuration. (Owned by the charm-core work.)
+//! Typed, validated charm configuration.
+//!
+//! [`validate`] is a pure function from raw option values to a [`CharmConfig`] or the full
+//! list of problems; [`unit_warnings`] adds the warnings that depend on one unit's facts.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnetwork::IpNetwork;
+use serde_json::Value;
 
 use crate::asn::AsNumber;
-use crate::options::RawConfig;
+use crate::options::{self, RawConfig, shorten, show};
+use crate::render::UnitFacts;
 
 /// IPIP / VXLAN encapsulation mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,8 +93,987 @@ pub struct Validated {
     pub warnings: Vec<Warning>,
 }
 
-/// Validate raw option values (defaults already merged in), reporting every problem at once.
+impl EncapMode {
+    /// Parse `Always`, `CrossSubnet` or `Never`; a near miss gets "did you mean ...".
+    pub fn parse(text: &str) -> Result<EncapMode, String> {
+        const ALL: [EncapMode; 3] = [EncapMode::Always, EncapMode::CrossSubnet, EncapMode::Never];
+        if let Some(m) = ALL.into_iter().find(|m| m.as_str() == text) {
+            return Ok(m);
+        }
+        let norm: String = text
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        let meant = ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(&norm))
+            .or(match norm.as_str() {
+                "true" | "yes" | "on" | "enabled" | "enable" => Some(EncapMode::Always),
+                "false" | "no" | "off" | "disabled" | "disable" | "none" => Some(EncapMode::Never),
+                _ => None,
+            });
+        let shown = shorten(format!("{text:?}"));
+        Err(match meant {
+            Some(m) => format!(
+                "{shown}: expected one of Always, CrossSubnet, Never (case matters): did you mean {:?}?",
+                m.as_str()
+            ),
+            None => format!("{shown}: expected one of Always, CrossSubnet, Never"),
+        })
+    }
+}
+
+impl Image {
+    /// Check a container image reference (`[registry[:port]/]path[:tag][@digest]`).
+    pub fn parse(text: &str) -> Result<Image, String> {
+        let shown = shorten(format!("{text:?}"));
+        let fail = |why: &str| {
+            Err(format!(
+                "{shown}: {why}; expected an image reference like docker.io/calico/node:v3.6.1"
+            ))
+        };
+        if text.is_empty() {
+            return Err(
+                "must not be empty; expected an image reference like docker.io/calico/node:v3.6.1"
+                    .into(),
+            );
+        }
+        if text.chars().any(char::is_whitespace) {
+            return fail("contains whitespace");
+        }
+        let (name_tag, digest) = match text.split_once('@') {
+            Some((n, d)) => (n, Some(d)),
+            None => (text, None),
+        };
+        if let Some(d) = digest {
+            let Some((algo, hex)) = d.split_once(':') else {
+                return fail("the digest after @ must be algorithm:hex");
+            };
+            let algo_ok = !algo.is_empty()
+                && algo
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b));
+            let hex_ok = hex.len() >= 32
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+            if !algo_ok || !hex_ok || (algo == "sha256" && hex.len() != 64) {
+                return fail("invalid digest");
+            }
+        }
+        let last_slash = name_tag.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match name_tag[last_slash..].rfind(':') {
+            Some(i) => (
+                &name_tag[..last_slash + i],
+                Some(&name_tag[last_slash + i + 1..]),
+            ),
+            None => (name_tag, None),
+        };
+        if let Some(tag) = tag {
+            let b = tag.as_bytes();
+            let ok = !b.is_empty()
+                && b.len() <= 128
+                && b.first()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                && b.iter()
+                    .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c));
+            if !ok {
+                return fail("invalid tag");
+            }
+        }
+        if name.is_empty() || name.len() > 255 {
+            return fail("the repository name must be 1 to 255 characters");
+        }
+        let mut parts: Vec<&str> = name.split('/').collect();
+        if parts.len() > 1
+            && parts.first().is_some_and(|d| {
+                d.contains('.')
+                    || d.contains(':')
+                    || *d == "localhost"
+                    || d.bytes().any(|b| b.is_ascii_uppercase())
+            })
+        {
+            let domain = parts.remove(0);
+            if !valid_domain(domain) {
+                return fail("invalid registry host");
+            }
+        }
+        for part in parts {
+            if !valid_path_component(part) {
+                return fail(&format!(
+                    "invalid path component {part:?} (lowercase letters, digits and single separators . _ __ -)"
+                ));
+            }
+        }
+        Ok(Image {
+            reference: text.to_string(),
+        })
+    }
+
+    /// The tag (`v3.6.1` of `docker.io/calico/node:v3.6.1`), if the reference has one.
+    pub fn tag(&self) -> Option<&str> {
+        let name_tag = self.reference.split('@').next().unwrap_or_default();
+        let last = name_tag.rfind('/').map_or(0, |i| i + 1);
+        let tail = name_tag.get(last..)?;
+        tail.rfind(':').and_then(|i| tail.get(i + 1..))
+    }
+
+    /// The digest (`sha256:...`), if the reference has one.
+    pub fn digest(&self) -> Option<&str> {
+        self.reference.split_once('@').map(|(_, d)| d)
+    }
+
+    /// What to show as the application version: the tag, else the digest, else `latest`.
+    pub fn version(&self) -> &str {
+        self.tag().or_else(|| self.digest()).unwrap_or("latest")
+    }
+}
+
+fn valid_domain(domain: &str) -> bool {
+    let (host, port) = if let Some(rest) = domain.strip_prefix('[') {
+        let Some((ip6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if ip6.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        (
+            None,
+            after
+                .strip_prefix(':')
+                .map(Some)
+                .unwrap_or(if after.is_empty() { None } else { Some("") }),
+        )
+    } else {
+        match domain.rsplit_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(domain), None),
+        }
+    };
+    if let Some(p) = port
+        && (p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
+    }
+    host.is_none_or(|h| {
+        !h.is_empty()
+            && h.split('.').all(|label| {
+                let b = label.as_bytes();
+                !b.is_empty()
+                    && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+                    && b.first().is_some_and(u8::is_ascii_alphanumeric)
+                    && b.last().is_some_and(u8::is_ascii_alphanumeric)
+            })
+    })
+}
+
+fn valid_path_component(part: &str) -> bool {
+    // [a-z0-9]+ ((\.|_|__|-+) [a-z0-9]+)*
+    let b = part.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !b.first().is_some_and(alnum) || !b.last().is_some_and(alnum) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if alnum(&c) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(&b[i]) {
+            i += 1;
+        }
+        let sep = &part[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|s| s == b'-')) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Parse a CIDR strictly: an address, `/`, a prefix length, no host bits set.
+pub fn parse_cidr(text: &str) -> Result<IpNetwork, String> {
+    let t = text.trim();
+    let shown = shorten(format!("{t:?}"));
+    let Some((addr, prefix)) = t.split_once('/') else {
+        return Err(format!(
+            "{shown}: expected a CIDR like 192.168.0.0/16 (address/prefix length)"
+        ));
+    };
+    let Ok(ip) = addr.parse::<IpAddr>() else {
+        return Err(format!(
+            "{shown}: {:?} is not an IP address; expected a CIDR like 192.168.0.0/16",
+            shorten(addr.to_string())
+        ));
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix.parse::<u8>() {
+        Ok(p) if p <= max && !prefix.starts_with('+') => p,
+        _ => return Err(format!("{shown}: the prefix length must be 0 to {max}")),
+    };
+    let net = IpNetwork::new(ip, prefix).map_err(|e| format!("{shown}: {e}"))?;
+    if net.network() != ip {
+        return Err(format!(
+            "{shown}: host bits are set: did you mean {}/{prefix}?",
+            net.network()
+        ));
+    }
+    IpNetwork::new(net.network(), prefix).map_err(|e| format!("{shown}: {e}"))
+}
+
+fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
+    a.is_ipv4() == b.is_ipv4() && (a.contains(b.network()) || b.contains(a.network()))
+}
+
+/// Ranges a pool may not overlap, with what they are.
+fn reserved_ranges() -> impl Iterator<Item = (IpNetwork, &'static str)> {
+    [
+        ("169.254.0.0/16", "the link-local range 169.254.0.0/16"),
+        ("fe80::/10", "the link-local range fe80::/10"),
+        ("127.0.0.0/8", "the loopback range 127.0.0.0/8"),
+        ("::1/128", "the loopback address ::1/128"),
+        ("224.0.0.0/4", "the multicast range 224.0.0.0/4"),
+        ("ff00::/8", "the multicast range ff00::/8"),
+    ]
+    .into_iter()
+    .filter_map(|(net, what)| net.parse::<IpNetwork>().ok().map(|n| (n, what)))
+}
+
+/// Calico's default block sizes: a pool must be at least this large.
+const IPV4_BLOCK_PREFIX: u8 = 26;
+const IPV6_BLOCK_PREFIX: u8 = 122;
+
+/// Collects every problem while reading options.
+struct Check<'a> {
+    raw: &'a RawConfig,
+    errors: Vec<ConfigError>,
+    warnings: Vec<Warning>,
+}
+
+impl Check<'_> {
+    fn error(&mut self, option: &str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            option: option.to_string(),
+            message: options::one_line(&message.into()),
+        });
+    }
+
+    fn warn(&mut self, option: &str, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            option: option.to_string(),
+            message: options::one_line(&message.into()),
+        });
+    }
+
+    /// The option's value (or its config.yaml default) coerced to its declared type;
+    /// `Some(Value::Null)` when unset without a default.
+    fn value(&mut self, option: &str) -> Option<Value> {
+        let Some(spec) = options::spec(option) else {
+            self.error(option, "not declared in config.yaml");
+            return None;
+        };
+        let v = match self.raw.get(option) {
+            Some(v) if !v.is_null() => v,
+            _ => match &spec.default {
+                Some(d) => d,
+                None => return Some(Value::Null),
+            },
+        };
+        match options::coerce(spec.kind, v) {
+            Ok(v) => Some(v),
+            Err(m) => {
+                self.error(option, m);
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, option: &str) -> Option<String> {
+        match self.value(option)? {
+            Value::String(s) => Some(s),
+            _ => {
+                self.error(option, "must be set");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, option: &str) -> Option<bool> {
+        match self.value(option)? {
+            Value::Bool(b) => Some(b),
+            _ => {
+                self.error(option, "must be set to true or false");
+                None
+            }
+        }
+    }
+
+    fn image(&mut self, option: &str) -> Option<Image> {
+        let s = self.string(option)?;
+        Image::parse(&s).map_err(|m| self.error(option, m)).ok()
+    }
+
+    fn encap(&mut self, option: &str) -> Option<EncapMode> {
+        let s = self.string(option)?;
+        EncapMode::parse(&s).map_err(|m| self.error(option, m)).ok()
+    }
+
+    fn cidrs(&mut self, option: &str) -> Option<Vec<IpNetwork>> {
+        let s = self.string(option)?;
+        if s.trim().is_empty() {
+            self.error(option, "must not be empty; expected a CIDR like 192.168.0.0/16, or one IPv4 and one IPv6 CIDR separated by a comma");
+            return None;
+        }
+        let before = self.errors.len();
+        let mut out: Vec<IpNetwork> = Vec::with_capacity(2);
+        for entry in s.split(',') {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                self.error(
+                    option,
+                    format!("{:?}: empty entry between commas", shorten(s.clone())),
+                );
+                continue;
+            }
+            let net = match parse_cidr(entry) {
+                Ok(n) => n,
+                Err(m) => {
+                    self.error(option, m);
+                    continue;
+                }
+            };
+            let (family, room) = if net.is_ipv4() {
+                ("IPv4", IPV4_BLOCK_PREFIX)
+            } else {
+                ("IPv6", IPV6_BLOCK_PREFIX)
+            };
+            if net.prefix() > room {
+                self.error(
+                    option,
+                    format!("{net}: too small for Calico's default /{room} {family} block: use a prefix of /{room} or shorter"),
+                );
+            }
+            for (range, what) in reserved_ranges() {
+                if overlaps(net, range) {
+                    self.error(
+                        option,
+                        format!("{net}: overlaps {what}, which Calico cannot use for pods"),
+                    );
+                }
+            }
+            if let Some(prev) = out.iter().find(|p| p.is_ipv4() == net.is_ipv4()) {
+                self.error(
+                    option,
+                    format!("{net}: at most one {family} CIDR (already have {prev})"),
+                );
+                continue;
+            }
+            out.push(net);
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    fn as_number_option(&mut self, option: &str) -> Option<AsNumber> {
+        // An int option; asdot text is accepted too when it reaches us as a string.
+        let v = match self.raw.get(option) {
+            Some(Value::String(s)) if s.contains('.') => Value::String(s.clone()),
+            _ => self.value(option)?,
+        };
+        let asn = AsNumber::from_json(&v)
+            .map_err(|e| self.error(option, e.to_string()))
+            .ok()?;
+        self.int32_warning(option, "", asn);
+        Some(asn)
+    }
+
+    fn int32_warning(&mut self, option: &str, place: &str, asn: AsNumber) {
+        if !asn.fits_int32() {
+            self.warn(
+                option,
+                format!(
+                    "{place}AS number {asn} is above 2147483647: Calico's CRDs declare asNumber as int32, \
+                     and API servers that enforce integer formats (reported for Kubernetes 1.36 and later, \
+                     calico issue #13494) refuse the object"
+                ),
+            );
+        }
+    }
+
+    fn veth_mtu(&mut self, option: &str) -> Option<Option<u32>> {
+        match self.value(option)? {
+            Value::Null => Some(None),
+            v => match v.as_i64() {
+                Some(n) if (576..=65535).contains(&n) => {
+                    if n > 9216 {
+                        self.warn(option, format!("{n} is larger than the usual jumbo frame (9216): check the network really carries it"));
+                    }
+                    u32::try_from(n).ok().map(Some)
+                }
+                Some(0) => {
+                    self.error(option, "0: expected an MTU from 576 to 65535; unset the option to let Calico auto-detect");
+                    None
+                }
+                _ => {
+                    self.error(
+                        option,
+                        format!("{}: expected an MTU from 576 to 65535", show(&v)),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    /// Parse a YAML-valued option: `None` on error, `Some(Null)` when empty.
+    fn yaml(&mut self, option: &str) -> Option<serde_yaml::Value> {
+        let s = self.string(option)?;
+        if s.trim().is_empty() {
+            return Some(serde_yaml::Value::Null);
+        }
+        match serde_yaml::from_str::<serde_yaml::Value>(&s) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.error(option, format!("not valid YAML: {e}"));
+                None
+            }
+        }
+    }
+
+    fn mapping<'v>(
+        &mut self,
+        option: &str,
+        v: &'v serde_yaml::Value,
+        shape: &str,
+    ) -> Option<Vec<(&'v serde_yaml::Value, &'v serde_yaml::Value)>> {
+        match v {
+            serde_yaml::Value::Null => Some(Vec::new()),
+            serde_yaml::Value::Mapping(m) => Some(m.iter().collect()),
+            other => {
+                self.error(
+                    option,
+                    format!("got {}: expected a YAML map of {shape}", yaml_desc(other)),
+                );
+                None
+            }
+        }
+    }
+
+    fn subnet_key(&mut self, option: &str, key: &serde_yaml::Value) -> Option<IpNetwork> {
+        match key {
+            serde_yaml::Value::String(s) => parse_cidr(s)
+                .map_err(|m| self.error(option, format!("subnet {m}")))
+                .ok(),
+            other => {
+                self.error(
+                    option,
+                    format!(
+                        "subnet {}: expected a CIDR like 10.0.0.0/24",
+                        yaml_desc(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn unit_key(&mut self, option: &str, key: &serde_yaml::Value) -> Option<u32> {
+        let id = match key {
+            serde_yaml::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+            serde_yaml::Value::String(s)
+                if !s.is_empty() && s.len() <= 10 && s.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                s.parse::<u32>().ok()
+            }
+            _ => None,
+        };
+        if id.is_none() {
+            let hint = match key {
+                serde_yaml::Value::String(s) if s.contains('/') => {
+                    " (the N of calico/N, without the application name)"
+                }
+                _ => " (the N of calico/N)",
+            };
+            self.error(
+                option,
+                format!(
+                    "unit ID {}: expected a non-negative integer{hint}",
+                    yaml_desc(key)
+                ),
+            );
+        }
+        id
+    }
+
+    fn as_number(
+        &mut self,
+        option: &str,
+        place: &str,
+        v: &serde_yaml::Value,
+        crd: bool,
+    ) -> Option<AsNumber> {
+        let asn = AsNumber::from_yaml(v)
+            .map_err(|e| self.error(option, format!("{place}{e}")))
+            .ok()?;
+        if crd {
+            self.int32_warning(option, place, asn);
+        }
+        Some(asn)
+    }
+
+    fn peers(&mut self, option: &str, place: &str, v: &serde_yaml::Value) -> Option<Vec<Peer>> {
+        let items = match v {
+            serde_yaml::Value::Sequence(s) => s,
+            serde_yaml::Value::Null if place.is_empty() => return Some(Vec::new()),
+            other => {
+                self.error(option, format!("{place}got {}: expected a list of peers, each {{address: IP, as-number: AS}}", yaml_desc(other)));
+                return None;
+            }
+        };
+        let before = self.errors.len();
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let here = format!("{place}peer {}: ", i + 1);
+            let Some(map) = item.as_mapping() else {
+                self.error(
+                    option,
+                    format!(
+                        "{here}got {}: expected a map {{address: IP, as-number: AS}}",
+                        yaml_desc(item)
+                    ),
+                );
+                continue;
+            };
+            let mut address = None;
+            let mut asn = None;
+            let mut ok = true;
+            for (k, val) in map {
+                match k.as_str() {
+                    Some("address") => address = Some(val),
+                    Some("as-number") => asn = Some(val),
+                    _ => {
+                        ok = false;
+                        let name = k.as_str().map_or_else(
+                            || yaml_desc(k),
+                            |s| format!("{:?}", shorten(s.to_string())),
+                        );
+                        let norm: String = k
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_ascii_lowercase()
+                            .chars()
+                            .filter(char::is_ascii_alphanumeric)
+                            .collect();
+                        let hint = match norm.as_str() {
+                            "asnumber" | "asn" | "as" | "remoteas" | "peeras" => {
+                                " (did you mean \"as-number\"?)"
+                            }
+                            "ip" | "peerip" | "addr" | "ipaddress" | "peeraddress" | "host" => {
+                                " (did you mean \"address\"?)"
+                            }
+                            _ => "",
+                        };
+                        self.error(option, format!("{here}unknown key {name}{hint}: a peer has exactly \"address\" and \"as-number\""));
+                    }
+                }
+            }
+            let address = match address {
+                None => {
+                    self.error(option, format!("{here}missing \"address\": a peer has exactly \"address\" and \"as-number\""));
+                    None
+                }
+                Some(a) => self.peer_address(option, &here, a),
+            };
+            let asn = match asn {
+                None => {
+                    self.error(option, format!("{here}missing \"as-number\": a peer has exactly \"address\" and \"as-number\""));
+                    None
+                }
+                Some(a) => self.as_number(option, &here, a, true),
+            };
+            if let (Some(address), Some(as_number), true) = (address, asn, ok) {
+                out.push(Peer { address, as_number });
+            }
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    fn peer_address(&mut self, option: &str, here: &str, v: &serde_yaml::Value) -> Option<IpAddr> {
+        let text = v.as_str();
+        match text.map(str::parse::<IpAddr>) {
+            Some(Ok(ip)) if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() => {
+                self.error(
+                    option,
+                    format!("{here}address {ip}: a peer needs a unicast, non-loopback address"),
+                );
+                None
+            }
+            Some(Ok(ip)) => Some(ip),
+            _ => {
+                let shown =
+                    text.map_or_else(|| yaml_desc(v), |t| format!("{:?}", shorten(t.to_string())));
+                self.error(option, format!("{here}address {shown}: expected an IPv4 or IPv6 address (no port, no prefix)"));
+                None
+            }
+        }
+    }
+
+    fn subnet_as_numbers(&mut self, option: &str) -> Option<Vec<(IpNetwork, AsNumber)>> {
+        let doc = self.yaml(option)?;
+        let entries = self.mapping(
+            option,
+            &doc,
+            "subnets to AS numbers, e.g. {10.0.0.0/24: 64512}",
+        )?;
+        let before = self.errors.len();
+        let mut out: Vec<(IpNetwork, AsNumber)> = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            let net = self.subnet_key(option, k);
+            let place = net.map(|n| format!("subnet {n}: ")).unwrap_or_default();
+            // Node annotations are strings: no int32 limit there.
+            let asn = self.as_number(option, &place, v, false);
+            if let (Some(net), Some(asn)) = (net, asn) {
+                if out.iter().any(|(n, _)| *n == net) {
+                    self.error(option, format!("subnet {net} is listed twice"));
+                    continue;
+                }
+                out.push((net, asn));
+            }
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    fn unit_as_numbers(&mut self, option: &str) -> Option<BTreeMap<u32, AsNumber>> {
+        let doc = self.yaml(option)?;
+        let entries = self.mapping(option, &doc, "unit IDs to AS numbers, e.g. {0: 64512}")?;
+        let before = self.errors.len();
+        let mut out = BTreeMap::new();
+        for (k, v) in entries {
+            let id = self.unit_key(option, k);
+            let place = id.map(|n| format!("unit {n}: ")).unwrap_or_default();
+            let asn = self.as_number(option, &place, v, false);
+            if let (Some(id), Some(asn)) = (id, asn)
+                && out.insert(id, asn).is_some()
+            {
+                self.error(option, format!("unit {id} is listed twice"));
+            }
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    fn global_bgp_peers(&mut self, option: &str) -> Option<Vec<Peer>> {
+        let doc = self.yaml(option)?;
+        self.peers(option, "", &doc)
+    }
+
+    fn subnet_bgp_peers(&mut self, option: &str) -> Option<Vec<(IpNetwork, Vec<Peer>)>> {
+        let doc = self.yaml(option)?;
+        let entries = self.mapping(option, &doc, "subnets to lists of peers")?;
+        let before = self.errors.len();
+        let mut out: Vec<(IpNetwork, Vec<Peer>)> = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            let net = self.subnet_key(option, k);
+            let place = net.map(|n| format!("subnet {n}: ")).unwrap_or_default();
+            let peers = self.peers(option, &place, v);
+            if let (Some(net), Some(peers)) = (net, peers) {
+                if out.iter().any(|(n, _)| *n == net) {
+                    self.error(option, format!("subnet {net} is listed twice"));
+                    continue;
+                }
+                out.push((net, peers));
+            }
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    fn unit_bgp_peers(&mut self, option: &str) -> Option<BTreeMap<u32, Vec<Peer>>> {
+        let doc = self.yaml(option)?;
+        let entries = self.mapping(option, &doc, "unit IDs to lists of peers")?;
+        let before = self.errors.len();
+        let mut out = BTreeMap::new();
+        for (k, v) in entries {
+            let id = self.unit_key(option, k);
+            let place = id.map(|n| format!("unit {n}: ")).unwrap_or_default();
+            let peers = self.peers(option, &place, v);
+            if let (Some(id), Some(peers)) = (id, peers)
+                && out.insert(id, peers).is_some()
+            {
+                self.error(option, format!("unit {id} is listed twice"));
+            }
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    fn cluster_ids(&mut self, option: &str) -> Option<BTreeMap<u32, Ipv4Addr>> {
+        let doc = self.yaml(option)?;
+        let entries = self.mapping(
+            option,
+            &doc,
+            "unit IDs to route reflector cluster IDs, e.g. {0: 0.0.0.0}",
+        )?;
+        let before = self.errors.len();
+        let mut out = BTreeMap::new();
+        for (k, v) in entries {
+            let id = self.unit_key(option, k);
+            let cid = match v.as_str().map(parse_dotted_quad) {
+                Some(Some(ip)) => Some(ip),
+                _ => {
+                    let place = id.map(|n| format!("unit {n}: ")).unwrap_or_default();
+                    let shown = v
+                        .as_str()
+                        .map_or_else(|| yaml_desc(v), |t| format!("{:?}", shorten(t.to_string())));
+                    self.error(option, format!("{place}cluster ID {shown}: expected a dotted-quad IPv4 address like 0.0.0.1"));
+                    None
+                }
+            };
+            if let (Some(id), Some(cid)) = (id, cid)
+                && out.insert(id, cid).is_some()
+            {
+                self.error(option, format!("unit {id} is listed twice"));
+            }
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+}
+
+/// Exactly four decimal octets, each 0..=255.
+fn parse_dotted_quad(text: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = text.split('.').collect();
+    if parts.len() != 4
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn yaml_desc(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::Null => "null".into(),
+        serde_yaml::Value::Bool(b) => b.to_string(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        serde_yaml::Value::String(s) => shorten(format!("{s:?}")),
+        serde_yaml::Value::Sequence(_) => "a list".into(),
+        serde_yaml::Value::Mapping(_) => "a map".into(),
+        serde_yaml::Value::Tagged(t) => yaml_desc(&t.value),
+    }
+}
+
+/// Validate raw option values (defaults already merged in, or missing options take the
+/// config.yaml defaults), reporting every problem at once. Never panics.
 pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
-    let _ = raw;
-    todo!("charm-core: validation")
+    let specs = match options::specs() {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(vec![ConfigError {
+                option: "config.yaml".into(),
+                message: e.to_string(),
+            }]);
+        }
+    };
+    let mut c = Check {
+        raw,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for name in raw.keys() {
+        if !specs.iter().any(|s| s.name == *name) {
+            c.error(name, "unknown option");
+        }
+    }
+    let calico_node_image = c.image("calico-node-image");
+    let calico_policy_image = c.image("calico-policy-image");
+    let ipip = c.encap("ipip");
+    let vxlan = c.encap("vxlan");
+    if let (Some(i), Some(v)) = (ipip, vxlan)
+        && i.enabled()
+        && v.enabled()
+    {
+        c.error(
+            "vxlan",
+            format!("{:?} together with ipip {:?}: a pool uses one encapsulation; set ipip or vxlan to Never", v.as_str(), i.as_str()),
+        );
+    }
+    let nat_outgoing = c.boolean("nat-outgoing");
+    let cidrs = c.cidrs("cidr");
+    let manage_pools = c.boolean("manage-pools");
+    let global_as_number = c.as_number_option("global-as-number");
+    let subnet_as_numbers = c.subnet_as_numbers("subnet-as-numbers");
+    let unit_as_numbers = c.unit_as_numbers("unit-as-numbers");
+    let node_to_node_mesh = c.boolean("node-to-node-mesh");
+    let global_bgp_peers = c.global_bgp_peers("global-bgp-peers");
+    let subnet_bgp_peers = c.subnet_bgp_peers("subnet-bgp-peers");
+    let unit_bgp_peers = c.unit_bgp_peers("unit-bgp-peers");
+    let route_reflector_cluster_ids = c.cluster_ids("route-reflector-cluster-ids");
+    let veth_mtu = c.veth_mtu("veth-mtu");
+    let (
+        Some(calico_node_image),
+        Some(calico_policy_image),
+        Some(ipip),
+        Some(vxlan),
+        Some(nat_outgoing),
+        Some(cidrs),
+        Some(manage_pools),
+        Some(global_as_number),
+        Some(subnet_as_numbers),
+        Some(unit_as_numbers),
+        Some(node_to_node_mesh),
+        Some(global_bgp_peers),
+        Some(subnet_bgp_peers),
+        Some(unit_bgp_peers),
+        Some(route_reflector_cluster_ids),
+        Some(veth_mtu),
+        true,
+    ) = (
+        calico_node_image,
+        calico_policy_image,
+        ipip,
+        vxlan,
+        nat_outgoing,
+        cidrs,
+        manage_pools,
+        global_as_number,
+        subnet_as_numbers,
+        unit_as_numbers,
+        node_to_node_mesh,
+        global_bgp_peers,
+        subnet_bgp_peers,
+        unit_bgp_peers,
+        route_reflector_cluster_ids,
+        veth_mtu,
+        c.errors.is_empty(),
+    )
+    else {
+        return Err(c.errors);
+    };
+    let config = CharmConfig {
+        calico_node_image,
+        calico_policy_image,
+        ipip,
+        vxlan,
+        nat_outgoing,
+        cidrs,
+        manage_pools,
+        global_as_number,
+        subnet_as_numbers,
+        unit_as_numbers,
+        node_to_node_mesh,
+        global_bgp_peers,
+        subnet_bgp_peers,
+        unit_bgp_peers,
+        route_reflector_cluster_ids,
+        veth_mtu,
+    };
+    config_warnings(&config, &mut c);
+    Ok(Validated {
+        config,
+        warnings: c.warnings,
+    })
+}
+
+fn config_warnings(config: &CharmConfig, c: &mut Check<'_>) {
+    if config.ipip.enabled()
+        && let Some(v6) = config.cidrs.iter().find(|n| n.is_ipv6())
+    {
+        let v4 = config.cidrs.iter().any(IpNetwork::is_ipv4);
+        c.warn(
+            "ipip",
+            if v4 {
+                format!(
+                    "{}: IPIP is IPv4-only: the IPv6 pool {v6} gets ipipMode Never",
+                    config.ipip.as_str()
+                )
+            } else {
+                format!(
+                    "{}: IPIP is IPv4-only and cidr {v6} is IPv6: ipip has no effect",
+                    config.ipip.as_str()
+                )
+            },
+        );
+    }
+    let any_peers = !config.global_bgp_peers.is_empty()
+        || config.subnet_bgp_peers.iter().any(|(_, p)| !p.is_empty())
+        || config.unit_bgp_peers.values().any(|p| !p.is_empty());
+    if !config.node_to_node_mesh && !any_peers {
+        c.warn(
+            "node-to-node-mesh",
+            "false while no BGP peers are configured (global-bgp-peers, subnet-bgp-peers, unit-bgp-peers are empty): \
+             nodes will not exchange pod routes",
+        );
+    }
+    if config.node_to_node_mesh && !config.route_reflector_cluster_ids.is_empty() {
+        let ids: Vec<String> = config
+            .route_reflector_cluster_ids
+            .keys()
+            .map(u32::to_string)
+            .collect();
+        c.warn(
+            "route-reflector-cluster-ids",
+            format!(
+                "units {} are route reflectors while node-to-node-mesh is true: route reflectors never join the mesh, \
+                 so they reach other nodes only through BGP peers; set node-to-node-mesh=false for route reflection",
+                ids.join(", ")
+            ),
+        );
+    }
+}
+
+/// Warnings that depend on one unit: its address, id and the peers it ends up with.
+pub fn unit_warnings(config: &CharmConfig, facts: &UnitFacts) -> Vec<Warning> {
+    let mut out = Vec::new();
+    let with_source = crate::render::effective_peers_with_source(config, facts);
+    let peers: Vec<Peer> = with_source.iter().map(|(p, _)| *p).collect();
+    let rr = config.route_reflector_cluster_ids.get(&facts.unit_id);
+    if peers.is_empty() && (!config.node_to_node_mesh || rr.is_some()) {
+        let (option, why) = if rr.is_some() {
+            (
+                "route-reflector-cluster-ids",
+                "is a route reflector (route reflectors never join the mesh)",
+            )
+        } else {
+            (
+                "node-to-node-mesh",
+                "is off the mesh (node-to-node-mesh is false)",
+            )
+        };
+        out.push(Warning {
+            option: option.into(),
+            message: format!(
+                "{} ({}) {why} and has no BGP peer: no global-bgp-peers, no subnet-bgp-peers subnet containing {}, \
+                 no unit-bgp-peers entry {}: its pods are unreachable from other nodes",
+                facts.unit_name, facts.address, facts.address, facts.unit_id
+            ),
+        });
+    }
+    for (i, (p, source)) in with_source.iter().enumerate() {
+        if let Some(other) = peers.iter().take(i).find(|q| q.address == p.address) {
+            out.push(Warning {
+                option: (*source).into(),
+                message: format!(
+                    "{} gets peer {} with two AS numbers ({} and {}): Calico keeps only one session per peer address",
+                    facts.unit_name, p.address, other.as_number, p.as_number
+                ),
+            });
+        }
+    }
+    if !config.subnet_as_numbers.is_empty()
+        && !config.unit_as_numbers.contains_key(&facts.unit_id)
+        && !config
+            .subnet_as_numbers
+            .iter()
+            .any(|(n, _)| n.contains(facts.address))
+    {
+        out.push(Warning {
+            option: "subnet-as-numbers".into(),
+            message: format!(
+                "no subnet contains {} and unit-as-numbers has no entry {}: {} uses global-as-number {}",
+                facts.address, facts.unit_id, facts.unit_name, config.global_as_number
+            ),
+        });
+    }
+    out
 }

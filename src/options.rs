@@ -1,10 +1,494 @@
-//! The charm's options as declared in the embedded `config.yaml`: names, types, defaults.
-//! (Owned by the charm-core work: parsing config.yaml, merging a user's file over defaults.)
+//! The charm's options as declared in the embedded `config.yaml`: names, types, defaults,
+//! and merging a user's option file (as `juju config calico --file` takes it) over them.
+//!
+//! config.yaml is the one source of defaults: nothing here or elsewhere repeats them.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use crate::config::ConfigError;
 
 /// The embedded config.yaml, the one source of option defaults.
 pub const CONFIG_YAML: &str = include_str!("../config.yaml");
 
 /// Raw option values as `config-get --format=json` returns them (option name -> JSON value).
 pub type RawConfig = BTreeMap<String, serde_json::Value>;
+
+/// The type of a charm option, as config.yaml declares it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionType {
+    String,
+    Int,
+    Boolean,
+    Float,
+}
+
+impl OptionType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptionType::String => "string",
+            OptionType::Int => "int",
+            OptionType::Boolean => "boolean",
+            OptionType::Float => "float",
+        }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            OptionType::String => "expected a string",
+            OptionType::Int => "expected an integer",
+            OptionType::Boolean => "expected a boolean (true or false)",
+            OptionType::Float => "expected a number",
+        }
+    }
+}
+
+/// One option of config.yaml.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptionSpec {
+    pub name: String,
+    pub kind: OptionType,
+    /// `None` when config.yaml gives no default (the option is unset until configured).
+    pub default: Option<serde_json::Value>,
+    pub description: String,
+}
+
+/// The embedded config.yaml could not be read (a build defect, caught by the tests).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("embedded config.yaml: {0}")]
+pub struct EmbeddedConfigError(pub String);
+
+/// A user's option file that cannot be used at all (as opposed to bad option values).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    #[error("not valid YAML: {0}")]
+    Yaml(String),
+    #[error(
+        "expected a map of option names to values ({{option: value}} or {{calico: {{option: value}}}}), got {0}"
+    )]
+    NotAMap(String),
+    #[error(transparent)]
+    Embedded(#[from] EmbeddedConfigError),
+}
+
+/// A user's options merged over the defaults, with the problems found in individual options.
+/// An option with a problem keeps its default in `raw`, so the rest can still be validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Merged {
+    pub raw: RawConfig,
+    pub errors: Vec<ConfigError>,
+}
+
+fn parse_specs(text: &str) -> Result<Vec<OptionSpec>, EmbeddedConfigError> {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| EmbeddedConfigError(one_line(&e.to_string())))?;
+    let options = doc
+        .get("options")
+        .and_then(serde_yaml::Value::as_mapping)
+        .ok_or_else(|| EmbeddedConfigError("no `options` map".into()))?;
+    let mut specs = Vec::with_capacity(options.len());
+    for (name, body) in options {
+        let name = name
+            .as_str()
+            .ok_or_else(|| EmbeddedConfigError(format!("option name {name:?} is not a string")))?;
+        let kind = match body.get("type").and_then(serde_yaml::Value::as_str) {
+            Some("string") => OptionType::String,
+            Some("int") => OptionType::Int,
+            Some("boolean") => OptionType::Boolean,
+            Some("float") => OptionType::Float,
+            other => {
+                return Err(EmbeddedConfigError(format!(
+                    "{name}: unknown type {other:?}"
+                )));
+            }
+        };
+        let default = match body.get("default") {
+            None | Some(serde_yaml::Value::Null) => None,
+            Some(v) => Some(
+                coerce_yaml(kind, v)
+                    .map_err(|m| EmbeddedConfigError(format!("{name}: default: {m}")))?,
+            ),
+        };
+        let description = body
+            .get("description")
+            .and_then(serde_yaml::Value::as_str)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        specs.push(OptionSpec {
+            name: name.to_string(),
+            kind,
+            default,
+            description,
+        });
+    }
+    Ok(specs)
+}
+
+/// Every option of the embedded config.yaml, in file order (parsed once).
+pub fn specs() -> Result<&'static [OptionSpec], EmbeddedConfigError> {
+    static SPECS: OnceLock<Result<Vec<OptionSpec>, EmbeddedConfigError>> = OnceLock::new();
+    match SPECS.get_or_init(|| parse_specs(CONFIG_YAML)) {
+        Ok(v) => Ok(v.as_slice()),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// The spec of one option.
+pub fn spec(name: &str) -> Option<&'static OptionSpec> {
+    specs().ok()?.iter().find(|s| s.name == name)
+}
+
+/// Every option's default (options without a default are absent).
+pub fn defaults() -> Result<RawConfig, EmbeddedConfigError> {
+    Ok(specs()?
+        .iter()
+        .filter_map(|s| s.default.clone().map(|d| (s.name.clone(), d)))
+        .collect())
+}
+
+/// Merge a user's option file (YAML text) over the defaults.
+pub fn merge_user_file(text: &str) -> Result<Merged, FileError> {
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(text).map_err(|e| FileError::Yaml(one_line(&e.to_string())))?;
+    let mut raw = defaults()?;
+    let map = match &doc {
+        // An empty file sets nothing.
+        serde_yaml::Value::Null => {
+            return Ok(Merged {
+                raw,
+                errors: Vec::new(),
+            });
+        }
+        serde_yaml::Value::Mapping(m) => m,
+        other => return Err(FileError::NotAMap(yaml_kind(other).to_string())),
+    };
+    // `{calico: {option: value}}`: the application-keyed form of `juju config --file`.
+    let map = match (map.len(), map.get("calico")) {
+        (1, Some(serde_yaml::Value::Mapping(inner))) => inner,
+        (1, Some(serde_yaml::Value::Null)) => {
+            return Ok(Merged {
+                raw,
+                errors: Vec::new(),
+            });
+        }
+        (1, Some(other)) => {
+            return Err(FileError::NotAMap(format!(
+                "calico: {} (expected a map of options under calico)",
+                yaml_kind(other)
+            )));
+        }
+        _ => map,
+    };
+    let mut errors = Vec::new();
+    for (key, value) in map {
+        let name = match key {
+            serde_yaml::Value::String(s) => s.clone(),
+            other => scalar_text(other).unwrap_or_else(|| yaml_kind(other).to_string()),
+        };
+        let Some(spec) = spec(&name) else {
+            errors.push(ConfigError {
+                message: format!("unknown option{}", suggestion(&name)),
+                option: name,
+            });
+            continue;
+        };
+        if value.is_null() {
+            // Juju treats a null value as "reset to the default".
+            continue;
+        }
+        match coerce_yaml(spec.kind, value) {
+            Ok(v) => {
+                raw.insert(name, v);
+            }
+            Err(message) => errors.push(ConfigError {
+                option: name,
+                message,
+            }),
+        }
+    }
+    Ok(Merged { raw, errors })
+}
+
+fn suggestion(name: &str) -> String {
+    let norm = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| c.to_ascii_lowercase())
+            .collect::<String>()
+    };
+    let wanted = norm(name);
+    specs()
+        .ok()
+        .and_then(|all| {
+            all.iter()
+                .map(|s| (edit_distance(&norm(&s.name), &wanted), s))
+                .filter(|(d, _)| *d <= 2)
+                .min_by_key(|(d, _)| *d)
+                .map(|(_, s)| s)
+        })
+        .map(|s| format!(" (did you mean {:?}?)", s.name))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance (short option names only).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
+            let ins = cur.get(j).copied().unwrap_or(0) + 1;
+            cur.push(sub.min(del).min(ins));
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(0)
+}
+
+fn yaml_kind(v: &serde_yaml::Value) -> &'static str {
+    match v {
+        serde_yaml::Value::Null => "null",
+        serde_yaml::Value::Bool(_) => "a boolean",
+        serde_yaml::Value::Number(_) => "a number",
+        serde_yaml::Value::String(_) => "a string",
+        serde_yaml::Value::Sequence(_) => "a list",
+        serde_yaml::Value::Mapping(_) => "a map",
+        serde_yaml::Value::Tagged(_) => "a tagged value",
+    }
+}
+
+fn scalar_text(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// Coerce a YAML value given for an option of type `kind`, the way Juju does.
+fn coerce_yaml(kind: OptionType, value: &serde_yaml::Value) -> Result<serde_json::Value, String> {
+    let json = match value {
+        serde_yaml::Value::Null => serde_json::Value::Null,
+        serde_yaml::Value::Bool(b) => serde_json::Value::Bool(*b),
+        serde_yaml::Value::String(s) => serde_json::Value::String(s.clone()),
+        serde_yaml::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                serde_json::Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                serde_json::Value::from(u)
+            } else {
+                match n.as_f64().and_then(serde_json::Number::from_f64) {
+                    Some(f) => serde_json::Value::Number(f),
+                    None => return Err(format!("{n} is not a finite number: {}", kind.expected())),
+                }
+            }
+        }
+        serde_yaml::Value::Tagged(t) => return coerce_yaml(kind, &t.value),
+        serde_yaml::Value::Sequence(_) | serde_yaml::Value::Mapping(_) => {
+            let hint = if kind == OptionType::String {
+                "; a YAML-valued option takes YAML text: write it as a block string (option: |)"
+            } else {
+                ""
+            };
+            return Err(format!(
+                "got {}: {}{hint}",
+                yaml_kind(value),
+                kind.expected()
+            ));
+        }
+    };
+    coerce(kind, &json)
+}
+
+/// Coerce a JSON value given for an option of type `kind` the way Juju does: booleans accept
+/// `true`/`false` (and Go's `1`, `t`, `TRUE`, `0`, `f`, `FALSE`, ..., plus YAML 1.1's
+/// `yes`/`no`/`on`/`off`) as strings; ints accept integer strings and integral numbers;
+/// floats accept numbers and numeric strings; strings accept only strings.
+/// The error is a message naming the value and what is expected.
+pub fn coerce(kind: OptionType, value: &serde_json::Value) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    let bad = || format!("{}: {}", show(value), kind.expected());
+    match (kind, value) {
+        (OptionType::String, Value::String(_))
+        | (OptionType::Boolean, Value::Bool(_))
+        | (OptionType::Float, Value::Number(_)) => Ok(value.clone()),
+        (OptionType::Boolean, Value::String(s)) => match s.trim() {
+            "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(Value::Bool(true)),
+            "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(Value::Bool(false)),
+            other => match other.to_ascii_lowercase().as_str() {
+                "yes" | "on" => Ok(Value::Bool(true)),
+                "no" | "off" => Ok(Value::Bool(false)),
+                _ => Err(bad()),
+            },
+        },
+        (OptionType::Int, Value::Number(n)) => {
+            if n.is_i64() || n.is_u64() {
+                Ok(value.clone())
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
+                    _ => Err(bad()),
+                }
+            }
+        }
+        (OptionType::Int, Value::String(s)) => {
+            let t = s.trim();
+            if let Ok(i) = t.parse::<i64>() {
+                Ok(Value::from(i))
+            } else if let Ok(u) = t.parse::<u64>() {
+                Ok(Value::from(u))
+            } else {
+                Err(bad())
+            }
+        }
+        (OptionType::Float, Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(bad),
+        _ => Err(bad()),
+    }
+}
+
+/// A value as shown in an error: strings quoted and escaped, on one line, cut when long.
+pub fn show(value: &serde_json::Value) -> String {
+    let text = match value {
+        serde_json::Value::String(s) => format!("{s:?}"),
+        serde_json::Value::Array(_) => "a list".to_string(),
+        serde_json::Value::Object(_) => "a map".to_string(),
+        other => other.to_string(),
+    };
+    shorten(text)
+}
+
+/// Cut long text for an error message (on a character boundary).
+pub(crate) fn shorten(text: String) -> String {
+    const MAX: usize = 120;
+    if text.len() <= MAX {
+        return text;
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// Errors from parsers may span lines; an operator reads one line per problem.
+pub(crate) fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn config_yaml_declares_every_seed_option_with_its_type_and_default() {
+        let specs = specs().expect("embedded config.yaml parses");
+        let get = |n: &str| specs.iter().find(|s| s.name == n).expect(n);
+        // The seed's table, by hand.
+        let table: [(&str, OptionType, Option<serde_json::Value>); 16] = [
+            (
+                "calico-node-image",
+                OptionType::String,
+                Some(json!("docker.io/calico/node:v3.6.1")),
+            ),
+            (
+                "calico-policy-image",
+                OptionType::String,
+                Some(json!("docker.io/calico/kube-controllers:v3.6.1")),
+            ),
+            ("ipip", OptionType::String, Some(json!("Never"))),
+            ("nat-outgoing", OptionType::Boolean, Some(json!(true))),
+            ("cidr", OptionType::String, Some(json!("192.168.0.0/16"))),
+            ("manage-pools", OptionType::Boolean, Some(json!(true))),
+            ("global-as-number", OptionType::Int, Some(json!(64512))),
+            ("subnet-as-numbers", OptionType::String, Some(json!("{}"))),
+            ("unit-as-numbers", OptionType::String, Some(json!("{}"))),
+            ("node-to-node-mesh", OptionType::Boolean, Some(json!(true))),
+            ("global-bgp-peers", OptionType::String, Some(json!("[]"))),
+            ("subnet-bgp-peers", OptionType::String, Some(json!("{}"))),
+            ("unit-bgp-peers", OptionType::String, Some(json!("{}"))),
+            (
+                "route-reflector-cluster-ids",
+                OptionType::String,
+                Some(json!("{}")),
+            ),
+            ("vxlan", OptionType::String, Some(json!("Never"))),
+            ("veth-mtu", OptionType::Int, None),
+        ];
+        assert_eq!(specs.len(), table.len());
+        for (name, kind, default) in table {
+            let s = get(name);
+            assert_eq!(s.kind, kind, "{name}");
+            assert_eq!(s.default, default, "{name}");
+            assert!(s.description.contains("Example:"), "{name} has an example");
+        }
+    }
+
+    #[test]
+    fn merges_both_file_shapes_over_defaults() {
+        let m = merge_user_file("ipip: Always\nglobal-as-number: '65000'\n").expect("file");
+        assert!(m.errors.is_empty(), "{:?}", m.errors);
+        assert_eq!(m.raw["ipip"], json!("Always"));
+        assert_eq!(m.raw["global-as-number"], json!(65000));
+        assert_eq!(m.raw["cidr"], json!("192.168.0.0/16"));
+        let m =
+            merge_user_file("calico:\n  nat-outgoing: 'false'\n  veth-mtu: 9000\n").expect("file");
+        assert!(m.errors.is_empty(), "{:?}", m.errors);
+        assert_eq!(m.raw["nat-outgoing"], json!(false));
+        assert_eq!(m.raw["veth-mtu"], json!(9000));
+        let m = merge_user_file("").expect("empty file");
+        assert_eq!(m.raw, defaults().expect("defaults"));
+    }
+
+    #[test]
+    fn reports_unknown_options_and_bad_types_by_name() {
+        let m = merge_user_file(
+            "ipip-mode: Always\nnat-outgoing: maybe\nglobal-as-number: 1.5\nsubnet-as-numbers: {10.0.0.0/24: 1}\n",
+        )
+        .expect("file");
+        let lines: Vec<String> = m.errors.iter().map(ToString::to_string).collect();
+        assert!(
+            lines.contains(&"ipip-mode: unknown option".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(
+                &"nat-outgoing: \"maybe\": expected a boolean (true or false)".to_string()
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"global-as-number: 1.5: expected an integer".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("subnet-as-numbers: got a map: expected a string")),
+            "{lines:?}"
+        );
+        // Options in error keep their defaults.
+        assert_eq!(m.raw["nat-outgoing"], json!(true));
+        assert_eq!(
+            merge_user_file("- a\n"),
+            Err(FileError::NotAMap("a list".into()))
+        );
+        assert!(matches!(merge_user_file("a: [\n"), Err(FileError::Yaml(_))));
+        let m = merge_user_file("node-to-node-meshes: false\n").expect("file");
+        assert_eq!(
+            m.errors[0].to_string(),
+            "node-to-node-meshes: unknown option (did you mean \"node-to-node-mesh\"?)"
+        );
+    }
+}

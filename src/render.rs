@@ -1,10 +1,14 @@
 //! Pure rendering: (config, unit facts) -> the ordered objects this unit must own.
-//! (Owned by the charm-core work.)
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::calico::{BGPConfiguration, BGPPeer, IPPool};
+use kube::api::ObjectMeta;
+
+use crate::calico::{
+    self, BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, IPPool, IPPoolSpec,
+};
+use crate::config::{CharmConfig, EncapMode, Peer};
 use crate::workloads::Workloads;
 
 /// Facts about the unit a hook runs for.
@@ -50,4 +54,272 @@ pub struct Desired {
     pub node: NodeBgp,
     /// Leader only: CRDs, RBAC, ConfigMap, calico-node, calico-kube-controllers.
     pub workloads: Option<Workloads>,
+}
+
+/// A unit name that is not `<application>/<N>`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unit name {0:?}: expected <application>/<N>, e.g. calico/0 (lowercase application name, \
+     non-negative unit number)"
+)]
+pub struct UnitNameError(pub String);
+
+/// Parse `calico/N` (any valid Juju application name) into the unit id `N`.
+pub fn parse_unit_name(name: &str) -> Result<u32, UnitNameError> {
+    let err = || UnitNameError(name.to_string());
+    let (app, id) = name.split_once('/').ok_or_else(err)?;
+    let app_ok = app.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && !app.ends_with('-')
+        && !app.contains("--")
+        && app
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let id_ok = !id.is_empty() && id.len() <= 10 && id.bytes().all(|b| b.is_ascii_digit());
+    // The owner label value `<app>-<N>` must fit a label value (63 characters).
+    if !app_ok || !id_ok || name.len() > 63 {
+        return Err(err());
+    }
+    id.parse::<u32>().map_err(|_| err())
+}
+
+impl UnitFacts {
+    /// Facts for unit `unit_name` (`calico/N`).
+    pub fn new(
+        unit_name: &str,
+        node_name: impl Into<String>,
+        address: IpAddr,
+        leader: bool,
+    ) -> Result<UnitFacts, UnitNameError> {
+        let unit_id = parse_unit_name(unit_name)?;
+        Ok(UnitFacts {
+            unit_name: unit_name.to_string(),
+            unit_id,
+            node_name: node_name.into(),
+            address,
+            leader,
+        })
+    }
+
+    /// `calico-0` for `calico/0`: the owner label value and the BGPPeer name prefix.
+    pub fn owner(&self) -> String {
+        self.unit_name.replace('/', "-")
+    }
+}
+
+/// Where an effective peer came from (the option that lists it).
+pub fn effective_peers_with_source(
+    config: &CharmConfig,
+    facts: &UnitFacts,
+) -> Vec<(Peer, &'static str)> {
+    let subnet = config
+        .subnet_bgp_peers
+        .iter()
+        .filter(|(net, _)| net.contains(facts.address))
+        .flat_map(|(_, peers)| peers.iter().map(|p| (*p, "subnet-bgp-peers")));
+    let unit = config
+        .unit_bgp_peers
+        .get(&facts.unit_id)
+        .into_iter()
+        .flatten()
+        .map(|p| (*p, "unit-bgp-peers"));
+    let mut out: Vec<(Peer, &'static str)> = Vec::new();
+    for (peer, source) in config
+        .global_bgp_peers
+        .iter()
+        .map(|p| (*p, "global-bgp-peers"))
+        .chain(subnet)
+        .chain(unit)
+    {
+        if peer.address != facts.address && !out.iter().any(|(p, _)| *p == peer) {
+            out.push((peer, source));
+        }
+    }
+    out
+}
+
+/// This unit's BGP peers: global-bgp-peers, then the peers of every subnet-bgp-peers subnet
+/// containing the unit's address, then unit-bgp-peers[id]; its own address skipped,
+/// duplicates collapsed (first occurrence kept).
+pub fn effective_peers(config: &CharmConfig, facts: &UnitFacts) -> Vec<Peer> {
+    effective_peers_with_source(config, facts)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// The BGPPeer name: `calico-0-10.0.0.1-64512` (as the earlier Python charm named them).
+pub fn peer_name(owner: &str, peer: &Peer) -> String {
+    format!(
+        "{owner}-{}-{}",
+        peer.address.to_string().replace(':', "-"),
+        peer.as_number
+    )
+}
+
+/// The AS number this unit's node gets: unit-as-numbers[id], else the most specific
+/// subnet-as-numbers subnet containing its address, else none (the global AS applies).
+pub fn node_as_number(config: &CharmConfig, facts: &UnitFacts) -> Option<crate::asn::AsNumber> {
+    config
+        .unit_as_numbers
+        .get(&facts.unit_id)
+        .copied()
+        .or_else(|| {
+            config
+                .subnet_as_numbers
+                .iter()
+                .filter(|(net, _)| net.contains(facts.address))
+                // Most specific first; on a tie (impossible for distinct valid subnets) the
+                // first listed wins.
+                .fold(
+                    None,
+                    |best: Option<&(ipnetwork::IpNetwork, _)>, e| match best {
+                        Some(b) if b.0.prefix() >= e.0.prefix() => Some(b),
+                        _ => Some(e),
+                    },
+                )
+                .map(|(_, asn)| *asn)
+        })
+}
+
+fn labels(owner: Option<&str>) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    l.insert(
+        calico::MANAGED_BY_LABEL.to_string(),
+        calico::MANAGED_BY.to_string(),
+    );
+    if let Some(o) = owner {
+        l.insert(calico::UNIT_LABEL.to_string(), o.to_string());
+    }
+    l
+}
+
+fn meta(name: String, owner: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        labels: Some(labels(owner)),
+        ..ObjectMeta::default()
+    }
+}
+
+fn pools(config: &CharmConfig) -> Vec<IPPool> {
+    let mut nets = config.cidrs.clone();
+    // ipv4 before ipv6, whatever the configured order.
+    nets.sort_by_key(|n| n.is_ipv6());
+    nets.into_iter()
+        .map(|net| {
+            let v6 = net.is_ipv6();
+            let ipip = if v6 { EncapMode::Never } else { config.ipip };
+            IPPool {
+                metadata: meta(if v6 { "ipv6" } else { "ipv4" }.to_string(), None),
+                spec: IPPoolSpec {
+                    cidr: net.to_string(),
+                    ipip_mode: Some(ipip.as_str().to_string()),
+                    vxlan_mode: Some(config.vxlan.as_str().to_string()),
+                    nat_outgoing: Some(config.nat_outgoing),
+                    disabled: Some(false),
+                    block_size: None,
+                    node_selector: None,
+                },
+            }
+        })
+        .collect()
+}
+
+/// Everything this unit wants applied (pure, deterministic).
+pub fn desired(config: &CharmConfig, facts: &UnitFacts) -> Desired {
+    let owner = facts.owner();
+    let pools = if facts.leader && config.manage_pools {
+        Pools::Managed(pools(config))
+    } else {
+        Pools::Unmanaged
+    };
+    let bgp_configuration = facts.leader.then(|| BGPConfiguration {
+        metadata: meta("default".to_string(), None),
+        spec: BGPConfigurationSpec {
+            as_number: Some(config.global_as_number.get()),
+            node_to_node_mesh_enabled: Some(config.node_to_node_mesh),
+            log_severity_screen: None,
+        },
+    });
+    let peers = effective_peers(config, facts)
+        .into_iter()
+        .map(|p| BGPPeer {
+            metadata: meta(peer_name(&owner, &p), Some(&owner)),
+            spec: BGPPeerSpec {
+                node: Some(facts.node_name.clone()),
+                peer_ip: Some(p.address.to_string()),
+                as_number: Some(p.as_number.get()),
+                node_selector: None,
+                peer_selector: None,
+            },
+        })
+        .collect();
+    let mut annotations = BTreeMap::new();
+    if let Some(asn) = node_as_number(config, facts) {
+        annotations.insert(calico::AS_NUMBER_ANNOTATION.to_string(), asn.to_string());
+    }
+    if let Some(id) = config.route_reflector_cluster_ids.get(&facts.unit_id) {
+        annotations.insert(calico::RR_CLUSTER_ID_ANNOTATION.to_string(), id.to_string());
+    }
+    Desired {
+        owner,
+        pools,
+        bgp_configuration,
+        peers,
+        node: NodeBgp {
+            node_name: facts.node_name.clone(),
+            annotations,
+        },
+        workloads: facts.leader.then(|| crate::workloads::render(config)),
+    }
+}
+
+/// What a stopping or removed unit wants: nothing of its own (its peers and annotations are
+/// pruned), pools and the BGPConfiguration left alone, no workloads.
+pub fn stopping(facts: &UnitFacts) -> Desired {
+    Desired {
+        owner: facts.owner(),
+        pools: Pools::Unmanaged,
+        bgp_configuration: None,
+        peers: Vec::new(),
+        node: NodeBgp {
+            node_name: facts.node_name.clone(),
+            annotations: BTreeMap::new(),
+        },
+        workloads: None,
+    }
+}
+
+impl NodeBgp {
+    /// The core v1 Node carrying exactly the annotations the charm sets.
+    pub fn object(&self) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": self.node_name, "annotations": self.annotations},
+        })
+    }
+}
+
+impl Desired {
+    /// Every object in apply order: pools, BGPConfiguration, peers, the Node, workloads.
+    pub fn objects(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        if let Pools::Managed(pools) = &self.pools {
+            out.extend(pools.iter().filter_map(|p| serde_json::to_value(p).ok()));
+        }
+        if let Some(b) = &self.bgp_configuration {
+            out.extend(serde_json::to_value(b).ok());
+        }
+        out.extend(
+            self.peers
+                .iter()
+                .filter_map(|p| serde_json::to_value(p).ok()),
+        );
+        out.push(self.node.object());
+        if let Some(w) = &self.workloads {
+            out.extend(w.objects());
+        }
+        out
+    }
 }
