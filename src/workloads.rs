@@ -1,20 +1,65 @@
-//! Calico's workloads on the Kubernetes datastore, built in the charm's own typed code.
-//! (Owned by the Calico-workloads work.)
+//! Calico's workloads on the Kubernetes datastore, built in the charm's own typed code from
+//! the documented deployment facts (no upstream manifest is copied). (Owned by the
+//! Calico-workloads work.)
+//!
+//! - [`crds`]: every CRD calico-node and calico-kube-controllers need, and the rule that an
+//!   existing CRD is never replaced ([`crds::plan_crd`]).
+//! - [`rbac`]: ServiceAccounts, least-privilege ClusterRoles and their bindings.
+//! - [`pods`]: ConfigMap `calico-config`, DaemonSet `calico-node`, Deployment
+//!   `calico-kube-controllers`, the images they pull and the MTU.
+//! - [`readiness`]: whether this node's calico-node pod is Running and Ready, and why not.
+//!
+//! ## Images
+//! The charm has two image options. calico-node's `install-cni` init container needs
+//! Calico's CNI image, which the charm derives from `calico-node-image`: same registry and
+//! path, last path component `cni`, same tag (`registry:5000/calico/node:v3.6.1` →
+//! `registry:5000/calico/cni:v3.6.1`); a digest on the node image is not carried over.
+//! A private registry must therefore also hold `calico/cni:<tag>`. [`images`] lists every
+//! image the charm pulls.
+
+pub mod crds;
+pub mod pods;
+pub mod rbac;
+pub mod readiness;
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
 
+use crate::calico::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::config::CharmConfig;
+
+pub use crds::{CrdPlan, plan_crd};
+pub use pods::{calico_version, cni_image, images, veth_mtu};
+pub use readiness::{calico_node_pod, node_pod_ready, pod_ready, waiting_message};
 
 /// Namespace of every namespaced workload object.
 pub const NAMESPACE: &str = "kube-system";
 
+/// Label selecting the calico-node pods (`k8s-app`, as upstream names it).
+pub const APP_LABEL: &str = "k8s-app";
+/// Name of the DaemonSet, its ServiceAccount, ClusterRole and pods' `k8s-app` label.
+pub const CALICO_NODE: &str = "calico-node";
+/// Name of the Deployment, its ServiceAccount, ClusterRole and pods' `k8s-app` label.
+pub const KUBE_CONTROLLERS: &str = "calico-kube-controllers";
+/// ServiceAccount whose token the CNI plugin uses (minted by `install-cni`).
+pub const CNI_PLUGIN: &str = "calico-cni-plugin";
+/// Name of the ConfigMap.
+pub const CONFIG_MAP: &str = "calico-config";
+/// Label selector listing the calico-node pods.
+pub const CALICO_NODE_SELECTOR: &str = "k8s-app=calico-node";
+
 /// Every Kubernetes object the leader applies to run Calico, in apply order.
 #[derive(Clone, Debug, Default)]
 pub struct Workloads {
-    /// Created only when absent; never updated or deleted by the charm.
+    /// Created only when absent; never updated or deleted by the charm (see
+    /// [`crds::plan_crd`]). They carry the managed-by label, but must never be pruned:
+    /// deleting a CRD deletes every object of its kind.
     pub crds: Vec<CustomResourceDefinition>,
     pub service_accounts: Vec<ServiceAccount>,
     pub cluster_roles: Vec<ClusterRole>,
@@ -24,15 +69,56 @@ pub struct Workloads {
     pub deployments: Vec<Deployment>,
 }
 
-/// Build the workloads for a configuration (pure).
+/// Build the workloads for a configuration (pure, deterministic).
 pub fn render(config: &CharmConfig) -> Workloads {
-    let _ = config;
-    Workloads::default()
+    Workloads {
+        crds: crds::crds(),
+        service_accounts: rbac::service_accounts(),
+        cluster_roles: rbac::cluster_roles(),
+        cluster_role_bindings: rbac::cluster_role_bindings(),
+        config_maps: vec![pods::config_map(config)],
+        daemon_sets: vec![pods::calico_node(config)],
+        deployments: vec![pods::kube_controllers(config)],
+    }
+}
+
+fn to_json<T: Serialize>(object: &T) -> serde_json::Value {
+    // k8s-openapi types always serialize (string map keys only); Null would be caught by
+    // the apply layer as an object without kind.
+    serde_json::to_value(object).unwrap_or_default()
 }
 
 impl Workloads {
-    /// Every object as JSON, in apply order (CRDs first).
+    /// Every object as JSON, in apply order (CRDs first), each with `apiVersion` and `kind`.
     pub fn objects(&self) -> Vec<serde_json::Value> {
-        Vec::new()
+        let mut out = Vec::new();
+        out.extend(self.crds.iter().map(to_json));
+        out.extend(self.service_accounts.iter().map(to_json));
+        out.extend(self.cluster_roles.iter().map(to_json));
+        out.extend(self.cluster_role_bindings.iter().map(to_json));
+        out.extend(self.config_maps.iter().map(to_json));
+        out.extend(self.daemon_sets.iter().map(to_json));
+        out.extend(self.deployments.iter().map(to_json));
+        out
+    }
+}
+
+/// The labels every workload object carries, plus `extra`.
+pub(crate) fn labels(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::new();
+    l.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+    for (k, v) in extra {
+        l.insert((*k).to_string(), (*v).to_string());
+    }
+    l
+}
+
+/// Metadata of a workload object (namespaced when `namespace` is given).
+pub(crate) fn meta(name: &str, namespace: Option<&str>, extra: &[(&str, &str)]) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: namespace.map(str::to_string),
+        labels: Some(labels(extra)),
+        ..ObjectMeta::default()
     }
 }

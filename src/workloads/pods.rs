@@ -1,0 +1,514 @@
+//! ConfigMap `calico-config`, DaemonSet `calico-node`, Deployment `calico-kube-controllers`,
+//! the images they pull and the MTU.
+//!
+//! Decisions where the issue is silent:
+//! - `calico_backend` is always `bird`: every BGP option of the charm (mesh, peers, AS
+//!   numbers, route reflectors) needs BIRD, and VXLAN works alongside it.
+//! - IP autodetection is `kubernetes-internal-ip` for each family the `cidr` option has: the
+//!   address kubelet registered for the Node, which on Charmed Kubernetes is the machine's
+//!   bound address, never a bridge (`first-found` can pick `lxdbr0` or a `br-*` bridge).
+//!   A `cidr=` method built from `subnet-as-numbers`/`subnet-bgp-peers` was rejected: those
+//!   maps may list only some subnets, and a node outside every listed subnet would fail to
+//!   start. IPv6-only: `IP=none` and `CALICO_ROUTER_ID=hash` (BIRD needs a router id).
+//! - The `AS` variable is never set: the charm sets each node's AS through annotations.
+//! - Init containers `upgrade-ipam` (migrates host-local IPAM data, which this charm never
+//!   used) and `ebpf-bootstrap` (eBPF dataplane, not used) are omitted.
+//! - The pod template carries a hash of the ConfigMap data (annotation [`CONFIG_HASH`]),
+//!   so a change of MTU or CNI template rolls calico-node; an image change rolls the
+//!   workloads by itself.
+
+use std::collections::BTreeMap;
+
+use ipnetwork::IpNetwork;
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, Deployment, DeploymentSpec,
+    DeploymentStrategy, RollingUpdateDaemonSet,
+};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapKeySelector, Container, EnvVar, EnvVarSource, ExecAction,
+    HostPathVolumeSource, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{APP_LABEL, CALICO_NODE, CONFIG_MAP, KUBE_CONTROLLERS, NAMESPACE, labels, meta};
+use crate::cni;
+use crate::config::CharmConfig;
+
+/// Pod-template annotation holding a hash of the ConfigMap data.
+pub const CONFIG_HASH: &str = "calico.juju.is/config-hash";
+/// IPIP header overhead.
+pub const IPIP_OVERHEAD: u32 = 20;
+/// VXLAN header overhead (IPv4).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// Calico's veth MTU: `veth-mtu` − 20 with IPIP, − 50 with VXLAN, unchanged otherwise;
+/// `None` (Calico's auto-detection) when `veth-mtu` is unset, or smaller than the overhead.
+pub fn veth_mtu(config: &CharmConfig) -> Option<u32> {
+    let mtu = config.veth_mtu?;
+    if config.ipip.enabled() {
+        mtu.checked_sub(IPIP_OVERHEAD)
+    } else if config.vxlan.enabled() {
+        mtu.checked_sub(VXLAN_OVERHEAD)
+    } else {
+        Some(mtu)
+    }
+}
+
+/// An image reference split into the path before its last component, that component and
+/// the tag (a digest is dropped).
+struct ImageRef<'a> {
+    prefix: Option<&'a str>,
+    tag: Option<&'a str>,
+}
+
+fn split_image(reference: &str) -> ImageRef<'_> {
+    let without_digest = reference.split_once('@').map_or(reference, |(r, _)| r);
+    let (prefix, last) = match without_digest.rsplit_once('/') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, without_digest),
+    };
+    let tag = last
+        .split_once(':')
+        .map(|(_, t)| t)
+        .filter(|t| !t.is_empty());
+    ImageRef { prefix, tag }
+}
+
+/// Calico's CNI image, derived from the node image: same registry and path, last path
+/// component `cni`, same tag; no digest (`reg:5000/calico/node:v3.6.1` →
+/// `reg:5000/calico/cni:v3.6.1`).
+pub fn cni_image(node_image: &str) -> String {
+    let r = split_image(node_image);
+    let base = match r.prefix {
+        Some(p) => format!("{p}/cni"),
+        None => "cni".to_string(),
+    };
+    match r.tag {
+        Some(tag) => format!("{base}:{tag}"),
+        None => base,
+    }
+}
+
+/// Every image the charm pulls: calico-node, Calico CNI (install-cni), kube-controllers.
+pub fn images(config: &CharmConfig) -> Vec<String> {
+    let node = config.calico_node_image.reference.clone();
+    vec![
+        node.clone(),
+        cni_image(&node),
+        config.calico_policy_image.reference.clone(),
+    ]
+}
+
+/// The Calico version for `application-version-set`: the tag of `calico-node-image`.
+pub fn calico_version(config: &CharmConfig) -> Option<String> {
+    split_image(&config.calico_node_image.reference)
+        .tag
+        .map(str::to_string)
+}
+
+/// `veth_mtu` as Calico reads it: "0" is auto-detection.
+fn mtu_string(config: &CharmConfig) -> String {
+    veth_mtu(config).unwrap_or(0).to_string()
+}
+
+/// The ConfigMap `calico-config`.
+pub fn config_map(config: &CharmConfig) -> ConfigMap {
+    let mut data = BTreeMap::new();
+    data.insert("typha_service_name".to_string(), "none".to_string());
+    data.insert("calico_backend".to_string(), "bird".to_string());
+    data.insert("veth_mtu".to_string(), mtu_string(config));
+    data.insert("cni_network_config".to_string(), cni::template(config));
+    ConfigMap {
+        metadata: meta(CONFIG_MAP, Some(NAMESPACE), &[]),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// FNV-1a 64 of the ConfigMap data, in key order (stable across runs and platforms).
+fn config_hash(cm: &ConfigMap) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in cm.data.iter().flatten() {
+        for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn env_node_name(name: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "spec.nodeName".to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn env_config_map(name: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(ConfigMapKeySelector {
+                name: CONFIG_MAP.to_string(),
+                key: key.to_string(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn first_of(config: &CharmConfig, v6: bool) -> Option<IpNetwork> {
+    config.cidrs.iter().copied().find(|c| c.is_ipv6() == v6)
+}
+
+/// The IP autodetection method used for each enabled family (see the module doc).
+pub const IP_AUTODETECTION: &str = "kubernetes-internal-ip";
+
+/// calico-node's environment for the configuration (order is stable).
+pub fn calico_node_env(config: &CharmConfig) -> Vec<EnvVar> {
+    let v4 = first_of(config, false);
+    let v6 = first_of(config, true);
+    let mtu = mtu_string(config);
+    let mut e = vec![
+        env("DATASTORE_TYPE", "kubernetes"),
+        env("WAIT_FOR_DATASTORE", "true"),
+        env_node_name("NODENAME"),
+        env("CALICO_NETWORKING_BACKEND", "bird"),
+        env("CLUSTER_TYPE", "k8s,bgp"),
+    ];
+    if v4.is_some() {
+        e.push(env("IP", "autodetect"));
+        e.push(env("IP_AUTODETECTION_METHOD", IP_AUTODETECTION));
+    } else {
+        e.push(env("IP", "none"));
+        e.push(env("CALICO_ROUTER_ID", "hash"));
+    }
+    if v6.is_some() {
+        e.push(env("IP6", "autodetect"));
+        e.push(env("IP6_AUTODETECTION_METHOD", IP_AUTODETECTION));
+    }
+    if config.manage_pools {
+        // The charm owns the pools; calico-node must not create its defaults.
+        e.push(env("NO_DEFAULT_POOLS", "true"));
+    } else {
+        // calico-node creates a default pool per family only when none exists: make it
+        // the pool the charm would have created.
+        let nat = if config.nat_outgoing { "true" } else { "false" };
+        if let Some(c) = v4 {
+            e.push(env("CALICO_IPV4POOL_CIDR", c.to_string()));
+            e.push(env("CALICO_IPV4POOL_IPIP", config.ipip.as_str()));
+            e.push(env("CALICO_IPV4POOL_VXLAN", config.vxlan.as_str()));
+            e.push(env("CALICO_IPV4POOL_NAT_OUTGOING", nat));
+        }
+        if let Some(c) = v6 {
+            e.push(env("CALICO_IPV6POOL_CIDR", c.to_string()));
+            e.push(env("CALICO_IPV6POOL_VXLAN", config.vxlan.as_str()));
+            e.push(env("CALICO_IPV6POOL_NAT_OUTGOING", nat));
+        }
+    }
+    e.extend([
+        env(
+            "FELIX_IPV6SUPPORT",
+            if v6.is_some() { "true" } else { "false" },
+        ),
+        env("FELIX_IPINIPMTU", mtu.clone()),
+        env("FELIX_VXLANMTU", mtu.clone()),
+        env("FELIX_WIREGUARDMTU", mtu),
+        env("CALICO_DISABLE_FILE_LOGGING", "true"),
+        env("FELIX_DEFAULTENDPOINTTOHOSTACTION", "ACCEPT"),
+        env("FELIX_LOGSEVERITYSCREEN", "info"),
+        env("FELIX_HEALTHENABLED", "true"),
+    ]);
+    e
+}
+
+fn exec_probe(command: &[&str], period: i32, failure: i32, initial: Option<i32>) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(command.iter().map(|c| c.to_string()).collect()),
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(10),
+        failure_threshold: Some(failure),
+        initial_delay_seconds: initial,
+        ..Probe::default()
+    }
+}
+
+fn privileged() -> SecurityContext {
+    SecurityContext {
+        privileged: Some(true),
+        ..SecurityContext::default()
+    }
+}
+
+/// A hostPath volume.
+fn host_path(name: &str, path: &str, kind: Option<&str>) -> Volume {
+    Volume {
+        name: name.to_string(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.to_string(),
+            type_: kind.map(str::to_string),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_string(),
+        mount_path: path.to_string(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn calico_node_volumes() -> Vec<Volume> {
+    vec![
+        host_path("lib-modules", "/lib/modules", None),
+        host_path("xtables-lock", "/run/xtables.lock", Some("FileOrCreate")),
+        host_path(
+            "var-run-calico",
+            "/var/run/calico",
+            Some("DirectoryOrCreate"),
+        ),
+        host_path(
+            "var-lib-calico",
+            "/var/lib/calico",
+            Some("DirectoryOrCreate"),
+        ),
+        host_path(
+            "policysync",
+            "/var/run/nodeagent",
+            Some("DirectoryOrCreate"),
+        ),
+        host_path("sys-fs-bpf", "/sys/fs/bpf", Some("DirectoryOrCreate")),
+        host_path("cni-bin-dir", "/opt/cni/bin", Some("DirectoryOrCreate")),
+        host_path(
+            "cni-net-dir",
+            cni::DEFAULT_CNI_DIR,
+            Some("DirectoryOrCreate"),
+        ),
+        host_path(
+            "cni-log-dir",
+            "/var/log/calico/cni",
+            Some("DirectoryOrCreate"),
+        ),
+    ]
+}
+
+fn install_cni(config: &CharmConfig) -> Container {
+    Container {
+        name: "install-cni".to_string(),
+        image: Some(cni_image(&config.calico_node_image.reference)),
+        command: Some(vec!["/opt/cni/bin/install".to_string()]),
+        env: Some(vec![
+            env("CNI_CONF_NAME", cni::CONFLIST_NAME),
+            env_config_map("CNI_NETWORK_CONFIG", "cni_network_config"),
+            env_node_name("KUBERNETES_NODE_NAME"),
+            env("CNI_MTU", mtu_string(config)),
+            // Install once and exit (an init container).
+            env("SLEEP", "false"),
+        ]),
+        volume_mounts: Some(vec![
+            mount("cni-bin-dir", "/host/opt/cni/bin", false),
+            mount("cni-net-dir", "/host/etc/cni/net.d", false),
+        ]),
+        security_context: Some(privileged()),
+        ..Container::default()
+    }
+}
+
+fn calico_node_container(config: &CharmConfig) -> Container {
+    let mut requests = BTreeMap::new();
+    requests.insert("cpu".to_string(), Quantity("250m".to_string()));
+    Container {
+        name: CALICO_NODE.to_string(),
+        image: Some(config.calico_node_image.reference.clone()),
+        env: Some(calico_node_env(config)),
+        security_context: Some(privileged()),
+        resources: Some(ResourceRequirements {
+            requests: Some(requests),
+            ..ResourceRequirements::default()
+        }),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec!["/bin/calico-node".into(), "-shutdown".into()]),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        liveness_probe: Some(exec_probe(
+            &["/bin/calico-node", "-felix-live", "-bird-live"],
+            10,
+            6,
+            Some(10),
+        )),
+        readiness_probe: Some(exec_probe(
+            &["/bin/calico-node", "-felix-ready", "-bird-ready"],
+            10,
+            3,
+            None,
+        )),
+        volume_mounts: Some(vec![
+            // The token refresher rewrites the CNI kubeconfig.
+            mount("cni-net-dir", "/host/etc/cni/net.d", false),
+            mount("lib-modules", "/lib/modules", true),
+            mount("xtables-lock", "/run/xtables.lock", false),
+            mount("var-run-calico", "/var/run/calico", false),
+            mount("var-lib-calico", "/var/lib/calico", false),
+            mount("policysync", "/var/run/nodeagent", false),
+            mount("sys-fs-bpf", "/sys/fs/bpf", false),
+            mount("cni-log-dir", "/var/log/calico/cni", true),
+        ]),
+        ..Container::default()
+    }
+}
+
+fn toleration(key: Option<&str>, effect: Option<&str>) -> Toleration {
+    Toleration {
+        key: key.map(str::to_string),
+        effect: effect.map(str::to_string),
+        operator: Some("Exists".to_string()),
+        ..Toleration::default()
+    }
+}
+
+fn linux_only() -> BTreeMap<String, String> {
+    BTreeMap::from([("kubernetes.io/os".to_string(), "linux".to_string())])
+}
+
+fn selector(app: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(APP_LABEL.to_string(), app.to_string())])),
+        ..LabelSelector::default()
+    }
+}
+
+/// The DaemonSet `calico-node`.
+pub fn calico_node(config: &CharmConfig) -> DaemonSet {
+    let hash = config_hash(&config_map(config));
+    DaemonSet {
+        metadata: meta(CALICO_NODE, Some(NAMESPACE), &[(APP_LABEL, CALICO_NODE)]),
+        spec: DaemonSetSpec {
+            selector: selector(CALICO_NODE),
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_string()),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_unavailable: Some(IntOrString::Int(1)),
+                    ..RollingUpdateDaemonSet::default()
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&[(APP_LABEL, CALICO_NODE)])),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH.to_string(), hash)])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    node_selector: Some(linux_only()),
+                    host_network: Some(true),
+                    tolerations: Some(vec![
+                        // Run on every node, whatever its taints.
+                        toleration(None, Some("NoSchedule")),
+                        toleration(Some("CriticalAddonsOnly"), None),
+                        toleration(None, Some("NoExecute")),
+                    ]),
+                    service_account_name: Some(CALICO_NODE.to_string()),
+                    termination_grace_period_seconds: Some(0),
+                    priority_class_name: Some("system-node-critical".to_string()),
+                    init_containers: Some(vec![install_cni(config)]),
+                    containers: vec![calico_node_container(config)],
+                    volumes: Some(calico_node_volumes()),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DaemonSetSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// The Deployment `calico-kube-controllers`.
+pub fn kube_controllers(config: &CharmConfig) -> Deployment {
+    Deployment {
+        metadata: meta(
+            KUBE_CONTROLLERS,
+            Some(NAMESPACE),
+            &[(APP_LABEL, KUBE_CONTROLLERS)],
+        ),
+        spec: DeploymentSpec {
+            replicas: Some(1),
+            selector: selector(KUBE_CONTROLLERS),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".to_string()),
+                ..DeploymentStrategy::default()
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&[(APP_LABEL, KUBE_CONTROLLERS)])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    node_selector: Some(linux_only()),
+                    tolerations: Some(vec![
+                        toleration(Some("CriticalAddonsOnly"), None),
+                        toleration(Some("node-role.kubernetes.io/master"), Some("NoSchedule")),
+                        toleration(
+                            Some("node-role.kubernetes.io/control-plane"),
+                            Some("NoSchedule"),
+                        ),
+                    ]),
+                    service_account_name: Some(KUBE_CONTROLLERS.to_string()),
+                    priority_class_name: Some("system-cluster-critical".to_string()),
+                    containers: vec![Container {
+                        name: KUBE_CONTROLLERS.to_string(),
+                        image: Some(config.calico_policy_image.reference.clone()),
+                        env: Some(vec![
+                            env("ENABLED_CONTROLLERS", "node"),
+                            env("DATASTORE_TYPE", "kubernetes"),
+                        ]),
+                        liveness_probe: Some(exec_probe(
+                            &["/usr/bin/check-status", "-l"],
+                            10,
+                            6,
+                            Some(10),
+                        )),
+                        readiness_probe: Some(exec_probe(
+                            &["/usr/bin/check-status", "-r"],
+                            10,
+                            3,
+                            None,
+                        )),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        status: None,
+    }
+}

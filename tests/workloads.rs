@@ -1,0 +1,1269 @@
+//! Calico workloads: CRDs, RBAC, ConfigMap, calico-node, calico-kube-controllers, images,
+//! MTU, IP autodetection and pod readiness.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use calico_charm::asn::AsNumber;
+use calico_charm::config::{CharmConfig, EncapMode, Image};
+use calico_charm::workloads::{self, CrdPlan, Workloads, crds, plan_crd};
+use ipnetwork::IpNetwork;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, Pod, PodSpec, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::{Value, json};
+
+/// The defaults of config.yaml, as a validated configuration.
+fn defaults() -> CharmConfig {
+    CharmConfig {
+        calico_node_image: Image {
+            reference: "docker.io/calico/node:v3.6.1".into(),
+        },
+        calico_policy_image: Image {
+            reference: "docker.io/calico/kube-controllers:v3.6.1".into(),
+        },
+        ipip: EncapMode::Never,
+        vxlan: EncapMode::Never,
+        nat_outgoing: true,
+        cidrs: vec!["192.168.0.0/16".parse().unwrap()],
+        manage_pools: true,
+        global_as_number: AsNumber(64512),
+        subnet_as_numbers: Vec::new(),
+        unit_as_numbers: BTreeMap::new(),
+        node_to_node_mesh: true,
+        global_bgp_peers: Vec::new(),
+        subnet_bgp_peers: Vec::new(),
+        unit_bgp_peers: BTreeMap::new(),
+        route_reflector_cluster_ids: BTreeMap::new(),
+        veth_mtu: None,
+    }
+}
+
+fn cidrs(list: &[&str]) -> Vec<IpNetwork> {
+    list.iter().map(|c| c.parse().unwrap()).collect()
+}
+
+fn daemon_set(w: &Workloads) -> &DaemonSet {
+    assert_eq!(w.daemon_sets.len(), 1);
+    &w.daemon_sets[0]
+}
+
+fn node_pod_spec(w: &Workloads) -> &PodSpec {
+    daemon_set(w).spec.template.spec.as_ref().unwrap()
+}
+
+/// calico-node's main container environment as name → value (valueFrom as `<from>`).
+fn node_env(config: &CharmConfig) -> BTreeMap<String, String> {
+    let w = workloads::render(config);
+    let spec = node_pod_spec(&w);
+    let c = spec
+        .containers
+        .iter()
+        .find(|c| c.name == "calico-node")
+        .unwrap();
+    env_map(c.env.as_ref().unwrap())
+}
+
+fn env_map(env: &[EnvVar]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in env {
+        let v = e.value.clone().unwrap_or_else(|| "<from>".into());
+        assert!(
+            out.insert(e.name.clone(), v).is_none(),
+            "duplicate env {}",
+            e.name
+        );
+    }
+    out
+}
+
+fn pod_images(spec: &PodSpec) -> Vec<String> {
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .map(|c| c.image.clone().unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------- objects and round trip
+
+#[test]
+fn objects_come_in_apply_order_with_kind_name_and_owner_label() {
+    let objects = workloads::render(&defaults()).objects();
+    let kinds: Vec<&str> = objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["CustomResourceDefinition"; 23];
+    expected.extend(["ServiceAccount"; 3]);
+    expected.extend(["ClusterRole"; 3]);
+    expected.extend(["ClusterRoleBinding"; 3]);
+    expected.extend(["ConfigMap", "DaemonSet", "Deployment"]);
+    assert_eq!(kinds, expected);
+    for o in &objects {
+        let api = o["apiVersion"].as_str().unwrap();
+        let kind = o["kind"].as_str().unwrap();
+        let want = match kind {
+            "CustomResourceDefinition" => "apiextensions.k8s.io/v1",
+            "ServiceAccount" | "ConfigMap" => "v1",
+            "ClusterRole" | "ClusterRoleBinding" => "rbac.authorization.k8s.io/v1",
+            _ => "apps/v1",
+        };
+        assert_eq!(api, want, "{kind}");
+        assert!(
+            o["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty())
+        );
+        assert_eq!(
+            o["metadata"]["labels"]["app.kubernetes.io/managed-by"], "calico-charm",
+            "{kind} {}",
+            o["metadata"]["name"]
+        );
+        let namespaced = matches!(
+            kind,
+            "ServiceAccount" | "ConfigMap" | "DaemonSet" | "Deployment"
+        );
+        assert_eq!(
+            o["metadata"].get("namespace").and_then(Value::as_str),
+            namespaced.then_some("kube-system"),
+            "{kind}"
+        );
+    }
+}
+
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(o: &Value) {
+    let typed: T = serde_json::from_value(o.clone())
+        .unwrap_or_else(|e| panic!("{} does not deserialize: {e}", o["kind"]));
+    assert_eq!(&serde_json::to_value(&typed).unwrap(), o, "{}", o["kind"]);
+}
+
+#[test]
+fn every_object_deserializes_into_k8s_openapi_types_and_round_trips() {
+    let mut config = defaults();
+    config.cidrs = cidrs(&["10.1.0.0/16", "fd00:1::/64"]);
+    config.veth_mtu = Some(9000);
+    config.vxlan = EncapMode::Always;
+    config.manage_pools = false;
+    for o in workloads::render(&config).objects() {
+        match o["kind"].as_str().unwrap() {
+            "CustomResourceDefinition" => round_trip::<CustomResourceDefinition>(&o),
+            "ServiceAccount" => round_trip::<ServiceAccount>(&o),
+            "ClusterRole" => round_trip::<ClusterRole>(&o),
+            "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(&o),
+            "ConfigMap" => round_trip::<ConfigMap>(&o),
+            "DaemonSet" => round_trip::<DaemonSet>(&o),
+            "Deployment" => round_trip::<Deployment>(&o),
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+}
+
+#[test]
+fn rendering_is_deterministic() {
+    let a = workloads::render(&defaults()).objects();
+    let b = workloads::render(&defaults()).objects();
+    assert_eq!(a, b);
+}
+
+// ---------------------------------------------------------------- images
+
+#[test]
+fn default_images_are_the_documented_ones_plus_the_derived_cni_image() {
+    let config = defaults();
+    assert_eq!(
+        workloads::images(&config),
+        [
+            "docker.io/calico/node:v3.6.1",
+            "docker.io/calico/cni:v3.6.1",
+            "docker.io/calico/kube-controllers:v3.6.1",
+        ]
+    );
+    assert_eq!(
+        workloads::calico_version(&config).as_deref(),
+        Some("v3.6.1")
+    );
+}
+
+#[test]
+fn private_registry_images_reach_every_container_and_nothing_else_is_pulled() {
+    // The seed's private-registry example: $REGISTRY = <ip>:<port>.
+    let registry = "10.10.0.7:5000";
+    let mut config = defaults();
+    config.calico_node_image.reference = format!("{registry}/calico/node:v3.6.1");
+    config.calico_policy_image.reference = format!("{registry}/calico/kube-controllers:v3.6.1");
+    let w = workloads::render(&config);
+    let listed = workloads::images(&config);
+    assert_eq!(
+        listed,
+        [
+            "10.10.0.7:5000/calico/node:v3.6.1",
+            "10.10.0.7:5000/calico/cni:v3.6.1",
+            "10.10.0.7:5000/calico/kube-controllers:v3.6.1",
+        ]
+    );
+    let node = pod_images(node_pod_spec(&w));
+    assert_eq!(
+        node,
+        [
+            "10.10.0.7:5000/calico/cni:v3.6.1",
+            "10.10.0.7:5000/calico/node:v3.6.1"
+        ]
+    );
+    let kc = pod_images(w.deployments[0].spec.template.spec.as_ref().unwrap());
+    assert_eq!(kc, ["10.10.0.7:5000/calico/kube-controllers:v3.6.1"]);
+    // Every image any object mentions is listed.
+    let text = serde_json::to_string(&w.objects()).unwrap();
+    for img in node.iter().chain(kc.iter()) {
+        assert!(listed.contains(img));
+    }
+    assert!(!text.contains("docker.io"), "a default image leaked");
+}
+
+#[test]
+fn cni_image_keeps_registry_path_and_tag_and_drops_a_digest() {
+    assert_eq!(
+        workloads::cni_image("registry.example.com:5000/calico/node:v3.32.1"),
+        "registry.example.com:5000/calico/cni:v3.32.1"
+    );
+    assert_eq!(
+        workloads::cni_image("quay.io/calico/node:v3.32.1@sha256:0123abcd"),
+        "quay.io/calico/cni:v3.32.1"
+    );
+    assert_eq!(workloads::cni_image("calico/node"), "calico/cni");
+    assert_eq!(workloads::cni_image("node:v1"), "cni:v1");
+    assert_eq!(
+        workloads::cni_image("reg:5000/mirror/calico-node"),
+        "reg:5000/mirror/cni"
+    );
+}
+
+#[test]
+fn an_image_change_changes_the_pod_templates() {
+    let a = workloads::render(&defaults());
+    let mut config = defaults();
+    config.calico_node_image.reference = "docker.io/calico/node:v3.32.1".into();
+    config.calico_policy_image.reference = "docker.io/calico/kube-controllers:v3.32.1".into();
+    let b = workloads::render(&config);
+    assert_ne!(
+        serde_json::to_value(&daemon_set(&a).spec.template).unwrap(),
+        serde_json::to_value(&daemon_set(&b).spec.template).unwrap()
+    );
+    assert_ne!(
+        serde_json::to_value(&a.deployments[0].spec.template).unwrap(),
+        serde_json::to_value(&b.deployments[0].spec.template).unwrap()
+    );
+    assert_eq!(
+        workloads::calico_version(&config).as_deref(),
+        Some("v3.32.1")
+    );
+}
+
+// ---------------------------------------------------------------- MTU
+
+#[test]
+fn veth_mtu_follows_encapsulation() {
+    let mut c = defaults();
+    assert_eq!(workloads::veth_mtu(&c), None, "unset: Calico auto-detects");
+    c.veth_mtu = Some(1500);
+    assert_eq!(workloads::veth_mtu(&c), Some(1500));
+    c.ipip = EncapMode::Always;
+    assert_eq!(workloads::veth_mtu(&c), Some(1480));
+    c.ipip = EncapMode::CrossSubnet;
+    assert_eq!(workloads::veth_mtu(&c), Some(1480));
+    c.ipip = EncapMode::Never;
+    c.vxlan = EncapMode::Always;
+    assert_eq!(workloads::veth_mtu(&c), Some(1450));
+    c.veth_mtu = Some(9000);
+    c.vxlan = EncapMode::CrossSubnet;
+    assert_eq!(workloads::veth_mtu(&c), Some(8950));
+    c.veth_mtu = Some(30);
+    assert_eq!(workloads::veth_mtu(&c), None, "no underflow");
+}
+
+#[test]
+fn mtu_reaches_the_config_map_felix_and_install_cni() {
+    let cm_mtu = |c: &CharmConfig| {
+        workloads::render(c).config_maps[0].data.as_ref().unwrap()["veth_mtu"].clone()
+    };
+    let mut c = defaults();
+    assert_eq!(cm_mtu(&c), "0");
+    assert_eq!(node_env(&c)["FELIX_IPINIPMTU"], "0");
+    c.veth_mtu = Some(9000);
+    c.ipip = EncapMode::Always;
+    assert_eq!(cm_mtu(&c), "8980");
+    let env = node_env(&c);
+    for k in ["FELIX_IPINIPMTU", "FELIX_VXLANMTU", "FELIX_WIREGUARDMTU"] {
+        assert_eq!(env[k], "8980", "{k}");
+    }
+    let w = workloads::render(&c);
+    let init = &node_pod_spec(&w).init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.name, "install-cni");
+    assert_eq!(env_map(init.env.as_ref().unwrap())["CNI_MTU"], "8980");
+}
+
+#[test]
+fn a_config_map_change_rolls_calico_node() {
+    let hash = |c: &CharmConfig| {
+        let w = workloads::render(c);
+        daemon_set(&w)
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["calico.juju.is/config-hash"]
+            .clone()
+    };
+    let mut c = defaults();
+    let h0 = hash(&c);
+    assert_eq!(h0, hash(&defaults()));
+    c.veth_mtu = Some(1500);
+    assert_ne!(hash(&c), h0);
+    let mut c = defaults();
+    c.cidrs = cidrs(&["192.168.0.0/16", "fd00::/64"]);
+    assert_ne!(
+        hash(&c),
+        h0,
+        "the CNI template changes with the IP families"
+    );
+}
+
+// ---------------------------------------------------------------- calico-node environment
+
+#[test]
+fn ip_autodetection_follows_the_cidr_families() {
+    let env = node_env(&defaults());
+    assert_eq!(env["IP"], "autodetect");
+    assert_eq!(env["IP_AUTODETECTION_METHOD"], "kubernetes-internal-ip");
+    assert!(!env.contains_key("IP6"));
+    assert!(!env.contains_key("IP6_AUTODETECTION_METHOD"));
+    assert_eq!(env["FELIX_IPV6SUPPORT"], "false");
+
+    let mut c = defaults();
+    c.cidrs = cidrs(&["192.168.0.0/16", "fd00:c00b:1::/64"]);
+    let env = node_env(&c);
+    assert_eq!(env["IP"], "autodetect");
+    assert_eq!(env["IP6"], "autodetect");
+    assert_eq!(env["IP6_AUTODETECTION_METHOD"], "kubernetes-internal-ip");
+    assert_eq!(env["FELIX_IPV6SUPPORT"], "true");
+    assert!(!env.contains_key("CALICO_ROUTER_ID"));
+
+    c.cidrs = cidrs(&["fd00:c00b:1::/64"]);
+    let env = node_env(&c);
+    assert_eq!(env["IP"], "none");
+    assert_eq!(env["IP6"], "autodetect");
+    assert_eq!(env["CALICO_ROUTER_ID"], "hash");
+}
+
+#[test]
+fn calico_node_env_has_the_datastore_and_backend_settings_and_never_as() {
+    let env = node_env(&defaults());
+    assert_eq!(env["DATASTORE_TYPE"], "kubernetes");
+    assert_eq!(env["WAIT_FOR_DATASTORE"], "true");
+    assert_eq!(env["NODENAME"], "<from>");
+    assert_eq!(env["CALICO_NETWORKING_BACKEND"], "bird");
+    assert_eq!(env["CLUSTER_TYPE"], "k8s,bgp");
+    assert!(
+        !env.contains_key("AS"),
+        "the charm sets AS numbers via annotations"
+    );
+    let w = workloads::render(&defaults());
+    let c = &node_pod_spec(&w).containers[0];
+    let nodename = c
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "NODENAME")
+        .unwrap();
+    assert_eq!(
+        nodename
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "spec.nodeName"
+    );
+    assert_eq!(
+        w.config_maps[0].data.as_ref().unwrap()["calico_backend"],
+        "bird"
+    );
+}
+
+#[test]
+fn pool_env_follows_manage_pools() {
+    let env = node_env(&defaults());
+    assert_eq!(env["NO_DEFAULT_POOLS"], "true");
+    assert!(env.keys().all(|k| !k.starts_with("CALICO_IPV4POOL_")));
+
+    let mut c = defaults();
+    c.manage_pools = false;
+    c.ipip = EncapMode::CrossSubnet;
+    c.nat_outgoing = false;
+    c.cidrs = cidrs(&["10.1.0.0/16", "fd00:1::/64"]);
+    let env = node_env(&c);
+    assert!(!env.contains_key("NO_DEFAULT_POOLS"));
+    assert_eq!(env["CALICO_IPV4POOL_CIDR"], "10.1.0.0/16");
+    assert_eq!(env["CALICO_IPV4POOL_IPIP"], "CrossSubnet");
+    assert_eq!(env["CALICO_IPV4POOL_VXLAN"], "Never");
+    assert_eq!(env["CALICO_IPV4POOL_NAT_OUTGOING"], "false");
+    assert_eq!(env["CALICO_IPV6POOL_CIDR"], "fd00:1::/64");
+    assert_eq!(env["CALICO_IPV6POOL_NAT_OUTGOING"], "false");
+}
+
+#[test]
+fn calico_node_daemon_set_runs_privileged_on_every_node() {
+    let w = workloads::render(&defaults());
+    let ds = daemon_set(&w);
+    assert_eq!(ds.metadata.name.as_deref(), Some("calico-node"));
+    let sel = ds.spec.selector.match_labels.as_ref().unwrap();
+    let tl = ds
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    assert!(
+        sel.iter().all(|(k, v)| tl.get(k) == Some(v)),
+        "selector matches the template"
+    );
+    assert_eq!(tl["app.kubernetes.io/managed-by"], "calico-charm");
+    let spec = node_pod_spec(&w);
+    assert_eq!(spec.host_network, Some(true));
+    assert_eq!(
+        spec.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    assert_eq!(spec.service_account_name.as_deref(), Some("calico-node"));
+    let tol = spec.tolerations.as_ref().unwrap();
+    for effect in ["NoSchedule", "NoExecute"] {
+        assert!(tol.iter().any(|t| t.effect.as_deref() == Some(effect)
+            && t.key.is_none()
+            && t.operator.as_deref() == Some("Exists")));
+    }
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+    {
+        assert_eq!(
+            c.security_context.as_ref().unwrap().privileged,
+            Some(true),
+            "{}",
+            c.name
+        );
+    }
+    let main = &spec.containers[0];
+    assert!(main.liveness_probe.is_some() && main.readiness_probe.is_some());
+    // Every mount names a declared hostPath volume.
+    let vols: BTreeSet<_> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| {
+            assert!(v.host_path.is_some(), "{}", v.name);
+            v.name.clone()
+        })
+        .collect();
+    for c in spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+    {
+        for m in c.volume_mounts.iter().flatten() {
+            assert!(
+                vols.contains(&m.name),
+                "{} mounts unknown {}",
+                c.name,
+                m.name
+            );
+        }
+    }
+    let host_paths: BTreeSet<_> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.host_path.as_ref().unwrap().path.clone())
+        .collect();
+    for p in [
+        "/opt/cni/bin",
+        "/etc/cni/net.d",
+        "/var/lib/calico",
+        "/var/run/calico",
+        "/lib/modules",
+    ] {
+        assert!(host_paths.contains(p), "{p}");
+    }
+    // install-cni takes its template from the ConfigMap.
+    let init = &spec.init_containers.as_ref().unwrap()[0];
+    let cfg = init
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "CNI_NETWORK_CONFIG")
+        .unwrap();
+    let key = cfg
+        .value_from
+        .as_ref()
+        .unwrap()
+        .config_map_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (key.name.as_str(), key.key.as_str()),
+        ("calico-config", "cni_network_config")
+    );
+}
+
+#[test]
+fn kube_controllers_deployment_runs_the_node_controller() {
+    let w = workloads::render(&defaults());
+    assert_eq!(w.deployments.len(), 1);
+    let d = &w.deployments[0];
+    assert_eq!(d.metadata.name.as_deref(), Some("calico-kube-controllers"));
+    assert_eq!(d.spec.replicas, Some(1));
+    assert_eq!(
+        d.spec.strategy.as_ref().unwrap().type_.as_deref(),
+        Some("Recreate")
+    );
+    let spec = d.spec.template.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.service_account_name.as_deref(),
+        Some("calico-kube-controllers")
+    );
+    let c = &spec.containers[0];
+    let env = env_map(c.env.as_ref().unwrap());
+    assert_eq!(env["ENABLED_CONTROLLERS"], "node");
+    assert_eq!(env["DATASTORE_TYPE"], "kubernetes");
+    assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
+    let sel = d.spec.selector.match_labels.as_ref().unwrap();
+    let tl = d
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    assert!(sel.iter().all(|(k, v)| tl.get(k) == Some(v)));
+}
+
+// ---------------------------------------------------------------- RBAC
+
+#[test]
+fn rbac_has_no_wildcards_and_every_binding_is_complete() {
+    let w = workloads::render(&defaults());
+    let known_verbs: BTreeSet<&str> = [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ]
+    .into();
+    for role in &w.cluster_roles {
+        let name = role.metadata.name.as_deref().unwrap();
+        for r in role.rules.iter().flatten() {
+            for v in &r.verbs {
+                assert!(known_verbs.contains(v.as_str()), "{name}: verb {v}");
+            }
+            for list in [&r.api_groups, &r.resources, &r.resource_names] {
+                for x in list.iter().flatten() {
+                    assert!(!x.contains('*'), "{name}: wildcard {x}");
+                }
+            }
+            assert!(r.non_resource_urls.is_none());
+            assert!(
+                r.resources.as_ref().is_some_and(|x| !x.is_empty()),
+                "{name}"
+            );
+        }
+    }
+    let sas: BTreeSet<_> = w
+        .service_accounts
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    let roles: BTreeSet<_> = w
+        .cluster_roles
+        .iter()
+        .map(|r| r.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        sas,
+        BTreeSet::from([
+            "calico-cni-plugin".into(),
+            "calico-kube-controllers".into(),
+            "calico-node".into()
+        ])
+    );
+    for b in &w.cluster_role_bindings {
+        assert!(roles.contains(&b.role_ref.name));
+        for s in b.subjects.iter().flatten() {
+            assert_eq!(s.kind, "ServiceAccount");
+            assert_eq!(s.namespace.as_deref(), Some("kube-system"));
+            assert!(sas.contains(&s.name));
+        }
+    }
+    // The workloads run as the bound accounts.
+    assert_eq!(
+        node_pod_spec(&w).service_account_name.as_deref(),
+        Some("calico-node")
+    );
+}
+
+fn grants(w: &Workloads, role: &str, group: &str, resource: &str, verb: &str) -> bool {
+    let r = w
+        .cluster_roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(role))
+        .unwrap();
+    r.rules.iter().flatten().any(|rule| {
+        rule.api_groups.iter().flatten().any(|g| g == group)
+            && rule.resources.iter().flatten().any(|x| x == resource)
+            && rule.verbs.iter().any(|v| v == verb)
+    })
+}
+
+#[test]
+fn rbac_grants_what_calico_needs_and_not_more() {
+    let w = workloads::render(&defaults());
+    let crd = "crd.projectcalico.org";
+    // Needed (reference, section 8).
+    assert!(grants(&w, "calico-node", "", "nodes/status", "patch"));
+    assert!(grants(&w, "calico-node", crd, "ippools", "watch"));
+    assert!(grants(&w, "calico-node", crd, "ipamblocks", "create"));
+    assert!(grants(
+        &w,
+        "calico-node",
+        "",
+        "serviceaccounts/token",
+        "create"
+    ));
+    assert!(grants(
+        &w,
+        "calico-cni-plugin",
+        crd,
+        "ipamhandles",
+        "delete"
+    ));
+    assert!(grants(
+        &w,
+        "calico-kube-controllers",
+        crd,
+        "ipamblocks",
+        "delete"
+    ));
+    assert!(grants(&w, "calico-kube-controllers", "", "pods", "watch"));
+    // Not needed.
+    assert!(
+        !grants(&w, "calico-node", "", "nodes", "update"),
+        "writes go through nodes/status"
+    );
+    assert!(!grants(&w, "calico-node", "", "secrets", "get"));
+    assert!(
+        !grants(&w, "calico-node", crd, "bgppeers", "create"),
+        "the charm owns peers"
+    );
+    assert!(!grants(
+        &w,
+        "calico-kube-controllers",
+        "",
+        "services",
+        "update"
+    ));
+    assert!(!grants(&w, "calico-cni-plugin", crd, "ippools", "update"));
+    // The token request is limited to the CNI plugin's account.
+    let node = &w
+        .cluster_roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some("calico-node"))
+        .unwrap();
+    let token = node
+        .rules
+        .iter()
+        .flatten()
+        .find(|r| {
+            r.resources
+                .iter()
+                .flatten()
+                .any(|x| x == "serviceaccounts/token")
+        })
+        .unwrap();
+    assert_eq!(
+        token.resource_names.as_deref(),
+        Some(&["calico-cni-plugin".to_string()][..])
+    );
+}
+
+// ---------------------------------------------------------------- CRDs
+
+/// (kind, plural, group, scope, version) of every CRD the reference lists (section 8).
+const EXPECTED_CRDS: [(&str, &str, &str, &str, &str); 23] = [
+    (
+        "BGPConfiguration",
+        "bgpconfigurations",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "BGPFilter",
+        "bgpfilters",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "BGPPeer",
+        "bgppeers",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "BlockAffinity",
+        "blockaffinities",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "CalicoNodeStatus",
+        "caliconodestatuses",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "ClusterInformation",
+        "clusterinformations",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "FelixConfiguration",
+        "felixconfigurations",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "GlobalNetworkPolicy",
+        "globalnetworkpolicies",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "GlobalNetworkSet",
+        "globalnetworksets",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "HostEndpoint",
+        "hostendpoints",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "IPAMBlock",
+        "ipamblocks",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "IPAMConfig",
+        "ipamconfigs",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "IPAMHandle",
+        "ipamhandles",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "IPPool",
+        "ippools",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "IPReservation",
+        "ipreservations",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "KubeControllersConfiguration",
+        "kubecontrollersconfigurations",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "NetworkPolicy",
+        "networkpolicies",
+        "crd.projectcalico.org",
+        "Namespaced",
+        "v1",
+    ),
+    (
+        "NetworkSet",
+        "networksets",
+        "crd.projectcalico.org",
+        "Namespaced",
+        "v1",
+    ),
+    (
+        "StagedGlobalNetworkPolicy",
+        "stagedglobalnetworkpolicies",
+        "crd.projectcalico.org",
+        "Cluster",
+        "v1",
+    ),
+    (
+        "StagedKubernetesNetworkPolicy",
+        "stagedkubernetesnetworkpolicies",
+        "crd.projectcalico.org",
+        "Namespaced",
+        "v1",
+    ),
+    (
+        "StagedNetworkPolicy",
+        "stagednetworkpolicies",
+        "crd.projectcalico.org",
+        "Namespaced",
+        "v1",
+    ),
+    ("Tier", "tiers", "crd.projectcalico.org", "Cluster", "v1"),
+    (
+        "ClusterNetworkPolicy",
+        "clusternetworkpolicies",
+        "policy.networking.k8s.io",
+        "Cluster",
+        "v1alpha2",
+    ),
+];
+
+#[test]
+fn every_crd_the_reference_lists_is_present_with_its_names_and_scope() {
+    let all = crds::crds();
+    assert_eq!(all.len(), EXPECTED_CRDS.len());
+    for (kind, plural, group, scope, version) in EXPECTED_CRDS {
+        let c = all
+            .iter()
+            .find(|c| c.spec.names.kind == kind)
+            .unwrap_or_else(|| panic!("no CRD for {kind}"));
+        assert_eq!(
+            c.metadata.name.as_deref(),
+            Some(format!("{plural}.{group}").as_str())
+        );
+        assert_eq!(c.spec.group, group, "{kind}");
+        assert_eq!(c.spec.names.plural, plural, "{kind}");
+        assert_eq!(
+            c.spec.names.singular.as_deref(),
+            Some(kind.to_lowercase().as_str())
+        );
+        assert_eq!(
+            c.spec.names.list_kind.as_deref(),
+            Some(format!("{kind}List").as_str())
+        );
+        assert_eq!(c.spec.scope, scope, "{kind}");
+        assert_eq!(c.spec.versions.len(), 1, "{kind}");
+        let v = &c.spec.versions[0];
+        assert_eq!(v.name, version, "{kind}");
+        assert!(v.served && v.storage, "{kind}");
+    }
+}
+
+/// Kubernetes' structural-schema rules, as far as these CRDs can break them.
+fn check_structural(s: &Value, path: &str, errs: &mut Vec<String>) {
+    let obj = s.as_object().unwrap();
+    let preserve = obj.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
+    let int_or_string = obj.get("x-kubernetes-int-or-string") == Some(&json!(true));
+    if obj
+        .get("type")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+        && !preserve
+        && !int_or_string
+    {
+        errs.push(format!("{path}: no type"));
+    }
+    if obj.contains_key("properties") && obj.contains_key("additionalProperties") {
+        errs.push(format!("{path}: properties and additionalProperties"));
+    }
+    if obj.get("additionalProperties") == Some(&json!(false)) {
+        errs.push(format!("{path}: additionalProperties false"));
+    }
+    for k in [
+        "$ref",
+        "definitions",
+        "dependencies",
+        "id",
+        "patternProperties",
+        "additionalItems",
+    ] {
+        if obj.contains_key(k) {
+            errs.push(format!("{path}: {k} is not allowed"));
+        }
+    }
+    for k in ["allOf", "anyOf", "oneOf"] {
+        for b in obj.get(k).and_then(Value::as_array).into_iter().flatten() {
+            for f in [
+                "type",
+                "description",
+                "default",
+                "nullable",
+                "additionalProperties",
+            ] {
+                if b.get(f).is_some() {
+                    errs.push(format!("{path}.{k}: {f} inside a logical junctor"));
+                }
+            }
+        }
+    }
+    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+        for (name, p) in props {
+            check_structural(p, &format!("{path}.{name}"), errs);
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        check_structural(items, &format!("{path}[]"), errs);
+    }
+    if let Some(a) = obj.get("additionalProperties").filter(|a| a.is_object()) {
+        check_structural(a, &format!("{path}{{}}"), errs);
+    }
+}
+
+fn root_schema(c: &CustomResourceDefinition) -> Value {
+    serde_json::to_value(
+        c.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn every_crd_schema_is_structural_and_keeps_unknown_spec_fields() {
+    for c in crds::crds() {
+        let kind = &c.spec.names.kind;
+        let root = root_schema(&c);
+        let mut errs = Vec::new();
+        check_structural(&root, kind, &mut errs);
+        assert_eq!(errs, Vec::<String>::new());
+        assert_eq!(root["type"], "object", "{kind}");
+        assert_eq!(root["properties"]["metadata"]["type"], "object", "{kind}");
+        assert!(
+            root["properties"]["metadata"].get("properties").is_none(),
+            "{kind}"
+        );
+        let spec = &root["properties"]["spec"];
+        assert_eq!(spec["type"], "object", "{kind}");
+        assert_eq!(spec["x-kubernetes-preserve-unknown-fields"], true, "{kind}");
+        assert!(
+            root.get("required").is_none(),
+            "{kind}: spec must not be required"
+        );
+        assert!(
+            !serde_json::to_string(&root)
+                .unwrap()
+                .contains("\"default\""),
+            "{kind}: defaults"
+        );
+        let has_status = root["properties"].get("status").is_some();
+        let want_status = matches!(
+            kind.as_str(),
+            "CalicoNodeStatus" | "KubeControllersConfiguration" | "ClusterNetworkPolicy"
+        );
+        assert_eq!(has_status, want_status, "{kind}");
+        if has_status {
+            assert_eq!(
+                root["properties"]["status"]["x-kubernetes-preserve-unknown-fields"],
+                true
+            );
+        }
+        // Calico's v1 CRDs have no status subresource; the upstream CNP API has one.
+        assert_eq!(
+            c.spec.versions[0].subresources.is_some(),
+            kind == "ClusterNetworkPolicy",
+            "{kind}"
+        );
+    }
+}
+
+#[test]
+fn crds_match_the_upstream_identities_in_shared_calico_crds() {
+    let dir = support::crd_schema::default_crd_dir();
+    let ours = crds::crds();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let up: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let name = up["metadata"]["name"].as_str().unwrap();
+        let mine = ours
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no CRD named {name}"));
+        let mine = serde_json::to_value(mine).unwrap();
+        for key in ["group", "scope"] {
+            assert_eq!(mine["spec"][key], up["spec"][key], "{name} {key}");
+        }
+        assert_eq!(mine["spec"]["names"], up["spec"]["names"], "{name} names");
+        let uv = &up["spec"]["versions"][0];
+        let mv = &mine["spec"]["versions"][0];
+        for key in ["name", "served", "storage"] {
+            assert_eq!(mv[key], uv[key], "{name} {key}");
+        }
+        assert_eq!(
+            uv.get("subresources"),
+            mv.get("subresources"),
+            "{name} subresources"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 7);
+}
+
+/// Write our CRDs as YAML manifests into a directory the schema validator reads.
+fn our_crd_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for c in crds::crds() {
+        let name = c.metadata.name.clone().unwrap();
+        let yaml = serde_yaml::to_string(&c).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.yaml")), yaml).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn fields_other_writers_set_survive_pruning_by_our_crds() {
+    let dir = our_crd_dir();
+    // An IPPool as calicoctl or calico-node writes it, with fields the charm does not model.
+    let pool = json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool",
+        "metadata": {"name": "default-ipv4-ippool"},
+        "spec": {"cidr": "192.168.0.0/16", "blockSize": 26, "ipipMode": "Never",
+                 "vxlanMode": "Always", "natOutgoing": true, "nodeSelector": "all()",
+                 "allowedUses": ["Workload", "Tunnel"], "assignmentMode": "Automatic",
+                 "disableBGPExport": false}
+    });
+    let crd = support::crd_schema::find_crd(dir.path(), "IPPool").unwrap();
+    assert_eq!(crd.validate(&pool), Ok(()));
+    let mut pruned = pool.clone();
+    crd.prune(&mut pruned);
+    assert_eq!(pruned, pool);
+    // The same object against the upstream CRD is valid too (our view is no stricter).
+    assert_eq!(
+        support::crd_schema::validate_object(&support::crd_schema::default_crd_dir(), &pool),
+        Ok(())
+    );
+
+    let peer = json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "BGPPeer",
+        "metadata": {"name": "tor"},
+        "spec": {"peerIP": "10.0.0.1", "asNumber": 65000, "keepOriginalNextHop": true,
+                 "password": {"secretKeyRef": {"name": "s", "key": "k"}}}
+    });
+    let crd = support::crd_schema::find_crd(dir.path(), "BGPPeer").unwrap();
+    let mut pruned = peer.clone();
+    crd.prune(&mut pruned);
+    assert_eq!(pruned, peer);
+
+    let status = json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "CalicoNodeStatus",
+        "metadata": {"name": "n1"},
+        "spec": {"node": "n1", "classes": ["Agent"], "updatePeriodSeconds": 10},
+        "status": {"agent": {"birdV4": {"state": "Ready"}}}
+    });
+    let crd = support::crd_schema::find_crd(dir.path(), "CalicoNodeStatus").unwrap();
+    let mut pruned = status.clone();
+    crd.prune(&mut pruned);
+    assert_eq!(pruned, status);
+}
+
+#[test]
+fn typed_fields_are_still_validated_by_our_crds() {
+    let dir = our_crd_dir();
+    let crd = support::crd_schema::find_crd(dir.path(), "IPPool").unwrap();
+    let bad = json!({
+        "apiVersion": "crd.projectcalico.org/v1", "kind": "IPPool",
+        "metadata": {"name": "p"},
+        "spec": {"cidr": "10.0.0.0/8", "blockSize": "big"}
+    });
+    let errs = crd.validate(&bad).unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.starts_with("spec.blockSize")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn an_existing_crd_is_never_replaced() {
+    let all = crds::crds();
+    let ours = all.iter().find(|c| c.spec.names.kind == "IPPool").unwrap();
+    assert_eq!(plan_crd(ours, None), CrdPlan::Create);
+    // A newer upstream CRD (stricter schema, more versions) is left alone.
+    let mut newer = ours.clone();
+    newer.metadata.labels = None;
+    newer.metadata.annotations = Some(BTreeMap::from([(
+        "controller-gen.kubebuilder.io/version".into(),
+        "v0.19.0".into(),
+    )]));
+    let mut v2 = newer.spec.versions[0].clone();
+    v2.name = "v2".into();
+    v2.storage = false;
+    newer.spec.versions.push(v2);
+    newer.spec.versions[0].schema = None;
+    assert_eq!(plan_crd(ours, Some(&newer)), CrdPlan::Keep);
+    assert_eq!(plan_crd(ours, Some(ours)), CrdPlan::Keep);
+    // One that no longer serves v1 is left alone and reported.
+    let mut gone = ours.clone();
+    gone.spec.versions[0].served = false;
+    match plan_crd(ours, Some(&gone)) {
+        CrdPlan::Unusable(why) => {
+            assert_eq!(why, "CRD ippools.crd.projectcalico.org does not serve v1")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- readiness
+
+fn pod(node: &str, status: Value) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("calico-node-{node}"), "namespace": "kube-system",
+                     "labels": {"k8s-app": "calico-node"},
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"nodeName": node, "containers": [{"name": "calico-node"}]},
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn running_ready() -> Value {
+    json!({"phase": "Running",
+           "conditions": [{"type": "Ready", "status": "True"}],
+           "initContainerStatuses": [{"name": "install-cni", "ready": true, "restartCount": 0,
+               "image": "i", "imageID": "",
+               "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
+           "containerStatuses": [{"name": "calico-node", "ready": true, "restartCount": 0,
+               "image": "i", "imageID": "", "state": {"running": {}}}]})
+}
+
+#[test]
+fn a_running_ready_pod_is_ready() {
+    assert_eq!(workloads::pod_ready(&pod("n1", running_ready())), Ok(()));
+}
+
+#[test]
+fn the_reason_is_read_from_the_pod() {
+    let waiting = |reason: &str| {
+        json!({"phase": "Pending",
+               "containerStatuses": [{"name": "calico-node", "ready": false, "restartCount": 0,
+                   "image": "i", "imageID": "",
+                   "state": {"waiting": {"reason": reason, "message": "details"}}}]})
+    };
+    for reason in ["ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff"] {
+        assert_eq!(
+            workloads::pod_ready(&pod("n1", waiting(reason))),
+            Err(reason.to_string())
+        );
+    }
+    // An init container failing to pull is the reason, not the main container's wait.
+    let init = json!({"phase": "Pending",
+        "initContainerStatuses": [{"name": "install-cni", "ready": false, "restartCount": 0,
+            "image": "i", "imageID": "", "state": {"waiting": {"reason": "ImagePullBackOff"}}}],
+        "containerStatuses": [{"name": "calico-node", "ready": false, "restartCount": 0,
+            "image": "i", "imageID": "", "state": {"waiting": {"reason": "PodInitializing"}}}]});
+    assert_eq!(
+        workloads::pod_ready(&pod("n1", init)),
+        Err("ImagePullBackOff".into())
+    );
+    let failed_init = json!({"phase": "Pending",
+        "initContainerStatuses": [{"name": "install-cni", "ready": false, "restartCount": 1,
+            "image": "i", "imageID": "", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]});
+    assert_eq!(
+        workloads::pod_ready(&pod("n1", failed_init)),
+        Err("install-cni Error".into())
+    );
+    // Running but the readiness probe fails.
+    let mut not_ready = running_ready();
+    not_ready["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+    assert_eq!(
+        workloads::pod_ready(&pod("n1", not_ready)),
+        Err("not ready".into())
+    );
+    // Phase when no container says more.
+    assert_eq!(
+        workloads::pod_ready(&pod("n1", json!({"phase": "Pending"}))),
+        Err("Pending".into())
+    );
+    assert_eq!(
+        workloads::pod_ready(&pod("n1", json!({}))),
+        Err("Pending".into())
+    );
+    assert_eq!(
+        workloads::waiting_message("node-1", "ImagePullBackOff"),
+        "Waiting for calico-node on node-1: ImagePullBackOff"
+    );
+}
+
+#[test]
+fn this_nodes_pod_is_chosen_by_node_name_and_label() {
+    let mine = pod("n1", running_ready());
+    let other = pod("n2", json!({"phase": "Pending"}));
+    let mut unlabelled = pod("n1", json!({"phase": "Pending"}));
+    unlabelled.metadata.labels = Some(BTreeMap::from([("k8s-app".into(), "something".into())]));
+    let pods = vec![other.clone(), unlabelled, mine.clone()];
+    assert_eq!(workloads::calico_node_pod(&pods, "n1"), Some(&mine));
+    assert_eq!(workloads::node_pod_ready(&pods, "n1"), Ok(()));
+    assert_eq!(
+        workloads::node_pod_ready(&pods, "n2"),
+        Err("Pending".into())
+    );
+    assert_eq!(
+        workloads::node_pod_ready(&pods, "n3"),
+        Err("no calico-node pod".into())
+    );
+    // During a roll, the new pod wins over the terminating one.
+    let mut old = pod("n1", running_ready());
+    old.metadata.deletion_timestamp = old.metadata.creation_timestamp.clone();
+    let mut new = pod("n1", json!({"phase": "Pending"}));
+    new.metadata.name = Some("calico-node-new".into());
+    let pods = vec![new.clone(), old];
+    assert_eq!(workloads::calico_node_pod(&pods, "n1"), Some(&new));
+}
