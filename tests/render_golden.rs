@@ -1,0 +1,160 @@
+//! Golden tests: the seed documentation's worked examples, rendered for several units and
+//! compared with expected objects written by hand under tests/golden/.
+//!
+//! Each example's configuration is a `juju config calico --file` file
+//! (`tests/golden/<example>.yaml`); each expected file
+//! (`tests/golden/<example>/<unit>[-leader].yaml`) holds the Calico objects and the Node,
+//! in apply order. Workloads (the leader's CRDs, RBAC, DaemonSet, ...) are not part of the
+//! goldens: they must come after these objects and are otherwise ignored here.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use calico_charm::config::{self, Validated};
+use calico_charm::options;
+use calico_charm::render::{self, UnitFacts};
+use serde::Deserialize;
+use serde_json::Value;
+
+const CHARM_KINDS: [&str; 4] = ["IPPool", "BGPConfiguration", "BGPPeer", "Node"];
+
+fn golden(path: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden")).join(path)
+}
+
+fn load(example: &str) -> Validated {
+    let text = std::fs::read_to_string(golden(&format!("{example}.yaml"))).expect("example config");
+    let merged = options::merge_user_file(&text).expect("example file parses");
+    assert!(merged.errors.is_empty(), "{example}: {:?}", merged.errors);
+    config::validate(&merged.raw).unwrap_or_else(|e| panic!("{example}: invalid: {e:?}"))
+}
+
+fn expected(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(golden(path)).expect("expected file");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("expected document"))
+        .collect()
+}
+
+/// Render `example` for `unit` and compare with `tests/golden/<example>/<file>`.
+fn check(example: &str, unit: &str, address: &str, leader: bool, expected_warnings: &[&str]) {
+    let v = load(example);
+    let id = unit.trim_start_matches("calico/");
+    let address: IpAddr = address.parse().expect("address");
+    let facts = UnitFacts::new(unit, format!("node-{id}"), address, leader).expect("unit");
+    let objects = render::desired(&v.config, &facts).objects();
+    let file = format!(
+        "{example}/calico-{id}{}.yaml",
+        if leader { "-leader" } else { "" }
+    );
+    let want = expected(&file);
+    let n = want.len().min(objects.len());
+    let got = &objects[..n];
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "{file}: object {i} differs");
+    }
+    assert_eq!(
+        objects.len() >= want.len(),
+        true,
+        "{file}: missing objects: got {got:#?}"
+    );
+    for extra in &objects[n..] {
+        let kind = extra["kind"].as_str().unwrap_or_default();
+        assert!(!CHARM_KINDS.contains(&kind), "{file}: unexpected {extra:#}");
+    }
+    if !leader {
+        assert_eq!(
+            objects.len(),
+            want.len(),
+            "{file}: a non-leader renders no workloads"
+        );
+    }
+    let mut warnings: Vec<String> = v.warnings.iter().map(|w| w.option.clone()).collect();
+    warnings.extend(
+        config::unit_warnings(&v.config, &facts)
+            .into_iter()
+            .map(|w| w.option),
+    );
+    assert_eq!(warnings, expected_warnings, "{file}: warnings");
+}
+
+#[test]
+fn multiple_subnets_with_a_router_peer() {
+    check("multiple-subnets", "calico/0", "10.0.0.5", true, &[]);
+    check("multiple-subnets", "calico/1", "10.0.1.7", false, &[]);
+}
+
+#[test]
+fn route_reflection_with_two_reflectors_and_the_mesh_off() {
+    check("route-reflection", "calico/0", "10.0.0.2", true, &[]);
+    check("route-reflection", "calico/1", "10.0.0.3", false, &[]);
+    check("route-reflection", "calico/7", "10.0.0.17", false, &[]);
+}
+
+#[test]
+fn as_per_rack_reflectors_and_ordinary_units_in_each_subnet() {
+    check("as-per-rack", "calico/0", "10.0.0.2", true, &[]);
+    check("as-per-rack", "calico/0", "10.0.0.2", false, &[]);
+    check("as-per-rack", "calico/1", "10.0.1.2", false, &[]);
+    check("as-per-rack", "calico/2", "10.0.2.2", false, &[]);
+    check("as-per-rack", "calico/3", "10.0.3.2", false, &[]);
+    check("as-per-rack", "calico/4", "10.0.0.10", false, &[]);
+    check("as-per-rack", "calico/5", "10.0.1.10", false, &[]);
+    check("as-per-rack", "calico/6", "10.0.2.10", false, &[]);
+    check("as-per-rack", "calico/7", "10.0.3.10", false, &[]);
+}
+
+#[test]
+fn manage_pools_false_leaves_pools_alone() {
+    check("manage-pools-false", "calico/0", "10.0.0.5", true, &[]);
+    let v = load("manage-pools-false");
+    let facts =
+        UnitFacts::new("calico/0", "node-0", "10.0.0.5".parse().expect("ip"), true).expect("unit");
+    assert!(matches!(
+        render::desired(&v.config, &facts).pools,
+        render::Pools::Unmanaged
+    ));
+}
+
+#[test]
+fn dual_stack_cidr_gets_two_pools_and_no_ipip_on_ipv6() {
+    check("dual-stack", "calico/0", "10.0.0.5", true, &["ipip"]);
+}
+
+#[test]
+fn an_ordinary_unit_outside_every_rack_subnet_is_warned_about() {
+    // Not in any subnet of the AS-per-rack example: no peer at all with the mesh off, and no
+    // AS from subnet-as-numbers.
+    let v = load("as-per-rack");
+    let facts =
+        UnitFacts::new("calico/9", "node-9", "10.0.9.9".parse().expect("ip"), false).expect("unit");
+    let d = render::desired(&v.config, &facts);
+    assert!(d.peers.is_empty());
+    assert!(d.node.annotations.is_empty());
+    let w: Vec<String> = config::unit_warnings(&v.config, &facts)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].starts_with("node-to-node-mesh: calico/9 (10.0.9.9) is off the mesh"),
+        "{w:?}"
+    );
+    assert!(
+        w[1].starts_with("subnet-as-numbers: no subnet contains 10.0.9.9"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn stopping_wants_nothing_of_its_own() {
+    let facts =
+        UnitFacts::new("calico/3", "node-3", "10.0.3.2".parse().expect("ip"), true).expect("unit");
+    let d = render::stopping(&facts);
+    assert_eq!(
+        d.objects(),
+        vec![serde_json::json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "node-3", "annotations": {}}})]
+    );
+    assert_eq!(d.owner, "calico-3");
+}
