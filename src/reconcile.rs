@@ -1,8 +1,497 @@
-//! One holistic reconcile per hook. (Owned by the Juju-runtime work.)
+//! One holistic, idempotent reconcile per hook.
+//!
+//! ```text
+//! status maintenance -> config-get (over config.yaml defaults) -> validate
+//!   -> publish cidr/cni-conf-file on every cni relation, read kubeconfig-hash/service-cidr
+//!   -> [invalid config: blocked, stop] -> [no kubeconfig-hash: waiting, stop]
+//!   -> is-leader, network-get cni, node name -> render -> Cluster::converge -> status, version
+//! ```
+//!
+//! Nothing depends on which event fired, so any hook repairs what an interrupted one left.
+//! Invalid config and a cluster that cannot be reached end the hook with exit 0 (the status
+//! says why); only an unexpected fault (a hook tool missing or failing) is an error.
+//! Nothing is persisted with `state-set`: every input is read afresh from Juju each hook.
 
+use std::net::IpAddr;
 use std::process::ExitCode;
 
-/// Entry point of `calico-charm dispatch`.
+use crate::apply::Outcome;
+use crate::config::{ConfigError, Image, Validated};
+use crate::juju::env::UnknownDispatchPath;
+use crate::juju::{Event, HookEnv, HookTools, RelationKind, Subprocess, ToolError};
+use crate::options::RawConfig;
+use crate::render::{Desired, UnitFacts};
+use crate::status::{self, StatusKind, UnitStatus};
+
+/// The endpoint of the kubernetes-cni relation.
+pub const CNI_ENDPOINT: &str = "cni";
+/// The CNI config file name the principal links as its default CNI.
+pub const CNI_CONF_FILE: &str = "10-calico.conflist";
+
+/// THE SEAM where Kubernetes is changed. `dispatch_main` passes [`NoCluster`] until the apply
+/// work is wired in; a real implementation builds its client lazily (the kubeconfig may not
+/// exist before the principal publishes `kubeconfig-hash`) and reports every failure in the
+/// [`Outcome`] (transient: `waiting`; denied or refused: `blocked`), never as a panic.
+pub trait Cluster {
+    /// Make the cluster match `desired`: apply what it holds, prune what this unit owns and no
+    /// longer wants. `stop`/`remove` pass the stopping `Desired` (everything pruned).
+    fn converge(&self, desired: &Desired) -> Outcome;
+}
+
+/// Stand-in until apply is wired: applies nothing and reports nothing pending, so a unit whose
+/// config is valid and whose principal published its kubeconfig-hash reports `active "Ready"`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoCluster;
+
+impl Cluster for NoCluster {
+    fn converge(&self, _desired: &Desired) -> Outcome {
+        Outcome::default()
+    }
+}
+
+/// An unexpected fault: the hook exits non-zero and Juju shows `hook failed`.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error(transparent)]
+    Dispatch(#[from] UnknownDispatchPath),
+    #[error("JUJU_UNIT_NAME: {0}")]
+    UnitName(#[from] crate::render::UnitNameError),
+    #[error(
+        "no address for this unit: network-get cni gave none and unit-get private-address printed {0:?}"
+    )]
+    NoAddress(String),
+    #[error(
+        "cannot tell the Kubernetes node name: NODENAME is unset and the host name is unreadable"
+    )]
+    NoNodeName,
+    #[error("the charm's embedded config.yaml is broken: {0}")]
+    Embedded(String),
+}
+
+/// What the principal published on the cni relation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Principal {
+    /// The first non-empty `kubeconfig-hash` of any remote unit.
+    pub kubeconfig_hash: Option<String>,
+    /// The first non-empty `service-cidr` (control-plane units only).
+    pub service_cidr: Option<String>,
+}
+
+/// What one hook did, for tests and the final log line.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub event: Event,
+    /// The last status set, if any.
+    pub status: Option<UnitStatus>,
+    /// The version given to `application-version-set`, if any.
+    pub version: Option<String>,
+    /// Relation ids this unit published `cidr`/`cni-conf-file` on.
+    pub published: Vec<String>,
+    pub principal: Principal,
+    pub config_errors: Vec<ConfigError>,
+    pub facts: Option<UnitFacts>,
+    /// What the cluster seam reported, when it ran.
+    pub outcome: Option<Outcome>,
+}
+
+impl Report {
+    fn new(event: &Event) -> Report {
+        Report {
+            event: event.clone(),
+            status: None,
+            version: None,
+            published: Vec::new(),
+            principal: Principal::default(),
+            config_errors: Vec::new(),
+            facts: None,
+            outcome: None,
+        }
+    }
+}
+
+/// Entry point of `calico-charm dispatch`: the thin edge around [`run`].
 pub fn dispatch_main() -> anyhow::Result<ExitCode> {
-    anyhow::bail!("dispatch: not yet implemented")
+    // WIRING POINT: replace `&NoCluster` with the apply layer's `Cluster` implementation.
+    dispatch_with(&NoCluster)
+}
+
+/// `dispatch` with a given cluster seam: read the environment, set up logging, run the event.
+/// A fault is logged (juju-log) and returned, so `main` prints it on stderr and exits 1.
+pub fn dispatch_with(cluster: &dyn Cluster) -> anyhow::Result<ExitCode> {
+    let env = HookEnv::from_process();
+    crate::juju::log::init(env.in_juju());
+    let argv0 = std::env::args().next();
+    let result = env
+        .event(argv0.as_deref())
+        .map_err(Fault::from)
+        .and_then(|event| run(&event, &env, &Subprocess::default(), cluster));
+    match result {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(fault) => {
+            tracing::error!("hook failed: {fault}");
+            Err(fault.into())
+        }
+    }
+}
+
+/// Handle one event: the testable body of `dispatch`.
+pub fn run(
+    event: &Event,
+    env: &HookEnv,
+    tools: &impl HookTools,
+    cluster: &dyn Cluster,
+) -> Result<Report, Fault> {
+    match event {
+        Event::Install
+        | Event::Start
+        | Event::ConfigChanged
+        | Event::UpgradeCharm
+        | Event::UpdateStatus
+        | Event::LeaderElected
+        | Event::LeaderSettingsChanged => reconcile(event, env, tools, cluster),
+        Event::Relation { endpoint, .. } if endpoint == CNI_ENDPOINT => {
+            reconcile(event, env, tools, cluster)
+        }
+        Event::Stop | Event::Remove => stop(event, env, tools, cluster),
+        Event::Action(name) => {
+            tracing::warn!("unknown action {name:?}: this charm defines no actions");
+            tools.action_fail(&format!("unknown action {name:?}"))?;
+            Ok(Report::new(event))
+        }
+        Event::Relation { .. } | Event::Other(_) => {
+            tracing::info!("{event}: nothing to do");
+            Ok(Report::new(event))
+        }
+    }
+}
+
+/// The holistic reconcile.
+pub fn reconcile(
+    event: &Event,
+    env: &HookEnv,
+    tools: &impl HookTools,
+    cluster: &dyn Cluster,
+) -> Result<Report, Fault> {
+    let mut report = Report::new(event);
+    // update-status is a periodic check: do not flap the status through maintenance every 5 min.
+    if *event != Event::UpdateStatus {
+        set_status(tools, &mut report, status::working())?;
+    }
+
+    let raw = gather_config(tools)?;
+    let validated = crate::config::validate(&raw);
+    let errors: &[ConfigError] = match &validated {
+        Ok(_) => &[],
+        Err(errors) => errors,
+    };
+
+    // The principal needs cidr and cni-conf-file whatever else is wrong, so publish first.
+    let relations = cni_relations(event, env, tools)?;
+    let cidr = published_cidr(&raw, errors);
+    for id in &relations {
+        let mut settings = vec![("cni-conf-file", CNI_CONF_FILE)];
+        if let Some(cidr) = cidr.as_deref() {
+            settings.insert(0, ("cidr", cidr));
+        }
+        tools.relation_set(id, &settings)?;
+        tracing::debug!(relation = id.as_str(), cidr = ?cidr, "published cni-conf-file={CNI_CONF_FILE}");
+        report.published.push(id.clone());
+    }
+    report.principal = read_principal(tools, &relations)?;
+    if let Some(hash) = &report.principal.kubeconfig_hash {
+        tracing::debug!("principal kubeconfig-hash {}", short_hash(hash));
+    }
+
+    let version = calico_version(&raw, errors);
+    let validated = match validated {
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!("Invalid config: {error}");
+            }
+            report.config_errors = errors;
+            let status = status::unit_status(&status::Inputs {
+                config_errors: &report.config_errors,
+                cni_related: !relations.is_empty(),
+                ..status::Inputs::default()
+            });
+            return finish(tools, report, status, version);
+        }
+        Ok(validated) => validated,
+    };
+    let Validated { config, warnings } = validated;
+    for warning in &warnings {
+        tracing::warn!("Config warning: {warning}");
+    }
+
+    let mut inputs = status::Inputs {
+        config_warnings: warnings.len(),
+        cni_related: !relations.is_empty(),
+        kubeconfig_ready: report.principal.kubeconfig_hash.is_some(),
+        ..status::Inputs::default()
+    };
+    if !inputs.cni_related || !inputs.kubeconfig_ready {
+        let status = status::unit_status(&inputs);
+        return finish(tools, report, status, version);
+    }
+
+    let facts = unit_facts(env, tools)?;
+    let unit_warnings = crate::config::unit_warnings(&config, &facts);
+    for warning in &unit_warnings {
+        tracing::warn!("Config warning: {warning}");
+    }
+    inputs.config_warnings += unit_warnings.len();
+    tracing::debug!(
+        unit = facts.unit_name.as_str(),
+        node = facts.node_name.as_str(),
+        address = %facts.address,
+        leader = facts.leader,
+        "unit facts"
+    );
+    // RENDER (pure) then APPLY through the seam.
+    let desired = crate::render::desired(&config, &facts);
+    let outcome = cluster.converge(&desired);
+    log_outcome(&outcome);
+    inputs.outcome = Some(&outcome);
+    let status = status::unit_status(&inputs);
+    report.facts = Some(facts);
+    report.outcome = Some(outcome.clone());
+    finish(tools, report, status, version)
+}
+
+/// `stop` and `remove`: remove what this unit owns from the cluster, through the same seam.
+/// Juju itself shows `maintenance` during these hooks; a cleanup the cluster could not finish
+/// is logged and the hook still succeeds (a failing remove hook would wedge the removal).
+pub fn stop(
+    event: &Event,
+    env: &HookEnv,
+    tools: &impl HookTools,
+    cluster: &dyn Cluster,
+) -> Result<Report, Fault> {
+    let mut report = Report::new(event);
+    let facts = unit_facts(env, tools)?;
+    let desired = crate::render::stopping(&facts);
+    let outcome = cluster.converge(&desired);
+    log_outcome(&outcome);
+    if outcome.waiting.is_empty() && outcome.blocked.is_empty() {
+        tracing::info!("{event}: removed what {} owned", facts.unit_name);
+    } else {
+        tracing::warn!(
+            "{event}: cleanup of {} did not finish; objects it owned may remain",
+            facts.unit_name
+        );
+    }
+    report.facts = Some(facts);
+    report.outcome = Some(outcome);
+    Ok(report)
+}
+
+fn set_status(
+    tools: &impl HookTools,
+    report: &mut Report,
+    status: UnitStatus,
+) -> Result<(), ToolError> {
+    tools.status_set(&status)?;
+    report.status = Some(status);
+    Ok(())
+}
+
+fn finish(
+    tools: &impl HookTools,
+    mut report: Report,
+    status: UnitStatus,
+    version: Option<String>,
+) -> Result<Report, Fault> {
+    set_status(tools, &mut report, status.clone())?;
+    if let Some(version) = version {
+        tools.application_version_set(&version)?;
+        report.version = Some(version);
+    }
+    let level_is_problem = matches!(status.kind, StatusKind::Blocked | StatusKind::Waiting);
+    if level_is_problem {
+        tracing::warn!("{}: {}", report.event, status);
+    } else {
+        tracing::info!("{}: {}", report.event, status);
+    }
+    Ok(report)
+}
+
+/// `config-get` merged over config.yaml's defaults (nulls from Juju mean "unset").
+pub fn gather_config(tools: &impl HookTools) -> Result<RawConfig, Fault> {
+    let mut raw = crate::options::defaults().map_err(|e| Fault::Embedded(e.to_string()))?;
+    for (key, value) in tools.config_get()? {
+        if !value.is_null() {
+            raw.insert(key, value);
+        }
+    }
+    Ok(raw)
+}
+
+/// The cni relations to publish on and read from. In `cni-relation-broken` the relation being
+/// broken is left out: its data can no longer be written.
+fn cni_relations(
+    event: &Event,
+    env: &HookEnv,
+    tools: &impl HookTools,
+) -> Result<Vec<String>, ToolError> {
+    let mut ids = tools.relation_ids(CNI_ENDPOINT)?;
+    let broken = matches!(
+        event,
+        Event::Relation {
+            kind: RelationKind::Broken,
+            ..
+        }
+    );
+    if let (true, Some(broken)) = (broken, &env.relation_id) {
+        ids.retain(|id| id != broken);
+    }
+    Ok(ids)
+}
+
+/// Read `kubeconfig-hash` and `service-cidr` from every remote unit; the first non-empty wins.
+fn read_principal(tools: &impl HookTools, relations: &[String]) -> Result<Principal, ToolError> {
+    let mut principal = Principal::default();
+    for id in relations {
+        for unit in tools.relation_list(id)? {
+            let bag = tools.relation_get(id, &unit)?;
+            let value = |key: &str| {
+                bag.get(key)
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+            };
+            if principal.kubeconfig_hash.is_none() {
+                principal.kubeconfig_hash = value("kubeconfig-hash");
+            }
+            if principal.service_cidr.is_none() {
+                principal.service_cidr = value("service-cidr");
+            }
+        }
+    }
+    Ok(principal)
+}
+
+/// The `cidr` to publish: the configured CIDRs comma-joined without spaces, or `None` (keep
+/// what was published before) while the `cidr` option itself is invalid.
+pub fn published_cidr(raw: &RawConfig, errors: &[ConfigError]) -> Option<String> {
+    if errors.iter().any(|e| e.option == "cidr") {
+        return None;
+    }
+    let text = raw.get("cidr")?.as_str()?;
+    let parts: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(","))
+}
+
+/// The Calico version for `application-version-set`: the tag of calico-node-image
+/// (`docker.io/calico/node:v3.6.1` -> `v3.6.1`, see [`Image::version`]). `None` while the
+/// image option is invalid.
+pub fn calico_version(raw: &RawConfig, errors: &[ConfigError]) -> Option<String> {
+    if errors.iter().any(|e| e.option == "calico-node-image") {
+        return None;
+    }
+    let image = Image::parse(raw.get("calico-node-image")?.as_str()?).ok()?;
+    Some(image.version().to_string())
+}
+
+/// Facts about this unit: name and number, leadership, bind address, node name.
+pub fn unit_facts(env: &HookEnv, tools: &impl HookTools) -> Result<UnitFacts, Fault> {
+    let unit_name = env.unit_name.clone().unwrap_or_default();
+    // Check the name before calling any tool: a bad name is a fault whatever Juju answers.
+    crate::render::parse_unit_name(&unit_name).map_err(Fault::UnitName)?;
+    let leader = tools.is_leader()?;
+    let address = bind_address(tools)?;
+    let node_name = crate::juju::node_name(env.node_name.as_deref()).ok_or(Fault::NoNodeName)?;
+    UnitFacts::new(&unit_name, node_name, address, leader).map_err(Fault::UnitName)
+}
+
+/// The address on the cni binding (first non-`fan-` interface), falling back to
+/// `unit-get private-address` with a warning when network-get fails or names none.
+pub fn bind_address(tools: &impl HookTools) -> Result<IpAddr, Fault> {
+    match tools.network_get(CNI_ENDPOINT) {
+        Ok(info) => match crate::juju::bind_address(&info) {
+            Some(address) => return Ok(address),
+            None => tracing::warn!(
+                "network-get {CNI_ENDPOINT} names no usable (non-fan) address; using unit-get private-address"
+            ),
+        },
+        Err(err) => {
+            tracing::warn!("{err}; using unit-get private-address")
+        }
+    }
+    let private = tools.unit_get_private_address()?;
+    private
+        .trim()
+        .parse()
+        .map_err(|_| Fault::NoAddress(private))
+}
+
+fn log_outcome(outcome: &Outcome) {
+    for object in &outcome.changed {
+        tracing::info!("applied {object}");
+    }
+    for object in &outcome.deleted {
+        tracing::info!("deleted {object}");
+    }
+    for cause in &outcome.waiting {
+        tracing::warn!("waiting: {cause}");
+    }
+    for cause in &outcome.blocked {
+        tracing::error!("blocked: {cause}");
+    }
+}
+
+/// A hash shortened for logs.
+fn short_hash(hash: &str) -> String {
+    hash.chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> RawConfig {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn version_is_the_node_image_tag() {
+        let config = raw(&[(
+            "calico-node-image",
+            "registry.example.com:5000/calico/node:v3.26.1",
+        )]);
+        assert_eq!(calico_version(&config, &[]).as_deref(), Some("v3.26.1"));
+        let image_error = [ConfigError {
+            option: "calico-node-image".into(),
+            message: "x".into(),
+        }];
+        assert_eq!(calico_version(&config, &image_error), None);
+        assert_eq!(calico_version(&raw(&[]), &[]), None);
+    }
+
+    #[test]
+    fn cidr_is_published_normalised_unless_invalid() {
+        let config = raw(&[("cidr", " 192.168.0.0/16 , fd00::/64 ")]);
+        assert_eq!(
+            published_cidr(&config, &[]).as_deref(),
+            Some("192.168.0.0/16,fd00::/64")
+        );
+        let other_error = [ConfigError {
+            option: "ipip".into(),
+            message: "x".into(),
+        }];
+        assert!(published_cidr(&config, &other_error).is_some());
+        let cidr_error = [ConfigError {
+            option: "cidr".into(),
+            message: "x".into(),
+        }];
+        assert_eq!(published_cidr(&config, &cidr_error), None);
+        assert_eq!(published_cidr(&raw(&[("cidr", " , ")]), &[]), None);
+    }
 }

@@ -1,2 +1,10 @@
 //! Juju's side: the hook environment, hook tools as subprocesses, juju-log.
-//! (Owned by the Juju-runtime work.)
+
+pub mod env;
+pub mod log;
+pub mod network;
+pub mod tools;
+
+pub use env::{Event, HookEnv, RelationKind};
+pub use network::{NetworkInfo, bind_address, node_name};
+pub use tools::{HookTools, LogLevel, Subprocess, ToolError};

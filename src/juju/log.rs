@@ -1,0 +1,185 @@
+//! Logging: under Juju every tracing event goes to `juju-log --log-level <LEVEL>` (what
+//! `juju debug-log --include=calico` shows); outside Juju, to stderr.
+//!
+//! Rules for callers: log paths, hashes, counts and names, never contents of secrets
+//! (kubeconfig, tokens, passwords). Events of other crates (kube, hyper, rustls) pass only at
+//! WARN and above, so their debug output (which may carry request headers) never reaches the
+//! model's log.
+
+use std::cell::Cell;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::prelude::*;
+
+use super::tools::{LogLevel, run_tool};
+
+/// Where formatted log lines go.
+pub type Sink = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
+
+thread_local! {
+    /// Set while the layer is writing an event: anything logged from inside the sink (for
+    /// example by a library) is dropped instead of recursing.
+    static IN_LAYER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A tracing layer that hands every event (message and fields on one line) to a sink.
+pub struct JujuLogLayer {
+    sink: Sink,
+}
+
+impl JujuLogLayer {
+    pub fn new(sink: Sink) -> JujuLogLayer {
+        JujuLogLayer { sink }
+    }
+
+    /// The layer used in hooks: runs `juju-log`, falling back to stderr (which Juju logs at
+    /// WARNING) when `juju-log` itself fails.
+    pub fn juju_log() -> JujuLogLayer {
+        JujuLogLayer::new(Arc::new(|level, message| {
+            let result = run_tool(
+                "juju-log",
+                &["--log-level", level.as_str(), "--", message],
+                super::tools::DEFAULT_TIMEOUT,
+            );
+            if let Err(err) = result {
+                eprintln!("{} {message} (juju-log failed: {err})", level.as_str());
+            }
+        }))
+    }
+}
+
+/// Which events reach the log: the charm's own from DEBUG up, everything else from WARN up.
+pub fn wanted(metadata: &Metadata<'_>) -> bool {
+    let own = metadata.target().starts_with("calico_charm");
+    let level = *metadata.level();
+    if own {
+        level <= Level::DEBUG
+    } else {
+        level <= Level::WARN
+    }
+}
+
+/// The juju-log level for a tracing level.
+pub fn juju_level(level: &Level) -> LogLevel {
+    match *level {
+        Level::ERROR => LogLevel::Error,
+        Level::WARN => LogLevel::Warning,
+        Level::INFO => LogLevel::Info,
+        Level::DEBUG => LogLevel::Debug,
+        Level::TRACE => LogLevel::Trace,
+    }
+}
+
+/// Formats an event as `message key=value key=value`.
+#[derive(Default)]
+struct Line {
+    message: String,
+    fields: String,
+}
+
+impl Visit for Line {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            let _ = write!(self.fields, " {}={:?}", field.name(), value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.fields, " {}={:?}", field.name(), value);
+        }
+    }
+}
+
+/// One event as the line the layer writes.
+pub fn format_event(event: &Event<'_>) -> String {
+    let mut line = Line::default();
+    event.record(&mut line);
+    let mut text = line.message;
+    text.push_str(&line.fields);
+    text.trim().to_string()
+}
+
+impl<S: Subscriber> Layer<S> for JujuLogLayer {
+    fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
+        wanted(metadata)
+    }
+
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        if !wanted(event.metadata()) || IN_LAYER.with(Cell::get) {
+            return;
+        }
+        IN_LAYER.with(|flag| flag.set(true));
+        let line = format_event(event);
+        if !line.is_empty() {
+            (self.sink)(juju_level(event.metadata().level()), &line);
+        }
+        IN_LAYER.with(|flag| flag.set(false));
+    }
+}
+
+/// Install the global subscriber: juju-log under Juju, stderr otherwise. Safe to call twice
+/// (the second call does nothing).
+pub fn init(in_juju: bool) {
+    if in_juju {
+        let _ = tracing_subscriber::registry()
+            .with(JujuLogLayer::juju_log())
+            .try_init();
+    } else {
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_max_level(Level::DEBUG)
+            .try_init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn events_reach_the_sink_with_juju_levels() {
+        let lines: Arc<Mutex<Vec<(LogLevel, String)>>> = Arc::default();
+        let seen = lines.clone();
+        let layer = JujuLogLayer::new(Arc::new(move |level, msg: &str| {
+            seen.lock().unwrap().push((level, msg.to_string()));
+            // Logging from inside the sink must not recurse.
+            tracing::error!("from inside the sink");
+        }));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(relation = "cni:1", "published cidr");
+            tracing::warn!("network-get failed");
+            tracing::debug!(count = 2, "peers");
+            tracing::trace!("dropped: below DEBUG");
+            tracing::debug!(target: "hyper::proto", "dropped: another crate's debug");
+            tracing::warn!(target: "kube_client", "kept: another crate's warning");
+        });
+        let lines = lines.lock().unwrap();
+        assert_eq!(
+            *lines,
+            vec![
+                (
+                    LogLevel::Info,
+                    "published cidr relation=\"cni:1\"".to_string()
+                ),
+                (LogLevel::Warning, "network-get failed".to_string()),
+                (LogLevel::Debug, "peers count=2".to_string()),
+                (
+                    LogLevel::Warning,
+                    "kept: another crate's warning".to_string()
+                ),
+            ]
+        );
+    }
+}

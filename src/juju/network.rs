@@ -1,0 +1,124 @@
+//! `network-get` data, the unit's bind address, and the Kubernetes node name.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+/// `network-get <binding> --format=json`, as Juju writes it. Unknown keys are ignored and
+/// every key is optional (Juju omits empty ones).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct NetworkInfo {
+    #[serde(rename = "bind-addresses", default)]
+    pub bind_addresses: Vec<BindAddress>,
+    #[serde(rename = "ingress-addresses", default)]
+    pub ingress_addresses: Vec<String>,
+    #[serde(rename = "egress-subnets", default)]
+    pub egress_subnets: Vec<String>,
+}
+
+/// One interface of a binding.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct BindAddress {
+    #[serde(rename = "interface-name", alias = "interfacename", default)]
+    pub interface_name: String,
+    #[serde(rename = "mac-address", alias = "macaddress", default)]
+    pub mac_address: String,
+    #[serde(default)]
+    pub addresses: Vec<InterfaceAddress>,
+}
+
+/// One address of an interface. Juju 2.9+ writes `value`; older agents wrote `address`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct InterfaceAddress {
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub cidr: Option<String>,
+}
+
+impl InterfaceAddress {
+    /// The address, whichever key carried it, if it parses as an IP.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.value
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .or(self.address.as_deref())
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+/// Whether an interface is a Juju fan bridge, which Calico must not bind to.
+pub fn is_fan(interface_name: &str) -> bool {
+    interface_name.starts_with("fan-")
+}
+
+/// The bind address: the first address of the first interface whose name does not start with
+/// `fan-`. `None` when there is no such interface or it has no parseable address.
+pub fn bind_address(info: &NetworkInfo) -> Option<IpAddr> {
+    info.bind_addresses
+        .iter()
+        .find(|b| !is_fan(&b.interface_name))
+        .and_then(|b| b.addresses.iter().find_map(InterfaceAddress::ip))
+}
+
+/// The Kubernetes node name: `NODENAME` when set (Calico's convention), else the host name,
+/// lower-cased as the kubelet does.
+pub fn node_name(nodename_env: Option<&str>) -> Option<String> {
+    if let Some(name) = nodename_env.map(str::trim).filter(|n| !n.is_empty()) {
+        return Some(name.to_string());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let host = host.trim().to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> NetworkInfo {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn skips_fan_interfaces() {
+        let info = parse(
+            r#"{"bind-addresses":[
+                {"mac-address":"","interface-name":"fan-252","addresses":[{"hostname":"","value":"252.0.5.1","cidr":"252.0.0.0/8"}]},
+                {"mac-address":"00:16:3e:aa:bb:cc","interface-name":"eth0","addresses":[{"hostname":"","value":"10.0.0.5","cidr":"10.0.0.0/24"},{"hostname":"","value":"10.0.0.6","cidr":"10.0.0.0/24"}]}],
+                "egress-subnets":["10.0.0.5/32"],"ingress-addresses":["10.0.0.5"]}"#,
+        );
+        assert_eq!(bind_address(&info), Some("10.0.0.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn accepts_the_older_address_key() {
+        let info = parse(
+            r#"{"bind-addresses":[{"interface-name":"ens3","addresses":[{"address":"fd00::5","cidr":"fd00::/64"}]}]}"#,
+        );
+        assert_eq!(bind_address(&info), Some("fd00::5".parse().unwrap()));
+    }
+
+    #[test]
+    fn none_without_a_usable_interface() {
+        assert_eq!(bind_address(&parse("{}")), None);
+        let only_fan = parse(
+            r#"{"bind-addresses":[{"interface-name":"fan-1","addresses":[{"value":"252.0.0.1"}]}]}"#,
+        );
+        assert_eq!(bind_address(&only_fan), None);
+        let garbage =
+            parse(r#"{"bind-addresses":[{"interface-name":"eth0","addresses":[{"value":"x"}]}]}"#);
+        assert_eq!(bind_address(&garbage), None);
+    }
+
+    #[test]
+    fn node_name_prefers_the_environment() {
+        assert_eq!(node_name(Some(" worker-3 ")).as_deref(), Some("worker-3"));
+        let host = node_name(None);
+        if let Ok(raw) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            assert_eq!(host, Some(raw.trim().to_ascii_lowercase()));
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! Hook tools (`config-get`, `relation-set`, ...) as subprocesses, behind a small trait.
+//!
+//! Every call has a timeout (the child is killed when it expires), passes `--format=json`
+//! where the tool prints data, and fails with a [`ToolError`] that names the tool. Nothing
+//! here emits tracing events: the juju-log tracing layer runs `juju-log` through
+//! [`run_tool`], and an event emitted there would feed back into the layer.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::options::RawConfig;
+use crate::status::UnitStatus;
+
+use super::network::NetworkInfo;
+
+/// Default timeout of one hook-tool call. Tools answer in milliseconds; one that hangs holds
+/// the machine lock, so give up well before Juju would.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a hook tool failed. `Display` names the tool: it is what lands in the hook's output.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("hook tool {tool} not found on PATH (is this running inside a Juju hook?)")]
+    Missing { tool: String },
+    #[error("hook tool {tool} could not be started: {source}")]
+    Spawn {
+        tool: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("hook tool {tool} did not finish within {timeout:?} and was killed")]
+    Timeout { tool: String, timeout: Duration },
+    #[error("hook tool {tool} failed ({status}): {stderr}")]
+    Failed {
+        tool: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("hook tool {tool} printed output that is not the expected JSON ({detail}): {output:?}")]
+    BadOutput {
+        tool: String,
+        detail: String,
+        output: String,
+    },
+}
+
+impl ToolError {
+    /// The tool this error is about.
+    pub fn tool(&self) -> &str {
+        match self {
+            ToolError::Missing { tool }
+            | ToolError::Spawn { tool, .. }
+            | ToolError::Timeout { tool, .. }
+            | ToolError::Failed { tool, .. }
+            | ToolError::BadOutput { tool, .. } => tool,
+        }
+    }
+}
+
+/// Log levels `juju-log --log-level` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "TRACE",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warning => "WARNING",
+            LogLevel::Error => "ERROR",
+        }
+    }
+}
+
+/// Juju's hook tools, one method per call the charm makes.
+pub trait HookTools {
+    /// `config-get --format=json`: option values (unset options without default are absent).
+    fn config_get(&self) -> Result<RawConfig, ToolError>;
+    /// `network-get <binding> --format=json`.
+    fn network_get(&self, binding: &str) -> Result<NetworkInfo, ToolError>;
+    /// `unit-get private-address --format=json`.
+    fn unit_get_private_address(&self) -> Result<String, ToolError>;
+    /// `is-leader --format=json`.
+    fn is_leader(&self) -> Result<bool, ToolError>;
+    /// `relation-ids <endpoint> --format=json`: `["cni:12"]`.
+    fn relation_ids(&self, endpoint: &str) -> Result<Vec<String>, ToolError>;
+    /// `relation-list -r <id> --format=json`: remote unit names.
+    fn relation_list(&self, relation_id: &str) -> Result<Vec<String>, ToolError>;
+    /// `relation-get -r <id> --format=json - <unit>`: the unit's whole bag.
+    fn relation_get(
+        &self,
+        relation_id: &str,
+        unit: &str,
+    ) -> Result<BTreeMap<String, String>, ToolError>;
+    /// `relation-set -r <id> key=value ...` on this unit's bag (`key=` deletes).
+    fn relation_set(&self, relation_id: &str, settings: &[(&str, &str)]) -> Result<(), ToolError>;
+    /// `status-set <status> <message>`.
+    fn status_set(&self, status: &UnitStatus) -> Result<(), ToolError>;
+    /// `application-version-set <version>`.
+    fn application_version_set(&self, version: &str) -> Result<(), ToolError>;
+    /// `juju-log --log-level <LEVEL> <message>`.
+    fn juju_log(&self, level: LogLevel, message: &str) -> Result<(), ToolError>;
+    /// `state-get --format=json <key>`: `None` when the key is absent.
+    fn state_get(&self, key: &str) -> Result<Option<String>, ToolError>;
+    /// `state-set key=value`.
+    fn state_set(&self, key: &str, value: &str) -> Result<(), ToolError>;
+    /// `action-get --format=json`: the action's parameters.
+    fn action_get(&self) -> Result<serde_json::Value, ToolError>;
+    /// `action-set key=value ...`.
+    fn action_set(&self, results: &[(&str, &str)]) -> Result<(), ToolError>;
+    /// `action-fail <message>`.
+    fn action_fail(&self, message: &str) -> Result<(), ToolError>;
+}
+
+/// The real hook tools: subprocesses found on `PATH`, as Juju provides them.
+#[derive(Clone, Debug)]
+pub struct Subprocess {
+    pub timeout: Duration,
+}
+
+impl Default for Subprocess {
+    fn default() -> Self {
+        Subprocess {
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Run one tool with arguments and return its stdout; non-zero exit is an error carrying
+/// stderr. Emits no tracing events (see the module docs).
+pub fn run_tool(tool: &str, args: &[&str], timeout: Duration) -> Result<String, ToolError> {
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => ToolError::Missing {
+                tool: tool.to_string(),
+            },
+            _ => ToolError::Spawn {
+                tool: tool.to_string(),
+                source,
+            },
+        })?;
+    // Drain both pipes on threads so a chatty tool never blocks on a full pipe.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let status = match wait_with_timeout(&mut child, timeout) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ToolError::Timeout {
+                tool: tool.to_string(),
+                timeout,
+            });
+        }
+        Err(source) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ToolError::Spawn {
+                tool: tool.to_string(),
+                source,
+            });
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if status.success() {
+        Ok(stdout)
+    } else {
+        let stderr = stderr.trim();
+        Err(ToolError::Failed {
+            tool: tool.to_string(),
+            status: status.to_string(),
+            stderr: if stderr.is_empty() {
+                "no error output".to_string()
+            } else {
+                stderr.to_string()
+            },
+        })
+    }
+}
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut buf);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+fn wait_with_timeout(
+    child: &mut Child,
+    timeout: Duration,
+) -> io::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(200);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(tool: &str, output: &str) -> Result<T, ToolError> {
+    serde_json::from_str(output.trim()).map_err(|err| ToolError::BadOutput {
+        tool: tool.to_string(),
+        detail: err.to_string(),
+        output: truncate(output.trim(), 200),
+    })
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+fn pairs(settings: &[(&str, &str)]) -> Vec<String> {
+    settings.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+impl Subprocess {
+    fn run(&self, tool: &str, args: &[&str]) -> Result<String, ToolError> {
+        run_tool(tool, args, self.timeout)
+    }
+
+    fn json<T: DeserializeOwned>(&self, tool: &str, args: &[&str]) -> Result<T, ToolError> {
+        let mut all = vec!["--format=json"];
+        all.extend_from_slice(args);
+        let output = self.run(tool, &all)?;
+        parse_json(tool, &output)
+    }
+}
+
+impl HookTools for Subprocess {
+    fn config_get(&self) -> Result<RawConfig, ToolError> {
+        let value: Option<RawConfig> = self.json("config-get", &[])?;
+        Ok(value.unwrap_or_default())
+    }
+
+    fn network_get(&self, binding: &str) -> Result<NetworkInfo, ToolError> {
+        self.json("network-get", &["--", binding])
+    }
+
+    fn unit_get_private_address(&self) -> Result<String, ToolError> {
+        self.json("unit-get", &["--", "private-address"])
+    }
+
+    fn is_leader(&self) -> Result<bool, ToolError> {
+        self.json("is-leader", &[])
+    }
+
+    fn relation_ids(&self, endpoint: &str) -> Result<Vec<String>, ToolError> {
+        let ids: Option<Vec<String>> = self.json("relation-ids", &["--", endpoint])?;
+        Ok(ids.unwrap_or_default())
+    }
+
+    fn relation_list(&self, relation_id: &str) -> Result<Vec<String>, ToolError> {
+        let units: Option<Vec<String>> = self.json("relation-list", &["-r", relation_id])?;
+        Ok(units.unwrap_or_default())
+    }
+
+    fn relation_get(
+        &self,
+        relation_id: &str,
+        unit: &str,
+    ) -> Result<BTreeMap<String, String>, ToolError> {
+        let bag: Option<BTreeMap<String, String>> =
+            self.json("relation-get", &["-r", relation_id, "--", "-", unit])?;
+        Ok(bag.unwrap_or_default())
+    }
+
+    fn relation_set(&self, relation_id: &str, settings: &[(&str, &str)]) -> Result<(), ToolError> {
+        let pairs = pairs(settings);
+        let mut args = vec!["-r", relation_id, "--"];
+        args.extend(pairs.iter().map(String::as_str));
+        self.run("relation-set", &args).map(drop)
+    }
+
+    fn status_set(&self, status: &UnitStatus) -> Result<(), ToolError> {
+        self.run(
+            "status-set",
+            &["--", status.kind.as_str(), status.message.as_str()],
+        )
+        .map(drop)
+    }
+
+    fn application_version_set(&self, version: &str) -> Result<(), ToolError> {
+        self.run("application-version-set", &["--", version])
+            .map(drop)
+    }
+
+    fn juju_log(&self, level: LogLevel, message: &str) -> Result<(), ToolError> {
+        self.run("juju-log", &["--log-level", level.as_str(), "--", message])
+            .map(drop)
+    }
+
+    fn state_get(&self, key: &str) -> Result<Option<String>, ToolError> {
+        // A missing key prints `""` (or `null`): both mean absent here.
+        let value: Option<String> = self.json("state-get", &["--", key])?;
+        Ok(value.filter(|v| !v.is_empty()))
+    }
+
+    fn state_set(&self, key: &str, value: &str) -> Result<(), ToolError> {
+        let pair = format!("{key}={value}");
+        self.run("state-set", &["--", &pair]).map(drop)
+    }
+
+    fn action_get(&self) -> Result<serde_json::Value, ToolError> {
+        self.json("action-get", &[])
+    }
+
+    fn action_set(&self, results: &[(&str, &str)]) -> Result<(), ToolError> {
+        let pairs = pairs(results);
+        let mut args = vec!["--"];
+        args.extend(pairs.iter().map(String::as_str));
+        self.run("action-set", &args).map(drop)
+    }
+
+    fn action_fail(&self, message: &str) -> Result<(), ToolError> {
+        self.run("action-fail", &["--", message]).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tool_is_named() {
+        let err = run_tool("calico-charm-no-such-tool", &[], Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(err, ToolError::Missing { .. }), "{err:?}");
+        assert_eq!(err.tool(), "calico-charm-no-such-tool");
+        assert!(err.to_string().contains("calico-charm-no-such-tool"));
+    }
+
+    #[test]
+    fn failure_carries_stderr() {
+        let err = run_tool(
+            "sh",
+            &["-c", "echo 'ERROR relation not found' >&2; exit 2"],
+            Duration::from_secs(5),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("hook tool sh failed"), "{text}");
+        assert!(text.contains("exit status: 2"), "{text}");
+        assert!(text.contains("ERROR relation not found"), "{text}");
+    }
+
+    #[test]
+    fn timeout_kills_the_child() {
+        let started = Instant::now();
+        let err = run_tool("sleep", &["10"], Duration::from_millis(100)).unwrap_err();
+        assert!(matches!(err, ToolError::Timeout { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn stdout_is_returned() {
+        let out = run_tool(
+            "sh",
+            &["-c", "printf '[\"cni:1\"]\\n'"],
+            Duration::from_secs(5),
+        );
+        let ids: Vec<String> = parse_json("relation-ids", &out.unwrap()).unwrap();
+        assert_eq!(ids, vec!["cni:1".to_string()]);
+    }
+
+    #[test]
+    fn bad_json_names_the_tool() {
+        let err = parse_json::<bool>("is-leader", "True\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("hook tool is-leader printed output")
+        );
+    }
+}

@@ -1,0 +1,692 @@
+//! Runs the packed charm as the Juju unit agent does, against the hook-tool emulator in
+//! `tests/hooktools/hooktool.py`.
+//!
+//! Once per test process the charm is packed with `charm/pack` (the debug binary, via
+//! `CALICO_CHARM_BINARY`) and expanded as Juju expands it (modes from the archive). Each
+//! [`Unit`] gets its own charm dir (a copy of the expanded charm, the binary linked), a tools
+//! dir (every tool name linked to the emulator) and a state dir (the emulator's "agent": config,
+//! relations, leadership, charm state, and the records of every call).
+//!
+//! A hook runs with a fresh environment (no HOME), `PATH` = tools dir first, cwd = charm dir,
+//! handler chosen as Juju does (`dispatch` if present, which must be executable, else
+//! `hooks/<name>`, else skipped), and buffered relation-set/state-set committed only on exit 0.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const BINARY: &str = env!("CARGO_BIN_EXE_calico-charm");
+const HOOK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Every tool the emulator implements.
+pub const TOOLS: &[&str] = &[
+    "config-get",
+    "network-get",
+    "unit-get",
+    "is-leader",
+    "relation-ids",
+    "relation-list",
+    "relation-get",
+    "relation-set",
+    "status-set",
+    "status-get",
+    "application-version-set",
+    "juju-log",
+    "state-get",
+    "state-set",
+    "state-delete",
+    "leader-get",
+    "leader-set",
+    "action-get",
+    "action-set",
+    "action-fail",
+    "action-log",
+];
+
+/// A kubeconfig-hash as the principal publishes it (SHA-256 hex of its /root/.kube/config).
+pub const KUBECONFIG_HASH: &str =
+    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+/// The absolute path of python3 (hooks run with a PATH of system dirs only).
+pub fn python3() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .map(|dir| dir.join("python3"))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/python3"))
+    })
+}
+
+/// Pack the charm with `charm/pack` into `dir`, using the debug binary. Returns the archive.
+pub fn pack_into(dir: &Path) -> PathBuf {
+    let out = Command::new(Path::new(REPO).join("charm/pack"))
+        .arg(dir)
+        .env("CALICO_CHARM_BINARY", BINARY)
+        .env("CALICO_CHARM_COMPRESSLEVEL", "1")
+        .output()
+        .expect("run charm/pack");
+    assert!(
+        out.status.success(),
+        "charm/pack failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("calico.charm")
+}
+
+/// Expand an archive as Juju does (entry modes honoured).
+pub fn unpack(archive: &Path, dest: &Path) {
+    let out = Command::new(python3())
+        .arg(Path::new(REPO).join("tests/hooktools/unpack.py"))
+        .arg(archive)
+        .arg(dest)
+        .output()
+        .expect("run unpack.py");
+    assert!(
+        out.status.success(),
+        "unpack failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The packed and expanded charm, shared by every unit of this test process.
+fn pristine_charm() -> &'static Path {
+    static CHARM: OnceLock<PathBuf> = OnceLock::new();
+    CHARM.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("calico-charm-packed")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        let archive = pack_into(&dir);
+        let expanded = dir.join("charm");
+        fs::create_dir(&expanded).expect("mkdir");
+        unpack(&archive, &expanded);
+        expanded
+    })
+}
+
+/// Copy a directory tree keeping modes; `bin/calico-charm` is linked, not copied (100 MB).
+fn copy_charm(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for entry in fs::read_dir(from).expect("read charm dir") {
+        let entry = entry.expect("dir entry");
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let meta = fs::symlink_metadata(&src).expect("stat");
+        if meta.is_dir() {
+            copy_charm(&src, &dst);
+            fs::set_permissions(&dst, meta.permissions()).expect("chmod");
+        } else if src.ends_with("bin/calico-charm") {
+            symlink(&src, &dst).expect("link binary");
+        } else {
+            fs::copy(&src, &dst).expect("copy");
+            fs::set_permissions(&dst, meta.permissions()).expect("chmod");
+        }
+    }
+}
+
+/// The result of one hook run.
+#[derive(Debug)]
+pub struct HookRun {
+    pub hook: String,
+    /// The handler's exit code; `None` when it could not be run or was killed.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// How the agent chose the handler: `dispatch`, `hooks/<name>`, or `missing`.
+    pub handler: String,
+}
+
+impl HookRun {
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// One status-set (by the charm) or status change made by Juju itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub hook: String,
+    pub status: String,
+    pub message: String,
+    /// `charm` or `juju`.
+    pub by: String,
+}
+
+/// One juju-log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub hook: String,
+    pub level: String,
+    pub message: String,
+    /// As `juju debug-log` prints it.
+    pub line: String,
+}
+
+/// One hook-tool call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub hook: String,
+    pub tool: String,
+    pub args: Vec<String>,
+    pub exit: i64,
+}
+
+static CONTEXTS: AtomicU64 = AtomicU64::new(1);
+
+/// A simulated unit of the calico application on one machine.
+pub struct Unit {
+    _tmp: tempfile::TempDir,
+    pub name: String,
+    pub principal: String,
+    pub charm_dir: PathBuf,
+    pub tools_dir: PathBuf,
+    pub state_dir: PathBuf,
+    extra_env: BTreeMap<String, String>,
+    /// Run hooks as Juju < 2.8 does: `hooks/<name>` directly, no JUJU_DISPATCH_PATH.
+    pub legacy: bool,
+}
+
+impl Unit {
+    /// A unit with the charm's default config, not leader, the network-get fixture (a fan
+    /// interface first, then eth0 10.0.0.5), and no relations yet.
+    pub fn new(name: &str) -> Unit {
+        let tmp = tempfile::Builder::new()
+            .prefix("calico-unit")
+            .tempdir()
+            .expect("tempdir");
+        let charm_dir = tmp.path().join("charm");
+        let tools_dir = tmp.path().join("tools");
+        let state_dir = tmp.path().join("agent");
+        copy_charm(pristine_charm(), &charm_dir);
+        fs::create_dir(&tools_dir).expect("mkdir tools");
+        fs::create_dir(&state_dir).expect("mkdir state");
+
+        let script = fs::read_to_string(Path::new(REPO).join("tests/hooktools/hooktool.py"))
+            .expect("read hooktool.py");
+        let body = script.split_once('\n').map_or("", |(_, rest)| rest);
+        let emulator = tools_dir.join(".hooktool");
+        fs::write(&emulator, format!("#!{}\n{body}", python3().display())).expect("write");
+        fs::set_permissions(&emulator, fs::Permissions::from_mode(0o755)).expect("chmod");
+        for tool in TOOLS {
+            symlink(".hooktool", tools_dir.join(tool)).expect("link tool");
+        }
+
+        let principal = "kubernetes-worker/0".to_string();
+        let unit = Unit {
+            _tmp: tmp,
+            name: name.to_string(),
+            principal,
+            charm_dir,
+            tools_dir,
+            state_dir,
+            extra_env: BTreeMap::new(),
+            legacy: false,
+        };
+        unit.write(
+            "model.json",
+            &json!({"unit": name, "leader": false, "private-address": "10.0.0.5",
+                    "public-address": "203.0.113.5", "fail": {}}),
+        );
+        let defaults = calico_charm::options::defaults().expect("embedded config.yaml");
+        unit.write("config.json", &json!(defaults));
+        unit.write("network.json", &json!({"cni": fan_first_network()}));
+        unit.write("relations.json", &json!({}));
+        unit
+    }
+
+    fn write(&self, file: &str, value: &Value) {
+        fs::write(
+            self.state_dir.join(file),
+            serde_json::to_string_pretty(value).expect("json"),
+        )
+        .expect("write state");
+    }
+
+    fn read(&self, file: &str) -> Value {
+        match fs::read_to_string(self.state_dir.join(file)) {
+            Ok(text) => serde_json::from_str(&text).expect("state json"),
+            Err(_) => Value::Null,
+        }
+    }
+
+    fn update(&self, file: &str, change: impl FnOnce(&mut Value)) {
+        let mut value = self.read(file);
+        change(&mut value);
+        self.write(file, &value);
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.update("model.json", |m| m["leader"] = json!(leader));
+    }
+
+    /// Set an option as `juju config calico key=value` does.
+    pub fn set_config(&self, key: &str, value: Value) {
+        self.update("config.json", |c| c[key] = value);
+    }
+
+    /// `juju config calico --reset key`: back to the default (or unset).
+    pub fn reset_config(&self, key: &str) {
+        let default = calico_charm::options::defaults()
+            .expect("defaults")
+            .get(key)
+            .cloned();
+        self.update("config.json", |c| match default {
+            Some(d) => c[key] = d,
+            None => {
+                if let Some(map) = c.as_object_mut() {
+                    map.remove(key);
+                }
+            }
+        });
+    }
+
+    /// Replace what `network-get cni` answers (`None`: no network config for the binding).
+    pub fn set_network(&self, info: Option<Value>) {
+        self.write("network.json", &json!({"cni": info}));
+    }
+
+    /// Make a tool fail with exit 1 and `ERROR <message>`.
+    pub fn fail_tool(&self, tool: &str, message: &str) {
+        self.update("model.json", |m| m["fail"][tool] = json!(message));
+    }
+
+    /// Remove a tool from the tools dir.
+    pub fn remove_tool(&self, tool: &str) {
+        fs::remove_file(self.tools_dir.join(tool)).expect("remove tool");
+    }
+
+    /// Set an extra environment variable for every later hook (e.g. NODENAME, KUBECONFIG).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.extra_env.insert(key.to_string(), value.to_string());
+    }
+
+    /// Create the cni relation `cni:<id>` with the principal unit, whose bag holds Juju's
+    /// address keys plus `remote` (e.g. kubeconfig-hash). This unit's bag gets Juju's own keys.
+    pub fn relate_cni(&self, id: u32, remote: &[(&str, &str)]) -> String {
+        let rid = format!("cni:{id}");
+        let mut remote_bag = json!({
+            "private-address": "10.0.0.7",
+            "ingress-address": "10.0.0.7",
+            "egress-subnets": "10.0.0.7/32",
+        });
+        for (k, v) in remote {
+            remote_bag[*k] = json!(v);
+        }
+        let app = self
+            .principal
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let principal = self.principal.clone();
+        self.update("relations.json", |r| {
+            r[&rid] = json!({
+                "endpoint": "cni",
+                "remote-app": app,
+                "remote-units": {principal: remote_bag},
+                "local": {
+                    "private-address": "10.0.0.5",
+                    "ingress-address": "10.0.0.5",
+                    "egress-subnets": "10.0.0.5/32",
+                },
+                "app": {},
+                "remote-app-data": {},
+            })
+        });
+        rid
+    }
+
+    /// Change a key in the principal's bag (empty value deletes it).
+    pub fn set_remote(&self, rid: &str, key: &str, value: &str) {
+        let principal = self.principal.clone();
+        self.update("relations.json", |r| {
+            let bag = &mut r[rid]["remote-units"][&principal];
+            if value.is_empty() {
+                if let Some(map) = bag.as_object_mut() {
+                    map.remove(key);
+                }
+            } else {
+                bag[key] = json!(value);
+            }
+        });
+    }
+
+    /// Drop a relation entirely (after -broken).
+    pub fn remove_relation(&self, rid: &str) {
+        self.update("relations.json", |r| {
+            if let Some(map) = r.as_object_mut() {
+                map.remove(rid);
+            }
+        });
+    }
+
+    /// This unit's committed bag on a relation.
+    pub fn local_data(&self, rid: &str) -> BTreeMap<String, String> {
+        let relations = self.read("relations.json");
+        serde_json::from_value(relations[rid]["local"].clone()).unwrap_or_default()
+    }
+
+    /// Run a unit hook (`install`, `config-changed`, ...).
+    pub fn hook(&self, hook: &str) -> HookRun {
+        self.run(hook, BTreeMap::new())
+    }
+
+    /// Run a relation hook `cni-relation-<kind>` for relation `rid`.
+    pub fn relation_hook(&self, kind: &str, rid: &str) -> HookRun {
+        let hook = format!("cni-relation-{kind}");
+        let remote = match kind {
+            "created" | "broken" => String::new(),
+            _ => self.principal.clone(),
+        };
+        let mut env = BTreeMap::new();
+        env.insert("JUJU_RELATION".to_string(), "cni".to_string());
+        env.insert("JUJU_RELATION_ID".to_string(), rid.to_string());
+        env.insert("JUJU_REMOTE_UNIT".to_string(), remote);
+        env.insert(
+            "JUJU_REMOTE_APP".to_string(),
+            self.principal
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        if kind == "departed" {
+            env.insert("JUJU_DEPARTING_UNIT".to_string(), self.principal.clone());
+        }
+        self.run(&hook, env)
+    }
+
+    fn base_env(&self, hook: &str) -> BTreeMap<String, String> {
+        let n = CONTEXTS.fetch_add(1, Ordering::Relaxed);
+        let path = format!(
+            "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            self.tools_dir.display()
+        );
+        let charm = self.charm_dir.display().to_string();
+        let pairs: Vec<(&str, String)> = vec![
+            ("JUJU_CHARM_DIR", charm.clone()),
+            ("CHARM_DIR", charm),
+            ("JUJU_CONTEXT_ID", format!("{}-{hook}-{n:032x}", self.name)),
+            (
+                "JUJU_AGENT_SOCKET_ADDRESS",
+                self.state_dir.join("agent.socket").display().to_string(),
+            ),
+            ("JUJU_AGENT_SOCKET_NETWORK", "unix".into()),
+            ("JUJU_HOOK_NAME", hook.into()),
+            ("JUJU_UNIT_NAME", self.name.clone()),
+            ("JUJU_MODEL_NAME", "k8s".into()),
+            (
+                "JUJU_MODEL_UUID",
+                "4f1c5a3e-9d0b-4a57-8f3e-0c6d2b7a1e90".into(),
+            ),
+            ("JUJU_API_ADDRESSES", "10.0.0.2:17070".into()),
+            ("JUJU_MACHINE_ID", "1".into()),
+            ("JUJU_PRINCIPAL_UNIT", self.principal.clone()),
+            ("JUJU_AVAILABILITY_ZONE", String::new()),
+            ("CLOUD_API_VERSION", String::new()),
+            ("JUJU_VERSION", "3.6.4".into()),
+            ("JUJU_CHARM_HTTP_PROXY", String::new()),
+            ("JUJU_CHARM_HTTPS_PROXY", String::new()),
+            ("JUJU_CHARM_FTP_PROXY", String::new()),
+            ("JUJU_CHARM_NO_PROXY", String::new()),
+            ("APT_LISTCHANGES_FRONTEND", "none".into()),
+            ("DEBIAN_FRONTEND", "noninteractive".into()),
+            ("LANG", "C.UTF-8".into()),
+            ("TERM", "tmux-256color".into()),
+            ("PATH", path),
+        ];
+        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    fn harness(&self, args: &[&str]) {
+        let out = Command::new(python3())
+            .arg(Path::new(REPO).join("tests/hooktools/hooktool.py"))
+            .arg("harness")
+            .arg(&self.state_dir)
+            .args(args)
+            .output()
+            .expect("run emulator harness");
+        assert!(
+            out.status.success(),
+            "emulator harness {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn run(&self, hook: &str, relation_env: BTreeMap<String, String>) -> HookRun {
+        let mut env = self.base_env(hook);
+        env.extend(relation_env);
+        env.extend(self.extra_env.clone());
+
+        self.harness(&["begin", hook]);
+        let dispatch = self.charm_dir.join("dispatch");
+        let hook_file = self.charm_dir.join("hooks").join(hook);
+        let metadata = self.charm_dir.join("metadata.yaml").is_file();
+        let (handler, program) = if !metadata {
+            ("charm missing from disk".to_string(), None)
+        } else if !self.legacy && dispatch.exists() {
+            env.insert("JUJU_DISPATCH_PATH".into(), format!("hooks/{hook}"));
+            ("dispatch".to_string(), Some(dispatch))
+        } else if hook_file.exists() {
+            if !self.legacy {
+                env.insert("JUJU_DISPATCH_PATH".into(), format!("hooks/{hook}"));
+            }
+            (format!("hooks/{hook}"), Some(hook_file))
+        } else {
+            ("missing".to_string(), None)
+        };
+
+        let run = match program {
+            None if handler == "missing" => HookRun {
+                hook: hook.into(),
+                code: Some(0),
+                stdout: String::new(),
+                stderr: format!("skipped \"{hook}\" hook (missing)"),
+                handler,
+            },
+            None => HookRun {
+                hook: hook.into(),
+                code: None,
+                stdout: String::new(),
+                stderr: handler.clone(),
+                handler,
+            },
+            Some(program) => self.spawn(hook, &program, &env, handler),
+        };
+        let code = run.code.unwrap_or(-1).to_string();
+        self.harness(&["end", hook, &code]);
+        run
+    }
+
+    fn spawn(
+        &self,
+        hook: &str,
+        program: &Path,
+        env: &BTreeMap<String, String>,
+        handler: String,
+    ) -> HookRun {
+        let child = Command::new(program)
+            .env_clear()
+            .envs(env)
+            .current_dir(&self.charm_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            // Juju: exec fails (e.g. no exec bit) and the hook fails.
+            Err(err) => {
+                return HookRun {
+                    hook: hook.into(),
+                    code: None,
+                    stdout: String::new(),
+                    stderr: format!("fork/exec {}: {err}", program.display()),
+                    handler,
+                };
+            }
+        };
+        let started = Instant::now();
+        let id = child.id();
+        let waiter = std::thread::spawn(move || child.wait_with_output());
+        while !waiter.is_finished() {
+            if started.elapsed() > HOOK_TIMEOUT {
+                let _ = Command::new("kill").arg("-9").arg(id.to_string()).status();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let out = waiter.join().expect("wait thread").expect("wait hook");
+        HookRun {
+            hook: hook.into(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            handler,
+        }
+    }
+
+    fn records(&self, name: &str) -> Vec<Value> {
+        match fs::read_to_string(self.state_dir.join(format!("{name}.jsonl"))) {
+            Ok(text) => text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).expect("record json"))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn text(value: &Value) -> String {
+        value.as_str().unwrap_or_default().to_string()
+    }
+
+    /// The unit's workload status history, oldest first (charm and Juju changes).
+    pub fn statuses(&self) -> Vec<Status> {
+        self.records("status")
+            .iter()
+            .map(|r| Status {
+                hook: Self::text(&r["hook"]),
+                status: Self::text(&r["status"]),
+                message: Self::text(&r["message"]),
+                by: Self::text(&r["by"]),
+            })
+            .collect()
+    }
+
+    /// What `juju status` shows now: (status, message).
+    pub fn status(&self) -> (String, String) {
+        self.statuses()
+            .last()
+            .map(|s| (s.status.clone(), s.message.clone()))
+            .unwrap_or_else(|| ("unknown".into(), String::new()))
+    }
+
+    /// Statuses set during one hook (the most recent run of that hook name).
+    pub fn statuses_in(&self, hook: &str) -> Vec<(String, String)> {
+        let all = self.statuses();
+        let start = all
+            .iter()
+            .rposition(|s| s.hook == hook)
+            .map(|last| {
+                all[..=last]
+                    .iter()
+                    .rposition(|s| s.hook != hook)
+                    .map_or(0, |i| i + 1)
+            })
+            .unwrap_or(all.len());
+        all[start..]
+            .iter()
+            .take_while(|s| s.hook == hook)
+            .map(|s| (s.status.clone(), s.message.clone()))
+            .collect()
+    }
+
+    pub fn logs(&self) -> Vec<LogLine> {
+        self.records("log")
+            .iter()
+            .map(|r| LogLine {
+                hook: Self::text(&r["hook"]),
+                level: Self::text(&r["level"]),
+                message: Self::text(&r["message"]),
+                line: Self::text(&r["line"]),
+            })
+            .collect()
+    }
+
+    /// Every application-version-set, oldest first.
+    pub fn versions(&self) -> Vec<String> {
+        self.records("version")
+            .iter()
+            .map(|r| Self::text(&r["version"]))
+            .collect()
+    }
+
+    /// Every hook-tool call, oldest first.
+    pub fn calls(&self) -> Vec<Call> {
+        self.records("calls")
+            .iter()
+            .map(|r| Call {
+                hook: Self::text(&r["hook"]),
+                tool: Self::text(&r["tool"]),
+                args: r["args"]
+                    .as_array()
+                    .map(|a| a.iter().map(Self::text).collect())
+                    .unwrap_or_default(),
+                exit: r["exit"].as_i64().unwrap_or(-1),
+            })
+            .collect()
+    }
+
+    /// Every relation-set call (committed or not): (hook, relation id, settings).
+    pub fn relation_sets(&self) -> Vec<(String, String, BTreeMap<String, String>)> {
+        self.records("relation-set")
+            .iter()
+            .map(|r| {
+                (
+                    Self::text(&r["hook"]),
+                    Self::text(&r["relation"]),
+                    serde_json::from_value(r["settings"].clone()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// The committed charm state (state-set).
+    pub fn charm_state(&self) -> BTreeMap<String, String> {
+        serde_json::from_value(self.read("charm-state.json")).unwrap_or_default()
+    }
+
+    /// What a reviewer reads: per hook, the `juju status` changes, `juju debug-log` lines,
+    /// relation-set calls, failed tool calls, and what was committed.
+    pub fn transcript(&self) -> String {
+        fs::read_to_string(self.state_dir.join("transcript.log")).unwrap_or_default()
+    }
+}
+
+/// network-get data as Juju 3.x prints it, with a fan bridge listed first.
+pub fn fan_first_network() -> Value {
+    json!({
+        "bind-addresses": [
+            {"mac-address": "", "interface-name": "fan-252",
+             "addresses": [{"hostname": "", "value": "252.0.5.1", "cidr": "252.0.0.0/8"}]},
+            {"mac-address": "00:16:3e:aa:bb:cc", "interface-name": "eth0",
+             "addresses": [{"hostname": "", "value": "10.0.0.5", "cidr": "10.0.0.0/24"}]}
+        ],
+        "egress-subnets": ["10.0.0.5/32"],
+        "ingress-addresses": ["10.0.0.5"]
+    })
+}
