@@ -1267,3 +1267,98 @@ fn this_nodes_pod_is_chosen_by_node_name_and_label() {
     let pods = vec![new.clone(), old];
     assert_eq!(workloads::calico_node_pod(&pods, "n1"), Some(&new));
 }
+
+// ---------------------------------------------------------------- properties
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn encap() -> impl Strategy<Value = EncapMode> {
+        prop_oneof![
+            Just(EncapMode::Never),
+            Just(EncapMode::Always),
+            Just(EncapMode::CrossSubnet)
+        ]
+    }
+
+    fn network() -> impl Strategy<Value = Option<IpNetwork>> {
+        prop_oneof![
+            Just(None),
+            (any::<[u8; 4]>(), 8u8..=32).prop_map(|(a, p)| {
+                let n = ipnetwork::Ipv4Network::new(a.into(), p).unwrap();
+                Some(IpNetwork::V4(
+                    ipnetwork::Ipv4Network::new(n.network(), p).unwrap(),
+                ))
+            }),
+        ]
+    }
+
+    fn network6() -> impl Strategy<Value = Option<IpNetwork>> {
+        prop_oneof![
+            Just(None),
+            (any::<[u8; 16]>(), 48u8..=128).prop_map(|(a, p)| {
+                let n = ipnetwork::Ipv6Network::new(a.into(), p).unwrap();
+                Some(IpNetwork::V6(
+                    ipnetwork::Ipv6Network::new(n.network(), p).unwrap(),
+                ))
+            }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn rendering_never_panics_and_pulls_exactly_the_listed_images(
+            node in "[ -~]{0,60}",
+            policy in "[ -~]{0,60}",
+            mtu in proptest::option::of(0u32..100_000),
+            ipip in encap(),
+            vxlan in encap(),
+            manage in any::<bool>(),
+            v4 in network(),
+            v6 in network6(),
+        ) {
+            let mut c = defaults();
+            c.calico_node_image.reference = node.clone();
+            c.calico_policy_image.reference = policy.clone();
+            c.veth_mtu = mtu;
+            c.ipip = ipip;
+            c.vxlan = if ipip.enabled() { EncapMode::Never } else { vxlan };
+            c.manage_pools = manage;
+            c.cidrs = v4.into_iter().chain(v6).collect();
+            let w = workloads::render(&c);
+            let images = workloads::images(&c);
+            prop_assert_eq!(images.len(), 3);
+            prop_assert_eq!(&images[0], &node);
+            prop_assert_eq!(&images[2], &policy);
+            let mut pulled = pod_images(node_pod_spec(&w));
+            pulled.extend(pod_images(w.deployments[0].spec.template.spec.as_ref().unwrap()));
+            for img in &pulled {
+                prop_assert!(images.contains(img), "{} not listed", img);
+            }
+            prop_assert_eq!(w.objects(), workloads::render(&c).objects());
+            // The conflist stays JSON whatever the node name.
+            let doc: Value = serde_json::from_str(&calico_charm::cni::render(&c, &node)).unwrap();
+            prop_assert_eq!(doc["plugins"][0]["nodename"].as_str(), Some(node.as_str()));
+        }
+
+        #[test]
+        fn veth_mtu_subtracts_exactly_the_overhead(
+            mtu in 0u32..100_000,
+            ipip in encap(),
+            vxlan in encap(),
+        ) {
+            let mut c = defaults();
+            c.veth_mtu = Some(mtu);
+            c.ipip = ipip;
+            c.vxlan = if ipip.enabled() { EncapMode::Never } else { vxlan };
+            let overhead = if c.ipip.enabled() { 20 } else if c.vxlan.enabled() { 50 } else { 0 };
+            match workloads::veth_mtu(&c) {
+                Some(v) => prop_assert_eq!(v + overhead, mtu),
+                None => prop_assert!(mtu < overhead),
+            }
+        }
+    }
+}
