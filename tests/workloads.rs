@@ -1362,3 +1362,92 @@ mod properties {
         }
     }
 }
+
+// ---------------------------------------------------------------- test API server
+
+mod api_server {
+    use super::*;
+    use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+    use kube::core::{ApiResource, GroupVersionKind};
+    use support::apiserver::{Options, TestApiServer};
+
+    fn resource(obj: &Value) -> ApiResource {
+        let (group, version) = match obj["apiVersion"].as_str().unwrap().rsplit_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (
+                String::new(),
+                obj["apiVersion"].as_str().unwrap().to_string(),
+            ),
+        };
+        let kind = obj["kind"].as_str().unwrap();
+        ApiResource::from_gvk(&GroupVersionKind::gvk(&group, &version, kind))
+    }
+
+    fn api(client: &kube::Client, ar: &ApiResource, ns: Option<&str>) -> Api<DynamicObject> {
+        match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+            None => Api::all_with(client.clone(), ar),
+        }
+    }
+
+    #[tokio::test]
+    async fn rendered_workloads_are_accepted_and_read_back_unchanged() {
+        let server = TestApiServer::start(Options::without_crds());
+        let client = server.kube_client().await.unwrap();
+        let mut config = defaults();
+        config.cidrs = cidrs(&["10.1.0.0/16", "fd00:1::/64"]);
+        config.veth_mtu = Some(1500);
+        let w = workloads::render(&config);
+
+        let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in &w.crds {
+            crd_api.create(&PostParams::default(), crd).await.unwrap();
+        }
+        let pp = PatchParams::apply("calico-charm").validation_strict();
+        for obj in w.objects().into_iter().skip(w.crds.len()) {
+            let ar = resource(&obj);
+            let name = obj["metadata"]["name"].as_str().unwrap();
+            let ns = obj["metadata"]["namespace"].as_str();
+            let applied = api(&client, &ar, ns)
+                .patch(name, &pp, &Patch::Apply(&obj))
+                .await
+                .unwrap_or_else(|e| panic!("{} {name}: {e}", obj["kind"]));
+            // Nothing was dropped or altered on the way in.
+            let back = serde_json::to_value(&applied).unwrap();
+            assert_eq!(back["spec"], obj["spec"], "{name}");
+            assert_eq!(back["data"], obj["data"], "{name}");
+            assert_eq!(back["rules"], obj["rules"], "{name}");
+        }
+        let ds: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
+        let got = ds.get("calico-node").await.unwrap();
+        assert_eq!(got.spec, w.daemon_sets[0].spec);
+
+        // Every installed kind is served with its scope: a namespaced Calico policy and a
+        // cluster-wide Tier can be created.
+        let np = json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "default.allow", "namespace": "default"},
+            "spec": {"selector": "all()", "types": ["Ingress"]}});
+        let created = api(&client, &resource(&np), Some("default"))
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(np.clone()).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(serde_json::to_value(&created).unwrap()["spec"], np["spec"]);
+        let tier = json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "Tier",
+            "metadata": {"name": "default"}, "spec": {"order": 1000000}});
+        api(&client, &resource(&tier), None)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(tier).unwrap(),
+            )
+            .await
+            .unwrap();
+        for (_, plural, group, scope, version) in EXPECTED_CRDS {
+            let c = crd_api.get(&format!("{plural}.{group}")).await.unwrap();
+            assert_eq!(c.spec.scope, scope);
+            assert_eq!(c.spec.versions[0].name, version);
+        }
+    }
+}
