@@ -131,6 +131,8 @@ pub enum CniError {
     Rename { path: PathBuf, source: io::Error },
     #[error("cannot set mode of CNI config {path}: {source}")]
     Permissions { path: PathBuf, source: io::Error },
+    #[error("cannot remove CNI config {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
 }
 
 /// The CNI config directory: `$CALICO_CHARM_CNI_DIR` when set and not empty, else
@@ -191,6 +193,22 @@ pub fn write_conflist(dir: &Path, content: &str) -> Result<bool, CniError> {
         let _ = d.sync_all();
     }
     Ok(true)
+}
+
+/// Remove `dir/10-calico.conflist` (when the unit goes away). Returns whether a file was
+/// removed; a missing file is not an error.
+pub fn remove_conflist(dir: &Path) -> Result<bool, CniError> {
+    let path = dir.join(CONFLIST_NAME);
+    match fs::remove_file(&path) {
+        Ok(()) => {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(CniError::Remove { path, source }),
+    }
 }
 
 /// Create `path` afresh (a stale temporary file from a killed hook is replaced) with mode

@@ -264,3 +264,13 @@ fn errors_name_the_path() {
         "{err:?}"
     );
 }
+
+#[test]
+fn remove_deletes_only_the_conflist_and_tolerates_its_absence() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("calico-kubeconfig"), "k").unwrap();
+    assert!(cni::write_conflist(tmp.path(), "{}\n").unwrap());
+    assert!(cni::remove_conflist(tmp.path()).unwrap());
+    assert_eq!(entries(tmp.path()), ["calico-kubeconfig"]);
+    assert!(!cni::remove_conflist(tmp.path()).unwrap());
+}
