@@ -403,7 +403,7 @@ fn calico_node_env_has_the_datastore_and_backend_settings_and_never_as() {
 fn pool_env_follows_manage_pools() {
     let env = node_env(&defaults());
     assert_eq!(env["NO_DEFAULT_POOLS"], "true");
-    assert!(env.keys().all(|k| !k.starts_with("CALICO_IPV4POOL_")));
+    assert!(env.keys().all(|k| !k.contains("POOL_")));
 
     let mut c = defaults();
     c.manage_pools = false;
@@ -418,6 +418,21 @@ fn pool_env_follows_manage_pools() {
     assert_eq!(env["CALICO_IPV4POOL_NAT_OUTGOING"], "false");
     assert_eq!(env["CALICO_IPV6POOL_CIDR"], "fd00:1::/64");
     assert_eq!(env["CALICO_IPV6POOL_NAT_OUTGOING"], "false");
+
+    // A family the cidr lacks gets no default pool.
+    c.cidrs = cidrs(&["10.1.0.0/16"]);
+    let env = node_env(&c);
+    assert_eq!(env["CALICO_IPV4POOL_CIDR"], "10.1.0.0/16");
+    assert_eq!(env["CALICO_IPV6POOL_CIDR"], "none");
+    c.cidrs = cidrs(&["fd00:1::/64"]);
+    let env = node_env(&c);
+    assert_eq!(env["CALICO_IPV4POOL_CIDR"], "none");
+    assert!(!env.contains_key("CALICO_IPV4POOL_IPIP"));
+    assert_eq!(env["CALICO_IPV6POOL_CIDR"], "fd00:1::/64");
+    // With managed pools, no pool variable at all (calico-node refuses both together).
+    let mut c = defaults();
+    c.cidrs = cidrs(&["fd00:1::/64"]);
+    assert!(node_env(&c).keys().all(|k| !k.contains("POOL_")));
 }
 
 #[test]

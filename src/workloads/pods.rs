@@ -213,17 +213,25 @@ pub fn calico_node_env(config: &CharmConfig) -> Vec<EnvVar> {
     } else {
         // calico-node creates a default pool per family only when none exists: make it
         // the pool the charm would have created.
+        // A family the cidr option lacks gets `none` (no pool): calico-node would otherwise
+        // invent one (192.168.0.0/16, or a random IPv6 ULA prefix when the kernel has IPv6).
         let nat = if config.nat_outgoing { "true" } else { "false" };
-        if let Some(c) = v4 {
-            e.push(env("CALICO_IPV4POOL_CIDR", c.to_string()));
-            e.push(env("CALICO_IPV4POOL_IPIP", config.ipip.as_str()));
-            e.push(env("CALICO_IPV4POOL_VXLAN", config.vxlan.as_str()));
-            e.push(env("CALICO_IPV4POOL_NAT_OUTGOING", nat));
+        match v4 {
+            Some(c) => {
+                e.push(env("CALICO_IPV4POOL_CIDR", c.to_string()));
+                e.push(env("CALICO_IPV4POOL_IPIP", config.ipip.as_str()));
+                e.push(env("CALICO_IPV4POOL_VXLAN", config.vxlan.as_str()));
+                e.push(env("CALICO_IPV4POOL_NAT_OUTGOING", nat));
+            }
+            None => e.push(env("CALICO_IPV4POOL_CIDR", "none")),
         }
-        if let Some(c) = v6 {
-            e.push(env("CALICO_IPV6POOL_CIDR", c.to_string()));
-            e.push(env("CALICO_IPV6POOL_VXLAN", config.vxlan.as_str()));
-            e.push(env("CALICO_IPV6POOL_NAT_OUTGOING", nat));
+        match v6 {
+            Some(c) => {
+                e.push(env("CALICO_IPV6POOL_CIDR", c.to_string()));
+                e.push(env("CALICO_IPV6POOL_VXLAN", config.vxlan.as_str()));
+                e.push(env("CALICO_IPV6POOL_NAT_OUTGOING", nat));
+            }
+            None => e.push(env("CALICO_IPV6POOL_CIDR", "none")),
         }
     }
     e.extend([
