@@ -135,3 +135,311 @@ fn schema_checks_transition_rules_defaults_and_pruning() {
     let unevaluated = crd.unevaluated_rules();
     assert!(unevaluated.is_empty(), "{unevaluated:?}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Properties of validation and rendering.
+// ---------------------------------------------------------------------------------------
+
+use std::net::IpAddr;
+
+use calico_charm::cli::{Format, format_objects};
+use calico_charm::config;
+use calico_charm::options::{self, RawConfig};
+use calico_charm::render::{self, UnitFacts};
+use proptest::prelude::*;
+use serde_json::Value;
+
+const CALICO_KINDS: [&str; 3] = ["IPPool", "BGPConfiguration", "BGPPeer"];
+
+fn option_names() -> Vec<String> {
+    options::specs()
+        .expect("config.yaml")
+        .iter()
+        .map(|s| s.name.clone())
+        .collect()
+}
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        ".*".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(".{0,6}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn address() -> impl Strategy<Value = String> {
+    prop_oneof![
+        30 => (0u8..4, 1u8..4).prop_map(|(c, d)| format!("10.0.{c}.{d}")),
+        5 => (1u16..4).prop_map(|d| format!("fd00::{d}")),
+        1 => Just("10.0.0.300".to_string()),
+        1 => Just("0.0.0.0".to_string()),
+    ]
+}
+
+fn as_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        40 => (64512u32..64516).prop_map(|n| n.to_string()),
+        2 => Just("'1.10'".to_string()),
+        1 => Just("1.10".to_string()),
+        1 => Just("4200000000".to_string()),
+        1 => Just("0".to_string()),
+        1 => Just("x".to_string()),
+    ]
+}
+
+fn peer_yaml() -> impl Strategy<Value = String> {
+    (
+        address(),
+        as_text(),
+        prop_oneof![
+            60 => Just("as-number"),
+            1 => Just("as_number"),
+            1 => Just("asn")
+        ],
+    )
+        .prop_map(|(a, n, key)| format!("{{address: '{a}', {key}: {n}}}"))
+}
+
+fn peers_yaml() -> impl Strategy<Value = String> {
+    prop::collection::vec(peer_yaml(), 0..3).prop_map(|p| format!("[{}]", p.join(", ")))
+}
+
+fn subnet() -> impl Strategy<Value = String> {
+    prop_oneof![
+        20 => (0u8..4).prop_map(|c| format!("10.0.{c}.0/24")),
+        3 => Just("10.0.0.0/16".to_string()),
+        3 => Just("fd00::/64".to_string()),
+        1 => Just("10.0.0.1/24".to_string()),
+    ]
+}
+
+fn unit_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        40 => (0u32..6).prop_map(|n| n.to_string()),
+        1 => Just("-1".to_string()),
+        1 => Just("calico/0".to_string()),
+    ]
+}
+
+/// Mostly-plausible option values that reach deep into validation and rendering.
+fn structured_config() -> impl Strategy<Value = RawConfig> {
+    let mode = || {
+        prop::sample::select(vec![
+            "Always",
+            "CrossSubnet",
+            "Never",
+            "Never",
+            "Never",
+            "Never",
+            "Never",
+            "Never",
+            "Never",
+            "Never",
+            "never",
+        ])
+    };
+    let cidr = prop::sample::select(vec![
+        "192.168.0.0/16",
+        "192.168.0.0/16",
+        "10.1.0.0/16, fd00:c00b:1::/64",
+        "10.1.0.0/16, fd00:c00b:1::/64",
+        "fd00:c00b:1::/64",
+        "10.1.0.0/16",
+        "10.1.0.0/16",
+        "10.1.0.0/16",
+        "10.1.2.0/16",
+        "10.1.0.0/28",
+    ]);
+    let subnet_as = prop::collection::btree_map(subnet(), as_text(), 0..4).prop_map(|v| {
+        let body: Vec<String> = v.iter().map(|(s, a)| format!("{s}: {a}")).collect();
+        format!("{{{}}}", body.join(", "))
+    });
+    let unit_as = prop::collection::btree_map(unit_key(), as_text(), 0..4).prop_map(|v| {
+        let body: Vec<String> = v.iter().map(|(u, a)| format!("'{u}': {a}")).collect();
+        format!("{{{}}}", body.join(", "))
+    });
+    let subnet_peers = prop::collection::btree_map(subnet(), peers_yaml(), 0..3).prop_map(|v| {
+        let body: Vec<String> = v.iter().map(|(s, p)| format!("{s}: {p}")).collect();
+        format!("{{{}}}", body.join(", "))
+    });
+    let unit_peers = prop::collection::btree_map(unit_key(), peers_yaml(), 0..3).prop_map(|v| {
+        let body: Vec<String> = v.iter().map(|(u, p)| format!("'{u}': {p}")).collect();
+        format!("{{{}}}", body.join(", "))
+    });
+    let rr = prop::collection::btree_map(
+        unit_key(),
+        prop::sample::select(vec![
+            "0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.1", "0.0.0.1", "0.0.0.1", "1.2.3",
+        ]),
+        0..3,
+    )
+    .prop_map(|v| {
+        let body: Vec<String> = v.iter().map(|(u, c)| format!("'{u}': '{c}'")).collect();
+        format!("{{{}}}", body.join(", "))
+    });
+    (
+        (
+            mode(),
+            mode(),
+            cidr,
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        ),
+        (
+            prop_oneof![
+                Just(Value::from(64512)),
+                Just(Value::from(4200000000u64)),
+                Just(Value::from("1.10"))
+            ],
+            subnet_as,
+            unit_as,
+            peers_yaml(),
+            subnet_peers,
+            unit_peers,
+            rr,
+        ),
+    )
+        .prop_map(
+            |((ipip, vxlan, cidr, nat, pools, mesh), (gas, sas, uas, gp, sp, up, rr))| {
+                let mut raw = RawConfig::new();
+                raw.insert("ipip".into(), Value::from(ipip));
+                raw.insert("vxlan".into(), Value::from(vxlan));
+                raw.insert("cidr".into(), Value::from(cidr));
+                raw.insert("nat-outgoing".into(), Value::from(nat));
+                raw.insert("manage-pools".into(), Value::from(pools));
+                raw.insert("node-to-node-mesh".into(), Value::from(mesh));
+                raw.insert("global-as-number".into(), gas);
+                raw.insert("subnet-as-numbers".into(), Value::from(sas));
+                raw.insert("unit-as-numbers".into(), Value::from(uas));
+                raw.insert("global-bgp-peers".into(), Value::from(gp));
+                raw.insert("subnet-bgp-peers".into(), Value::from(sp));
+                raw.insert("unit-bgp-peers".into(), Value::from(up));
+                raw.insert("route-reflector-cluster-ids".into(), Value::from(rr));
+                raw
+            },
+        )
+}
+
+fn facts() -> impl Strategy<Value = UnitFacts> {
+    (0u32..6, address(), any::<bool>()).prop_map(|(id, a, leader)| {
+        let address: IpAddr = a.parse().unwrap_or(IpAddr::from([10, 0, 0, 9]));
+        UnitFacts::new(
+            &format!("calico/{id}"),
+            format!("node-{id}"),
+            address,
+            leader,
+        )
+        .expect("valid unit name")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+    #[test]
+    fn validation_never_panics_on_arbitrary_strings(values in prop::collection::vec(proptest::option::of(".*"), 16)) {
+        let raw: RawConfig = option_names()
+            .into_iter()
+            .zip(values)
+            .filter_map(|(n, v)| v.map(|v| (n, Value::String(v))))
+            .collect();
+        if let Err(errors) = config::validate(&raw) {
+            prop_assert!(!errors.is_empty());
+            for e in errors {
+                prop_assert!(!e.to_string().contains('\n'), "{}", e);
+                prop_assert!(raw.contains_key(&e.option), "{}", e);
+            }
+        }
+    }
+
+    #[test]
+    fn validation_never_panics_on_arbitrary_json(values in prop::collection::vec(arb_json(), 16), extra in arb_json()) {
+        let mut raw: RawConfig = option_names().into_iter().zip(values).collect();
+        raw.insert("extra".into(), extra);
+        let result = config::validate(&raw);
+        // `extra` is not an option.
+        prop_assert!(result.is_err());
+    }
+
+    #[test]
+    fn merging_never_panics_on_arbitrary_text(text in ".*", yamlish in "[a-z:\\- \\n{}\\[\\],'0-9.]{0,60}") {
+        let _ = options::merge_user_file(&text);
+        let _ = options::merge_user_file(&yamlish);
+        let _ = render::parse_unit_name(&text);
+        let _ = calico_charm::asn::AsNumber::parse(&text);
+    }
+
+    #[test]
+    fn valid_configs_render_deterministically_and_match_the_crds(raw in structured_config(), facts in facts()) {
+        let Ok(v) = config::validate(&raw) else { return Ok(()) };
+        let first = render::desired(&v.config, &facts).objects();
+        let second = render::desired(&v.config, &facts).objects();
+        let yaml = format_objects(&first, Format::Yaml).expect("yaml");
+        prop_assert_eq!(&yaml, &format_objects(&second, Format::Yaml).expect("yaml"));
+        let json = format_objects(&first, Format::Json).expect("json");
+        prop_assert_eq!(&json, &format_objects(&second, Format::Json).expect("json"));
+        let _ = config::unit_warnings(&v.config, &facts);
+        let int32_warned = v.warnings.iter().any(|w| w.message.contains("above 2147483647"));
+        for obj in &first {
+            let kind = obj["kind"].as_str().unwrap_or_default();
+            if !CALICO_KINDS.contains(&kind) {
+                continue;
+            }
+            if let Err(errors) = validate_object(&default_crd_dir(), obj) {
+                // Only AS numbers above int32 may be refused, and validation warned about them.
+                prop_assert!(int32_warned, "{obj:#}: {errors:?}");
+                prop_assert!(errors.iter().all(|e| e.contains("int32")), "{obj:#}: {errors:?}");
+            }
+        }
+        // Peer names are unique and never this unit's own address.
+        let peers: Vec<&Value> = first.iter().filter(|o| o["kind"] == "BGPPeer").collect();
+        for (i, p) in peers.iter().enumerate() {
+            prop_assert!(p["spec"]["peerIP"].as_str() != Some(facts.address.to_string().as_str()));
+            prop_assert!(peers.iter().take(i).all(|q| q["metadata"]["name"] != p["metadata"]["name"]));
+        }
+    }
+
+    #[test]
+    fn rendering_never_panics_for_any_valid_config_and_unit(raw in structured_config(), id in any::<u32>(), a in any::<[u8; 16]>(), v4 in any::<bool>(), leader in any::<bool>()) {
+        let Ok(v) = config::validate(&raw) else { return Ok(()) };
+        let address = if v4 { IpAddr::from([a[0], a[1], a[2], a[3]]) } else { IpAddr::from(a) };
+        let facts = UnitFacts::new(&format!("calico/{id}"), "n", address, leader).expect("unit");
+        let d = render::desired(&v.config, &facts);
+        prop_assert!(!d.objects().is_empty());
+        let _ = config::unit_warnings(&v.config, &facts);
+    }
+}
+
+#[test]
+fn the_structured_generator_reaches_valid_configs_with_peers() {
+    // Guard against a generator that never produces a valid config (the properties above
+    // would then pass vacuously).
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = structured_config();
+    let mut valid_with_peers = 0;
+    for _ in 0..300 {
+        let raw = strategy.new_tree(&mut runner).expect("tree").current();
+        if let Ok(v) = config::validate(&raw)
+            && !v.config.global_bgp_peers.is_empty()
+        {
+            valid_with_peers += 1;
+        }
+    }
+    assert!(
+        valid_with_peers >= 30,
+        "only {valid_with_peers} valid configs with peers"
+    );
+}
