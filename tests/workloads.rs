@@ -1015,6 +1015,10 @@ fn every_crd_schema_is_structural_and_keeps_unknown_spec_fields() {
                 .contains("\"default\""),
             "{kind}: defaults"
         );
+        assert!(
+            !serde_json::to_string(&root).unwrap().contains("uint"),
+            "{kind}: a format Kubernetes does not know"
+        );
         let has_status = root["properties"].get("status").is_some();
         let want_status = matches!(
             kind.as_str(),

@@ -164,9 +164,28 @@ fn open_object() -> JSONSchemaProps {
     }
 }
 
-/// Remove every `default` (recursively), so the CRD never injects values.
+/// Formats the Kubernetes API server knows; schemars also emits others (`uint32`, …).
+const KNOWN_FORMATS: [&str; 8] = [
+    "int32",
+    "int64",
+    "float",
+    "double",
+    "byte",
+    "date",
+    "date-time",
+    "cidr",
+];
+
+/// Remove every `default` (recursively), so the CRD never injects values, and every
+/// `format` Kubernetes does not know.
 fn strip_defaults(s: &mut JSONSchemaProps) {
     s.default = None;
+    if s.format
+        .as_deref()
+        .is_some_and(|f| !KNOWN_FORMATS.contains(&f))
+    {
+        s.format = None;
+    }
     if let Some(props) = s.properties.as_mut() {
         props.values_mut().for_each(strip_defaults);
     }
