@@ -196,7 +196,14 @@ pub fn reconcile(
             settings.insert(0, ("cidr", cidr));
         }
         tools.relation_set(id, &settings)?;
-        tracing::debug!(relation = id.as_str(), cidr = ?cidr, "published cni-conf-file={CNI_CONF_FILE}");
+        match cidr.as_deref() {
+            Some(cidr) => {
+                tracing::debug!("published cidr={cidr} cni-conf-file={CNI_CONF_FILE} on {id}")
+            }
+            None => tracing::debug!(
+                "published cni-conf-file={CNI_CONF_FILE} on {id}; cidr left as it was (the cidr option is invalid)"
+            ),
+        }
         report.published.push(id.clone());
     }
     report.principal = read_principal(tools, &relations)?;
