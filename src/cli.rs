@@ -84,14 +84,23 @@ fn load(path: &std::path::Path) -> anyhow::Result<Result<Validated, Vec<ConfigEr
     let text = read_config(path)?;
     let merged = options::merge_user_file(&text)
         .with_context(|| format!("configuration file {}", path.display()))?;
-    Ok(match (config::validate(&merged.raw), merged.errors) {
-        (Ok(v), e) if e.is_empty() => Ok(v),
-        (Ok(_), e) => Err(e),
+    let mut errors = match (config::validate(&merged.raw), merged.errors) {
+        (Ok(v), e) if e.is_empty() => return Ok(Ok(v)),
+        (Ok(_), e) => e,
         (Err(mut e), mut first) => {
             first.append(&mut e);
-            Err(first)
+            first
         }
-    })
+    };
+    // Unknown options first, then in config.yaml's order (stable: each option's own
+    // problems keep their order).
+    let position = |name: &str| {
+        options::specs()
+            .ok()
+            .and_then(|s| s.iter().position(|o| o.name == name))
+    };
+    errors.sort_by_key(|e| position(&e.option).map_or(0, |p| p + 1));
+    Ok(Err(errors))
 }
 
 fn report(errors: &[ConfigError], warnings: &[Warning]) {
