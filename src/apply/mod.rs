@@ -4,8 +4,10 @@
 //!   it on the Kubernetes API (Calico's KDD), the only datastore today.
 //! - [`kube::connect`]: a client from the kubeconfig Juju's principal writes.
 //! - [`converge()`]: server-side apply of what one unit wants, pruning what it no longer wants.
+//! - [`KubeCluster`]: the reconcile's `Cluster` seam (sync, one runtime per hook).
 //! - [`retry`]: bounded, jittered retries of transient API faults within a per-hook budget.
 
+pub mod cluster;
 pub mod converge;
 pub mod datastore;
 pub mod kube;
@@ -13,6 +15,7 @@ pub mod pod;
 pub mod pools;
 pub mod retry;
 
+pub use cluster::KubeCluster;
 pub use converge::{ConvergeOptions, check_node_agent, converge, converge_with};
 pub use datastore::{Datastore, DatastoreError, NodeAgent};
 pub use kube::{ApplyError, KubeDatastore, connect, kubeconfig_path};

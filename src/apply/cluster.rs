@@ -1,0 +1,80 @@
+//! The reconcile's [`Cluster`] seam on the Kubernetes API: a synchronous converge for one
+//! hook (its own single-threaded Tokio runtime, a client built lazily from the kubeconfig).
+
+use std::path::PathBuf;
+
+use super::converge::{ConvergeOptions, check_node_agent, converge_with};
+use super::kube::{connect_with, kubeconfig_path};
+use super::retry::RetrySettings;
+use super::{Datastore, KubeDatastore, Outcome};
+use crate::reconcile::Cluster;
+use crate::render::Desired;
+
+/// Converge through the Kubernetes API, one hook at a time.
+#[derive(Clone, Debug)]
+pub struct KubeCluster {
+    /// The kubeconfig (read at each converge: the principal may rewrite it).
+    pub kubeconfig: PathBuf,
+    pub retry: RetrySettings,
+    pub options: ConvergeOptions,
+    /// Also report this node's calico-node readiness (`waiting` until Running and Ready).
+    pub check_node_agent: bool,
+}
+
+impl KubeCluster {
+    /// From the environment: `KUBECONFIG` (else `/root/.kube/config`), the retry settings
+    /// ([`RetrySettings::from_env`]) and converge options ([`ConvergeOptions::from_env`]);
+    /// calico-node readiness is checked.
+    pub fn from_env() -> Self {
+        KubeCluster {
+            kubeconfig: kubeconfig_path(),
+            retry: RetrySettings::from_env(),
+            options: ConvergeOptions::from_env(),
+            check_node_agent: true,
+        }
+    }
+
+    /// The same without the calico-node readiness check (for `stop`/`remove`).
+    pub fn without_node_agent_check(mut self) -> Self {
+        self.check_node_agent = false;
+        self
+    }
+
+    /// Converge `desired` and, if asked and the API answered, fold in calico-node's state.
+    pub async fn converge_async(&self, desired: &Desired) -> Outcome {
+        let ds: KubeDatastore = match connect_with(&self.kubeconfig, self.retry.clone()).await {
+            Ok(ds) => ds,
+            Err(err) => {
+                return Outcome {
+                    waiting: vec![format!("Waiting for kubeconfig: {err}")],
+                    ..Outcome::default()
+                };
+            }
+        };
+        let mut outcome = converge_with(desired, &ds, &self.options).await;
+        let api_failed = outcome
+            .waiting
+            .iter()
+            .chain(&outcome.blocked)
+            .any(|m| m.starts_with(ds.name()));
+        if self.check_node_agent && !api_failed {
+            outcome.merge(check_node_agent(&ds, &desired.node.node_name).await);
+        }
+        outcome
+    }
+}
+
+impl Cluster for KubeCluster {
+    fn converge(&self, desired: &Desired) -> Outcome {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(self.converge_async(desired)),
+            Err(err) => Outcome {
+                waiting: vec![format!("Cannot start the Kubernetes client: {err}")],
+                ..Outcome::default()
+            },
+        }
+    }
+}

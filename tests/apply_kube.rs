@@ -1,0 +1,899 @@
+//! Converge through a real kube client against the test API server (HTTPS, bearer token,
+//! server-side apply with managed fields, Calico's upstream CRD schemas, fault injection).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use calico_charm::apply::kube::connect_with;
+use calico_charm::apply::retry::RetrySettings;
+use calico_charm::apply::{
+    ConvergeOptions, KubeCluster, KubeDatastore, Outcome, check_node_agent, converge_with,
+};
+use calico_charm::calico::{
+    AS_NUMBER_ANNOTATION, BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, IPPool,
+    IPPoolSpec, MANAGED_BY, MANAGED_BY_LABEL, RR_CLUSTER_ID_ANNOTATION, UNIT_LABEL,
+};
+use calico_charm::reconcile::Cluster;
+use calico_charm::render::{Desired, NodeBgp, Pools};
+use calico_charm::workloads::Workloads;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+use support::apiserver::{Access, Options, TestApiServer};
+
+const CALICO: &str = "crd.projectcalico.org/v1";
+
+// ---- setup ---------------------------------------------------------------------------------
+
+struct Env {
+    server: TestApiServer,
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+fn env_with(options: Options, nodes: &[&str]) -> Env {
+    let server = TestApiServer::start(options);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    for node in nodes {
+        add_node(&server, node, json!({}));
+    }
+    Env {
+        server,
+        _dir: dir,
+        kubeconfig,
+    }
+}
+
+fn env(nodes: &[&str]) -> Env {
+    env_with(Options::default(), nodes)
+}
+
+fn add_node(server: &TestApiServer, name: &str, annotations: Value) {
+    server
+        .insert(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "annotations": annotations, "labels": {"kubernetes.io/hostname": name}}
+        }))
+        .unwrap();
+}
+
+fn fast_retry() -> RetrySettings {
+    RetrySettings {
+        budget: Duration::from_secs(3),
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        attempt_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
+    }
+}
+
+fn options() -> ConvergeOptions {
+    ConvergeOptions {
+        pool_settle: Duration::ZERO,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn connect(env: &Env, retry: RetrySettings) -> KubeDatastore {
+    connect_with(&env.kubeconfig, retry).await.unwrap()
+}
+
+/// One hook: a fresh client (a fresh retry budget), one converge.
+fn hook(env: &Env, desired: &Desired) -> Outcome {
+    hook_with(env, desired, fast_retry())
+}
+
+fn hook_with(env: &Env, desired: &Desired, retry: RetrySettings) -> Outcome {
+    rt().block_on(async {
+        let ds = connect(env, retry).await;
+        converge_with(desired, &ds, &options()).await
+    })
+}
+
+// ---- desired values, shaped as render makes them -----------------------------------------
+
+fn owner(unit: u32) -> String {
+    format!("calico-{unit}")
+}
+
+fn labels(owner: Option<&str>) -> BTreeMap<String, String> {
+    let mut l = BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())]);
+    if let Some(o) = owner {
+        l.insert(UNIT_LABEL.to_string(), o.to_string());
+    }
+    l
+}
+
+fn pool(name: &str, cidr: &str) -> IPPool {
+    let mut p = IPPool::new(
+        name,
+        IPPoolSpec {
+            cidr: cidr.to_string(),
+            ipip_mode: Some("Always".into()),
+            vxlan_mode: Some("Never".into()),
+            nat_outgoing: Some(true),
+            disabled: Some(false),
+            ..IPPoolSpec::default()
+        },
+    );
+    p.metadata.labels = Some(labels(None));
+    p
+}
+
+fn peer(unit: u32, node: &str, ip: &str, asn: u32) -> BGPPeer {
+    let o = owner(unit);
+    let mut p = BGPPeer::new(
+        &format!("{o}-{ip}-{asn}"),
+        BGPPeerSpec {
+            node: Some(node.to_string()),
+            peer_ip: Some(ip.to_string()),
+            as_number: Some(asn),
+            ..BGPPeerSpec::default()
+        },
+    );
+    p.metadata.labels = Some(labels(Some(&o)));
+    p
+}
+
+fn bgp(asn: u32, mesh: bool) -> BGPConfiguration {
+    let mut c = BGPConfiguration::new(
+        "default",
+        BGPConfigurationSpec {
+            as_number: Some(asn),
+            node_to_node_mesh_enabled: Some(mesh),
+            log_severity_screen: None,
+        },
+    );
+    c.metadata.labels = Some(labels(None));
+    c
+}
+
+fn unit(unit: u32, node: &str, peers: &[&str], annotations: &[(&str, &str)]) -> Desired {
+    Desired {
+        owner: owner(unit),
+        pools: Pools::Unmanaged,
+        bgp_configuration: None,
+        peers: peers.iter().map(|ip| peer(unit, node, ip, 64512)).collect(),
+        node: NodeBgp {
+            node_name: node.to_string(),
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        },
+        workloads: None,
+    }
+}
+
+fn leader(node: &str, cidr: &str, peers: &[&str], annotations: &[(&str, &str)]) -> Desired {
+    Desired {
+        pools: Pools::Managed(vec![pool("ipv4", cidr)]),
+        bgp_configuration: Some(bgp(64512, false)),
+        ..unit(0, node, peers, annotations)
+    }
+}
+
+fn stopping(u: u32, node: &str) -> Desired {
+    unit(u, node, &[], &[])
+}
+
+// ---- reading the server ----------------------------------------------------------------------
+
+fn names(server: &TestApiServer, kind: &str) -> Vec<String> {
+    let mut n: Vec<String> = server
+        .list(CALICO, kind, None)
+        .iter()
+        .filter_map(|o| o.pointer("/metadata/name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect();
+    n.sort();
+    n
+}
+
+fn calico(server: &TestApiServer, kind: &str, name: &str) -> Value {
+    server
+        .get(CALICO, kind, None, name)
+        .unwrap_or_else(|| panic!("{kind}/{name} missing"))
+}
+
+fn annotations(server: &TestApiServer, node: &str) -> BTreeMap<String, String> {
+    server
+        .get_as::<Node>(None, node)
+        .and_then(|n| n.metadata.annotations)
+        .unwrap_or_default()
+}
+
+fn add_block(server: &TestApiServer, cidr: &str, allocated: bool) {
+    let name = cidr.replace(['.', '/'], "-");
+    let allocations: Vec<Value> = (0..64)
+        .map(|i| {
+            if allocated && i == 1 {
+                json!(0)
+            } else {
+                Value::Null
+            }
+        })
+        .collect();
+    server
+        .insert(json!({
+            "apiVersion": CALICO, "kind": "IPAMBlock",
+            "metadata": {"name": name},
+            "spec": {"cidr": cidr, "affinity": "host:n0", "allocations": allocations,
+                     "unallocated": [], "attributes": [], "strictAffinity": false}
+        }))
+        .unwrap();
+}
+
+/// Writes (anything but GET) the server answered since the last reset.
+fn writes(server: &TestApiServer) -> Vec<String> {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+// ---- tests -----------------------------------------------------------------------------------
+
+#[test]
+fn objects_appear_exactly_as_rendered_and_a_second_hook_is_a_no_op() {
+    let env = env(&["n0"]);
+    let want = leader(
+        "n0",
+        "10.1.0.0/16",
+        &["10.0.0.1", "10.0.0.2"],
+        &[(AS_NUMBER_ANNOTATION, "64513")],
+    );
+    let out = hook(&env, &want);
+    assert!(out.settled(), "{out:?}");
+    let s = &env.server;
+
+    assert_eq!(names(s, "IPPool"), vec!["ipv4"]);
+    let p = calico(s, "IPPool", "ipv4");
+    assert_eq!(p["spec"]["cidr"], "10.1.0.0/16");
+    assert_eq!(p["spec"]["ipipMode"], "Always");
+    assert_eq!(p["spec"]["vxlanMode"], "Never");
+    assert_eq!(p["spec"]["natOutgoing"], true);
+    assert_eq!(p["spec"]["disabled"], false);
+    assert_eq!(p["metadata"]["labels"][MANAGED_BY_LABEL], MANAGED_BY);
+
+    assert_eq!(
+        names(s, "BGPPeer"),
+        vec!["calico-0-10.0.0.1-64512", "calico-0-10.0.0.2-64512"]
+    );
+    let typed: BGPPeer =
+        serde_json::from_value(calico(s, "BGPPeer", "calico-0-10.0.0.1-64512")).unwrap();
+    assert_eq!(typed.spec, want.peers[0].spec);
+    assert_eq!(typed.metadata.labels, want.peers[0].metadata.labels);
+
+    let c = calico(s, "BGPConfiguration", "default");
+    assert_eq!(c["spec"]["asNumber"], 64512);
+    assert_eq!(c["spec"]["nodeToNodeMeshEnabled"], false);
+    let managers: Vec<&str> = c["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(managers.contains(&"calico-charm"), "{managers:?}");
+
+    assert_eq!(
+        annotations(s, "n0")
+            .get(AS_NUMBER_ANNOTATION)
+            .map(String::as_str),
+        Some("64513")
+    );
+
+    // A second hook with the same config: nothing changes on the server, and it costs one
+    // request per owned object plus a few reads.
+    let rv = s.resource_version();
+    s.reset_requests();
+    let out = hook(&env, &want);
+    assert_eq!(out, Outcome::default());
+    assert_eq!(s.resource_version(), rv, "a no-op converge wrote something");
+    let requests: Vec<String> = s
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        requests,
+        vec![
+            "GET /api/v1/nodes/n0",
+            "GET /apis/crd.projectcalico.org/v1/ippools",
+            "PATCH /apis/crd.projectcalico.org/v1/ippools/ipv4",
+            "GET /apis/crd.projectcalico.org/v1/bgppeers",
+            "PATCH /apis/crd.projectcalico.org/v1/bgppeers/calico-0-10.0.0.1-64512",
+            "PATCH /apis/crd.projectcalico.org/v1/bgppeers/calico-0-10.0.0.2-64512",
+            "GET /apis/crd.projectcalico.org/v1/bgpconfigurations/default",
+            "PATCH /apis/crd.projectcalico.org/v1/bgpconfigurations/default",
+        ]
+    );
+    // The peer list was label-selected, never the whole cluster's.
+    let list = s
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/bgppeers"))
+        .unwrap();
+    assert!(list.query.contains("labelSelector="), "{}", list.query);
+}
+
+#[test]
+fn config_change_prunes_peers_and_annotations_and_spares_others() {
+    let env = env(&["n0", "n1"]);
+    let s = &env.server;
+    // An admin's own peer and node annotation, and another unit's peer.
+    s.insert(json!({"apiVersion": CALICO, "kind": "BGPPeer", "metadata": {"name": "tor-a", "labels": {"rack": "a"}},
+                    "spec": {"peerIP": "10.9.9.9", "asNumber": 65000}}))
+        .unwrap();
+    add_node(s, "n0", json!({"example.com/owner": "ops"}));
+    hook(&env, &unit(1, "n1", &["10.0.1.1"], &[]));
+
+    let first = unit(
+        0,
+        "n0",
+        &["10.0.0.1", "10.0.0.2"],
+        &[
+            (AS_NUMBER_ANNOTATION, "64513"),
+            (RR_CLUSTER_ID_ANNOTATION, "244.0.0.1"),
+        ],
+    );
+    assert!(hook(&env, &first).settled());
+    assert_eq!(annotations(s, "n0").len(), 3);
+
+    let second = unit(
+        0,
+        "n0",
+        &["10.0.0.2", "10.0.0.3"],
+        &[(AS_NUMBER_ANNOTATION, "64514")],
+    );
+    let out = hook(&env, &second);
+    assert!(out.settled(), "{out:?}");
+    assert_eq!(out.deleted, vec!["BGPPeer/calico-0-10.0.0.1-64512"]);
+    assert_eq!(
+        names(s, "BGPPeer"),
+        vec![
+            "calico-0-10.0.0.2-64512",
+            "calico-0-10.0.0.3-64512",
+            "calico-1-10.0.1.1-64512",
+            "tor-a"
+        ]
+    );
+    assert_eq!(
+        annotations(s, "n0"),
+        BTreeMap::from([
+            (AS_NUMBER_ANNOTATION.to_string(), "64514".to_string()),
+            ("example.com/owner".to_string(), "ops".to_string()),
+        ])
+    );
+    let tor = calico(s, "BGPPeer", "tor-a");
+    assert_eq!(tor["metadata"]["labels"], json!({"rack": "a"}));
+}
+
+#[test]
+fn annotation_set_by_another_manager_is_removed_when_no_longer_wanted() {
+    let env = env(&["n0"]);
+    let s = &env.server;
+    // As `kubectl annotate` would: a merge patch by another field manager.
+    rt().block_on(async {
+        let client = s.kube_client_without_retry().await.unwrap();
+        let patch = json!({"metadata": {"annotations": {RR_CLUSTER_ID_ANNOTATION: "244.0.0.9", "keep": "me"}}});
+        Api::<Node>::all(client)
+            .patch("n0", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    });
+    let out = hook(&env, &unit(0, "n0", &[], &[]));
+    assert!(out.settled(), "{out:?}");
+    assert_eq!(
+        annotations(s, "n0"),
+        BTreeMap::from([("keep".to_string(), "me".to_string())])
+    );
+}
+
+#[test]
+fn admin_fields_on_the_bgp_configuration_survive() {
+    let env = env(&["n0"]);
+    let s = &env.server;
+    rt().block_on(async {
+        let client = s.kube_client_without_retry().await.unwrap();
+        let patch = json!({"apiVersion": CALICO, "kind": "BGPConfiguration",
+                           "metadata": {"name": "default"},
+                           "spec": {"logSeverityScreen": "Debug", "asNumber": 65001}});
+        Api::<BGPConfiguration>::all(client)
+            .patch(
+                "default",
+                &PatchParams::apply("admin"),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .unwrap();
+    });
+    let out = hook(&env, &leader("n0", "10.1.0.0/16", &[], &[]));
+    assert!(out.settled(), "{out:?}");
+    let c = calico(s, "BGPConfiguration", "default");
+    assert_eq!(c["spec"]["logSeverityScreen"], "Debug");
+    // The charm's field wins (forced apply).
+    assert_eq!(c["spec"]["asNumber"], 64512);
+    assert_eq!(c["spec"]["nodeToNodeMeshEnabled"], false);
+}
+
+#[test]
+fn cidr_change_disables_then_deletes_the_old_pool_once_its_blocks_are_gone() {
+    let env = env(&["n0"]);
+    let s = &env.server;
+    assert!(hook(&env, &leader("n0", "10.1.0.0/16", &[], &[])).settled());
+    add_block(s, "10.1.0.0/26", true);
+
+    let want = leader("n0", "10.2.0.0/16", &[], &[]);
+    let out = hook(&env, &want);
+    assert_eq!(
+        out.waiting,
+        vec!["Draining IP pool ipv4 (10.1.0.0/16)".to_string()],
+        "{out:?}"
+    );
+    assert_eq!(names(s, "IPPool"), vec!["ipv4", "ipv4-10-2-0-0-16"]);
+    assert_eq!(calico(s, "IPPool", "ipv4")["spec"]["disabled"], true);
+    assert_eq!(
+        calico(s, "IPPool", "ipv4-10-2-0-0-16")["spec"]["disabled"],
+        false
+    );
+    // The old pool kept its other settings while draining.
+    assert_eq!(calico(s, "IPPool", "ipv4")["spec"]["natOutgoing"], true);
+    assert_eq!(calico(s, "IPPool", "ipv4")["spec"]["ipipMode"], "Always");
+
+    // Still allocated: the next hook waits again.
+    let out = hook(&env, &want);
+    assert_eq!(out.waiting.len(), 1, "{out:?}");
+    assert_eq!(names(s, "IPPool").len(), 2);
+
+    s.remove(CALICO, "IPAMBlock", None, "10-1-0-0-26");
+    let out = hook(&env, &want);
+    assert!(out.settled(), "{out:?}");
+    assert_eq!(out.deleted, vec!["IPPool/ipv4"]);
+    assert_eq!(names(s, "IPPool"), vec!["ipv4-10-2-0-0-16"]);
+}
+
+#[test]
+fn server_errors_and_throttling_are_retried() {
+    let env = env(&["n0"]);
+    let s = &env.server;
+    s.fail_next(2, 503);
+    let out = hook(&env, &unit(0, "n0", &["10.0.0.1"], &[]));
+    assert!(out.settled(), "{out:?}");
+    assert_eq!(names(s, "BGPPeer"), vec!["calico-0-10.0.0.1-64512"]);
+
+    s.throttle_next(1, 1);
+    let started = Instant::now();
+    let out = hook(&env, &unit(0, "n0", &["10.0.0.2"], &[]));
+    assert!(out.settled(), "{out:?}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(names(s, "BGPPeer"), vec!["calico-0-10.0.0.2-64512"]);
+
+    s.drop_next(2);
+    let out = hook(&env, &unit(0, "n0", &["10.0.0.3"], &[]));
+    assert!(out.settled(), "{out:?}");
+    assert_eq!(names(s, "BGPPeer"), vec!["calico-0-10.0.0.3-64512"]);
+}
+
+#[test]
+fn api_down_waits_within_the_budget_then_converges_after_recovery() {
+    let env = env(&["n0"]);
+    let s = &env.server;
+    let want = unit(0, "n0", &["10.0.0.1"], &[(AS_NUMBER_ANNOTATION, "64513")]);
+    s.stop();
+    let mut retry = fast_retry();
+    retry.budget = Duration::from_millis(800);
+    let started = Instant::now();
+    let out = hook_with(&env, &want, retry);
+    let took = started.elapsed();
+    assert_eq!(out.waiting.len(), 1, "{out:?}");
+    assert!(
+        out.waiting[0].starts_with("Kubernetes API unavailable: "),
+        "{out:?}"
+    );
+    assert!(out.blocked.is_empty());
+    assert!(took < Duration::from_secs(4), "{took:?}");
+
+    s.restart().unwrap();
+    let out = hook(&env, &want);
+    assert!(out.settled(), "{out:?}");
+    assert_eq!(names(s, "BGPPeer"), vec!["calico-0-10.0.0.1-64512"]);
+}
+
+#[test]
+fn persistent_server_errors_end_in_waiting_with_the_cause() {
+    let env = env(&["n0"]);
+    env.server.fail_next(1_000, 503);
+    let mut retry = fast_retry();
+    retry.budget = Duration::from_millis(500);
+    let out = hook_with(&env, &unit(0, "n0", &[], &[]), retry);
+    assert_eq!(out.waiting.len(), 1, "{out:?}");
+    assert!(
+        out.waiting[0].starts_with("Kubernetes API unavailable: HTTP 503"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn denied_access_blocks() {
+    let env = env(&["n0"]);
+    env.server.set_access(Access::Deny);
+    let out = hook(&env, &unit(0, "n0", &["10.0.0.1"], &[]));
+    assert_eq!(out.blocked.len(), 1, "{out:?}");
+    assert!(
+        out.blocked[0].starts_with("Kubernetes API denied access: "),
+        "{out:?}"
+    );
+    assert!(out.waiting.is_empty());
+}
+
+#[test]
+fn an_invalid_object_blocks_naming_it_and_the_api_reason() {
+    let env = env(&["n0"]);
+    let mut want = unit(0, "n0", &["10.0.0.1"], &[]);
+    // Not a DNS-1123 name: the API refuses it.
+    want.peers[0].metadata.name = Some("Calico_0_Bad".into());
+    want.peers.push(peer(0, "n0", "10.0.0.2", 64512));
+    let out = hook(&env, &want);
+    assert_eq!(out.blocked.len(), 1, "{out:?}");
+    assert!(
+        out.blocked[0].starts_with("BGPPeer/Calico_0_Bad rejected: "),
+        "{out:?}"
+    );
+    assert!(out.blocked[0].len() > "BGPPeer/Calico_0_Bad rejected: ".len());
+    assert_eq!(
+        names(&env.server, "BGPPeer"),
+        vec!["calico-0-10.0.0.2-64512"]
+    );
+}
+
+#[test]
+fn missing_crds_and_unregistered_nodes_wait() {
+    let env = env_with(Options::without_crds(), &[]);
+    let out = hook(&env, &unit(0, "n0", &["10.0.0.1"], &[]));
+    assert!(out.blocked.is_empty(), "{out:?}");
+    assert_eq!(
+        out.waiting,
+        vec![
+            "Waiting for node n0 to register".to_string(),
+            "Waiting for Calico CRDs".to_string()
+        ]
+    );
+    env.server.install_calico_crds().unwrap();
+    add_node(&env.server, "n0", json!({}));
+    assert!(hook(&env, &unit(0, "n0", &["10.0.0.1"], &[])).settled());
+}
+
+#[test]
+fn stop_removes_the_units_peers_and_annotations() {
+    let env = env(&["n0", "n1"]);
+    let s = &env.server;
+    hook(
+        &env,
+        &unit(1, "n1", &["10.0.1.1"], &[(AS_NUMBER_ANNOTATION, "64600")]),
+    );
+    hook(
+        &env,
+        &leader(
+            "n0",
+            "10.1.0.0/16",
+            &["10.0.0.1"],
+            &[(AS_NUMBER_ANNOTATION, "64513")],
+        ),
+    );
+    let out = hook(&env, &stopping(0, "n0"));
+    assert!(out.settled(), "{out:?}");
+    assert_eq!(names(s, "BGPPeer"), vec!["calico-1-10.0.1.1-64512"]);
+    assert!(annotations(s, "n0").is_empty());
+    assert_eq!(annotations(s, "n1").len(), 1);
+    // Global objects stay.
+    assert_eq!(names(s, "IPPool"), vec!["ipv4"]);
+    assert_eq!(names(s, "BGPConfiguration"), vec!["default"]);
+}
+
+#[test]
+fn a_hook_killed_mid_converge_is_repaired_by_the_next() {
+    let before = unit(
+        0,
+        "n0",
+        &["10.0.0.1"],
+        &[(RR_CLUSTER_ID_ANNOTATION, "244.0.0.1")],
+    );
+    let after = leader(
+        "n0",
+        "10.2.0.0/16",
+        &["10.0.0.2"],
+        &[(AS_NUMBER_ANNOTATION, "64513")],
+    );
+    // Requests of a full converge from `before` to `after`; stop the server after each count.
+    for served in 0..14 {
+        let env = env(&["n0"]);
+        let s = &env.server;
+        assert!(hook(&env, &leader("n0", "10.1.0.0/16", &[], &[])).settled());
+        assert!(hook(&env, &before).settled());
+        s.stop_after(served);
+        let mut retry = fast_retry();
+        retry.budget = Duration::from_millis(300);
+        let _ = hook_with(&env, &after, retry);
+        // The next hook finds the API up again (and no stop still pending).
+        s.clear_faults();
+        s.restart().unwrap();
+        let out = hook(&env, &after);
+        assert!(out.settled(), "killed after {served}: {out:?}");
+        assert_eq!(names(s, "IPPool"), vec!["ipv4-10-2-0-0-16"], "{served}");
+        assert_eq!(
+            names(s, "BGPPeer"),
+            vec!["calico-0-10.0.0.2-64512"],
+            "{served}"
+        );
+        assert_eq!(
+            annotations(s, "n0"),
+            BTreeMap::from([(AS_NUMBER_ANNOTATION.to_string(), "64513".to_string())]),
+            "{served}"
+        );
+    }
+}
+
+fn converge_units(env: &Env, wants: Vec<Desired>) -> Vec<Outcome> {
+    rt().block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, want) in wants.into_iter().enumerate() {
+            let kubeconfig = env.kubeconfig.clone();
+            tasks.spawn(async move {
+                let ds = connect_with(&kubeconfig, fast_retry()).await.unwrap();
+                (i, converge_with(&want, &ds, &options()).await)
+            });
+        }
+        let mut outs = tasks.join_all().await;
+        outs.sort_by_key(|(i, _)| *i);
+        outs.into_iter().map(|(_, o)| o).collect()
+    })
+}
+
+fn units(n: u32, round: u32) -> Vec<Desired> {
+    (0..n)
+        .map(|u| {
+            let node = format!("n{u}");
+            let ips: Vec<String> = (0..2).map(|k| format!("10.{round}.{u}.{k}")).collect();
+            let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+            let asn = (64600 + u + round).to_string();
+            let mut d = unit(u, &node, &ips, &[(AS_NUMBER_ANNOTATION, asn.as_str())]);
+            if u == 0 {
+                d.pools = Pools::Managed(vec![pool("ipv4", &format!("10.{}.0.0/16", 100 + round))]);
+                d.bgp_configuration = Some(bgp(64512, false));
+            }
+            d
+        })
+        .collect()
+}
+
+fn assert_cluster(env: &Env, n: u32, round: u32) {
+    let s = &env.server;
+    let mut expected: Vec<String> = (0..n)
+        .flat_map(|u| (0..2).map(move |k| format!("calico-{u}-10.{round}.{u}.{k}-64512")))
+        .collect();
+    expected.sort();
+    assert_eq!(names(s, "BGPPeer"), expected);
+    for peer in s.list(CALICO, "BGPPeer", None) {
+        let name = peer["metadata"]["name"].as_str().unwrap().to_string();
+        let owner = peer["metadata"]["labels"][UNIT_LABEL]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            name.starts_with(&format!("{owner}-")),
+            "{name} owned by {owner}"
+        );
+    }
+    for u in 0..n {
+        assert_eq!(
+            annotations(s, &format!("n{u}")),
+            BTreeMap::from([(
+                AS_NUMBER_ANNOTATION.to_string(),
+                (64600 + u + round).to_string()
+            )])
+        );
+    }
+    assert_eq!(names(s, "IPPool").len(), 1);
+    assert_eq!(
+        calico(s, "IPPool", &names(s, "IPPool")[0])["spec"]["cidr"],
+        format!("10.{}.0.0/16", 100 + round)
+    );
+}
+
+fn concurrent_units(n: u32) {
+    let nodes: Vec<String> = (0..n).map(|u| format!("n{u}")).collect();
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let env = env(&nodes);
+    for round in 0..2 {
+        let outs = converge_units(&env, units(n, round));
+        for (u, out) in outs.iter().enumerate() {
+            assert!(out.settled(), "unit {u} round {round}: {out:?}");
+        }
+        assert_cluster(&env, n, round);
+    }
+}
+
+#[test]
+fn two_units_converge_concurrently() {
+    concurrent_units(2);
+}
+
+#[test]
+fn fifty_units_converge_concurrently() {
+    concurrent_units(50);
+}
+
+#[test]
+fn calico_node_readiness_is_read_from_its_pod() {
+    let env = env(&["n0", "n1"]);
+    let s = &env.server;
+    let pod = |name: &str, node: &str, status: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": "kube-system", "labels": {"k8s-app": "calico-node"}},
+               "spec": {"nodeName": node, "containers": [{"name": "calico-node", "image": "calico/node"}]},
+               "status": status})
+    };
+    s.insert(pod(
+        "calico-node-a",
+        "n0",
+        json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}),
+    ))
+    .unwrap();
+    s.insert(pod("calico-node-b", "n1", json!({"phase": "Pending", "containerStatuses": [
+        {"name": "calico-node", "image": "calico/node", "imageID": "", "ready": false, "restartCount": 0,
+         "state": {"waiting": {"reason": "ImagePullBackOff"}}}]})))
+        .unwrap();
+    let (n0, n1, n2) = rt().block_on(async {
+        let ds = connect(&env, fast_retry()).await;
+        (
+            check_node_agent(&ds, "n0").await,
+            check_node_agent(&ds, "n1").await,
+            check_node_agent(&ds, "n2").await,
+        )
+    });
+    assert!(n0.settled(), "{n0:?}");
+    assert_eq!(
+        n1.waiting,
+        vec!["Waiting for calico-node on n1: ImagePullBackOff".to_string()]
+    );
+    assert_eq!(
+        n2.waiting,
+        vec!["Waiting for calico-node on n2: no pod yet".to_string()]
+    );
+}
+
+#[test]
+fn the_cluster_seam_converges_synchronously_from_the_kubeconfig() {
+    let env = env(&["n0"]);
+    let cluster = KubeCluster {
+        kubeconfig: env.kubeconfig.clone(),
+        retry: fast_retry(),
+        options: options(),
+        check_node_agent: true,
+    };
+    let out = cluster.converge(&unit(0, "n0", &["10.0.0.1"], &[]));
+    assert_eq!(out.changed, vec!["BGPPeer/calico-0-10.0.0.1-64512"]);
+    assert_eq!(
+        out.waiting,
+        vec!["Waiting for calico-node on n0: no pod yet".to_string()]
+    );
+    let stop = cluster
+        .clone()
+        .without_node_agent_check()
+        .converge(&stopping(0, "n0"));
+    assert!(stop.settled(), "{stop:?}");
+    assert!(names(&env.server, "BGPPeer").is_empty());
+
+    let missing = KubeCluster {
+        kubeconfig: env.kubeconfig.with_file_name("absent"),
+        ..cluster
+    };
+    let out = missing.converge(&unit(0, "n0", &[], &[]));
+    assert_eq!(out.waiting.len(), 1);
+    assert!(
+        out.waiting[0].starts_with("Waiting for kubeconfig: cannot read kubeconfig"),
+        "{out:?}"
+    );
+}
+
+fn crd(plural: &str, kind: &str) -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.crd.projectcalico.org")},
+        "spec": {"group": "crd.projectcalico.org", "scope": "Cluster",
+                 "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind, "listKind": format!("{kind}List")},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .unwrap()
+}
+
+fn config_map(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "kube-system"}, "data": {"k": "v"}}))
+    .unwrap()
+}
+
+#[test]
+fn workloads_leave_existing_crds_alone_and_prune_only_their_own_objects() {
+    let env = env(&["n0"]);
+    let s = &env.server;
+    let ippools_before = s
+        .get(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            "ippools.crd.projectcalico.org",
+        )
+        .unwrap();
+    s.insert(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "admin-settings", "namespace": "kube-system"}}))
+        .unwrap();
+    let mut want = unit(0, "n0", &[], &[]);
+    want.workloads = Some(Workloads {
+        crds: vec![crd("ippools", "IPPool"), crd("tiers", "Tier")],
+        config_maps: vec![config_map("calico-config"), config_map("calico-extra")],
+        ..Workloads::default()
+    });
+    let out = hook(&env, &want);
+    assert!(out.settled(), "{out:?}");
+    assert!(
+        out.changed
+            .contains(&"CustomResourceDefinition/tiers.crd.projectcalico.org".to_string())
+    );
+    // The preloaded upstream CRD was not touched.
+    let ippools_after = s
+        .get(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            "ippools.crd.projectcalico.org",
+        )
+        .unwrap();
+    assert_eq!(ippools_before, ippools_after);
+    assert!(
+        !writes(s)
+            .iter()
+            .any(|w| w.contains("ippools.crd.projectcalico.org"))
+    );
+
+    want.workloads = Some(Workloads {
+        crds: vec![crd("ippools", "IPPool"), crd("tiers", "Tier")],
+        config_maps: vec![config_map("calico-config")],
+        ..Workloads::default()
+    });
+    s.reset_requests();
+    let out = hook(&env, &want);
+    assert!(out.settled(), "{out:?}");
+    assert_eq!(out.deleted, vec!["ConfigMap/calico-extra"]);
+    let cms: Vec<String> = s
+        .list("v1", "ConfigMap", Some("kube-system"))
+        .iter()
+        .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(cms.contains(&"admin-settings".to_string()), "{cms:?}");
+    assert!(cms.contains(&"calico-config".to_string()), "{cms:?}");
+    assert!(!cms.contains(&"calico-extra".to_string()), "{cms:?}");
+    assert!(
+        !writes(s)
+            .iter()
+            .any(|w| w.contains("customresourcedefinitions"))
+    );
+}
