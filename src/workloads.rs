@@ -35,7 +35,7 @@ use crate::calico::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::config::CharmConfig;
 
 pub use crds::{CrdPlan, plan_crd};
-pub use pods::{calico_version, cni_image, images, veth_mtu};
+pub use pods::{cni_image, images, veth_mtu};
 pub use readiness::{calico_node_pod, node_pod_ready, pod_ready, waiting_message};
 
 /// Namespace of every namespaced workload object.

@@ -182,10 +182,6 @@ fn default_images_are_the_documented_ones_plus_the_derived_cni_image() {
             "docker.io/calico/kube-controllers:v3.6.1",
         ]
     );
-    assert_eq!(
-        workloads::calico_version(&config).as_deref(),
-        Some("v3.6.1")
-    );
 }
 
 #[test]
@@ -215,30 +211,52 @@ fn private_registry_images_reach_every_container_and_nothing_else_is_pulled() {
     );
     let kc = pod_images(w.deployments[0].spec.template.spec.as_ref().unwrap());
     assert_eq!(kc, ["10.10.0.7:5000/calico/kube-controllers:v3.6.1"]);
-    // Every image any object mentions is listed.
-    let text = serde_json::to_string(&w.objects()).unwrap();
-    for img in node.iter().chain(kc.iter()) {
-        assert!(listed.contains(img));
+    // Every image any object mentions is listed, and nothing else is pulled.
+    let mut mentioned = BTreeSet::new();
+    for o in w.objects() {
+        collect_images(&o, &mut mentioned);
     }
-    assert!(!text.contains("docker.io"), "a default image leaked");
+    let listed_set: BTreeSet<String> = listed.iter().cloned().collect();
+    assert_eq!(mentioned, listed_set);
+}
+
+/// Every value of an `image` key anywhere in `v`.
+fn collect_images(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                match (k.as_str(), x.as_str()) {
+                    ("image", Some(img)) => {
+                        out.insert(img.to_string());
+                    }
+                    _ => collect_images(x, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_images(x, out)),
+        _ => {}
+    }
 }
 
 #[test]
 fn cni_image_keeps_registry_path_and_tag_and_drops_a_digest() {
+    let cni = |node: &str| {
+        workloads::cni_image(&Image {
+            reference: node.into(),
+        })
+    };
     assert_eq!(
-        workloads::cni_image("registry.example.com:5000/calico/node:v3.32.1"),
+        cni("registry.example.com:5000/calico/node:v3.32.1"),
         "registry.example.com:5000/calico/cni:v3.32.1"
     );
     assert_eq!(
-        workloads::cni_image("quay.io/calico/node:v3.32.1@sha256:0123abcd"),
+        cni("quay.io/calico/node:v3.32.1@sha256:0123abcd"),
         "quay.io/calico/cni:v3.32.1"
     );
-    assert_eq!(workloads::cni_image("calico/node"), "calico/cni");
-    assert_eq!(workloads::cni_image("node:v1"), "cni:v1");
-    assert_eq!(
-        workloads::cni_image("reg:5000/mirror/calico-node"),
-        "reg:5000/mirror/cni"
-    );
+    assert_eq!(cni("calico/node"), "calico/cni");
+    assert_eq!(cni("node:v1"), "cni:v1");
+    assert_eq!(cni("reg:5000/mirror/calico-node"), "reg:5000/mirror/cni");
+    assert_eq!(cni("localhost:5000/node"), "localhost:5000/cni");
 }
 
 #[test]
@@ -255,10 +273,6 @@ fn an_image_change_changes_the_pod_templates() {
     assert_ne!(
         serde_json::to_value(&a.deployments[0].spec.template).unwrap(),
         serde_json::to_value(&b.deployments[0].spec.template).unwrap()
-    );
-    assert_eq!(
-        workloads::calico_version(&config).as_deref(),
-        Some("v3.32.1")
     );
 }
 

@@ -35,7 +35,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{APP_LABEL, CALICO_NODE, CONFIG_MAP, KUBE_CONTROLLERS, NAMESPACE, labels, meta};
 use crate::cni;
-use crate::config::CharmConfig;
+use crate::config::{CharmConfig, Image};
 
 /// Pod-template annotation holding a hash of the ConfigMap data.
 pub const CONFIG_HASH: &str = "calico.juju.is/config-hash";
@@ -57,36 +57,19 @@ pub fn veth_mtu(config: &CharmConfig) -> Option<u32> {
     }
 }
 
-/// An image reference split into the path before its last component, that component and
-/// the tag (a digest is dropped).
-struct ImageRef<'a> {
-    prefix: Option<&'a str>,
-    tag: Option<&'a str>,
-}
-
-fn split_image(reference: &str) -> ImageRef<'_> {
-    let without_digest = reference.split_once('@').map_or(reference, |(r, _)| r);
-    let (prefix, last) = match without_digest.rsplit_once('/') {
-        Some((p, l)) => (Some(p), l),
-        None => (None, without_digest),
-    };
-    let tag = last
-        .split_once(':')
-        .map(|(_, t)| t)
-        .filter(|t| !t.is_empty());
-    ImageRef { prefix, tag }
-}
-
 /// Calico's CNI image, derived from the node image: same registry and path, last path
-/// component `cni`, same tag; no digest (`reg:5000/calico/node:v3.6.1` →
+/// component `cni`, same tag ([`Image::tag`]); no digest (`reg:5000/calico/node:v3.6.1` →
 /// `reg:5000/calico/cni:v3.6.1`).
-pub fn cni_image(node_image: &str) -> String {
-    let r = split_image(node_image);
-    let base = match r.prefix {
-        Some(p) => format!("{p}/cni"),
+pub fn cni_image(node_image: &Image) -> String {
+    let name_tag = node_image
+        .reference
+        .split_once('@')
+        .map_or(node_image.reference.as_str(), |(n, _)| n);
+    let base = match name_tag.rsplit_once('/') {
+        Some((prefix, _)) => format!("{prefix}/cni"),
         None => "cni".to_string(),
     };
-    match r.tag {
+    match node_image.tag().filter(|t| !t.is_empty()) {
         Some(tag) => format!("{base}:{tag}"),
         None => base,
     }
@@ -94,19 +77,11 @@ pub fn cni_image(node_image: &str) -> String {
 
 /// Every image the charm pulls: calico-node, Calico CNI (install-cni), kube-controllers.
 pub fn images(config: &CharmConfig) -> Vec<String> {
-    let node = config.calico_node_image.reference.clone();
     vec![
-        node.clone(),
-        cni_image(&node),
+        config.calico_node_image.reference.clone(),
+        cni_image(&config.calico_node_image),
         config.calico_policy_image.reference.clone(),
     ]
-}
-
-/// The Calico version for `application-version-set`: the tag of `calico-node-image`.
-pub fn calico_version(config: &CharmConfig) -> Option<String> {
-    split_image(&config.calico_node_image.reference)
-        .tag
-        .map(str::to_string)
 }
 
 /// `veth_mtu` as Calico reads it: "0" is auto-detection.
@@ -328,7 +303,7 @@ fn calico_node_volumes() -> Vec<Volume> {
 fn install_cni(config: &CharmConfig) -> Container {
     Container {
         name: "install-cni".to_string(),
-        image: Some(cni_image(&config.calico_node_image.reference)),
+        image: Some(cni_image(&config.calico_node_image)),
         command: Some(vec!["/opt/cni/bin/install".to_string()]),
         env: Some(vec![
             env("CNI_CONF_NAME", cni::CONFLIST_NAME),
