@@ -79,6 +79,21 @@ fn env_map(env: &[EnvVar]) -> BTreeMap<String, String> {
     out
 }
 
+/// The pod template's labels, after checking the selector matches them.
+fn template_labels<'a>(
+    selector: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    template: &'a k8s_openapi::api::core::v1::PodTemplateSpec,
+) -> &'a BTreeMap<String, String> {
+    let sel = selector.match_labels.as_ref().unwrap();
+    let labels = template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+    assert!(!sel.is_empty());
+    assert!(
+        sel.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        "selector {sel:?} does not match the template's labels {labels:?}"
+    );
+    labels
+}
+
 fn pod_images(spec: &PodSpec) -> Vec<String> {
     spec.init_containers
         .iter()
@@ -454,20 +469,7 @@ fn calico_node_daemon_set_runs_privileged_on_every_node() {
     let w = workloads::render(&defaults());
     let ds = daemon_set(&w);
     assert_eq!(ds.metadata.name.as_deref(), Some("calico-node"));
-    let sel = ds.spec.selector.match_labels.as_ref().unwrap();
-    let tl = ds
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .labels
-        .as_ref()
-        .unwrap();
-    assert!(
-        sel.iter().all(|(k, v)| tl.get(k) == Some(v)),
-        "selector matches the template"
-    );
+    let tl = template_labels(&ds.spec.selector, &ds.spec.template);
     assert_eq!(tl["app.kubernetes.io/managed-by"], "calico-charm");
     let spec = node_pod_spec(&w);
     assert_eq!(spec.host_network, Some(true));
@@ -580,17 +582,8 @@ fn kube_controllers_deployment_runs_the_node_controller() {
     assert_eq!(env["ENABLED_CONTROLLERS"], "node");
     assert_eq!(env["DATASTORE_TYPE"], "kubernetes");
     assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
-    let sel = d.spec.selector.match_labels.as_ref().unwrap();
-    let tl = d
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .unwrap()
-        .labels
-        .as_ref()
-        .unwrap();
-    assert!(sel.iter().all(|(k, v)| tl.get(k) == Some(v)));
+    let tl = template_labels(&d.spec.selector, &d.spec.template);
+    assert_eq!(tl["app.kubernetes.io/managed-by"], "calico-charm");
 }
 
 // ---------------------------------------------------------------- RBAC
