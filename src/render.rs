@@ -323,3 +323,135 @@ impl Desired {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asn::AsNumber;
+    use crate::config::validate;
+    use serde_json::json;
+
+    fn config(pairs: &[(&str, serde_json::Value)]) -> CharmConfig {
+        let raw = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        match validate(&raw) {
+            Ok(v) => v.config,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    fn facts(unit: &str, address: &str) -> UnitFacts {
+        let ip = address.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        match UnitFacts::new(unit, "node", ip, false) {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn unit_names() {
+        assert_eq!(parse_unit_name("calico/0"), Ok(0));
+        assert_eq!(parse_unit_name("calico-ipv6/12"), Ok(12));
+        for bad in [
+            "calico",
+            "calico/",
+            "calico/x",
+            "Calico/0",
+            "/0",
+            "calico/0/1",
+            "calico/-1",
+            "1calico/0",
+            "calico-/0",
+        ] {
+            assert!(parse_unit_name(bad).is_err(), "{bad}");
+        }
+        assert_eq!(facts("calico/3", "10.0.0.1").owner(), "calico-3");
+    }
+
+    #[test]
+    fn peers_merge_in_order_skip_self_and_collapse_duplicates() {
+        let c = config(&[
+            (
+                "global-bgp-peers",
+                json!("[{address: 10.0.0.9, as-number: 1}, {address: 10.0.0.5, as-number: 1}]"),
+            ),
+            (
+                "subnet-bgp-peers",
+                json!(
+                    "{10.0.0.0/16: [{address: 10.0.0.8, as-number: 2}], 10.0.0.0/24: [{address: 10.0.0.9, as-number: 1}, {address: 10.0.0.7, as-number: 3}], 10.1.0.0/24: [{address: 10.1.0.1, as-number: 4}]}"
+                ),
+            ),
+            (
+                "unit-bgp-peers",
+                json!(
+                    "{4: [{address: 10.0.0.6, as-number: 5}], 5: [{address: 10.0.0.1, as-number: 6}]}"
+                ),
+            ),
+        ]);
+        let got: Vec<String> = effective_peers(&c, &facts("calico/4", "10.0.0.5"))
+            .iter()
+            .map(|p| format!("{}/{}", p.address, p.as_number))
+            .collect();
+        assert_eq!(
+            got,
+            ["10.0.0.9/1", "10.0.0.8/2", "10.0.0.7/3", "10.0.0.6/5"]
+        );
+    }
+
+    #[test]
+    fn peer_names_follow_the_python_charm() {
+        let p = Peer {
+            address: "10.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            as_number: AsNumber(64512),
+        };
+        assert_eq!(peer_name("calico-0", &p), "calico-0-10.0.0.1-64512");
+        let p = Peer {
+            address: "fd00::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            as_number: AsNumber(65546),
+        };
+        assert_eq!(peer_name("calico-12", &p), "calico-12-fd00--1-65546");
+    }
+
+    #[test]
+    fn node_as_number_prefers_the_unit_then_the_most_specific_subnet() {
+        let c = config(&[
+            (
+                "subnet-as-numbers",
+                json!("{10.0.0.0/16: 1, 10.0.0.0/24: 2, 10.0.0.0/20: 3}"),
+            ),
+            ("unit-as-numbers", json!("{7: 9}")),
+        ]);
+        assert_eq!(
+            node_as_number(&c, &facts("calico/1", "10.0.0.5")),
+            Some(AsNumber(2))
+        );
+        assert_eq!(
+            node_as_number(&c, &facts("calico/1", "10.0.9.5")),
+            Some(AsNumber(3))
+        );
+        assert_eq!(
+            node_as_number(&c, &facts("calico/1", "10.0.99.5")),
+            Some(AsNumber(1))
+        );
+        assert_eq!(node_as_number(&c, &facts("calico/1", "10.1.0.5")), None);
+        assert_eq!(
+            node_as_number(&c, &facts("calico/7", "10.0.0.5")),
+            Some(AsNumber(9))
+        );
+    }
+
+    #[test]
+    fn only_the_leader_renders_global_objects() {
+        let c = config(&[]);
+        let mut f = facts("calico/0", "10.0.0.5");
+        let d = desired(&c, &f);
+        assert!(matches!(d.pools, Pools::Unmanaged));
+        assert!(d.bgp_configuration.is_none() && d.workloads.is_none());
+        f.leader = true;
+        let d = desired(&c, &f);
+        assert!(matches!(&d.pools, Pools::Managed(p) if p.len() == 1));
+        assert!(d.bgp_configuration.is_some() && d.workloads.is_some());
+    }
+}
