@@ -554,3 +554,30 @@ fn old_juju_runs_hooks_directly_without_a_dispatch_path() {
     assert_ok(&unit, &run);
     assert!(logged(&unit, "INFO", "cni-relation-changed hook: active"));
 }
+
+#[test]
+fn unknown_action_fails_the_action_not_the_unit() {
+    let (unit, _) = related_unit("calico/0", false);
+    assert_ok(&unit, &unit.hook("install"));
+    let run = unit.action("list-versions", json!({}));
+    assert_ok(&unit, &run);
+    let records = unit.action_records();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        records[0]["fail"],
+        json!("unknown action \"list-versions\"")
+    );
+    assert_eq!(unit.status(), pair("active", "Ready"));
+}
+
+#[test]
+fn dispatch_outside_juju_says_what_is_missing() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_calico-charm"))
+        .arg("dispatch")
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot tell which hook to run"), "{stderr}");
+}

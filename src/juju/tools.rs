@@ -128,12 +128,16 @@ pub trait HookTools {
 #[derive(Clone, Debug)]
 pub struct Subprocess {
     pub timeout: Duration,
+    /// Extra environment for every tool (a `PATH` set here is also used to find the tool).
+    /// Empty under Juju, where the hook's own environment is what the tools need.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Subprocess {
     fn default() -> Self {
         Subprocess {
             timeout: DEFAULT_TIMEOUT,
+            env: Vec::new(),
         }
     }
 }
@@ -141,8 +145,19 @@ impl Default for Subprocess {
 /// Run one tool with arguments and return its stdout; non-zero exit is an error carrying
 /// stderr. Emits no tracing events (see the module docs).
 pub fn run_tool(tool: &str, args: &[&str], timeout: Duration) -> Result<String, ToolError> {
+    run_tool_with(tool, args, timeout, &[])
+}
+
+/// [`run_tool`] with extra environment variables for the child.
+pub fn run_tool_with(
+    tool: &str,
+    args: &[&str],
+    timeout: Duration,
+    env: &[(String, String)],
+) -> Result<String, ToolError> {
     let mut child = Command::new(tool)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -246,7 +261,7 @@ fn pairs(settings: &[(&str, &str)]) -> Vec<String> {
 
 impl Subprocess {
     fn run(&self, tool: &str, args: &[&str]) -> Result<String, ToolError> {
-        run_tool(tool, args, self.timeout)
+        run_tool_with(tool, args, self.timeout, &self.env)
     }
 
     fn json<T: DeserializeOwned>(&self, tool: &str, args: &[&str]) -> Result<T, ToolError> {

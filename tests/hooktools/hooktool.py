@@ -750,6 +750,9 @@ def harness(root, command, hook, exit_code=None):
             state.record("status", {"hook": hook, "status": "unknown", "message": "",
                                     "by": "juju", "scope": "unit"})
             state.narrate("  juju status: %s unknown (set by Juju)" % unit_name(state))
+    elif hook.startswith("actions/"):
+        # A failed action is marked failed; the unit does not go into error.
+        state.narrate("  action %s failed (exit %d)" % (hook, code))
     else:
         state.record("status", {"hook": hook, "status": "error",
                                 "message": 'hook failed: "%s"' % hook, "by": "juju",

@@ -214,6 +214,15 @@ impl Unit {
     /// A unit with the charm's default config, not leader, the network-get fixture (a fan
     /// interface first, then eth0 10.0.0.5), and no relations yet.
     pub fn new(name: &str) -> Unit {
+        Unit::create(name, true)
+    }
+
+    /// The same unit without a charm dir: for driving the hook tools directly.
+    pub fn tools_only(name: &str) -> Unit {
+        Unit::create(name, false)
+    }
+
+    fn create(name: &str, with_charm: bool) -> Unit {
         let tmp = tempfile::Builder::new()
             .prefix("calico-unit")
             .tempdir()
@@ -221,7 +230,9 @@ impl Unit {
         let charm_dir = tmp.path().join("charm");
         let tools_dir = tmp.path().join("tools");
         let state_dir = tmp.path().join("agent");
-        copy_charm(pristine_charm(), &charm_dir);
+        if with_charm {
+            copy_charm(pristine_charm(), &charm_dir);
+        }
         fs::create_dir(&tools_dir).expect("mkdir tools");
         fs::create_dir(&state_dir).expect("mkdir state");
 
@@ -463,6 +474,48 @@ impl Unit {
         pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
+    /// Start a hook context by hand (for driving tools directly, without the charm).
+    pub fn begin(&self, hook: &str) {
+        self.harness(&["begin", hook]);
+    }
+
+    /// End a hook context: exit 0 commits buffered relation-set/state-set, else discards.
+    pub fn end(&self, hook: &str, code: i32) {
+        self.harness(&["end", hook, &code.to_string()]);
+    }
+
+    /// The environment Juju gives a hook (plus extra variables set on this unit).
+    pub fn hook_env(&self, hook: &str) -> BTreeMap<String, String> {
+        let mut env = self.base_env(hook);
+        env.extend(self.extra_env.clone());
+        env
+    }
+
+    /// Run an action through dispatch (`JUJU_DISPATCH_PATH=actions/<name>`).
+    pub fn action(&self, name: &str, params: Value) -> HookRun {
+        self.write("action.json", &json!({ "params": params }));
+        let mut env = self.hook_env("");
+        env.insert("JUJU_DISPATCH_PATH".into(), format!("actions/{name}"));
+        env.insert("JUJU_ACTION_NAME".into(), name.into());
+        env.insert("JUJU_ACTION_UUID".into(), "7".into());
+        env.insert("JUJU_ACTION_TAG".into(), "action-7".into());
+        let label = format!("actions/{name}");
+        self.begin(&label);
+        let run = self.spawn(
+            &label,
+            &self.charm_dir.join("dispatch"),
+            &env,
+            "dispatch".into(),
+        );
+        self.end(&label, run.code.unwrap_or(-1));
+        run
+    }
+
+    /// Records of action-set / action-fail / action-log.
+    pub fn action_records(&self) -> Vec<Value> {
+        self.records("action")
+    }
+
     fn harness(&self, args: &[&str]) {
         let out = Command::new(python3())
             .arg(Path::new(REPO).join("tests/hooktools/hooktool.py"))
@@ -479,11 +532,10 @@ impl Unit {
     }
 
     fn run(&self, hook: &str, relation_env: BTreeMap<String, String>) -> HookRun {
-        let mut env = self.base_env(hook);
+        let mut env = self.hook_env(hook);
         env.extend(relation_env);
-        env.extend(self.extra_env.clone());
 
-        self.harness(&["begin", hook]);
+        self.begin(hook);
         let dispatch = self.charm_dir.join("dispatch");
         let hook_file = self.charm_dir.join("hooks").join(hook);
         let metadata = self.charm_dir.join("metadata.yaml").is_file();
@@ -518,8 +570,7 @@ impl Unit {
             },
             Some(program) => self.spawn(hook, &program, &env, handler),
         };
-        let code = run.code.unwrap_or(-1).to_string();
-        self.harness(&["end", hook, &code]);
+        self.end(hook, run.code.unwrap_or(-1));
         run
     }
 

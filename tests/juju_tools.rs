@@ -1,0 +1,229 @@
+//! The hook-tool client (`calico_charm::juju::Subprocess`) against the hook-tool emulator:
+//! every method, Juju's output formats, errors naming the tool, and commit semantics.
+
+mod juju_harness;
+
+use std::time::Duration;
+
+use calico_charm::juju::{HookTools, LogLevel, Subprocess, ToolError};
+use calico_charm::status::{StatusKind, UnitStatus};
+use juju_harness::{KUBECONFIG_HASH, Unit};
+use serde_json::json;
+
+/// A client whose tools see the environment of hook `hook` of `unit`.
+fn client(unit: &Unit, hook: &str) -> Subprocess {
+    Subprocess {
+        timeout: Duration::from_secs(30),
+        env: unit.hook_env(hook).into_iter().collect(),
+    }
+}
+
+#[test]
+fn reads_config_network_leadership_and_relations() {
+    let unit = Unit::tools_only("calico/3");
+    unit.set_leader(true);
+    let rid = unit.relate_cni(
+        9,
+        &[
+            ("kubeconfig-hash", KUBECONFIG_HASH),
+            ("service-cidr", "10.152.183.0/24"),
+        ],
+    );
+    unit.begin("update-status");
+    let tools = client(&unit, "update-status");
+
+    // Typed values as config.yaml declares them; veth-mtu has no default and is omitted.
+    let config = tools.config_get().unwrap();
+    assert_eq!(config.get("nat-outgoing"), Some(&json!(true)));
+    assert_eq!(config.get("global-as-number"), Some(&json!(64512)));
+    assert_eq!(config.get("cidr"), Some(&json!("192.168.0.0/16")));
+    assert!(!config.contains_key("veth-mtu"));
+    unit.set_config("veth-mtu", json!(9000));
+    assert_eq!(
+        tools.config_get().unwrap().get("veth-mtu"),
+        Some(&json!(9000))
+    );
+
+    let network = tools.network_get("cni").unwrap();
+    assert_eq!(network.bind_addresses.len(), 2);
+    assert_eq!(network.bind_addresses[0].interface_name, "fan-252");
+    assert_eq!(
+        calico_charm::juju::bind_address(&network),
+        Some("10.0.0.5".parse().unwrap())
+    );
+    assert_eq!(tools.unit_get_private_address().unwrap(), "10.0.0.5");
+    assert!(tools.is_leader().unwrap());
+
+    assert_eq!(tools.relation_ids("cni").unwrap(), vec![rid.clone()]);
+    assert!(tools.relation_ids("etcd").unwrap().is_empty());
+    assert_eq!(
+        tools.relation_list(&rid).unwrap(),
+        vec!["kubernetes-worker/0".to_string()]
+    );
+    let bag = tools.relation_get(&rid, "kubernetes-worker/0").unwrap();
+    assert_eq!(
+        bag.get("kubeconfig-hash").map(String::as_str),
+        Some(KUBECONFIG_HASH)
+    );
+    assert_eq!(
+        bag.get("service-cidr").map(String::as_str),
+        Some("10.152.183.0/24")
+    );
+    assert_eq!(
+        bag.get("private-address").map(String::as_str),
+        Some("10.0.0.7")
+    );
+    unit.end("update-status", 0);
+}
+
+#[test]
+fn writes_are_buffered_until_the_hook_succeeds() {
+    let unit = Unit::tools_only("calico/0");
+    let rid = unit.relate_cni(1, &[]);
+
+    unit.begin("config-changed");
+    let tools = client(&unit, "config-changed");
+    tools
+        .relation_set(
+            &rid,
+            &[
+                ("cidr", "10.1.0.0/16"),
+                ("cni-conf-file", "10-calico.conflist"),
+            ],
+        )
+        .unwrap();
+    tools.state_set("pools", "ipv4").unwrap();
+    // This hook sees its own pending writes.
+    let own = tools.relation_get(&rid, "calico/0").unwrap();
+    assert_eq!(own.get("cidr").map(String::as_str), Some("10.1.0.0/16"));
+    assert_eq!(tools.state_get("pools").unwrap().as_deref(), Some("ipv4"));
+    // The hook fails: nothing is committed.
+    unit.end("config-changed", 1);
+    assert_eq!(unit.local_data(&rid).get("cidr"), None);
+    assert!(unit.charm_state().is_empty());
+    assert_eq!(
+        unit.status(),
+        ("error".into(), "hook failed: \"config-changed\"".into())
+    );
+
+    // The same writes in a hook that succeeds are committed and seen by the next hook.
+    unit.begin("config-changed");
+    tools
+        .relation_set(
+            &rid,
+            &[
+                ("cidr", "10.1.0.0/16"),
+                ("cni-conf-file", "10-calico.conflist"),
+            ],
+        )
+        .unwrap();
+    tools.state_set("pools", "ipv4").unwrap();
+    unit.end("config-changed", 0);
+    assert_eq!(
+        unit.local_data(&rid).get("cidr").map(String::as_str),
+        Some("10.1.0.0/16")
+    );
+    unit.begin("update-status");
+    let next = client(&unit, "update-status");
+    assert_eq!(next.state_get("pools").unwrap().as_deref(), Some("ipv4"));
+    assert_eq!(next.state_get("absent").unwrap(), None);
+    // `key=` deletes a relation key.
+    next.relation_set(&rid, &[("cidr", "")]).unwrap();
+    unit.end("update-status", 0);
+    assert_eq!(unit.local_data(&rid).get("cidr"), None);
+    assert_eq!(
+        unit.local_data(&rid)
+            .get("cni-conf-file")
+            .map(String::as_str),
+        Some("10-calico.conflist")
+    );
+}
+
+#[test]
+fn status_version_and_log_are_immediate() {
+    let unit = Unit::tools_only("calico/0");
+    unit.begin("install");
+    let tools = client(&unit, "install");
+    // A message starting with '-' must not be taken for a flag.
+    tools
+        .status_set(&UnitStatus::new(StatusKind::Blocked, "-x is not a cidr"))
+        .unwrap();
+    tools.application_version_set("v3.26.1").unwrap();
+    tools.juju_log(LogLevel::Warning, "--not a flag").unwrap();
+    unit.end("install", 1);
+    let statuses = unit.statuses();
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.status == "blocked" && s.message == "-x is not a cidr" && s.by == "charm")
+    );
+    assert_eq!(unit.versions(), ["v3.26.1"]);
+    let logs = unit.logs();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].level, "WARNING");
+    assert_eq!(logs[0].message, "--not a flag");
+    assert!(
+        logs[0]
+            .line
+            .contains("WARNING unit.calico/0.juju-log --not a flag")
+    );
+}
+
+#[test]
+fn errors_name_the_tool() {
+    let unit = Unit::tools_only("calico/0");
+    unit.begin("config-changed");
+    let tools = client(&unit, "config-changed");
+
+    // Runtime error (exit 1) with Juju's message.
+    match tools.network_get("etcd") {
+        Err(ToolError::Failed { tool, stderr, .. }) => {
+            assert_eq!(tool, "network-get");
+            assert_eq!(stderr, "ERROR no network config found for binding \"etcd\"");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Usage error (exit 2): a relation that does not exist.
+    let err = tools.relation_list("cni:42").unwrap_err();
+    assert!(err.to_string().contains("relation-list"), "{err}");
+    assert!(err.to_string().contains("exit status: 2"), "{err}");
+    assert!(err.to_string().contains("relation not found"), "{err}");
+    // Action tools outside an action.
+    let err = tools.action_fail("nope").unwrap_err();
+    assert!(err.to_string().contains("action-fail"), "{err}");
+    assert!(err.to_string().contains("not running an action"), "{err}");
+    // Missing tool.
+    unit.remove_tool("is-leader");
+    let err = tools.is_leader().unwrap_err();
+    assert!(
+        matches!(err, ToolError::Missing { ref tool } if tool == "is-leader"),
+        "{err:?}"
+    );
+    unit.end("config-changed", 0);
+}
+
+#[test]
+fn tools_outside_a_hook_context_fail_like_jujuc() {
+    let unit = Unit::tools_only("calico/0");
+    let mut tools = client(&unit, "install");
+    tools.env.retain(|(k, _)| k != "JUJU_CONTEXT_ID");
+    // Without JUJU_CONTEXT_ID (inherited from the test process, which has none).
+    if std::env::var_os("JUJU_CONTEXT_ID").is_none() {
+        let err = tools.config_get().unwrap_err();
+        assert!(
+            err.to_string().contains("ERROR JUJU_CONTEXT_ID not set"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn state_values_are_limited_like_juju() {
+    let unit = Unit::tools_only("calico/0");
+    unit.begin("install");
+    let tools = client(&unit, "install");
+    let big = "x".repeat(65537);
+    let err = tools.state_set("k", &big).unwrap_err();
+    assert!(err.to_string().contains("state-set"), "{err}");
+    unit.end("install", 0);
+}
