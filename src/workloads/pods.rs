@@ -4,12 +4,16 @@
 //! Decisions where the issue is silent:
 //! - `calico_backend` is always `bird`: every BGP option of the charm (mesh, peers, AS
 //!   numbers, route reflectors) needs BIRD, and VXLAN works alongside it.
-//! - IP autodetection is `kubernetes-internal-ip` for each family the `cidr` option has: the
-//!   address kubelet registered for the Node, which on Charmed Kubernetes is the machine's
-//!   bound address, never a bridge (`first-found` can pick `lxdbr0` or a `br-*` bridge).
-//!   A `cidr=` method built from `subnet-as-numbers`/`subnet-bgp-peers` was rejected: those
-//!   maps may list only some subnets, and a node outside every listed subnet would fail to
-//!   start. IPv6-only: `IP=none` and `CALICO_ROUTER_ID=hash` (BIRD needs a router id).
+//! - IP autodetection is `kubernetes-internal-ip` for each family the `cidr` option has:
+//!   the Node's InternalIP, i.e. the address kubelet registered (its node IP), never a
+//!   bridge (`first-found` can pick `lxdbr0` or a `br-*` bridge). This is the unit's
+//!   cni-binding address as long as kubelet's node IP is that address; the DaemonSet is
+//!   cluster-wide and the leader does not know the other units' addresses, so nothing
+//!   per-unit can be put in it. A `cidr=` method built from `subnet-as-numbers` /
+//!   `subnet-bgp-peers` was rejected: those maps may list only some subnets, and a node
+//!   outside every listed subnet would fail to start. Dual stack needs an IPv6 InternalIP
+//!   on every Node. IPv6-only: `IP=none` and `CALICO_ROUTER_ID=hash` (BIRD needs a router
+//!   id).
 //! - The `AS` variable is never set: the charm sets each node's AS through annotations.
 //! - Init containers `upgrade-ipam` (migrates host-local IPAM data, which this charm never
 //!   used) and `ebpf-bootstrap` (eBPF dataplane, not used) are omitted.
