@@ -28,6 +28,27 @@ fn unit_name(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A Kubernetes node name: a lowercase RFC 1123 subdomain of at most 253 characters.
+fn node_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            let b = label.as_bytes();
+            b.first().is_some_and(u8::is_ascii_alphanumeric)
+                && b.last().is_some_and(u8::is_ascii_alphanumeric)
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a Kubernetes node name (lowercase letters, digits, '-' and '.', \
+             at most 253 characters)"
+        ))
+    }
+}
+
 /// Arguments of `calico-charm render`.
 #[derive(clap::Args, Debug)]
 pub struct RenderArgs {
@@ -42,7 +63,7 @@ pub struct RenderArgs {
     #[arg(long, value_name = "IP")]
     pub address: IpAddr,
     /// Kubernetes node name of the unit's machine [default: this host's name].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = node_name)]
     pub node_name: Option<String>,
     /// Render as the leader (pools, BGPConfiguration, workloads).
     #[arg(long)]
@@ -156,7 +177,8 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     };
     let node_name = match &args.node_name {
         Some(n) => n.clone(),
-        None => host_name()?,
+        None => node_name(&host_name()?)
+            .map_err(|e| anyhow::anyhow!("host name {e}: pass --node-name"))?,
     };
     let facts = UnitFacts::new(&args.unit, node_name, args.address, args.leader)?;
     let mut warnings = validated.warnings;

@@ -283,6 +283,17 @@ fn usage_errors_exit_2() {
         ],
         vec!["validate", "--config", &config, "--unit", "calico/0"],
         vec!["validate"],
+        vec![
+            "render",
+            "--config",
+            &config,
+            "--unit",
+            "calico/0",
+            "--address",
+            "10.0.0.2",
+            "--node-name",
+            "Node_0",
+        ],
     ] {
         let out = run(&args, None);
         assert_eq!(
