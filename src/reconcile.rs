@@ -36,6 +36,13 @@ pub trait Cluster {
     /// Make the cluster match `desired`: apply what it holds, prune what this unit owns and no
     /// longer wants. `stop`/`remove` pass the stopping `Desired` (everything pruned).
     fn converge(&self, desired: &Desired) -> Outcome;
+
+    /// `stop`/`remove`: converge to the stopping `Desired` ([`crate::render::stopping`]).
+    /// Defaults to [`Cluster::converge`]; override to skip readiness checks that make no
+    /// sense for a unit going away.
+    fn stop(&self, desired: &Desired) -> Outcome {
+        self.converge(desired)
+    }
 }
 
 /// Stand-in until apply is wired: applies nothing and reports nothing pending, so a unit whose
@@ -279,7 +286,7 @@ pub fn stop(
     let mut report = Report::new(event);
     let facts = unit_facts(env, tools)?;
     let desired = crate::render::stopping(&facts);
-    let outcome = cluster.converge(&desired);
+    let outcome = cluster.stop(&desired);
     log_outcome(&outcome);
     if outcome.waiting.is_empty() && outcome.blocked.is_empty() {
         tracing::info!("{event}: removed what {} owned", facts.unit_name);
