@@ -14,6 +14,9 @@ use serde_json::json;
 
 const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
+/// (relation id, settings) of one relation-set.
+type RelationSet = (String, Vec<(String, String)>);
+
 #[derive(Default)]
 struct Tools {
     config: RawConfig,
@@ -22,7 +25,7 @@ struct Tools {
     missing: Option<&'static str>,
     calls: RefCell<Vec<String>>,
     statuses: RefCell<Vec<UnitStatus>>,
-    sets: RefCell<Vec<(String, Vec<(String, String)>)>>,
+    sets: RefCell<Vec<RelationSet>>,
 }
 
 impl Tools {
