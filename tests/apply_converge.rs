@@ -872,6 +872,21 @@ fn unmanaged_pools_are_never_touched() {
 }
 
 #[test]
+fn managed_but_empty_pool_list_removes_nothing() {
+    let ds = Mem::new();
+    ds.add_node(NODE, &[]);
+    ds.add_pool("ipv4", "10.1.0.0/16", &[]);
+    let out = run(&leader(&[], &[], &[]), &ds);
+    assert!(out.settled(), "{out:?}");
+    assert_eq!(ds.pool_names(), vec!["ipv4"]);
+    assert!(
+        !ds.log()
+            .iter()
+            .any(|l| l.starts_with("disable_pool") || l.starts_with("delete_pool"))
+    );
+}
+
+#[test]
 fn a_stale_pool_that_was_draining_is_enabled_again_when_wanted_again() {
     let ds = Mem::new();
     ds.add_node(NODE, &[]);

@@ -897,3 +897,55 @@ fn workloads_leave_existing_crds_alone_and_prune_only_their_own_objects() {
             .any(|w| w.contains("customresourcedefinitions"))
     );
 }
+
+#[test]
+fn a_refused_token_blocks() {
+    let env = env(&["n0"]);
+    env.server
+        .write_kubeconfig_with_token(&env.kubeconfig, "not-a-valid-token")
+        .unwrap();
+    let out = hook(&env, &unit(0, "n0", &[], &[]));
+    assert_eq!(out.blocked.len(), 1, "{out:?}");
+    assert!(
+        out.blocked[0].starts_with("Kubernetes API denied access: "),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn tls_is_verified_even_when_the_kubeconfig_says_skip() {
+    let env = env(&["n0"]);
+    let yaml: String = env
+        .server
+        .kubeconfig_yaml()
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("certificate-authority-data:") {
+                "    insecure-skip-tls-verify: true".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&env.kubeconfig, yaml).unwrap();
+    let started = Instant::now();
+    let out = hook(&env, &unit(0, "n0", &["10.0.0.1"], &[]));
+    assert_eq!(out.waiting.len(), 1, "{out:?}");
+    assert!(
+        out.waiting[0].starts_with("Kubernetes API unavailable: "),
+        "{out:?}"
+    );
+    // A certificate problem is not retried.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(names(&env.server, "BGPPeer").is_empty());
+    assert!(
+        env.server.requests().is_empty(),
+        "{:?}",
+        env.server.requests()
+    );
+}

@@ -254,6 +254,11 @@ fn which_answers_are_transient() {
     assert!(transient_error(&io(std::io::ErrorKind::TimedOut)));
     assert!(transient_error(&io(std::io::ErrorKind::UnexpectedEof)));
     assert!(!transient_error(&io(std::io::ErrorKind::InvalidData)));
+    // As hyper-util reports a TLS failure: an InvalidData error wrapped in an Other one.
+    let wrapped = std::io::Error::other(io(std::io::ErrorKind::InvalidData));
+    assert!(!transient_error(&wrapped));
+    let wrapped = std::io::Error::other(io(std::io::ErrorKind::ConnectionReset));
+    assert!(transient_error(&wrapped));
 
     let mut headers = HeaderMap::new();
     assert_eq!(retry_after(&headers), None);

@@ -560,6 +560,11 @@ impl<D: Datastore> Run<'_, D> {
             existing,
             ..PoolPlan::default_complete()
         };
+        if pools.is_empty() {
+            // "Exactly no pools" would remove every pool and with it pod networking: never.
+            tracing::warn!("no IP pool rendered; leaving existing pools alone");
+            plan.complete = false;
+        }
         for want in pools {
             let rendered = want.metadata.name.clone().unwrap_or_default();
             let Some(cidr) = parse_cidr(&want.spec.cidr) else {

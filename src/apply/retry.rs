@@ -169,6 +169,7 @@ pub struct AttemptTimedOut(pub Duration);
 /// a certificate the client does not trust).
 pub fn transient_error(err: &(dyn StdError + 'static)) -> bool {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    let mut transient = true;
     while let Some(e) = current {
         if e.is::<AttemptTimedOut>() {
             return true;
@@ -178,14 +179,29 @@ pub fn transient_error(err: &(dyn StdError + 'static)) -> bool {
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind as K;
-            return !matches!(
+            // TLS failures surface as InvalidData, possibly below a generic wrapper.
+            if matches!(
                 io.kind(),
                 K::InvalidData | K::InvalidInput | K::PermissionDenied | K::Unsupported
-            );
+            ) {
+                transient = false;
+            }
         }
-        current = e.source();
+        current = next_cause(e);
     }
-    true
+    transient
+}
+
+/// The cause below an error. `std::io::Error::source` skips the error an `io::Error`
+/// wraps (it returns that error's own source), so look inside wrapped `io::Error`s.
+fn next_cause<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    match e.downcast_ref::<std::io::Error>() {
+        Some(io) => io
+            .get_ref()
+            .map(|inner| inner as &(dyn StdError + 'static))
+            .or_else(|| e.source()),
+        None => e.source(),
+    }
 }
 
 /// A short description of a failure for an operator: the innermost cause
