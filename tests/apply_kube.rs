@@ -949,3 +949,148 @@ fn tls_is_verified_even_when_the_kubeconfig_says_skip() {
         env.server.requests()
     );
 }
+
+// ---- with the real renderer ------------------------------------------------------------------
+
+fn rendered(unit: &str, node: &str, leader: bool, options: &[(&str, &str)]) -> Desired {
+    let mut raw = calico_charm::options::defaults().unwrap();
+    for (k, v) in options {
+        raw.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    let config = calico_charm::config::validate(&raw)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .config;
+    let facts =
+        calico_charm::render::UnitFacts::new(unit, node, "10.0.0.10".parse().unwrap(), leader)
+            .unwrap();
+    calico_charm::render::desired(&config, &facts)
+}
+
+#[test]
+fn rendered_objects_land_exactly_and_a_no_op_hook_costs_one_request_per_object() {
+    let env = env(&["n0", "n1"]);
+    let s = &env.server;
+    let opts = [
+        ("cidr", "10.1.0.0/16"),
+        ("node-to-node-mesh", "false"),
+        (
+            "global-bgp-peers",
+            "[{address: 10.0.0.1, as-number: 65000}]",
+        ),
+        (
+            "unit-bgp-peers",
+            "{1: [{address: 10.0.0.2, as-number: 65001}]}",
+        ),
+        ("unit-as-numbers", "{0: 64513}"),
+        ("route-reflector-cluster-ids", "{1: 244.0.0.1}"),
+    ];
+    let lead = rendered("calico/0", "n0", true, &opts);
+    let other = rendered("calico/1", "n1", false, &opts);
+    for want in [&lead, &other] {
+        let out = hook(&env, want);
+        assert!(out.settled(), "{out:?}");
+    }
+
+    // Every rendered Calico object is on the server as rendered.
+    let Pools::Managed(pools) = &lead.pools else {
+        panic!("leader manages pools")
+    };
+    for p in pools {
+        let name = p.metadata.name.as_deref().unwrap();
+        let stored: IPPool = serde_json::from_value(calico(s, "IPPool", name)).unwrap();
+        assert_eq!(stored.spec, p.spec, "{name}");
+    }
+    let config = lead.bgp_configuration.as_ref().unwrap();
+    let stored: BGPConfiguration =
+        serde_json::from_value(calico(s, "BGPConfiguration", "default")).unwrap();
+    assert_eq!(stored.spec.as_number, config.spec.as_number);
+    assert_eq!(
+        stored.spec.node_to_node_mesh_enabled,
+        config.spec.node_to_node_mesh_enabled
+    );
+    for want in [&lead, &other] {
+        assert!(!want.peers.is_empty());
+        for p in &want.peers {
+            let name = p.metadata.name.as_deref().unwrap();
+            let stored: BGPPeer = serde_json::from_value(calico(s, "BGPPeer", name)).unwrap();
+            assert_eq!(stored.spec, p.spec, "{name}");
+            assert_eq!(stored.metadata.labels, p.metadata.labels, "{name}");
+        }
+        let node = &want.node.node_name;
+        let calico_keys: BTreeMap<String, String> = annotations(s, node)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("projectcalico.org/"))
+            .collect();
+        assert_eq!(calico_keys, want.node.annotations, "{node}");
+    }
+    let workloads = lead.workloads.as_ref().unwrap();
+    let mut owned = 0;
+    for object in workloads.objects() {
+        let api_version = object["apiVersion"].as_str().unwrap();
+        let kind = object["kind"].as_str().unwrap();
+        let name = object["metadata"]["name"].as_str().unwrap();
+        let ns = object["metadata"]["namespace"].as_str();
+        assert!(
+            s.get(api_version, kind, ns, name).is_some(),
+            "{kind}/{name} missing"
+        );
+        if kind != "CustomResourceDefinition" {
+            owned += 1;
+        }
+    }
+
+    // A second round changes nothing, and costs about one request per owned object.
+    let rv = s.resource_version();
+    for (want, objects) in [
+        (&lead, owned + pools.len() + lead.peers.len() + 1),
+        (&other, other.peers.len()),
+    ] {
+        s.reset_requests();
+        let out = hook(&env, want);
+        assert_eq!(out, Outcome::default());
+        let requests = s.request_count();
+        // Reads: the node, the owned-peer list; the leader also lists pools, reads the
+        // BGPConfiguration, discovers served CRDs and lists its workloads of 6 kinds.
+        let reads = if want.workloads.is_some() {
+            2 + 1 + 1 + 2 + 6
+        } else {
+            2
+        };
+        assert!(
+            requests <= objects + reads,
+            "{} requests for {objects} objects: {:#?}",
+            requests,
+            s.requests()
+                .iter()
+                .map(|r| format!("{} {}", r.method, r.path))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(s.resource_version(), rv, "a no-op round wrote something");
+
+    // A config change prunes what is no longer rendered.
+    let opts2 = [
+        ("cidr", "10.1.0.0/16"),
+        ("node-to-node-mesh", "false"),
+        (
+            "global-bgp-peers",
+            "[{address: 10.0.0.3, as-number: 65000}]",
+        ),
+    ];
+    for (unit, node, leader) in [("calico/0", "n0", true), ("calico/1", "n1", false)] {
+        let out = hook(&env, &rendered(unit, node, leader, &opts2));
+        assert!(out.settled(), "{out:?}");
+        assert!(!out.deleted.is_empty(), "{out:?}");
+    }
+    let peers = names(s, "BGPPeer");
+    assert_eq!(peers.len(), 2, "{peers:?}");
+    assert!(peers.iter().all(|p| p.contains("10.0.0.3")), "{peers:?}");
+    for node in ["n0", "n1"] {
+        assert!(
+            !annotations(s, node)
+                .keys()
+                .any(|k| k == AS_NUMBER_ANNOTATION || k == RR_CLUSTER_ID_ANNOTATION),
+            "{node}"
+        );
+    }
+}
