@@ -679,6 +679,52 @@ async fn apply_keeps_an_admins_fields_on_calico_objects_and_creates_missing_ones
 }
 
 #[tokio::test]
+async fn status_is_written_only_through_its_subresource() {
+    let server = TestApiServer::start(Options::without_crds());
+    let client = server.kube_client().await.expect("client");
+    let ds: Api<k8s_openapi::api::apps::v1::DaemonSet> = Api::namespaced(client, "kube-system");
+    let obj = json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "calico-node"},
+        "spec": {"selector": {"matchLabels": {"k8s-app": "calico-node"}},
+                 "template": {"metadata": {"labels": {"k8s-app": "calico-node"}},
+                              "spec": {"containers": [{"name": "calico-node", "image": "calico/node:v3.32.1"}]}}},
+        "status": {"numberReady": 5}
+    });
+    let pp = PatchParams::apply("calico-charm").force();
+    let created = ds
+        .patch("calico-node", &pp, &Patch::Apply(&obj))
+        .await
+        .expect("apply");
+    assert!(
+        created.status.is_none(),
+        "status is ignored on the main resource"
+    );
+    let status = json!({"status": {"currentNumberScheduled": 3, "desiredNumberScheduled": 3,
+        "numberMisscheduled": 0, "numberReady": 3}});
+    let patched = ds
+        .patch_status(
+            "calico-node",
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .expect("patch status");
+    assert_eq!(patched.status.map(|s| s.number_ready), Some(3));
+    assert_eq!(patched.metadata.generation, Some(1));
+    // Re-applying the main resource keeps the status.
+    let again = ds
+        .patch("calico-node", &pp, &Patch::Apply(&obj))
+        .await
+        .expect("apply");
+    assert_eq!(again.status.map(|s| s.number_ready), Some(3));
+    assert_eq!(
+        again.metadata.resource_version, patched.metadata.resource_version,
+        "no-op"
+    );
+}
+
+#[tokio::test]
 async fn merge_patch_and_json_patch() {
     let server = TestApiServer::start(Options::without_crds());
     let client = server.kube_client().await.expect("client");

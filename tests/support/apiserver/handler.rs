@@ -440,9 +440,11 @@ fn handle_inner(store: &mut Store, req: &Request) -> Res<Reply> {
             let t = store
                 .find_type(&group, &version, &plural)
                 .ok_or_else(ApiError::page_not_found)?;
-            if sub.is_some() {
-                return Err(ApiError::page_not_found());
-            }
+            let status_sub = match sub.as_deref() {
+                None => false,
+                Some("status") if t.status_subresource && name.is_some() => true,
+                Some(_) => return Err(ApiError::page_not_found()),
+            };
             // Namespaced types need a namespace except for listing across namespaces;
             // cluster-scoped types never take one.
             let all_namespaces = name.is_none() && req.method == "GET";
@@ -460,6 +462,7 @@ fn handle_inner(store: &mut Store, req: &Request) -> Res<Reply> {
                     .get(&t, &ns, &n)
                     .map(|o| Reply::ok(200, served(&t, o)))
                     .ok_or_else(|| ApiError::not_found(&t, &n)),
+                ("PUT" | "PATCH", Some(n)) if status_sub => write_status(store, &t, &ns, &n, req),
                 ("PUT", Some(n)) => replace(store, &t, &ns, &n, &q, req),
                 ("PATCH", Some(n)) => patch(store, &t, &ns, &n, &q, req),
                 ("DELETE", Some(n)) => delete(store, &t, &ns, &n, &q, req),
@@ -1292,4 +1295,71 @@ fn delete_collection(
             "items": doomed.iter().map(|o| served(t, o)).collect::<Vec<_>>(),
         }),
     ))
+}
+
+/// PUT or PATCH on the `status` subresource: only `status` changes (no managed fields, no
+/// generation). An apply there merges the applied `status` like a merge patch.
+fn write_status(
+    store: &mut Store,
+    t: &ResourceType,
+    ns: &str,
+    name: &str,
+    req: &Request,
+) -> Res<Reply> {
+    let live = store
+        .get(t, ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(t, name))?;
+    let ct = req
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    let candidate = if req.method == "PUT" {
+        let body = parse_body(req)?;
+        check_rv(t, name, &live, str_at(&body, "/metadata/resourceVersion"))?;
+        body
+    } else {
+        let mut obj = live.clone();
+        match ct {
+            "application/json-patch+json" => {
+                let body: Value = serde_json::from_slice(req.body)
+                    .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+                fields::json_patch(&mut obj, &body)
+                    .map_err(|e| ApiError::new(422, "Invalid", e))?;
+            }
+            "application/apply-patch+yaml" => {
+                let body = parse_body(req)?;
+                let status = body.get("status").cloned().unwrap_or(Value::Null);
+                fields::merge_patch(&mut obj, &json!({ "status": status }));
+            }
+            _ => {
+                let body = parse_body(req)?;
+                check_rv(t, name, &live, str_at(&body, "/metadata/resourceVersion"))?;
+                fields::merge_patch(&mut obj, &body);
+            }
+        }
+        obj
+    };
+    let mut obj = live.clone();
+    if let Some(m) = obj.as_object_mut() {
+        match candidate.get("status") {
+            Some(st) if !st.is_null() => {
+                m.insert("status".into(), st.clone());
+            }
+            _ => {
+                m.remove("status");
+            }
+        }
+    }
+    if obj == live {
+        return Ok(reply(200, t, &live, Vec::new()));
+    }
+    let rv = store.next_rv();
+    if let Some(meta) = meta_mut(&mut obj) {
+        meta.insert("resourceVersion".into(), Value::String(rv));
+    }
+    store.put(t, ns, name, obj.clone());
+    Ok(reply(200, t, &obj, Vec::new()))
 }

@@ -36,8 +36,10 @@
 //! in an applied configuration own nothing. A field a manager stops applying is removed
 //! unless another manager owns it (or something under it); parent maps left empty by such
 //! a removal (below the top level) are removed too. Non-apply writes give the writer
-//! ownership of the fields it changed, taking them from other managers. No watch, no
-//! subresources (`/status`, `/scale`: 404), no pagination (`limit` is ignored; everything is
+//! ownership of the fields it changed, taking them from other managers. The `status`
+//! subresource (kinds that have one) takes GET, PUT and PATCH and changes only `status`
+//! (not tracked in managed fields; an apply there is merged like a merge patch); other
+//! subresources answer 404. No watch (405), no pagination (`limit` is ignored; everything is
 //! returned), no admission, no garbage collection except: deleting a CRD deletes its objects
 //! and stops serving its kind, deleting a Namespace deletes what is in it.
 //!
@@ -132,6 +134,9 @@ pub struct LogEntry {
     /// The authenticated user (empty when unauthenticated).
     pub user: String,
     pub user_agent: String,
+    /// The client's address: requests of one client process share it while its connection
+    /// lives (benches can group requests by it).
+    pub peer: Option<SocketAddr>,
     pub content_type: String,
     /// `Warning` headers sent (e.g. unknown fields pruned).
     pub warnings: Vec<String>,
@@ -840,12 +845,12 @@ async fn accept_loop(
         let conn_shutdown = shutdown.clone();
         tokio::select! {
             r = listener.accept() => {
-                let Ok((tcp, _)) = r else {
+                let Ok((tcp, peer)) = r else {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                tokio::spawn(connection(tcp, shared.clone(), acceptor.clone(), conn_shutdown));
+                tokio::spawn(connection(tcp, peer, shared.clone(), acceptor.clone(), conn_shutdown));
             }
             _ = stopped(&mut shutdown) => break,
         }
@@ -854,6 +859,7 @@ async fn accept_loop(
 
 async fn connection(
     tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
     shared: Arc<Shared>,
     acceptor: TlsAcceptor,
     mut shutdown: watch::Receiver<bool>,
@@ -868,7 +874,7 @@ async fn connection(
         },
         _ = stopped(&mut shutdown) => return,
     };
-    let svc = service_fn(move |req| serve_request(shared.clone(), req));
+    let svc = service_fn(move |req| serve_request(shared.clone(), peer, req));
     let conn = http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(tls), svc);
@@ -929,6 +935,7 @@ fn respond(
 
 async fn serve_request(
     shared: Arc<Shared>,
+    peer: SocketAddr,
     req: hyper::Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Dropped> {
     let start = Instant::now();
@@ -953,6 +960,7 @@ async fn serve_request(
         status: 0,
         user: String::new(),
         user_agent,
+        peer: Some(peer),
         content_type: content_type.clone(),
         warnings: Vec::new(),
         duration: Duration::ZERO,
