@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use calico_charm::apply::cluster::is_teardown;
 use calico_charm::apply::datastore::NodeAgent;
 use calico_charm::apply::kube::kubeconfig_path_from;
 use calico_charm::apply::pod::{node_agent_from_pod, node_agent_from_pods};
@@ -390,4 +391,13 @@ fn calico_node_readiness_and_reasons() {
         node_agent_from_pods(&[running_ready, pulling], "n1"),
         NodeAgent::Ready
     );
+}
+
+#[test]
+fn teardown_hooks_are_recognised() {
+    assert!(is_teardown("hooks/stop"));
+    assert!(is_teardown("hooks/remove"));
+    assert!(!is_teardown("hooks/update-status"));
+    assert!(!is_teardown("hooks/stopped"));
+    assert!(!is_teardown(""));
 }
