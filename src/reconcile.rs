@@ -96,6 +96,8 @@ pub struct Report {
     pub version: Option<String>,
     /// Relation ids this unit published `cidr`/`cni-conf-file` on.
     pub published: Vec<String>,
+    /// The `cidr` published (`None`: left as it was, the option being invalid).
+    pub published_cidr: Option<String>,
     pub principal: Principal,
     pub config_errors: Vec<ConfigError>,
     pub facts: Option<UnitFacts>,
@@ -110,6 +112,7 @@ impl Report {
             status: None,
             version: None,
             published: Vec::new(),
+            published_cidr: None,
             principal: Principal::default(),
             config_errors: Vec::new(),
             facts: None,
@@ -203,20 +206,10 @@ pub fn reconcile(
             settings.insert(0, ("cidr", cidr));
         }
         tools.relation_set(id, &settings)?;
-        match cidr.as_deref() {
-            Some(cidr) => {
-                tracing::debug!("published cidr={cidr} cni-conf-file={CNI_CONF_FILE} on {id}")
-            }
-            None => tracing::debug!(
-                "published cni-conf-file={CNI_CONF_FILE} on {id}; cidr left as it was (the cidr option is invalid)"
-            ),
-        }
         report.published.push(id.clone());
     }
+    report.published_cidr = cidr;
     report.principal = read_principal(tools, &relations)?;
-    if let Some(hash) = &report.principal.kubeconfig_hash {
-        tracing::debug!("principal kubeconfig-hash {}", short_hash(hash));
-    }
 
     let version = calico_version(&raw, errors);
     let validated = match validated {
@@ -256,13 +249,6 @@ pub fn reconcile(
         tracing::warn!("Config warning: {warning}");
     }
     inputs.config_warnings += unit_warnings.len();
-    tracing::debug!(
-        unit = facts.unit_name.as_str(),
-        node = facts.node_name.as_str(),
-        address = %facts.address,
-        leader = facts.leader,
-        "unit facts"
-    );
     // RENDER (pure) then APPLY through the seam.
     let desired = crate::render::desired(&config, &facts);
     let outcome = cluster.converge(&desired);
@@ -322,13 +308,70 @@ fn finish(
         tools.application_version_set(&version)?;
         report.version = Some(version);
     }
-    let level_is_problem = matches!(status.kind, StatusKind::Blocked | StatusKind::Waiting);
-    if level_is_problem {
-        tracing::warn!("{}: {}", report.event, status);
+    // One line per hook says where it ended and on what facts (what debug-log readers want,
+    // and one juju-log call instead of several).
+    let summary = report.summary();
+    if matches!(status.kind, StatusKind::Blocked | StatusKind::Waiting) {
+        tracing::warn!("{summary}");
     } else {
-        tracing::info!("{}: {}", report.event, status);
+        tracing::info!("{summary}");
     }
     Ok(report)
+}
+
+impl Report {
+    /// `<event>: <status>; <unit facts>; <what was published>; <what the principal said>;
+    /// <what the cluster did>`, with only the parts this hook got to. Hashes are shortened;
+    /// nothing secret is in a report.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        match &self.status {
+            Some(status) => parts.push(format!("{}: {status}", self.event)),
+            None => parts.push(self.event.to_string()),
+        }
+        if let Some(facts) = &self.facts {
+            parts.push(format!(
+                "{} ({}) on node {} at {}",
+                facts.unit_name,
+                if facts.leader { "leader" } else { "not leader" },
+                facts.node_name,
+                facts.address
+            ));
+        }
+        if self.published.is_empty() {
+            parts.push("no cni relation".to_string());
+        } else {
+            let cidr = match &self.published_cidr {
+                Some(cidr) => format!("cidr={cidr} "),
+                None => String::new(),
+            };
+            let kept = if self.published_cidr.is_none() {
+                " (cidr unchanged: the option is invalid)"
+            } else {
+                ""
+            };
+            parts.push(format!(
+                "published {cidr}cni-conf-file={CNI_CONF_FILE} on {}{kept}",
+                self.published.join(",")
+            ));
+            let mut principal = match &self.principal.kubeconfig_hash {
+                Some(hash) => format!("principal kubeconfig-hash {}", short_hash(hash)),
+                None => "no kubeconfig-hash from the principal yet".to_string(),
+            };
+            if let Some(service_cidr) = &self.principal.service_cidr {
+                principal.push_str(&format!(" service-cidr {service_cidr}"));
+            }
+            parts.push(principal);
+        }
+        if let Some(outcome) = &self.outcome {
+            parts.push(format!(
+                "{} changed, {} deleted",
+                outcome.changed.len(),
+                outcome.deleted.len()
+            ));
+        }
+        parts.join("; ")
+    }
 }
 
 /// `config-get` merged over config.yaml's defaults (nulls from Juju mean "unset").

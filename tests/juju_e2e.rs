@@ -284,9 +284,8 @@ fn leader_and_non_leader_both_reach_active() {
         assert_ok(unit, &unit.hook("install"));
         assert_eq!(unit.status(), pair("active", "Ready"));
     }
-    assert!(logged(&leader, "DEBUG", "leader=true"));
-    assert!(logged(&follower, "DEBUG", "leader=false"));
-    assert!(logged(&follower, "DEBUG", "unit=\"calico/1\""));
+    assert!(logged(&leader, "INFO", "calico/0 (leader) on node"));
+    assert!(logged(&follower, "INFO", "calico/1 (not leader) on node"));
     // Leadership changes are reconciled like anything else.
     follower.set_leader(true);
     assert_ok(&follower, &follower.hook("leader-elected"));
@@ -294,7 +293,7 @@ fn leader_and_non_leader_both_reach_active() {
         follower
             .logs()
             .iter()
-            .any(|l| l.hook == "leader-elected" && l.message.contains("leader=true"))
+            .any(|l| l.hook == "leader-elected" && l.message.contains("calico/1 (leader)"))
     );
     leader.set_leader(false);
     assert_ok(&leader, &leader.hook("leader-settings-changed"));
@@ -307,7 +306,7 @@ fn bind_address_skips_fan_and_falls_back_to_unit_get() {
     assert_ok(&unit, &unit.hook("install"));
     // The fixture lists fan-252 (252.0.5.1) first: the charm takes eth0's 10.0.0.5.
     assert!(
-        logged(&unit, "DEBUG", "address=10.0.0.5"),
+        logged(&unit, "INFO", " at 10.0.0.5;"),
         "{}",
         unit.transcript()
     );
@@ -345,7 +344,7 @@ fn bind_address_skips_fan_and_falls_back_to_unit_get() {
         {"interfacename": "ens3", "addresses": [{"address": "10.9.9.9", "cidr": "10.9.9.0/24"}]}
     ]})));
     assert_ok(&unit, &unit.hook("config-changed"));
-    assert!(logged(&unit, "DEBUG", "address=10.9.9.9"));
+    assert!(logged(&unit, "INFO", " at 10.9.9.9;"));
 }
 
 #[test]
@@ -355,10 +354,10 @@ fn node_name_comes_from_nodename_else_the_host_name() {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    assert!(logged(&unit, "DEBUG", &format!("node=\"{host}\"")));
+    assert!(logged(&unit, "INFO", &format!("on node {host} at")));
     unit.set_env("NODENAME", "worker-3");
     assert_ok(&unit, &unit.hook("config-changed"));
-    assert!(logged(&unit, "DEBUG", "node=\"worker-3\""));
+    assert!(logged(&unit, "INFO", "on node worker-3 at"));
 }
 
 #[test]
@@ -390,7 +389,11 @@ fn waits_for_the_principals_kubeconfig_hash() {
     eprintln!("{}", unit.transcript());
     assert_eq!(unit.status(), pair("active", "Ready"));
     // The hash is logged shortened, never anything from the kubeconfig itself.
-    assert!(logged(&unit, "DEBUG", "kubeconfig-hash 9f86d081884c"));
+    assert!(logged(
+        &unit,
+        "INFO",
+        "principal kubeconfig-hash 9f86d081884c service-cidr 10.152.183.0/24"
+    ));
     assert!(
         !unit
             .logs()
@@ -580,4 +583,32 @@ fn dispatch_outside_juju_says_what_is_missing() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot tell which hook to run"), "{stderr}");
+}
+
+#[test]
+fn a_quiet_update_status_makes_ten_tool_calls() {
+    let (unit, _) = related_unit("calico/0", true);
+    assert_ok(&unit, &unit.hook("install"));
+    assert_ok(&unit, &unit.hook("update-status"));
+    let tools: Vec<String> = unit
+        .calls()
+        .into_iter()
+        .filter(|c| c.hook == "update-status")
+        .map(|c| c.tool)
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            "config-get",
+            "relation-ids",
+            "relation-set",
+            "relation-list",
+            "relation-get",
+            "is-leader",
+            "network-get",
+            "status-set",
+            "application-version-set",
+            "juju-log",
+        ]
+    );
 }
