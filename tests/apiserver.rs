@@ -496,6 +496,33 @@ async fn server_side_apply_tracks_ownership_per_manager() {
     assert!(charm_fields.contains(&as_path));
     assert_eq!(charm_fields.len(), 2);
     assert!(managers.iter().any(|m| m.manager == "other-tool"));
+    // The node was stored without managed fields: its fields went to "before-first-apply",
+    // as the API server does on the first apply.
+    let bfa = managers
+        .iter()
+        .find(|m| m.manager == "before-first-apply")
+        .expect("before-first-apply");
+    assert_eq!(bfa.operation, "Update");
+    assert!(bfa.fields.contains(&vec![
+        Pe::F("metadata".into()),
+        Pe::F("annotations".into()),
+        Pe::F("admin/note".into()),
+    ]));
+    let s = status_of(
+        nodes
+            .patch(
+                "n1",
+                &other,
+                &Patch::Apply(apply(json!({"other/x": "1", "admin/note": "mine"}))),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        s.message.contains("conflict with \"before-first-apply\""),
+        "{}",
+        s.message
+    );
 
     // The charm stops applying the RR cluster ID: it disappears; the others survive.
     let rv_before = node.pointer("/metadata/resourceVersion").cloned();
@@ -1168,11 +1195,23 @@ fn apply_merges_associative_lists_by_key_and_prunes_dropped_items() {
         "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "d"},
         "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "a:1"}]}}}
     });
-    // Manager one applies containers a and b; manager two adds an env var to a.
-    let one = fields::server_side_apply(Some(&live), &json!({
+    // Manager one applies containers a and b; manager two adds an env var to a. The live
+    // object has no managed fields, so a's image belongs to "before-first-apply": changing it
+    // needs force.
+    let first = json!({
         "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "d"},
         "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "a:2"}, {"name": "b", "image": "b:1"}]}}}
-    }), "one", false, true, "t").expect("one");
+    });
+    let conflicts = fields::server_side_apply(Some(&live), &first, "one", false, true, "t")
+        .err()
+        .expect("conflict");
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0].manager, "before-first-apply");
+    assert_eq!(
+        fields::display(&conflicts[0].path),
+        ".spec.template.spec.containers[name=\"a\"].image"
+    );
+    let one = fields::server_side_apply(Some(&live), &first, "one", true, true, "t").expect("one");
     let mut obj = one.object.clone();
     fields::set_managers(&mut obj, &one.managers);
     let two = fields::server_side_apply(Some(&obj), &json!({
@@ -1201,7 +1240,8 @@ fn apply_merges_associative_lists_by_key_and_prunes_dropped_items() {
     assert_eq!(
         containers,
         &json!([{"name": "a", "env": [{"name": "X", "value": "y"}]}]),
-        "a keeps only two's fields (its name key is two's too); b is gone"
+        "a keeps the fields others own (its name: two and before-first-apply; env: two), \
+         loses one's image; b, one's alone, is gone"
     );
 }
 

@@ -496,6 +496,25 @@ pub fn server_side_apply(
     let empty = Value::Object(Map::new());
     let base = live.unwrap_or(&empty);
     let mut managers = managers_of(base);
+    if live.is_some() && managers.is_empty() {
+        // As the API server does for an object without managed fields (one stored directly
+        // by a test): everything in it belongs to "before-first-apply".
+        let fields = fieldset_of(base, skip_status);
+        if !fields.is_empty() {
+            managers.push(Manager {
+                manager: "before-first-apply".into(),
+                operation: "Update".into(),
+                api_version: base
+                    .get("apiVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                time: now.to_string(),
+                subresource: None,
+                fields,
+            });
+        }
+    }
 
     // Conflicts: leaves another manager owns whose value would change.
     let mut conflicts = Vec::new();

@@ -35,7 +35,11 @@
 //! `x-kubernetes-list-type` markers are not read. Maps are granular. Empty maps and `null`s
 //! in an applied configuration own nothing. A field a manager stops applying is removed
 //! unless another manager owns it (or something under it); parent maps left empty by such
-//! a removal (below the top level) are removed too. Non-apply writes give the writer
+//! a removal (below the top level) are removed too. As in Kubernetes, the first apply to an
+//! object without managed fields (one stored with [`TestApiServer::insert`]) first gives all
+//! its fields to the Update manager `before-first-apply`, so changing them needs force and a
+//! field the applier shares with it survives when the applier drops it. Non-apply writes
+//! give the writer
 //! ownership of the fields it changed, taking them from other managers. The `status`
 //! subresource (kinds that have one) takes GET, PUT and PATCH and changes only `status`
 //! (not tracked in managed fields; an apply there is merged like a merge patch); other
