@@ -1094,3 +1094,30 @@ fn rendered_objects_land_exactly_and_a_no_op_hook_costs_one_request_per_object()
         );
     }
 }
+
+#[test]
+fn a_no_op_hook_costs_the_same_in_a_large_cluster() {
+    let env = env(&["n0"]);
+    let s = &env.server;
+    let want = unit(0, "n0", &["10.0.0.1"], &[(AS_NUMBER_ANNOTATION, "64513")]);
+    assert!(hook(&env, &want).settled());
+    s.reset_requests();
+    assert_eq!(hook(&env, &want), Outcome::default());
+    let small = s.request_count();
+
+    // 400 more units, each with its node and peers.
+    for u in 1..=400u32 {
+        let node = format!("n{u}");
+        add_node(s, &node, json!({AS_NUMBER_ANNOTATION: "64600"}));
+        for p in [
+            peer(u, &node, "10.0.0.1", 64512),
+            peer(u, &node, "10.0.0.2", 64512),
+        ] {
+            s.insert(&p).unwrap();
+        }
+    }
+    s.reset_requests();
+    assert_eq!(hook(&env, &want), Outcome::default());
+    assert_eq!(s.request_count(), small);
+    assert_eq!(small, 3, "{:?}", s.requests());
+}
