@@ -875,6 +875,25 @@ async fn label_and_field_selectors() {
         let got = names(peers.list(&sel(s)).await.expect("list"));
         assert_eq!(got, want, "selector {s}");
     }
+    let meta = peers
+        .list_metadata(&sel("calico.juju.is/unit"))
+        .await
+        .expect("metadata list");
+    let meta_names: Vec<String> = meta
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(meta_names, ["p1", "p2"]);
+    let one = peers.get_metadata("p3").await.expect("metadata get");
+    assert_eq!(
+        one.metadata
+            .labels
+            .unwrap_or_default()
+            .get("tier")
+            .map(String::as_str),
+        Some("tor")
+    );
     let got = names(
         peers
             .list(&ListParams::default().fields("metadata.name=p3"))
@@ -886,7 +905,7 @@ async fn label_and_field_selectors() {
     assert_eq!(code(&err), Some(400));
 
     // The same selector on the request log: one list per call.
-    assert_eq!(server.count_requests("GET", "/bgppeers"), 10);
+    assert_eq!(server.count_requests("GET", "/bgppeers"), 12);
 }
 
 #[tokio::test]

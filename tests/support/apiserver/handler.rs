@@ -455,12 +455,12 @@ fn handle_inner(store: &mut Store, req: &Request) -> Res<Reply> {
             let q = parse_query(req.query);
             let ns = ns.unwrap_or_default();
             match (req.method, name) {
-                ("GET", None) => list(store, &t, &ns, &q),
+                ("GET", None) => list(store, &t, &ns, &q).map(|r| as_metadata(r, req.accept)),
                 ("POST", None) => create(store, &t, &ns, &q, req),
                 ("DELETE", None) => delete_collection(store, &t, &ns, &q),
                 ("GET", Some(n)) => store
                     .get(&t, &ns, &n)
-                    .map(|o| Reply::ok(200, served(&t, o)))
+                    .map(|o| as_metadata(Reply::ok(200, served(&t, o)), req.accept))
                     .ok_or_else(|| ApiError::not_found(&t, &n)),
                 ("PUT" | "PATCH", Some(n)) if status_sub => write_status(store, &t, &ns, &n, req),
                 ("PUT", Some(n)) => replace(store, &t, &ns, &n, &q, req),
@@ -1362,4 +1362,32 @@ fn write_status(
     }
     store.put(t, ns, name, obj.clone());
     Ok(reply(200, t, &obj, Vec::new()))
+}
+
+/// Answer `PartialObjectMetadata(List)` when the client asks for it in `Accept`.
+fn as_metadata(mut r: Reply, accept: &str) -> Reply {
+    if !accept.contains("as=PartialObjectMetadata") {
+        return r;
+    }
+    let partial = |o: &Value| {
+        json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": o.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        })
+    };
+    if let Some(items) = r.body.get("items").and_then(Value::as_array) {
+        let items: Vec<Value> = items.iter().map(partial).collect();
+        r.body = json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": r.body.get("metadata").cloned().unwrap_or_else(|| json!({})),
+            "items": items,
+        });
+        r.content_type = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+    } else {
+        r.body = partial(&r.body);
+        r.content_type = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    }
+    r
 }

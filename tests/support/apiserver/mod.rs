@@ -757,6 +757,16 @@ impl TestApiServer {
         });
     }
 
+    /// Delay the next `n` requests whose path contains `path_contains` (any if empty).
+    pub fn delay_next_matching(&self, n: u64, path_contains: &str, delay: Duration) {
+        self.add_fault(Fault {
+            path_contains: Some(path_contains.to_string()).filter(|p| !p.is_empty()),
+            method: None,
+            remaining: Some(n),
+            action: FaultAction::Delay(delay),
+        });
+    }
+
     /// Delay every request by `latency` (zero: none).
     pub fn set_latency(&self, latency: Duration) {
         self.shared
