@@ -1378,7 +1378,7 @@ fn node_agent_status_is_folded_into_an_outcome() {
     let out = rt.block_on(check_node_agent(&ds, NODE));
     assert_eq!(
         out.waiting,
-        vec!["Waiting for calico-node on n1: no pod yet".to_string()]
+        vec!["Waiting for calico-node on n1: no calico-node pod".to_string()]
     );
     ds.with(|s| {
         s.agents

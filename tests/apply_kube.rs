@@ -775,7 +775,7 @@ fn calico_node_readiness_is_read_from_its_pod() {
     );
     assert_eq!(
         n2.waiting,
-        vec!["Waiting for calico-node on n2: no pod yet".to_string()]
+        vec!["Waiting for calico-node on n2: no calico-node pod".to_string()]
     );
 }
 
@@ -792,7 +792,7 @@ fn the_cluster_seam_converges_synchronously_from_the_kubeconfig() {
     assert_eq!(out.changed, vec!["BGPPeer/calico-0-10.0.0.1-64512"]);
     assert_eq!(
         out.waiting,
-        vec!["Waiting for calico-node on n0: no pod yet".to_string()]
+        vec!["Waiting for calico-node on n0: no calico-node pod".to_string()]
     );
     let stop = cluster
         .clone()

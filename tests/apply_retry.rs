@@ -1,21 +1,18 @@
 //! Fault handling of the apply layer without a server: the retry middleware driven by a
-//! scripted inner service, the retry arithmetic, and reading calico-node's readiness.
+//! scripted inner service, the retry arithmetic, pool naming.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use calico_charm::apply::cluster::is_teardown;
-use calico_charm::apply::datastore::NodeAgent;
 use calico_charm::apply::kube::kubeconfig_path_from;
-use calico_charm::apply::pod::{node_agent_from_pod, node_agent_from_pods};
 use calico_charm::apply::pools::{choose_pool_name, contains, overlaps, parse_cidr};
 use calico_charm::apply::retry::{
     BASE_DELAY_ENV, BUDGET_ENV, Budget, RetryLayer, RetrySettings, TIMEOUT_ENV, retry_after,
     retryable_status, transient_error,
 };
 use http::{HeaderMap, Request, Response, StatusCode};
-use k8s_openapi::api::core::v1::Pod;
 use kube::client::Body;
 use tower::{BoxError, Layer, ServiceExt, service_fn};
 
@@ -319,77 +316,6 @@ fn pool_ranges_and_names() {
     assert_eq!(
         choose_pool_name("ipv6", n("fd00:10::/64"), &taken(&["ipv6"])),
         "ipv6-fd00-10---64"
-    );
-}
-
-fn pod(json: serde_json::Value) -> Pod {
-    serde_json::from_value(json).unwrap()
-}
-
-#[test]
-fn calico_node_readiness_and_reasons() {
-    let running_ready = pod(serde_json::json!({
-        "metadata": {"name": "calico-node-a"},
-        "spec": {"nodeName": "n1", "containers": []},
-        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
-    }));
-    assert_eq!(node_agent_from_pod(&running_ready), NodeAgent::Ready);
-
-    let pulling = pod(serde_json::json!({
-        "metadata": {"name": "calico-node-a"},
-        "spec": {"nodeName": "n1", "containers": []},
-        "status": {"phase": "Pending",
-                   "containerStatuses": [{"name": "calico-node", "image": "x", "imageID": "",
-                       "ready": false, "restartCount": 0,
-                       "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}
-    }));
-    assert_eq!(
-        node_agent_from_pod(&pulling),
-        NodeAgent::NotReady("ImagePullBackOff".into())
-    );
-
-    let init_done_but_not_ready = pod(serde_json::json!({
-        "metadata": {"name": "calico-node-a"},
-        "spec": {"nodeName": "n1", "containers": []},
-        "status": {"phase": "Running",
-                   "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
-                   "initContainerStatuses": [{"name": "install-cni", "image": "x", "imageID": "",
-                       "ready": true, "restartCount": 0,
-                       "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
-                   "containerStatuses": [{"name": "calico-node", "image": "x", "imageID": "",
-                       "ready": false, "restartCount": 0, "state": {"running": {}}}]}
-    }));
-    assert_eq!(
-        node_agent_from_pod(&init_done_but_not_ready),
-        NodeAgent::NotReady("ContainersNotReady".into())
-    );
-
-    let crashing_init = pod(serde_json::json!({
-        "metadata": {"name": "calico-node-a"},
-        "spec": {"nodeName": "n1", "containers": []},
-        "status": {"phase": "Pending",
-                   "initContainerStatuses": [{"name": "install-cni", "image": "x", "imageID": "",
-                       "ready": false, "restartCount": 3,
-                       "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
-    }));
-    assert_eq!(
-        node_agent_from_pod(&crashing_init),
-        NodeAgent::NotReady("CrashLoopBackOff".into())
-    );
-
-    let no_status = pod(serde_json::json!({"metadata": {"name": "p"}}));
-    assert_eq!(
-        node_agent_from_pod(&no_status),
-        NodeAgent::NotReady("Pending".into())
-    );
-
-    // Only the pod on this node counts.
-    let pods = vec![pulling.clone()];
-    assert_eq!(node_agent_from_pods(&pods, "n2"), NodeAgent::Missing);
-    assert_eq!(node_agent_from_pods(&[], "n1"), NodeAgent::Missing);
-    assert_eq!(
-        node_agent_from_pods(&[running_ready, pulling], "n1"),
-        NodeAgent::Ready
     );
 }
 

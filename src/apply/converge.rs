@@ -28,6 +28,7 @@ use crate::calico::{
 };
 use crate::render::{Desired, Pools};
 use crate::workloads::Workloads;
+use crate::workloads::readiness::waiting_message;
 
 /// Message while Calico's CRDs are not installed.
 pub const WAITING_FOR_CRDS: &str = "Waiting for Calico CRDs";
@@ -94,10 +95,8 @@ pub async fn check_node_agent<D: Datastore>(ds: &D, node: &str) -> Outcome {
         Ok(NodeAgent::Ready) => {}
         Ok(NodeAgent::Missing) => out
             .waiting
-            .push(format!("Waiting for calico-node on {node}: no pod yet")),
-        Ok(NodeAgent::NotReady(reason)) => out
-            .waiting
-            .push(format!("Waiting for calico-node on {node}: {reason}")),
+            .push(waiting_message(node, "no calico-node pod")),
+        Ok(NodeAgent::NotReady(reason)) => out.waiting.push(waiting_message(node, &reason)),
         Err(err) => {
             let _ = record_fatal(&mut out, ds.name(), "Pod", err);
         }

@@ -24,13 +24,13 @@ use serde_json::json;
 use super::datastore::{
     Datastore, DatastoreError, DsResult, NodeAgent, ObjectRef, WorkloadKind, WorkloadObject,
 };
-use super::pod::{CALICO_NODE_SELECTOR, node_agent_from_pods};
 use super::retry::{Budget, RetryLayer, RetrySettings, describe_error};
 use crate::calico::{
     BGPConfiguration, BGPPeer, FIELD_MANAGER, IPAMBlock, IPPool, MANAGED_BY, MANAGED_BY_LABEL,
     NODE_ANNOTATIONS, UNIT_LABEL,
 };
-use crate::workloads::NAMESPACE;
+use crate::workloads::readiness::{calico_node_pod, pod_ready};
+use crate::workloads::{CALICO_NODE_SELECTOR, NAMESPACE};
 
 /// Where the principal writes the kubeconfig when `KUBECONFIG` is not set (hooks have no
 /// `HOME`, so `~` means nothing).
@@ -623,6 +623,13 @@ impl Datastore for KubeDatastore {
                 &lp,
             )
             .await?;
-        Ok(node_agent_from_pods(&pods, node))
+        // Readiness is read from the pod by the workloads' own rules.
+        Ok(match calico_node_pod(&pods, node) {
+            None => NodeAgent::Missing,
+            Some(pod) => match pod_ready(pod) {
+                Ok(()) => NodeAgent::Ready,
+                Err(reason) => NodeAgent::NotReady(reason),
+            },
+        })
     }
 }

@@ -11,7 +11,6 @@ pub mod cluster;
 pub mod converge;
 pub mod datastore;
 pub mod kube;
-pub mod pod;
 pub mod pools;
 pub mod retry;
 
