@@ -1080,6 +1080,25 @@ async fn injected_faults_are_seen_by_the_client() {
     assert_eq!(code(&err), None, "{err:?}");
     nodes.list(&ListParams::default()).await.expect("recovered");
 
+    // The request is executed but its answer never arrives.
+    server.drop_response_next_matching(1, "/namespaces/default/configmaps");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let err = cms
+        .create(&PostParams::default(), &cm("lost-answer", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), None, "{err:?}");
+    assert!(
+        server
+            .get("v1", "ConfigMap", Some("default"), "lost-answer")
+            .is_some()
+    );
+    let err = cms
+        .create(&PostParams::default(), &cm("lost-answer", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(409), "the retry finds it created");
+
     // Latency.
     server.set_latency(Duration::from_millis(150));
     let t = Instant::now();

@@ -744,6 +744,7 @@ fn commit(
             "uid",
             "creationTimestamp",
             "deletionTimestamp",
+            "deletionGracePeriodSeconds",
             "generation",
             "resourceVersion",
         ] {

@@ -153,8 +153,11 @@ pub struct LogEntry {
 pub enum FaultAction {
     /// Answer with this status and a `Status` body; 429 and 503 may carry `Retry-After`.
     Status { code: u16, retry_after: Option<u32> },
-    /// Close the connection without answering.
+    /// Close the connection without answering (the request is not executed).
     Drop,
+    /// Execute the request, then close the connection without answering: the write
+    /// happened but the client never learns it (a hook killed mid-request).
+    DropResponse,
     /// Wait, then serve the request normally.
     Delay(Duration),
 }
@@ -757,6 +760,17 @@ impl TestApiServer {
         });
     }
 
+    /// Execute the next `n` requests whose path contains `path_contains` (any if empty), but
+    /// close their connection instead of answering.
+    pub fn drop_response_next_matching(&self, n: u64, path_contains: &str) {
+        self.add_fault(Fault {
+            path_contains: Some(path_contains.to_string()).filter(|p| !p.is_empty()),
+            method: None,
+            remaining: Some(n),
+            action: FaultAction::DropResponse,
+        });
+    }
+
     /// Delay the next `n` requests whose path contains `path_contains` (any if empty).
     pub fn delay_next_matching(&self, n: u64, path_contains: &str, delay: Duration) {
         self.add_fault(Fault {
@@ -1002,8 +1016,10 @@ async fn serve_request(
             *n -= 1;
         }
     }
+    let mut drop_response = false;
     if let Some(action) = shared.take_fault(&method, &path) {
         match action {
+            FaultAction::DropResponse => drop_response = true,
             FaultAction::Drop => {
                 finish(entry, 0);
                 return Err(Dropped);
@@ -1062,6 +1078,11 @@ async fn serve_request(
         let mut store = lock(&shared.store);
         handler::handle(&mut store, &request)
     };
+    if drop_response {
+        entry.warnings = reply.warnings;
+        finish(entry, 0);
+        return Err(Dropped);
+    }
     let headers: Vec<(&str, String)> = reply
         .warnings
         .iter()
