@@ -507,6 +507,7 @@ impl Unit {
             &env,
             "dispatch".into(),
         );
+        self.narrate_output(&label, &run);
         self.end(&label, run.code.unwrap_or(-1));
         run
     }
@@ -570,8 +571,33 @@ impl Unit {
             },
             Some(program) => self.spawn(hook, &program, &env, handler),
         };
+        self.narrate_output(hook, &run);
         self.end(hook, run.code.unwrap_or(-1));
         run
+    }
+
+    /// Juju logs a hook's stdout at DEBUG and its stderr at WARNING, under
+    /// `unit.<unit>.<hook>`: put them in the transcript as debug-log would show them.
+    fn narrate_output(&self, hook: &str, run: &HookRun) {
+        let tag = format!("unit-{}", self.name.replace('/', "-"));
+        let mut text = String::new();
+        for (level, output) in [("DEBUG", &run.stdout), ("WARNING", &run.stderr)] {
+            for line in output.lines().filter(|l| !l.trim().is_empty()) {
+                text.push_str(&format!(
+                    "  debug-log: {tag}: {level} unit.{}.{hook} {line}\n",
+                    self.name
+                ));
+            }
+        }
+        if !text.is_empty() {
+            use std::io::Write;
+            let mut file = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.state_dir.join("transcript.log"))
+                .expect("open transcript");
+            file.write_all(text.as_bytes()).expect("write transcript");
+        }
     }
 
     fn spawn(
