@@ -1121,3 +1121,41 @@ fn a_no_op_hook_costs_the_same_in_a_large_cluster() {
     assert_eq!(s.request_count(), small);
     assert_eq!(small, 3, "{:?}", s.requests());
 }
+
+#[test]
+fn writes_whose_answer_is_lost_are_retried_safely() {
+    let env = env(&["n0"]);
+    let s = &env.server;
+    assert!(hook(&env, &leader("n0", "10.1.0.0/16", &["10.0.0.1"], &[])).settled());
+    // Every write of the next hook is executed but its answer lost once: the retry finds
+    // the work done (a delete answers 404, an apply is a no-op).
+    s.drop_response_next_matching(1, "/bgppeers/calico-0-10.0.0.1-64512");
+    s.drop_response_next_matching(1, "/bgppeers/calico-0-10.0.0.2-64512");
+    s.drop_response_next_matching(1, "/ippools/ipv4-10-2-0-0-16");
+    s.drop_response_next_matching(1, "/ippools/ipv4");
+    let want = leader("n0", "10.2.0.0/16", &["10.0.0.2"], &[]);
+    let out = hook(&env, &want);
+    assert!(out.blocked.is_empty(), "{out:?}");
+    let out = hook(&env, &want);
+    assert!(out.settled(), "{out:?}");
+    assert_eq!(names(s, "BGPPeer"), vec!["calico-0-10.0.0.2-64512"]);
+    assert_eq!(names(s, "IPPool"), vec!["ipv4-10-2-0-0-16"]);
+}
+
+#[test]
+fn a_slow_api_within_the_timeout_is_waited_for() {
+    let env = env(&["n0"]);
+    env.server
+        .delay_next_matching(1, "/bgppeers", Duration::from_millis(500));
+    let out = hook(&env, &unit(0, "n0", &["10.0.0.1"], &[]));
+    assert!(out.settled(), "{out:?}");
+    // Slower than the attempt timeout: timed out, retried, done.
+    env.server
+        .delay_next_matching(1, "/bgppeers", Duration::from_secs(3));
+    let out = hook(&env, &unit(0, "n0", &["10.0.0.2"], &[]));
+    assert!(out.settled(), "{out:?}");
+    assert_eq!(
+        names(&env.server, "BGPPeer"),
+        vec!["calico-0-10.0.0.2-64512"]
+    );
+}
