@@ -270,7 +270,13 @@ pub fn stop(
     cluster: &dyn Cluster,
 ) -> Result<Report, Fault> {
     let mut report = Report::new(event);
-    let facts = unit_facts(env, tools)?;
+    // The stopping Desired depends only on the unit's name and node: no hook tool is needed
+    // (a failing network-get must not wedge a removal), so leadership and address are not
+    // asked for and are recorded as "not leader" and the unspecified address.
+    let unit_name = env.unit_name.clone().unwrap_or_default();
+    let node_name = crate::juju::node_name(env.node_name.as_deref()).ok_or(Fault::NoNodeName)?;
+    let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let facts = UnitFacts::new(&unit_name, node_name, unspecified, false)?;
     let desired = crate::render::stopping(&facts);
     let outcome = cluster.stop(&desired);
     log_outcome(&outcome);

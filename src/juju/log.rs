@@ -134,11 +134,11 @@ pub fn init(in_juju: bool) {
             .with(JujuLogLayer::juju_log())
             .try_init();
     } else {
-        let _ = tracing_subscriber::fmt()
+        let stderr = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_target(false)
-            .with_max_level(Level::DEBUG)
-            .try_init();
+            .with_filter(tracing_subscriber::filter::filter_fn(wanted));
+        let _ = tracing_subscriber::registry().with(stderr).try_init();
     }
 }
 
