@@ -32,7 +32,9 @@ pub const RR_CLUSTER_ID_ANNOTATION: &str = "projectcalico.org/RouteReflectorClus
 pub const NODE_ANNOTATIONS: [&str; 2] = [AS_NUMBER_ANNOTATION, RR_CLUSTER_ID_ANNOTATION];
 
 /// Spec of an `IPPool`.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
 #[kube(
     group = "crd.projectcalico.org",
     version = "v1",
@@ -57,7 +59,9 @@ pub struct IPPoolSpec {
 }
 
 /// Spec of a `BGPPeer`.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
 #[kube(
     group = "crd.projectcalico.org",
     version = "v1",
@@ -79,7 +83,9 @@ pub struct BGPPeerSpec {
 }
 
 /// Spec of a `BGPConfiguration`.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
 #[kube(
     group = "crd.projectcalico.org",
     version = "v1",
@@ -98,7 +104,9 @@ pub struct BGPConfigurationSpec {
 
 /// Spec of an `IPAMBlock` (read-only for the charm: it tells whether a pool still has
 /// allocated addresses).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
 #[kube(
     group = "crd.projectcalico.org",
     version = "v1",

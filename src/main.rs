@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "calico-charm", version, about = "The Calico subordinate charm for Juju")]
+#[command(
+    name = "calico-charm",
+    version,
+    about = "The Calico subordinate charm for Juju"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
