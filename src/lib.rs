@@ -12,8 +12,8 @@
 
 pub mod apply;
 pub mod asn;
-pub mod cli;
 pub mod calico;
+pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod juju;
