@@ -1297,3 +1297,132 @@ fn label_selector_parsing() {
     assert!(LabelSelector::parse("a in 1").is_err());
     assert!(LabelSelector::parse("bad key=1").is_err());
 }
+
+#[tokio::test]
+async fn finalizers_generate_name_dry_run_and_delete_collection() {
+    let server = TestApiServer::start(Options::without_crds());
+    let client = server.kube_client().await.expect("client");
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+
+    // generateName.
+    let mut gen_cm = cm("", &[]);
+    gen_cm.metadata.name = None;
+    gen_cm.metadata.generate_name = Some("calico-".into());
+    let created = cms
+        .create(&PostParams::default(), &gen_cm)
+        .await
+        .expect("create");
+    let name = created.metadata.name.expect("name");
+    assert!(
+        name.starts_with("calico-") && name.len() == "calico-".len() + 5,
+        "{name}"
+    );
+
+    // dryRun creates nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    cms.create(&dry, &cm("dry", &[])).await.expect("dry run");
+    assert!(cms.get_opt("dry").await.expect("get").is_none());
+
+    // Replacing a missing object is 404.
+    let err = cms
+        .replace("ghost", &PostParams::default(), &cm("ghost", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(404));
+
+    // A finalizer holds a deleted object until it is removed.
+    let mut held = cm("held", &[]);
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    cms.create(&PostParams::default(), &held)
+        .await
+        .expect("create");
+    cms.delete("held", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let still = cms.get("held").await.expect("still there");
+    assert!(still.metadata.deletion_timestamp.is_some());
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .expect("remove finalizer");
+    assert!(cms.get_opt("held").await.expect("get").is_none());
+
+    // Delete with a stale precondition is a conflict.
+    let c = cms
+        .create(&PostParams::default(), &cm("pre", &[]))
+        .await
+        .expect("create");
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            resource_version: Some("1".into()),
+            uid: None,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(code(&cms.delete("pre", &dp).await.unwrap_err()), Some(409));
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            resource_version: c.metadata.resource_version.clone(),
+            uid: c.metadata.uid.clone(),
+        }),
+        ..Default::default()
+    };
+    cms.delete("pre", &dp)
+        .await
+        .expect("matching preconditions");
+
+    // deletecollection by label.
+    for (n, l) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        let mut o = cm(n, &[]);
+        o.metadata.labels = Some(BTreeMap::from([("set".to_string(), l.to_string())]));
+        cms.create(&PostParams::default(), &o)
+            .await
+            .expect("create");
+    }
+    cms.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("set=x"),
+    )
+    .await
+    .expect("delete collection");
+    let left: Vec<String> = cms
+        .list(&ListParams::default().labels("set"))
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    assert_eq!(left, ["c"]);
+
+    // Listing across namespaces; a namespaced object addressed without a namespace is 404.
+    let all: Api<ConfigMap> = Api::all(client.clone());
+    assert_eq!(
+        all.list(&ListParams::default().labels("set"))
+            .await
+            .expect("list")
+            .items
+            .len(),
+        1
+    );
+    let req = http::Request::get("/api/v1/configmaps/c")
+        .body(Vec::new())
+        .expect("request");
+    let err = client.request::<ConfigMap>(req).await.unwrap_err();
+    assert_eq!(code(&err), Some(404));
+
+    // Watches are not served.
+    let req = http::Request::get("/api/v1/namespaces/default/configmaps?watch=true")
+        .body(Vec::new())
+        .expect("request");
+    assert_eq!(
+        code(&client.request_text(req).await.unwrap_err()),
+        Some(405)
+    );
+}
