@@ -164,7 +164,7 @@ pub fn run(
         Event::Relation { endpoint, .. } if endpoint == CNI_ENDPOINT => {
             reconcile(event, env, tools, cluster)
         }
-        Event::Stop | Event::Remove => stop(event, env, tools, cluster),
+        Event::Stop | Event::Remove => stop(event, env, cluster),
         Event::Action(name) => {
             tracing::warn!("unknown action {name:?}: this charm defines no actions");
             tools.action_fail(&format!("unknown action {name:?}"))?;
@@ -263,12 +263,7 @@ pub fn reconcile(
 /// `stop` and `remove`: remove what this unit owns from the cluster, through the same seam.
 /// Juju itself shows `maintenance` during these hooks; a cleanup the cluster could not finish
 /// is logged and the hook still succeeds (a failing remove hook would wedge the removal).
-pub fn stop(
-    event: &Event,
-    env: &HookEnv,
-    tools: &impl HookTools,
-    cluster: &dyn Cluster,
-) -> Result<Report, Fault> {
+pub fn stop(event: &Event, env: &HookEnv, cluster: &dyn Cluster) -> Result<Report, Fault> {
     let mut report = Report::new(event);
     // The stopping Desired depends only on the unit's name and node: no hook tool is needed
     // (a failing network-get must not wedge a removal), so leadership and address are not
