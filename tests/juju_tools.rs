@@ -203,21 +203,6 @@ fn errors_name_the_tool() {
 }
 
 #[test]
-fn tools_outside_a_hook_context_fail_like_jujuc() {
-    let unit = Unit::tools_only("calico/0");
-    let mut tools = client(&unit, "install");
-    tools.env.retain(|(k, _)| k != "JUJU_CONTEXT_ID");
-    // Without JUJU_CONTEXT_ID (inherited from the test process, which has none).
-    if std::env::var_os("JUJU_CONTEXT_ID").is_none() {
-        let err = tools.config_get().unwrap_err();
-        assert!(
-            err.to_string().contains("ERROR JUJU_CONTEXT_ID not set"),
-            "{err}"
-        );
-    }
-}
-
-#[test]
 fn state_values_are_limited_like_juju() {
     let unit = Unit::tools_only("calico/0");
     unit.begin("install");
@@ -226,4 +211,136 @@ fn state_values_are_limited_like_juju() {
     let err = tools.state_set("k", &big).unwrap_err();
     assert!(err.to_string().contains("state-set"), "{err}");
     unit.end("install", 0);
+}
+
+/// Run one tool by name in `unit`'s hook context: (exit code, stdout, stderr).
+fn raw_tool(unit: &Unit, hook: &str, tool: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(unit.tools_dir.join(tool))
+        .args(args)
+        .env_clear()
+        .envs(unit.hook_env(hook))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The emulator's own fidelity to the reference (../shared/reference/juju-runtime.md §4-5).
+#[test]
+fn emulator_speaks_jujus_formats_and_exit_codes() {
+    let unit = Unit::tools_only("calico/0");
+    unit.begin("install");
+    let ok = |out: (i32, String, String)| {
+        assert_eq!(out.0, 0, "{out:?}");
+        out.1
+    };
+    // smart (the default) vs json.
+    assert_eq!(ok(raw_tool(&unit, "install", "is-leader", &[])), "False\n");
+    assert_eq!(
+        ok(raw_tool(&unit, "install", "is-leader", &["--format=json"])),
+        "false\n"
+    );
+    assert_eq!(
+        ok(raw_tool(&unit, "install", "config-get", &["cidr"])),
+        "192.168.0.0/16\n"
+    );
+    assert_eq!(
+        ok(raw_tool(
+            &unit,
+            "install",
+            "config-get",
+            &["veth-mtu", "--format", "json"]
+        )),
+        "null\n"
+    );
+    assert_eq!(
+        ok(raw_tool(&unit, "install", "config-get", &["veth-mtu"])),
+        ""
+    );
+    assert_eq!(
+        ok(raw_tool(&unit, "install", "state-get", &["--format=json"])),
+        "null\n"
+    );
+    assert_eq!(
+        ok(raw_tool(
+            &unit,
+            "install",
+            "relation-ids",
+            &["cni", "--format=json"]
+        )),
+        "[]\n"
+    );
+    // --bind-address is the first address of the first interface, fan or not: the reason
+    // the charm reads the whole document and skips fan- interfaces itself.
+    assert_eq!(
+        ok(raw_tool(
+            &unit,
+            "install",
+            "network-get",
+            &["cni", "--bind-address", "--format=json"]
+        )),
+        "\"252.0.5.1\"\n"
+    );
+    // Usage errors exit 2, runtime errors exit 1, one `ERROR` line on stderr, empty stdout.
+    let cases: [(&str, &[&str], i32, &str); 7] = [
+        (
+            "status-set",
+            &["bogus"],
+            2,
+            "ERROR invalid status \"bogus\", expected one of [maintenance blocked waiting active]\n",
+        ),
+        ("juju-log", &[], 2, "ERROR no message specified\n"),
+        (
+            "application-version-set",
+            &[],
+            2,
+            "ERROR no version specified\n",
+        ),
+        (
+            "config-get",
+            &["--format=xml"],
+            2,
+            "ERROR invalid value \"xml\" for option --format: unknown format \"xml\"\n",
+        ),
+        (
+            "relation-get",
+            &["-", "kubernetes-worker/0"],
+            2,
+            "ERROR no relation id specified\n",
+        ),
+        (
+            "network-get",
+            &["etcd"],
+            1,
+            "ERROR no network config found for binding \"etcd\"\n",
+        ),
+        ("action-get", &[], 1, "ERROR not running an action\n"),
+    ];
+    for (tool, args, code, stderr) in cases {
+        let out = raw_tool(&unit, "install", tool, args);
+        assert_eq!(
+            (out.0, out.1.as_str(), out.2.as_str()),
+            (code, "", stderr),
+            "{tool} {args:?}"
+        );
+    }
+    let rid = unit.relate_cni(3, &[]);
+    let out = raw_tool(&unit, "install", "relation-set", &["-r", &rid, "haha"]);
+    assert_eq!(out.0, 2);
+    assert_eq!(out.2, "ERROR expected \"key=value\", got \"haha\"\n");
+    unit.end("install", 0);
+
+    // Outside a hook context, like jujuc.
+    let out = std::process::Command::new(unit.tools_dir.join("is-leader"))
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "ERROR JUJU_CONTEXT_ID not set\n"
+    );
 }
