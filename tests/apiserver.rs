@@ -1426,3 +1426,115 @@ async fn finalizers_generate_name_dry_run_and_delete_collection() {
         Some(405)
     );
 }
+
+mod ssa_model {
+    //! Server-side apply on a granular map (annotations) checked against a small model of
+    //! the ownership rules, over random sequences of applies by three managers.
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::fields;
+
+    #[derive(Clone, Debug)]
+    struct Step {
+        manager: usize,
+        force: bool,
+        annotations: BTreeMap<String, String>,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        (
+            0..3usize,
+            any::<bool>(),
+            prop::collection::btree_map("k[0-3]", "v[0-1]", 0..4),
+        )
+            .prop_map(|(manager, force, annotations)| Step {
+                manager,
+                force,
+                annotations,
+            })
+    }
+
+    fn object(annotations: &BTreeMap<String, String>) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "m", "annotations": annotations}})
+    }
+
+    proptest! {
+        #[test]
+        fn applies_follow_the_ownership_model(steps in prop::collection::vec(step(), 1..12)) {
+            let names = ["a", "b", "c"];
+            // The live object starts with one field no manager touches, stored with a
+            // manager of its own (created by an Update).
+            let mut live = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "m", "annotations": {"admin": "x"}}});
+            let created = fields::record_update(None, &live, "admin-tool", false, "t");
+            fields::set_managers(&mut live, &created);
+            let mut values: BTreeMap<String, String> = BTreeMap::from([("admin".into(), "x".into())]);
+            let mut owners: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+            for s in steps {
+                let me = s.manager;
+                let result = fields::server_side_apply(
+                    Some(&live), &object(&s.annotations), names[me], s.force, false, "t");
+                // Model: a conflict is a key whose value would change and that someone else owns.
+                let conflict = s.annotations.iter().any(|(k, v)| {
+                    values.get(k) != Some(v)
+                        && owners.get(k).is_some_and(|o| o.iter().any(|m| *m != me))
+                });
+                if conflict && !s.force {
+                    prop_assert!(result.is_err());
+                    continue;
+                }
+                let out = result.map_err(|c| TestCaseError::fail(format!("{c:?}")))?;
+                for (k, v) in &s.annotations {
+                    let o = owners.entry(k.clone()).or_default();
+                    if values.get(k) != Some(v) {
+                        o.clear();
+                    }
+                    o.insert(me);
+                    values.insert(k.clone(), v.clone());
+                }
+                let dropped: Vec<String> = owners
+                    .iter()
+                    .filter(|(k, o)| o.contains(&me) && !s.annotations.contains_key(*k))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in dropped {
+                    let o = owners.entry(k.clone()).or_default();
+                    o.remove(&me);
+                    if o.is_empty() {
+                        owners.remove(&k);
+                        values.remove(&k);
+                    }
+                }
+                live = out.object;
+                fields::set_managers(&mut live, &out.managers);
+                let got: BTreeMap<String, String> = live
+                    .pointer("/metadata/annotations")
+                    .cloned()
+                    .map(|a| serde_json::from_value(a).expect("annotations"))
+                    .unwrap_or_default();
+                prop_assert_eq!(&got, &values);
+                // managedFields, read back from the object, agree with the model.
+                for (i, name) in names.iter().enumerate() {
+                    let owned: BTreeSet<String> = fields::managers_of(&live)
+                        .iter()
+                        .filter(|m| m.manager == *name)
+                        .flat_map(|m| m.fields.iter().filter_map(|p| match p.as_slice() {
+                            [_, _, fields::Pe::F(k)] => Some(k.clone()),
+                            _ => None,
+                        }))
+                        .collect();
+                    let want: BTreeSet<String> = owners
+                        .iter()
+                        .filter(|(_, o)| o.contains(&i))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    prop_assert_eq!(owned, want, "manager {}", name);
+                }
+            }
+        }
+    }
+}
