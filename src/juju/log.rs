@@ -99,13 +99,103 @@ impl Visit for Line {
     }
 }
 
-/// One event as the line the layer writes.
+/// One event as the line the layer writes, with anything that looks like a secret redacted.
 pub fn format_event(event: &Event<'_>) -> String {
     let mut line = Line::default();
     event.record(&mut line);
     let mut text = line.message;
     text.push_str(&line.fields);
-    text.trim().to_string()
+    redact(text.trim())
+}
+
+/// Keys whose values are never logged (kubeconfig fields, tokens, passwords).
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "password",
+    "passwd",
+    "secret",
+    "client-key-data",
+    "client-certificate-data",
+    "certificate-authority-data",
+];
+
+const REDACTED: &str = "[redacted]";
+
+/// A last line of defence: callers must not log secrets, but an error message from a library
+/// might echo one. Redacts PEM blocks, `Bearer <token>`, and the value after any key of
+/// [`SECRET_KEYS`] followed by `:` or `=` (`token: abc`, `"password"="x"`).
+pub fn redact(line: &str) -> String {
+    let mut out = redact_pem(line);
+    out = redact_values(&out, "bearer ", false);
+    for key in SECRET_KEYS {
+        out = redact_values(&out, key, true);
+    }
+    out
+}
+
+fn redact_pem(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        // The block ends after the dashes that close the END line, else at the end of text.
+        let end = after
+            .find("-----END ")
+            .and_then(|e| {
+                let tail = &after[e + 9..];
+                tail.find("-----").map(|d| e + 9 + d + 5)
+            })
+            .unwrap_or(after.len());
+        out.push_str("[redacted PEM block]");
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Redact the value after each case-insensitive occurrence of `key`. With `separator`, the key
+/// must start a word and be followed by an optional quote and `:` or `=`.
+fn redact_values(line: &str, key: &str, separator: bool) -> String {
+    let lower = line.to_ascii_lowercase();
+    let bytes = line.as_bytes();
+    let mut out = String::with_capacity(line.len());
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(key) {
+        let at = from + found;
+        let mut i = at + key.len();
+        from = i;
+        if separator {
+            let word_start = at == 0 || !bytes[at - 1].is_ascii_alphanumeric();
+            if !word_start {
+                continue;
+            }
+            if bytes.get(i) == Some(&b'"') || bytes.get(i) == Some(&b'\'') {
+                i += 1;
+            }
+            if !matches!(bytes.get(i), Some(b':') | Some(b'=')) {
+                continue;
+            }
+            i += 1;
+        }
+        while matches!(bytes.get(i), Some(b' ') | Some(b'"') | Some(b'\'')) {
+            i += 1;
+        }
+        let value_end = bytes[i..]
+            .iter()
+            .position(|b| matches!(b, b' ' | b'"' | b'\'' | b',' | b'}' | b'\n' | b';'))
+            .map_or(bytes.len(), |p| i + p);
+        if value_end == i {
+            continue;
+        }
+        out.push_str(&line[copied..i]);
+        out.push_str(REDACTED);
+        copied = value_end;
+        from = value_end;
+    }
+    out.push_str(&line[copied..]);
+    out
 }
 
 impl<S: Subscriber> Layer<S> for JujuLogLayer {
@@ -146,6 +236,51 @@ pub fn init(in_juju: bool) {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    proptest::proptest! {
+        #[test]
+        fn redaction_never_panics(line in "(?s).{0,80}(token|Bearer |-----BEGIN |password)?.{0,40}") {
+            let _ = redact(&line);
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let cases = [
+            (
+                "request failed: Authorization: Bearer eyJhbGciOi.x-y_z rejected",
+                "request failed: Authorization: Bearer [redacted] rejected",
+            ),
+            (
+                "user: admin, token: 0123abcd",
+                "user: admin, token: [redacted]",
+            ),
+            (
+                r#"{"password":"hunter2","user":"x"}"#,
+                r#"{"password":"[redacted]","user":"x"}"#,
+            ),
+            ("client-key-data=LS0tLS1CRUd", "client-key-data=[redacted]"),
+            (
+                "cert -----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE----- ok",
+                "cert [redacted PEM block] ok",
+            ),
+            (
+                "truncated -----BEGIN RSA PRIVATE KEY-----\nMIIE",
+                "truncated [redacted PEM block]",
+            ),
+            // Not secrets: hashes, counts, words that merely contain a key.
+            (
+                "principal kubeconfig-hash 9f86d081884c",
+                "principal kubeconfig-hash 9f86d081884c",
+            ),
+            ("tokens: 3 secretary=x", "tokens: 3 secretary=x"),
+            ("no token here", "no token here"),
+            ("ünïcode token=åäö done", "ünïcode token=[redacted] done"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(redact(input), want, "{input}");
+        }
+    }
 
     #[test]
     fn events_reach_the_sink_with_juju_levels() {
