@@ -583,12 +583,16 @@ async fn server_side_apply_tracks_ownership_per_manager() {
             .unwrap_err(),
     );
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
-    assert!(
-        s.message.contains("conflict with \"calico-charm\"")
-            && s.message
-                .contains(".metadata.annotations.projectcalico.org/ASNumber"),
-        "{}",
-        s.message
+    assert_eq!(
+        s.message,
+        "Apply failed with 1 conflict: conflict with \"calico-charm\" using v1: \
+         .metadata.annotations.projectcalico.org/ASNumber"
+    );
+    let cause = &s.details.as_ref().expect("details").causes[0];
+    assert_eq!(cause.reason, "FieldManagerConflict");
+    assert_eq!(
+        cause.field,
+        ".metadata.annotations.projectcalico.org/ASNumber"
     );
     // Setting it to the same value is shared ownership, not a conflict.
     nodes

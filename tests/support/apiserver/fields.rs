@@ -466,6 +466,8 @@ pub fn apply_merge(live: &mut Value, applied: &Value, field: &str) {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conflict {
     pub manager: String,
+    /// The apiVersion the other manager wrote with.
+    pub api_version: String,
     pub path: Path,
 }
 
@@ -529,6 +531,7 @@ pub fn server_side_apply(
             if get(base, p) != get(&applied, p) {
                 conflicts.push(Conflict {
                     manager: m.manager.clone(),
+                    api_version: m.api_version.clone(),
                     path: p.clone(),
                 });
             }

@@ -1158,26 +1158,17 @@ fn apply(
     let out = match result {
         Ok(out) => out,
         Err(conflicts) => {
-            let n = conflicts.len();
-            let lines: Vec<String> = conflicts
-                .iter()
-                .map(|c| {
-                    format!(
-                        "conflict with \"{}\": {}",
-                        c.manager,
-                        fields::display(&c.path)
-                    )
-                })
-                .collect();
             let causes: Vec<Value> = conflicts
                 .iter()
-                .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": fields::display(&c.path)}))
+                .map(|c| {
+                    json!({
+                        "reason": "FieldManagerConflict",
+                        "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version),
+                        "field": fields::display(&c.path),
+                    })
+                })
                 .collect();
-            let msg = if n == 1 {
-                format!("Apply failed with 1 conflict: {}", lines.join(""))
-            } else {
-                format!("Apply failed with {n} conflicts: {}", lines.join("; "))
-            };
+            let msg = conflict_message(&conflicts);
             return Err(ApiError::new(409, "Conflict", msg).with_details(
                 json!({"name": name, "group": t.group, "kind": t.plural, "causes": causes}),
             ));
@@ -1391,4 +1382,42 @@ fn as_metadata(mut r: Reply, accept: &str) -> Reply {
         r.content_type = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
     }
     r
+}
+
+/// The API server's wording: `Apply failed with 1 conflict: conflict with "m" using v1: .a`,
+/// or for several, one block per manager: `conflicts with "m" using v1:\n- .a\n- .b`.
+fn conflict_message(conflicts: &[fields::Conflict]) -> String {
+    if let [c] = conflicts {
+        return format!(
+            "Apply failed with 1 conflict: conflict with \"{}\" using {}: {}",
+            c.manager,
+            c.api_version,
+            fields::display(&c.path)
+        );
+    }
+    let mut by_manager: Vec<(&str, &str, Vec<String>)> = Vec::new();
+    for c in conflicts {
+        let p = fields::display(&c.path);
+        match by_manager.iter_mut().find(|(m, _, _)| *m == c.manager) {
+            Some((_, _, paths)) => paths.push(p),
+            None => by_manager.push((&c.manager, &c.api_version, vec![p])),
+        }
+    }
+    let blocks: Vec<String> = by_manager
+        .iter()
+        .map(|(m, v, paths)| {
+            let word = if paths.len() == 1 {
+                "conflict"
+            } else {
+                "conflicts"
+            };
+            let list: Vec<String> = paths.iter().map(|p| format!("- {p}")).collect();
+            format!("{word} with \"{m}\" using {v}:\n{}", list.join("\n"))
+        })
+        .collect();
+    format!(
+        "Apply failed with {} conflicts: {}",
+        conflicts.len(),
+        blocks.join("\n")
+    )
 }
