@@ -279,7 +279,11 @@ fn stop_converges_to_the_stopping_desired_through_stop() {
     }
     assert!(cluster.converged.borrow().is_empty());
     // No hook tool at all while going away: nothing that can fail and wedge the removal.
-    assert!(tools.calls.borrow().is_empty(), "{:?}", tools.calls.borrow());
+    assert!(
+        tools.calls.borrow().is_empty(),
+        "{:?}",
+        tools.calls.borrow()
+    );
 }
 
 #[test]
