@@ -312,7 +312,8 @@ fn finish(
     // One line per hook says where it ended and on what facts (what debug-log readers want,
     // and one juju-log call instead of several).
     let summary = report.summary();
-    if matches!(status.kind, StatusKind::Blocked | StatusKind::Waiting) {
+    // Waiting is a normal phase of a deployment (INFO); blocked needs the operator (WARNING).
+    if status.kind == StatusKind::Blocked {
         tracing::warn!("{summary}");
     } else {
         tracing::info!("{summary}");

@@ -580,24 +580,52 @@ impl Unit {
     /// `unit.<unit>.<hook>`: put them in the transcript as debug-log would show them.
     fn narrate_output(&self, hook: &str, run: &HookRun) {
         let tag = format!("unit-{}", self.name.replace('/', "-"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() % 86_400);
+        let time = format!("{:02}:{:02}:{:02}", now / 3600, now / 60 % 60, now % 60);
         let mut text = String::new();
         for (level, output) in [("DEBUG", &run.stdout), ("WARNING", &run.stderr)] {
             for line in output.lines().filter(|l| !l.trim().is_empty()) {
                 text.push_str(&format!(
-                    "  debug-log: {tag}: {level} unit.{}.{hook} {line}\n",
+                    "  debug-log: {tag}: {time} {level} unit.{}.{hook} {line}\n",
                     self.name
                 ));
             }
         }
-        if !text.is_empty() {
-            use std::io::Write;
-            let mut file = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.state_dir.join("transcript.log"))
-                .expect("open transcript");
-            file.write_all(text.as_bytes()).expect("write transcript");
-        }
+        // The uniter's own line about the run (juju.worker.uniter.operation).
+        let via = match run.handler.as_str() {
+            "dispatch" => "via hook dispatching script: dispatch".to_string(),
+            other => format!("via explicit, bespoke hook script: {other}"),
+        };
+        let kind = if hook.starts_with("actions/") {
+            "action"
+        } else {
+            "hook"
+        };
+        let name = hook.trim_start_matches("actions/");
+        text.push_str(&match run.code {
+            _ if run.handler == "missing" => format!(
+                "  debug-log: {tag}: {time} INFO juju.worker.uniter.operation skipped \"{name}\" hook (missing)\n"
+            ),
+            Some(0) => format!(
+                "  debug-log: {tag}: {time} INFO juju.worker.uniter.operation ran \"{name}\" {kind} ({via})\n"
+            ),
+            Some(code) => format!(
+                "  debug-log: {tag}: {time} ERROR juju.worker.uniter.operation {kind} \"{name}\" ({via}) failed: exit status {code}\n"
+            ),
+            None => format!(
+                "  debug-log: {tag}: {time} ERROR juju.worker.uniter.operation {kind} \"{name}\" ({via}) failed: {}\n",
+                run.stderr.trim()
+            ),
+        });
+        use std::io::Write;
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state_dir.join("transcript.log"))
+            .expect("open transcript");
+        file.write_all(text.as_bytes()).expect("write transcript");
     }
 
     fn spawn(
