@@ -400,9 +400,22 @@ async fn calico_kinds_are_served_only_while_their_crd_exists() {
             }
         }))
         .expect("crd");
-    crds.create(&PostParams::default(), &crd)
+    let created = crds
+        .create(&PostParams::default(), &crd)
         .await
         .expect("create crd");
+    let status = created.status.expect("CRD status");
+    let established = status.conditions.unwrap_or_default();
+    assert!(
+        established
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+    );
+    assert_eq!(
+        status.accepted_names.map(|n| n.kind).as_deref(),
+        Some("Widget")
+    );
+    assert_eq!(status.stored_versions, Some(vec!["v1".to_string()]));
     let gvk = kube::api::GroupVersionKind::gvk("example.com", "v1", "Widget");
     let ar = kube::api::ApiResource::from_gvk_with_plural(&gvk, "widgets");
     let widgets: Api<kube::api::DynamicObject> =

@@ -802,6 +802,9 @@ fn commit(
     if !errs.is_empty() {
         return Err(ApiError::invalid(t, name, &errs));
     }
+    if t.kind == "CustomResourceDefinition" && t.group == "apiextensions.k8s.io" {
+        crd_status(&mut obj);
+    }
     // Generation.
     if t.has_generation {
         let gen_ = match old {
@@ -1420,4 +1423,60 @@ fn conflict_message(conflicts: &[fields::Conflict]) -> String {
         conflicts.len(),
         blocks.join("\n")
     )
+}
+
+/// Give a CRD the status of an accepted, established one (kept if already so).
+pub fn crd_status(crd: &mut Value) {
+    let names = crd
+        .pointer("/spec/names")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let mut stored: Vec<Value> = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                .filter_map(|v| v.get("name").cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(old) = crd
+        .pointer("/status/storedVersions")
+        .and_then(Value::as_array)
+    {
+        for v in old {
+            if !stored.contains(v) {
+                stored.insert(0, v.clone());
+            }
+        }
+    }
+    let established = crd
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("Established")
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        });
+    let conditions = if established {
+        crd.pointer("/status/conditions")
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        let now = store::now_rfc3339();
+        json!([
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
+             "message": "no conflicts found", "lastTransitionTime": now},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
+             "message": "the initial names have been accepted", "lastTransitionTime": now},
+        ])
+    };
+    if let Some(m) = crd.as_object_mut() {
+        m.insert(
+            "status".into(),
+            json!({"conditions": conditions, "acceptedNames": names, "storedVersions": stored}),
+        );
+    }
 }

@@ -43,7 +43,8 @@
 //! ownership of the fields it changed, taking them from other managers. The `status`
 //! subresource (kinds that have one) takes GET, PUT and PATCH and changes only `status`
 //! (not tracked in managed fields; an apply there is merged like a merge patch); other
-//! subresources answer 404. No watch (405), no pagination (`limit` is ignored; everything is
+//! subresources answer 404. A CRD gets the status the API server gives an accepted one
+//! (`NamesAccepted` and `Established` True, `acceptedNames`, `storedVersions`). No watch (405), no pagination (`limit` is ignored; everything is
 //! returned), no admission, no garbage collection except: deleting a CRD deletes its objects
 //! and stops serving its kind, deleting a Namespace deletes what is in it.
 //!
@@ -581,6 +582,9 @@ impl TestApiServer {
         }
         if t.has_generation && !meta.contains_key("generation") {
             meta.insert("generation".into(), serde_json::json!(1));
+        }
+        if t.kind == "CustomResourceDefinition" && t.group == "apiextensions.k8s.io" {
+            handler::crd_status(&mut obj);
         }
         store.put(&t, &ns, &name, obj.clone());
         if t.kind == "CustomResourceDefinition" && t.group == "apiextensions.k8s.io" {
