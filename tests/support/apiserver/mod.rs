@@ -738,8 +738,14 @@ impl TestApiServer {
 
     /// Answer the next `n` requests with 429 Too Many Requests and `Retry-After: secs`.
     pub fn throttle_next(&self, n: u64, retry_after_secs: u32) {
+        self.throttle_next_matching(n, "", retry_after_secs);
+    }
+
+    /// Answer the next `n` requests whose path contains `path_contains` with 429 and
+    /// `Retry-After: secs`.
+    pub fn throttle_next_matching(&self, n: u64, path_contains: &str, retry_after_secs: u32) {
         self.add_fault(Fault {
-            path_contains: None,
+            path_contains: Some(path_contains.to_string()).filter(|p| !p.is_empty()),
             method: None,
             remaining: Some(n),
             action: FaultAction::Status {
