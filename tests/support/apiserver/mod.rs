@@ -32,21 +32,30 @@
 //! `initContainers`, `ephemeralContainers`, `env`, `volumes`, `imagePullSecrets` (by
 //! `name`), `volumeMounts` (`mountPath`), `volumeDevices` (`devicePath`), `ports`
 //! (`containerPort`/`port` + `protocol`), `ownerReferences` (`uid`); the CRDs'
-//! `x-kubernetes-list-type` markers are not read. Maps are granular. Empty maps and `null`s
-//! in an applied configuration own nothing. A field a manager stops applying is removed
-//! unless another manager owns it (or something under it); parent maps left empty by such
-//! a removal (below the top level) are removed too. As in Kubernetes, the first apply to an
-//! object without managed fields (one stored with [`TestApiServer::insert`]) first gives all
-//! its fields to the Update manager `before-first-apply`, so changing them needs force and a
-//! field the applier shares with it survives when the applier drops it. Non-apply writes
-//! give the writer
-//! ownership of the fields it changed, taking them from other managers. The `status`
-//! subresource (kinds that have one) takes GET, PUT and PATCH and changes only `status`
-//! (not tracked in managed fields; an apply there is merged like a merge patch); other
-//! subresources answer 404. A CRD gets the status the API server gives an accepted one
-//! (`NamesAccepted` and `Established` True, `acceptedNames`, `storedVersions`). No watch (405), no pagination (`limit` is ignored; everything is
-//! returned), no admission, no garbage collection except: deleting a CRD deletes its objects
-//! and stops serving its kind, deleting a Namespace deletes what is in it.
+//! `x-kubernetes-list-type` markers are not read (Calico's two `set` lists, IPPool
+//! `allowedUses` and BGPConfiguration `ignoredInterfaces`, are atomic here). Maps are
+//! granular. Empty maps and `null`s in an applied configuration own nothing. A field a
+//! manager stops applying is removed unless another manager owns it (or something under
+//! it); parent maps left empty by such a removal (below the top level) are removed too. As
+//! in Kubernetes, the first apply to an object without managed fields (one stored with
+//! [`TestApiServer::insert`]) first gives all its fields to the Update manager
+//! `before-first-apply`, so changing them needs force and a field the applier shares with
+//! it survives when the applier drops it. Non-apply writes give the writer ownership of the
+//! fields it changed, taking them from other managers. The `status` subresource (kinds that
+//! have one) takes GET, PUT and PATCH and changes only `status` (not tracked in managed
+//! fields; an apply there is merged like a merge patch); other subresources answer 404. A
+//! CRD gets the status the API server gives an accepted one (`NamesAccepted` and
+//! `Established` True, `acceptedNames`, `storedVersions`). `Accept:
+//! ...;as=PartialObjectMetadata(List)` is honoured. No watch (405), no pagination (`limit`
+//! is ignored; everything is returned), no admission, no defaulting of built-in kinds, no
+//! garbage collection except: deleting a CRD deletes its objects and stops serving its
+//! kind, deleting a Namespace deletes what is in it.
+//!
+//! Faults (see the methods): answer N requests (optionally matching a path) with a status
+//! (500, 503, 429 with `Retry-After`), delay them, drop their connection before or after
+//! executing them, add latency to every request, stop and restart on the same port, stop
+//! after N more requests. Note that kube 5's default client retries 429/503/504 itself
+//! ([`TestApiServer::kube_client_without_retry`] does not).
 //!
 //! Validation (422 Invalid): `metadata.name` is a DNS-1123 subdomain (namespaces: a label;
 //! RBAC: a path segment); CRDs need group, names, scope, versions and the name
