@@ -56,6 +56,10 @@ fn deploy_sequence_ends_active_with_relation_data_and_version() {
     for kind in ["created", "joined", "changed"] {
         assert_ok(&unit, &unit.relation_hook(kind, &rid));
     }
+    // A charm upgrade is followed by config-changed; both reconcile.
+    for hook in ["upgrade-charm", "config-changed"] {
+        assert_ok(&unit, &unit.hook(hook));
+    }
     eprintln!("{}", unit.transcript());
 
     // Juju's own maintenance status before install, then the charm's.
@@ -71,7 +75,7 @@ fn deploy_sequence_ends_active_with_relation_data_and_version() {
     // The version is the tag of config.yaml's default calico-node-image
     // (docker.io/calico/node:v3.6.1), set on every hook.
     let versions = unit.versions();
-    assert_eq!(versions.len(), 7);
+    assert_eq!(versions.len(), 9);
     assert!(versions.iter().all(|v| v == "v3.6.1"), "{versions:?}");
 
     // What the principal reads: Juju's keys plus the two the charm sets.
@@ -614,4 +618,29 @@ fn a_quiet_update_status_makes_ten_tool_calls() {
             "juju-log",
         ]
     );
+}
+
+#[test]
+fn dispatch_finds_the_charm_from_its_own_path_without_juju_charm_dir() {
+    let (unit, _) = related_unit("calico/0", false);
+    let mut env = unit.hook_env("install");
+    env.remove("JUJU_CHARM_DIR");
+    env.remove("CHARM_DIR");
+    unit.begin("install");
+    // As an old agent would: hooks/install directly, no JUJU_DISPATCH_PATH either.
+    let out = std::process::Command::new(unit.charm_dir.join("hooks/install"))
+        .env_clear()
+        .envs(&env)
+        .current_dir(&unit.charm_dir)
+        .output()
+        .unwrap();
+    unit.end("install", out.status.code().unwrap_or(-1));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        unit.transcript()
+    );
+    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert!(logged(&unit, "INFO", "install hook: active"));
 }
