@@ -14,6 +14,13 @@ fn pair(status: &str, message: &str) -> (String, String) {
     (status.to_string(), message.to_string())
 }
 
+/// The status of a unit with nothing pending. With the `NoCluster` seam that is the end of
+/// every successful reconcile; once apply is wired, the unit also needs a reachable API (a
+/// test API server named by KUBECONFIG, see `Unit::set_env`), its Node and calico-node.
+fn ready() -> (String, String) {
+    pair("active", "Ready")
+}
+
 /// A unit of calico on a worker, related to its principal which published its kubeconfig-hash.
 fn related_unit(name: &str, leader: bool) -> (Unit, String) {
     let unit = Unit::new(name);
@@ -68,10 +75,10 @@ fn deploy_sequence_ends_active_with_relation_data_and_version() {
         vec![
             pair("maintenance", "installing charm software"),
             pair("maintenance", "Configuring Calico"),
-            pair("active", "Ready"),
+            ready(),
         ]
     );
-    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_eq!(unit.status(), ready());
     // The version is the tag of config.yaml's default calico-node-image
     // (docker.io/calico/node:v3.6.1), set on every hook.
     let versions = unit.versions();
@@ -183,7 +190,7 @@ fn hook_tool_protocol_of_one_reconcile() {
 fn invalid_config_blocks_names_the_option_and_logs_every_error() {
     let (unit, rid) = related_unit("calico/0", true);
     assert_ok(&unit, &unit.hook("install"));
-    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_eq!(unit.status(), ready());
 
     // One bad option: the message names it and its value.
     unit.set_config("ipip", json!("sometimes"));
@@ -252,7 +259,7 @@ fn invalid_config_blocks_names_the_option_and_logs_every_error() {
     unit.reset_config("ipip");
     unit.set_config("cidr", json!("10.1.0.0/16, fd00:c00b:1::/64"));
     assert_ok(&unit, &unit.hook("config-changed"));
-    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_eq!(unit.status(), ready());
     assert_eq!(
         unit.local_data(&rid).get("cidr").map(String::as_str),
         Some("10.1.0.0/16,fd00:c00b:1::/64")
@@ -276,7 +283,7 @@ fn invalid_image_blocks_without_a_version() {
         json!("registry.example.com:5000/calico/node:v3.26.1"),
     );
     assert_ok(&unit, &unit.hook("config-changed"));
-    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_eq!(unit.status(), ready());
     assert_eq!(unit.versions(), ["v3.26.1"]);
 }
 
@@ -286,7 +293,7 @@ fn leader_and_non_leader_both_reach_active() {
     let (follower, _) = related_unit("calico/1", false);
     for unit in [&leader, &follower] {
         assert_ok(unit, &unit.hook("install"));
-        assert_eq!(unit.status(), pair("active", "Ready"));
+        assert_eq!(unit.status(), ready());
     }
     assert!(logged(&leader, "INFO", "calico/0 (leader) on node"));
     assert!(logged(&follower, "INFO", "calico/1 (not leader) on node"));
@@ -301,7 +308,7 @@ fn leader_and_non_leader_both_reach_active() {
     );
     leader.set_leader(false);
     assert_ok(&leader, &leader.hook("leader-settings-changed"));
-    assert_eq!(leader.status(), pair("active", "Ready"));
+    assert_eq!(leader.status(), ready());
 }
 
 #[test]
@@ -328,7 +335,7 @@ fn bind_address_skips_fan_and_falls_back_to_unit_get() {
             .iter()
             .any(|c| c.tool == "unit-get" && c.args.contains(&"private-address".to_string()))
     );
-    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_eq!(unit.status(), ready());
 
     // network-get fails (no such binding): same fallback, the error named in the warning.
     unit.set_network(None);
@@ -341,7 +348,7 @@ fn bind_address_skips_fan_and_falls_back_to_unit_get() {
         "{}",
         unit.transcript()
     );
-    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_eq!(unit.status(), ready());
 
     // Older agents wrote `address` instead of `value`.
     unit.set_network(Some(json!({"bind-addresses": [
@@ -391,7 +398,7 @@ fn waits_for_the_principals_kubeconfig_hash() {
     unit.set_remote(&rid, "service-cidr", "10.152.183.0/24");
     assert_ok(&unit, &unit.relation_hook("changed", &rid));
     eprintln!("{}", unit.transcript());
-    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_eq!(unit.status(), ready());
     // The hash is logged shortened, never anything from the kubeconfig itself.
     assert!(logged(
         &unit,
@@ -438,10 +445,7 @@ fn update_status_does_not_flap_through_maintenance() {
     let (unit, _) = related_unit("calico/0", true);
     assert_ok(&unit, &unit.hook("install"));
     assert_ok(&unit, &unit.hook("update-status"));
-    assert_eq!(
-        unit.statuses_in("update-status"),
-        vec![pair("active", "Ready")]
-    );
+    assert_eq!(unit.statuses_in("update-status"), vec![ready()]);
 }
 
 #[test]
@@ -490,7 +494,7 @@ fn juju_log_missing_falls_back_to_stderr() {
         "{}",
         run.stderr
     );
-    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_eq!(unit.status(), ready());
 }
 
 #[test]
@@ -577,7 +581,7 @@ fn unknown_action_fails_the_action_not_the_unit() {
         records[0]["fail"],
         json!("unknown action \"list-versions\"")
     );
-    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_eq!(unit.status(), ready());
 }
 
 #[test]
@@ -641,6 +645,6 @@ fn dispatch_finds_the_charm_from_its_own_path_without_juju_charm_dir() {
         String::from_utf8_lossy(&out.stderr),
         unit.transcript()
     );
-    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_eq!(unit.status(), ready());
     assert!(logged(&unit, "INFO", "install hook: active"));
 }
