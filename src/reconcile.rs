@@ -199,7 +199,19 @@ pub fn reconcile(
 
     // The principal needs cidr and cni-conf-file whatever else is wrong, so publish first.
     let relations = cni_relations(event, env, tools)?;
-    let cidr = published_cidr(&raw, errors);
+    let cidr = match &validated {
+        // The validated, normalised CIDRs (`FD00:0::/64` is published as `fd00::/64`).
+        Ok(v) => Some(
+            v.config
+                .cidrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .filter(|c| !c.is_empty()),
+        Err(_) => published_cidr(&raw, errors),
+    };
     for id in &relations {
         let mut settings = vec![("cni-conf-file", CNI_CONF_FILE)];
         if let Some(cidr) = cidr.as_deref() {
@@ -430,8 +442,8 @@ fn read_principal(tools: &impl HookTools, relations: &[String]) -> Result<Princi
     Ok(principal)
 }
 
-/// The `cidr` to publish: the configured CIDRs comma-joined without spaces, or `None` (keep
-/// what was published before) while the `cidr` option itself is invalid.
+/// The `cidr` to publish while some option is invalid: the configured CIDRs comma-joined
+/// without spaces, or `None` (keep what was published before) when `cidr` itself is invalid.
 pub fn published_cidr(raw: &RawConfig, errors: &[ConfigError]) -> Option<String> {
     if errors.iter().any(|e| e.option == "cidr") {
         return None;

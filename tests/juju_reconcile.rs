@@ -329,3 +329,32 @@ fn unknown_hooks_call_no_tool() {
     assert!(report.status.is_none());
     assert!(tools.calls.borrow().is_empty());
 }
+
+#[test]
+fn the_published_cidr_is_the_normalised_one() {
+    let mut tools = Tools::ready(false);
+    tools
+        .config
+        .insert("cidr".into(), json!(" 10.1.0.0/16 ,FD00:0:0::/64"));
+    reconcile::run(
+        &Event::ConfigChanged,
+        &env("calico/0"),
+        &tools,
+        &Recorder::default(),
+    )
+    .unwrap();
+    let sets = tools.sets.borrow();
+    assert_eq!(
+        sets[0],
+        (
+            "cni:1".to_string(),
+            vec![
+                ("cidr".to_string(), "10.1.0.0/16,fd00::/64".to_string()),
+                (
+                    "cni-conf-file".to_string(),
+                    "10-calico.conflist".to_string()
+                ),
+            ]
+        )
+    );
+}
