@@ -111,19 +111,31 @@ pub fn unpack(archive: &Path, dest: &Path) {
     );
 }
 
-/// The packed and expanded charm, shared by every unit of this test process.
+/// The packed and expanded charm, shared by every unit of this test process. It lives in
+/// cargo's per-target temporary dir, one dir per test process; dirs of processes that have
+/// exited are removed first, so runs do not accumulate 100 MB copies of the binary.
 fn pristine_charm() -> &'static Path {
     static CHARM: OnceLock<PathBuf> = OnceLock::new();
     CHARM.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("calico-charm-packed")
-            .tempdir()
-            .expect("tempdir")
-            .keep();
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("juju-charm");
+        fs::create_dir_all(&root).expect("mkdir");
+        if let Ok(entries) = fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let alive = Path::new("/proc").join(&name).exists();
+                if name.parse::<u32>().is_ok() && !alive {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let dir = root.join(std::process::id().to_string());
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir(&dir).expect("mkdir");
         let archive = pack_into(&dir);
         let expanded = dir.join("charm");
         fs::create_dir(&expanded).expect("mkdir");
         unpack(&archive, &expanded);
+        let _ = fs::remove_file(&archive);
         expanded
     })
 }
