@@ -134,21 +134,18 @@ pub fn redact(line: &str) -> String {
 }
 
 fn redact_pem(line: &str) -> String {
+    const BEGIN: &str = "-----BEGIN ";
+    const END: &str = "-----END ";
     let mut out = String::with_capacity(line.len());
     let mut rest = line;
-    while let Some(start) = rest.find("-----BEGIN ") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start..];
-        // The block ends after the dashes that close the END line, else at the end of text.
-        let end = after
-            .find("-----END ")
-            .and_then(|e| {
-                let tail = &after[e + 9..];
-                tail.find("-----").map(|d| e + 9 + d + 5)
-            })
-            .unwrap_or(after.len());
+    while let Some((before, after)) = rest.split_once(BEGIN) {
+        out.push_str(before);
         out.push_str("[redacted PEM block]");
-        rest = &after[end..];
+        // The block ends with the dashes that close the END line, else with the text.
+        rest = after
+            .split_once(END)
+            .and_then(|(_, tail)| tail.split_once("-----"))
+            .map_or("", |(_, remainder)| remainder);
     }
     out.push_str(rest);
     out
@@ -162,12 +159,13 @@ fn redact_values(line: &str, key: &str, separator: bool) -> String {
     let mut out = String::with_capacity(line.len());
     let mut copied = 0;
     let mut from = 0;
-    while let Some(found) = lower[from..].find(key) {
+    while let Some(found) = lower.get(from..).and_then(|rest| rest.find(key)) {
         let at = from + found;
         let mut i = at + key.len();
         from = i;
         if separator {
-            let word_start = at == 0 || !bytes[at - 1].is_ascii_alphanumeric();
+            let before = at.checked_sub(1).and_then(|p| bytes.get(p));
+            let word_start = !before.is_some_and(u8::is_ascii_alphanumeric);
             if !word_start {
                 continue;
             }
@@ -182,19 +180,21 @@ fn redact_values(line: &str, key: &str, separator: bool) -> String {
         while matches!(bytes.get(i), Some(b' ') | Some(b'"') | Some(b'\'')) {
             i += 1;
         }
-        let value_end = bytes[i..]
+        let value_end = bytes
+            .get(i..)
+            .unwrap_or_default()
             .iter()
             .position(|b| matches!(b, b' ' | b'"' | b'\'' | b',' | b'}' | b'\n' | b';'))
             .map_or(bytes.len(), |p| i + p);
         if value_end == i {
             continue;
         }
-        out.push_str(&line[copied..i]);
+        out.push_str(line.get(copied..i).unwrap_or_default());
         out.push_str(REDACTED);
         copied = value_end;
         from = value_end;
     }
-    out.push_str(&line[copied..]);
+    out.push_str(line.get(copied..).unwrap_or_default());
     out
 }
 

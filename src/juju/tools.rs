@@ -250,7 +250,7 @@ fn parse_json<T: DeserializeOwned>(tool: &str, output: &str) -> Result<T, ToolEr
 
 fn truncate(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
+        Some((cut, _)) => format!("{}...", text.get(..cut).unwrap_or_default()),
         None => text.to_string(),
     }
 }
