@@ -260,6 +260,15 @@ fn emulator_speaks_jujus_formats_and_exit_codes() {
         ok(raw_tool(&unit, "install", "config-get", &["veth-mtu"])),
         ""
     );
+    let all = ok(raw_tool(
+        &unit,
+        "install",
+        "config-get",
+        &["--all", "--format=json"],
+    ));
+    assert!(all.contains("\"veth-mtu\":null"), "{all}");
+    let set = ok(raw_tool(&unit, "install", "config-get", &["--format=json"]));
+    assert!(!set.contains("veth-mtu"), "{set}");
     assert_eq!(
         ok(raw_tool(&unit, "install", "state-get", &["--format=json"])),
         "null\n"

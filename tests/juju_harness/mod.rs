@@ -275,8 +275,19 @@ impl Unit {
             &json!({"unit": name, "leader": false, "private-address": "10.0.0.5",
                     "public-address": "203.0.113.5", "fail": {}}),
         );
-        let defaults = calico_charm::options::defaults().expect("embedded config.yaml");
-        unit.write("config.json", &json!(defaults));
+        // Every option of config.yaml, null when it has no default: config-get omits those
+        // unless --all, as Juju does.
+        let options: serde_json::Map<String, Value> = calico_charm::options::specs()
+            .expect("embedded config.yaml")
+            .iter()
+            .map(|spec| {
+                (
+                    spec.name.clone(),
+                    spec.default.clone().unwrap_or(Value::Null),
+                )
+            })
+            .collect();
+        unit.write("config.json", &Value::Object(options));
         unit.write("network.json", &json!({"cni": fan_first_network()}));
         unit.write("relations.json", &json!({}));
         unit
@@ -318,14 +329,7 @@ impl Unit {
             .expect("defaults")
             .get(key)
             .cloned();
-        self.update("config.json", |c| match default {
-            Some(d) => c[key] = d,
-            None => {
-                if let Some(map) = c.as_object_mut() {
-                    map.remove(key);
-                }
-            }
-        });
+        self.update("config.json", |c| c[key] = default.unwrap_or(Value::Null));
     }
 
     /// Replace what `network-get cni` answers (`None`: no network config for the binding).
