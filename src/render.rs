@@ -302,9 +302,15 @@ impl NodeBgp {
 }
 
 impl Desired {
-    /// Every object in apply order: pools, BGPConfiguration, peers, the Node, workloads.
+    /// Every object in apply order: the CRDs (so that the output can be applied as it is on
+    /// a fresh cluster), pools, BGPConfiguration, peers, the Node, then the other workloads.
     pub fn objects(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
+        let (crds, workloads) = match &self.workloads {
+            Some(w) => (w.crd_objects(), w.objects_without_crds()),
+            None => (Vec::new(), Vec::new()),
+        };
+        out.extend(crds);
         if let Pools::Managed(pools) = &self.pools {
             out.extend(pools.iter().filter_map(|p| serde_json::to_value(p).ok()));
         }
@@ -317,9 +323,7 @@ impl Desired {
                 .filter_map(|p| serde_json::to_value(p).ok()),
         );
         out.push(self.node.object());
-        if let Some(w) = &self.workloads {
-            out.extend(w.objects());
-        }
+        out.extend(workloads);
         out
     }
 }

@@ -91,8 +91,19 @@ fn to_json<T: Serialize>(object: &T) -> serde_json::Value {
 impl Workloads {
     /// Every object as JSON, in apply order (CRDs first), each with `apiVersion` and `kind`.
     pub fn objects(&self) -> Vec<serde_json::Value> {
+        let mut out = self.crd_objects();
+        out.extend(self.objects_without_crds());
+        out
+    }
+
+    /// The CRDs as JSON.
+    pub fn crd_objects(&self) -> Vec<serde_json::Value> {
+        self.crds.iter().map(to_json).collect()
+    }
+
+    /// Every object but the CRDs as JSON, in apply order.
+    pub fn objects_without_crds(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
-        out.extend(self.crds.iter().map(to_json));
         out.extend(self.service_accounts.iter().map(to_json));
         out.extend(self.cluster_roles.iter().map(to_json));
         out.extend(self.cluster_role_bindings.iter().map(to_json));

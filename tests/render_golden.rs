@@ -5,7 +5,8 @@
 //! (`tests/golden/<example>.yaml`); each expected file
 //! (`tests/golden/<example>/<unit>[-leader].yaml`) holds the Calico objects and the Node,
 //! in apply order. Workloads (the leader's CRDs, RBAC, DaemonSet, ...) are not part of the
-//! goldens: they must come after these objects and are otherwise ignored here.
+//! goldens: only the leader renders them, CRDs first so that the output applies in order on a
+//! fresh cluster, and they are otherwise ignored here.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -48,20 +49,34 @@ fn check(example: &str, unit: &str, address: &str, leader: bool, expected_warnin
         if leader { "-leader" } else { "" }
     );
     let want = expected(&file);
-    let n = want.len().min(objects.len());
-    let got = &objects[..n];
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+    let kind = |o: &Value| o["kind"].as_str().unwrap_or_default().to_string();
+    let charm: Vec<Value> = objects
+        .iter()
+        .filter(|o| CHARM_KINDS.contains(&kind(o).as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(charm.len(), want.len(), "{file}: got {charm:#?}");
+    for (i, (g, w)) in charm.iter().zip(&want).enumerate() {
         assert_eq!(g, w, "{file}: object {i} differs");
     }
-    assert!(
-        objects.len() >= want.len(),
-        "{file}: missing objects: got {got:#?}"
-    );
-    for extra in &objects[n..] {
-        let kind = extra["kind"].as_str().unwrap_or_default();
-        assert!(!CHARM_KINDS.contains(&kind), "{file}: unexpected {extra:#}");
-    }
-    if !leader {
+    if leader {
+        let first_charm = objects
+            .iter()
+            .position(|o| CHARM_KINDS.contains(&kind(o).as_str()))
+            .unwrap_or(objects.len());
+        assert!(
+            objects[..first_charm]
+                .iter()
+                .all(|o| kind(o) == "CustomResourceDefinition"),
+            "{file}: only CRDs may come before the Calico objects"
+        );
+        assert!(
+            objects
+                .iter()
+                .any(|o| kind(o) == "CustomResourceDefinition"),
+            "{file}: the leader renders the CRDs"
+        );
+    } else {
         assert_eq!(
             objects.len(),
             want.len(),
