@@ -9,7 +9,9 @@
 //!   replacing its placeholders `__KUBERNETES_NODE_NAME__`, `__CNI_MTU__` and
 //!   `__KUBECONFIG_FILEPATH__` by plain text substitution.
 //!
-//! [`render`] is exactly that substitution applied to [`template`], which keeps the two equal.
+//! [`render`] is exactly that substitution applied to [`template`], which keeps the two equal
+//! (plus the newline the shell installer of Calico before 3.16 appends; the template then
+//! has none, so the file ends in one newline either way).
 //!
 //! The directory is `/etc/cni/net.d`, or the value of the environment variable
 //! [`CNI_DIR_ENV`] (`CALICO_CHARM_CNI_DIR`) when set and not empty (for tests).
@@ -57,10 +59,20 @@ fn families(config: &CharmConfig) -> (bool, bool) {
     (v4, v6)
 }
 
-/// The MTU written into the CNI config: the veth MTU, or 0 (Calico's auto-detection: the
-/// plugin then uses the MTU Felix detected).
+/// The MTU written into the CNI config: the veth MTU; when unset, 0 from Calico 3.17
+/// (auto-detection: the plugin then uses the MTU Felix detected), 1440 before (see
+/// [`crate::workloads::effective_mtu`]).
 pub fn cni_mtu(config: &CharmConfig) -> u32 {
-    crate::workloads::veth_mtu(config).unwrap_or(0)
+    crate::workloads::effective_mtu(config)
+}
+
+/// Whether `install-cni` appends a newline to the template when it writes the file: the
+/// shell installer of Calico before 3.16 writes it with a here-document
+/// (`cat >$TMP_CONF <<EOF` / `${CNI_NETWORK_CONFIG}` / `EOF` in
+/// `k8s-install/scripts/install-cni.sh`, projectcalico/cni-plugin), which ends in a newline
+/// of its own; the Go installer writes the substituted template as it is.
+fn installer_appends_newline(config: &CharmConfig) -> bool {
+    !crate::workloads::node_version(config).at_least(crate::workloads::version::GO_CNI_INSTALLER)
 }
 
 /// The conflist with `install-cni`'s placeholders (pure, deterministic): the value of the
@@ -99,7 +111,10 @@ pub fn template(config: &CharmConfig) -> String {
     // The MTU placeholder stands for a number: drop the quotes around it, as install-cni's
     // template does.
     let mut text = text.replace(&format!("\"{PLACEHOLDER_MTU}\""), PLACEHOLDER_MTU);
-    text.push('\n');
+    // The file ends in exactly one newline, whichever installer writes it.
+    if !installer_appends_newline(config) {
+        text.push('\n');
+    }
     text
 }
 
@@ -112,10 +127,14 @@ pub fn render(config: &CharmConfig, node_name: &str) -> String {
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
         .unwrap_or_default();
-    template(config)
+    let mut text = template(config)
         .replace(PLACEHOLDER_NODE_NAME, node)
         .replace(PLACEHOLDER_MTU, &cni_mtu(config).to_string())
-        .replace(PLACEHOLDER_KUBECONFIG, CNI_KUBECONFIG)
+        .replace(PLACEHOLDER_KUBECONFIG, CNI_KUBECONFIG);
+    if installer_appends_newline(config) {
+        text.push('\n');
+    }
+    text
 }
 
 /// A failure writing the CNI config; `Display` names the path and what failed.

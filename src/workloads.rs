@@ -8,6 +8,9 @@
 //! - [`pods`]: ConfigMap `calico-config`, DaemonSet `calico-node`, Deployment
 //!   `calico-kube-controllers`, the images they pull and the MTU.
 //! - [`readiness`]: whether this node's calico-node pod is Running and Ready, and why not.
+//! - [`version`]: the Calico release read from the `calico-node-image` tag, and the releases
+//!   at which the rendered objects change (v3.6.1, the documented default, differs from the
+//!   v3.32 the reference describes); `docs/workloads-versions.md` lists them with sources.
 //!
 //! ## Images
 //! The charm has two image options. calico-node's `install-cni` init container needs
@@ -21,6 +24,7 @@ pub mod crds;
 pub mod pods;
 pub mod rbac;
 pub mod readiness;
+pub mod version;
 
 use std::collections::BTreeMap;
 
@@ -35,8 +39,9 @@ use crate::calico::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::config::CharmConfig;
 
 pub use crds::{CrdPlan, plan_crd};
-pub use pods::{cni_image, images, veth_mtu};
+pub use pods::{cni_image, effective_mtu, images, node_version, veth_mtu};
 pub use readiness::{calico_node_pod, node_pod_ready, pod_ready, waiting_message};
+pub use version::CalicoVersion;
 
 /// Namespace of every namespaced workload object.
 pub const NAMESPACE: &str = "kube-system";
@@ -69,17 +74,64 @@ pub struct Workloads {
     pub deployments: Vec<Deployment>,
 }
 
-/// Build the workloads for a configuration (pure, deterministic).
+/// Build the workloads for a configuration (pure, deterministic), for the Calico release
+/// of `calico-node-image` ([`node_version`]).
 pub fn render(config: &CharmConfig) -> Workloads {
+    let v = node_version(config);
     Workloads {
         crds: crds::crds(),
-        service_accounts: rbac::service_accounts(),
-        cluster_roles: rbac::cluster_roles(),
-        cluster_role_bindings: rbac::cluster_role_bindings(),
+        service_accounts: rbac::service_accounts(v),
+        cluster_roles: rbac::cluster_roles(v),
+        cluster_role_bindings: rbac::cluster_role_bindings(v),
         config_maps: vec![pods::config_map(config)],
         daemon_sets: vec![pods::calico_node(config)],
         deployments: vec![pods::kube_controllers(config)],
     }
+}
+
+/// What the charm should log (at WARNING) about rendering the workloads for this
+/// configuration: an image tag that is not a version (the current release is assumed), and
+/// options the configured Calico release cannot honour as asked. Empty when all is well.
+pub fn warnings(config: &CharmConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let (v, tag_warning) = CalicoVersion::of_image(&config.calico_node_image);
+    out.extend(tag_warning);
+    if let Some(p) = config
+        .calico_policy_image
+        .tag()
+        .and_then(CalicoVersion::parse_tag)
+        && (p.major, p.minor) != (v.major, v.minor)
+    {
+        out.push(format!(
+            "calico-policy-image is Calico {p} but calico-node-image is {v}; use the same \
+             release for both"
+        ));
+    }
+    let v4 = config.cidrs.iter().any(|c| c.is_ipv4());
+    let v6 = config.cidrs.iter().any(|c| c.is_ipv6());
+    if config.vxlan.enabled() && !v.at_least(version::VXLAN) {
+        out.push(format!(
+            "vxlan: Calico {v} has no VXLAN encapsulation (it arrived in {}); pods on \
+             different nodes will not reach each other over VXLAN",
+            version::VXLAN
+        ));
+    }
+    if !v.at_least(version::K8S_INTERNAL_IP) && v4 && v6 {
+        out.push(format!(
+            "cidr: with Calico {v} the node's IPv6 address is found with first-found (it may \
+             pick a bridge); kubernetes-internal-ip needs {}",
+            version::K8S_INTERNAL_IP
+        ));
+    }
+    if !config.manage_pools && !v.at_least(version::POOL_CIDR_NONE) && (v4 != v6) {
+        out.push(format!(
+            "manage-pools: Calico {v} cannot be told not to create a default pool for the \
+             IP family the cidr lacks (CALICO_IPVxPOOL_CIDR=none needs {}); it may create \
+             one",
+            version::POOL_CIDR_NONE
+        ));
+    }
+    out
 }
 
 fn to_json<T: Serialize>(object: &T) -> serde_json::Value {

@@ -38,6 +38,14 @@ fn defaults() -> CharmConfig {
     }
 }
 
+/// The defaults with Calico v3.32.1 images (the release the reference describes).
+fn current() -> CharmConfig {
+    let mut c = defaults();
+    c.calico_node_image.reference = "docker.io/calico/node:v3.32.1".into();
+    c.calico_policy_image.reference = "docker.io/calico/kube-controllers:v3.32.1".into();
+    c
+}
+
 fn parsed(config: &CharmConfig, node: &str) -> Value {
     serde_json::from_str(&cni::render(config, node)).expect("the conflist is JSON")
 }
@@ -53,7 +61,13 @@ fn conflist_has_calico_with_calico_ipam_and_portmap() {
     assert_eq!(calico["type"], "calico");
     assert_eq!(calico["datastore_type"], "kubernetes");
     assert_eq!(calico["nodename"], "node-1");
-    assert_eq!(calico["mtu"], json!(0), "unset veth-mtu: auto-detection");
+    // Calico 3.6 has no MTU auto-detection: its manifest's default, 1440.
+    assert_eq!(calico["mtu"], json!(1440), "unset veth-mtu on v3.6.1");
+    assert_eq!(
+        parsed(&current(), "node-1")["plugins"][0]["mtu"],
+        json!(0),
+        "unset veth-mtu on v3.32.1: auto-detection"
+    );
     assert_eq!(calico["ipam"]["type"], "calico-ipam");
     assert_eq!(calico["policy"]["type"], "k8s");
     assert_eq!(
@@ -100,7 +114,7 @@ fn mtu_follows_veth_mtu_and_encapsulation() {
         c.vxlan = vxlan;
         parsed(&c, "n")["plugins"][0]["mtu"].as_u64().unwrap()
     };
-    assert_eq!(mtu(None, EncapMode::Always, EncapMode::Never), 0);
+    assert_eq!(mtu(None, EncapMode::Always, EncapMode::Never), 1440);
     assert_eq!(mtu(Some(1500), EncapMode::Never, EncapMode::Never), 1500);
     assert_eq!(mtu(Some(1500), EncapMode::Always, EncapMode::Never), 1480);
     assert_eq!(
@@ -109,11 +123,55 @@ fn mtu_follows_veth_mtu_and_encapsulation() {
     );
 }
 
+/// What install-cni writes: the ConfigMap template with its placeholders replaced by plain
+/// text substitution; the shell installer (before 3.16) writes it through a here-document,
+/// which adds a newline.
+fn by_install_cni(c: &CharmConfig, node: &str, mtu: &str, shell: bool) -> String {
+    let w = workloads::render(c);
+    let template = &w.config_maps[0].data.as_ref().unwrap()["cni_network_config"];
+    let mut out = template
+        .replace("__KUBERNETES_NODE_NAME__", node)
+        .replace("__CNI_MTU__", mtu)
+        .replace(
+            "__KUBECONFIG_FILEPATH__",
+            "/etc/cni/net.d/calico-kubeconfig",
+        );
+    if shell {
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn both_installers_write_the_bytes_every_unit_writes() {
+    for (c, shell, mtu) in [(defaults(), true, "1440"), (current(), false, "0")] {
+        let written = by_install_cni(&c, "worker-3", mtu, shell);
+        assert_eq!(
+            written,
+            cni::render(&c, "worker-3"),
+            "shell installer: {shell}"
+        );
+        assert!(written.ends_with("}\n") && !written.ends_with("\n\n"));
+        // install-cni's CNI_MTU is the value substituted for __CNI_MTU__.
+        let w = workloads::render(&c);
+        let init = &w.daemon_sets[0]
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .init_containers;
+        let env = init.as_ref().unwrap()[0].env.as_ref().unwrap();
+        let cni_mtu = env.iter().find(|e| e.name == "CNI_MTU").unwrap();
+        assert_eq!(cni_mtu.value.as_deref(), Some(mtu));
+    }
+}
+
 #[test]
 fn install_cni_renders_the_same_bytes_from_the_config_map_template() {
     // install-cni replaces its placeholders by plain text substitution; do the same with
     // the ConfigMap the leader applies and compare with what every unit writes.
-    let mut c = defaults();
+    let mut c = current();
     c.veth_mtu = Some(1450);
     c.cidrs = vec!["10.1.0.0/16".parse().unwrap(), "fd00::/64".parse().unwrap()];
     let w = workloads::render(&c);

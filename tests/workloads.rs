@@ -7,12 +7,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use calico_charm::asn::AsNumber;
 use calico_charm::config::{CharmConfig, EncapMode, Image};
-use calico_charm::workloads::{self, CrdPlan, Workloads, crds, plan_crd};
+use calico_charm::workloads::{self, CalicoVersion, CrdPlan, Workloads, crds, plan_crd};
 use ipnetwork::IpNetwork;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, EnvVar, Pod, PodSpec, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, EnvVar, Pod, PodSpec, Probe, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 /// The defaults of config.yaml, as a validated configuration.
@@ -39,6 +42,14 @@ fn defaults() -> CharmConfig {
         route_reflector_cluster_ids: BTreeMap::new(),
         veth_mtu: None,
     }
+}
+
+/// The defaults with Calico v3.32.1 images (the release the reference describes).
+fn current() -> CharmConfig {
+    let mut c = defaults();
+    c.calico_node_image.reference = "docker.io/calico/node:v3.32.1".into();
+    c.calico_policy_image.reference = "docker.io/calico/kube-controllers:v3.32.1".into();
+    c
 }
 
 fn cidrs(list: &[&str]) -> Vec<IpNetwork> {
@@ -107,15 +118,22 @@ fn pod_images(spec: &PodSpec) -> Vec<String> {
 
 #[test]
 fn objects_come_in_apply_order_with_kind_name_and_owner_label() {
-    let objects = workloads::render(&defaults()).objects();
+    // v3.6.1 has no calico-cni-plugin account (the CNI plugin uses calico-node's token).
+    for (config, accounts) in [(defaults(), 2), (current(), 3)] {
+        objects_in_apply_order(&config, accounts);
+    }
+}
+
+fn objects_in_apply_order(config: &CharmConfig, accounts: usize) {
+    let objects = workloads::render(config).objects();
     let kinds: Vec<&str> = objects
         .iter()
         .map(|o| o["kind"].as_str().unwrap())
         .collect();
     let mut expected = vec!["CustomResourceDefinition"; 23];
-    expected.extend(["ServiceAccount"; 3]);
-    expected.extend(["ClusterRole"; 3]);
-    expected.extend(["ClusterRoleBinding"; 3]);
+    expected.extend(vec!["ServiceAccount"; accounts]);
+    expected.extend(vec!["ClusterRole"; accounts]);
+    expected.extend(vec!["ClusterRoleBinding"; accounts]);
     expected.extend(["ConfigMap", "DaemonSet", "Deployment"]);
     assert_eq!(kinds, expected);
     for o in &objects {
@@ -158,12 +176,18 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(o: &Value) {
 
 #[test]
 fn every_object_deserializes_into_k8s_openapi_types_and_round_trips() {
-    let mut config = defaults();
-    config.cidrs = cidrs(&["10.1.0.0/16", "fd00:1::/64"]);
-    config.veth_mtu = Some(9000);
-    config.vxlan = EncapMode::Always;
-    config.manage_pools = false;
-    for o in workloads::render(&config).objects() {
+    for base in [defaults(), current()] {
+        let mut config = base;
+        config.cidrs = cidrs(&["10.1.0.0/16", "fd00:1::/64"]);
+        config.veth_mtu = Some(9000);
+        config.vxlan = EncapMode::Always;
+        config.manage_pools = false;
+        round_trip_all(&config);
+    }
+}
+
+fn round_trip_all(config: &CharmConfig) {
+    for o in workloads::render(config).objects() {
         match o["kind"].as_str().unwrap() {
             "CustomResourceDefinition" => round_trip::<CustomResourceDefinition>(&o),
             "ServiceAccount" => round_trip::<ServiceAccount>(&o),
@@ -318,7 +342,7 @@ fn mtu_reaches_the_config_map_felix_and_install_cni() {
     let cm_mtu = |c: &CharmConfig| {
         workloads::render(c).config_maps[0].data.as_ref().unwrap()["veth_mtu"].clone()
     };
-    let mut c = defaults();
+    let mut c = current();
     assert_eq!(cm_mtu(&c), "0");
     assert_eq!(node_env(&c)["FELIX_IPINIPMTU"], "0");
     c.veth_mtu = Some(9000);
@@ -367,14 +391,14 @@ fn a_config_map_change_rolls_calico_node() {
 
 #[test]
 fn ip_autodetection_follows_the_cidr_families() {
-    let env = node_env(&defaults());
+    let env = node_env(&current());
     assert_eq!(env["IP"], "autodetect");
     assert_eq!(env["IP_AUTODETECTION_METHOD"], "kubernetes-internal-ip");
     assert!(!env.contains_key("IP6"));
     assert!(!env.contains_key("IP6_AUTODETECTION_METHOD"));
     assert_eq!(env["FELIX_IPV6SUPPORT"], "false");
 
-    let mut c = defaults();
+    let mut c = current();
     c.cidrs = cidrs(&["192.168.0.0/16", "fd00:c00b:1::/64"]);
     let env = node_env(&c);
     assert_eq!(env["IP"], "autodetect");
@@ -430,11 +454,11 @@ fn calico_node_env_has_the_datastore_and_backend_settings_and_never_as() {
 
 #[test]
 fn pool_env_follows_manage_pools() {
-    let env = node_env(&defaults());
+    let env = node_env(&current());
     assert_eq!(env["NO_DEFAULT_POOLS"], "true");
     assert!(env.keys().all(|k| !k.contains("POOL_")));
 
-    let mut c = defaults();
+    let mut c = current();
     c.manage_pools = false;
     c.ipip = EncapMode::CrossSubnet;
     c.nat_outgoing = false;
@@ -459,7 +483,7 @@ fn pool_env_follows_manage_pools() {
     assert!(!env.contains_key("CALICO_IPV4POOL_IPIP"));
     assert_eq!(env["CALICO_IPV6POOL_CIDR"], "fd00:1::/64");
     // With managed pools, no pool variable at all (calico-node refuses both together).
-    let mut c = defaults();
+    let mut c = current();
     c.cidrs = cidrs(&["fd00:1::/64"]);
     assert!(node_env(&c).keys().all(|k| !k.contains("POOL_")));
 }
@@ -581,16 +605,469 @@ fn kube_controllers_deployment_runs_the_node_controller() {
     let env = env_map(c.env.as_ref().unwrap());
     assert_eq!(env["ENABLED_CONTROLLERS"], "node");
     assert_eq!(env["DATASTORE_TYPE"], "kubernetes");
-    assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
+    // v3.6.1's check-status has only -r (no -l): readiness only, as its manifest.
+    assert_eq!(
+        exec_command(c.readiness_probe.as_ref()),
+        ["/usr/bin/check-status", "-r"]
+    );
+    assert!(c.liveness_probe.is_none());
+    let w = workloads::render(&current());
+    let c = &w.deployments[0]
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    assert_eq!(
+        exec_command(c.readiness_probe.as_ref()),
+        ["/usr/bin/check-status", "-r"]
+    );
+    assert_eq!(
+        exec_command(c.liveness_probe.as_ref()),
+        ["/usr/bin/check-status", "-l"]
+    );
     let tl = template_labels(&d.spec.selector, &d.spec.template);
     assert_eq!(tl["app.kubernetes.io/managed-by"], "calico-charm");
+}
+
+fn exec_command(probe: Option<&Probe>) -> Vec<String> {
+    probe
+        .and_then(|p| p.exec.as_ref())
+        .and_then(|e| e.command.clone())
+        .unwrap_or_default()
+}
+
+fn node_container(w: &Workloads) -> &Container {
+    node_pod_spec(w)
+        .containers
+        .iter()
+        .find(|c| c.name == "calico-node")
+        .unwrap()
+}
+
+// ---------------------------------------------------------------- Calico versions
+
+#[test]
+fn the_version_comes_from_the_calico_node_image_tag() {
+    let parse = CalicoVersion::parse_tag;
+    assert_eq!(parse("v3.6.1"), Some(CalicoVersion::new(3, 6, 1)));
+    assert_eq!(parse("v3.32.1"), Some(CalicoVersion::new(3, 32, 1)));
+    assert_eq!(parse("3.26"), Some(CalicoVersion::new(3, 26, 0)));
+    assert_eq!(parse("v3.27.0-rc2"), Some(CalicoVersion::new(3, 27, 0)));
+    assert_eq!(parse("v3.16.1-amd64"), Some(CalicoVersion::new(3, 16, 1)));
+    assert_eq!(parse("v3.20.0+build.7"), Some(CalicoVersion::new(3, 20, 0)));
+    for bad in [
+        "latest",
+        "master",
+        "",
+        "v",
+        "v3",
+        "v3.",
+        "v3.6.",
+        "v3.6.1.2",
+        "v3.x.1",
+        "vv3.6.1",
+        "3.6.1a",
+        "v-3.6",
+        "v3.6.99999999999",
+    ] {
+        assert_eq!(parse(bad), None, "{bad:?}");
+    }
+    // Ordered numerically, not as text.
+    assert!(CalicoVersion::new(3, 10, 0) > CalicoVersion::new(3, 9, 9));
+    assert!(CalicoVersion::new(3, 6, 1).at_least(CalicoVersion::new(3, 6, 0)));
+    assert!(!CalicoVersion::new(3, 6, 1).at_least(CalicoVersion::new(3, 7, 0)));
+
+    let of = |r: &str| {
+        CalicoVersion::of_image(&Image {
+            reference: r.into(),
+        })
+    };
+    assert_eq!(
+        of("registry.local:5000/calico/node:v3.6.1"),
+        (CalicoVersion::new(3, 6, 1), None),
+        "a registry port is not a tag"
+    );
+    assert_eq!(
+        workloads::node_version(&defaults()),
+        CalicoVersion::new(3, 6, 1)
+    );
+    // Not a version: assume the reference's release and say so.
+    for (r, why) in [
+        (
+            "docker.io/calico/node:latest",
+            "tag \"latest\" is not a Calico version",
+        ),
+        (
+            "docker.io/calico/node@sha256:0123456789abcdef0123456789abcdef",
+            "the reference has a digest but no tag",
+        ),
+        (
+            "registry.local:5000/calico/node",
+            "the reference has no tag",
+        ),
+    ] {
+        let (v, warning) = of(r);
+        assert_eq!(v, CalicoVersion::new(3, 32, 1), "{r}");
+        let warning = warning.unwrap();
+        assert!(
+            warning.starts_with(&format!(
+                "calico-node-image: {why}; assuming Calico v3.32.1"
+            )),
+            "{warning}"
+        );
+    }
+    let (v, warning) = of("calico/node:v2.6.12");
+    assert_eq!(v, CalicoVersion::new(2, 6, 12));
+    assert!(warning.unwrap().contains("older than v3.6.0"));
+}
+
+#[test]
+fn warnings_name_what_the_configured_release_cannot_do() {
+    assert_eq!(workloads::warnings(&defaults()), Vec::<String>::new());
+    assert_eq!(workloads::warnings(&current()), Vec::<String>::new());
+
+    let mut c = defaults();
+    c.vxlan = EncapMode::Always;
+    c.calico_policy_image.reference = "docker.io/calico/kube-controllers:v3.32.1".into();
+    let w = workloads::warnings(&c);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].starts_with("calico-policy-image is Calico v3.32.1 but calico-node-image is v3.6.1")
+    );
+    assert!(w[1].starts_with("vxlan: Calico v3.6.1 has no VXLAN encapsulation"));
+
+    let mut c = defaults();
+    c.manage_pools = false;
+    c.cidrs = cidrs(&["10.1.0.0/16", "fd00:1::/64"]);
+    let w = workloads::warnings(&c);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("cidr: with Calico v3.6.1 the node's IPv6 address"));
+    c.cidrs = cidrs(&["10.1.0.0/16"]);
+    let w = workloads::warnings(&c);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("manage-pools: Calico v3.6.1 cannot be told"));
+    c.calico_node_image.reference = "docker.io/calico/node:v3.27.0".into();
+    c.calico_policy_image.reference = "docker.io/calico/kube-controllers:v3.27.0".into();
+    assert_eq!(workloads::warnings(&c), Vec::<String>::new());
+
+    let mut c = current();
+    c.calico_node_image.reference = "docker.io/calico/node:latest".into();
+    assert_eq!(workloads::warnings(&c).len(), 1);
+}
+
+#[test]
+fn v3_6_calico_node_uses_what_v3_6_has() {
+    let w = workloads::render(&defaults());
+    let spec = node_pod_spec(&w);
+    // install-cni in calico/cni:v3.6.1 is a shell script; /opt/cni/bin/install came in 3.16.
+    let init = &spec.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.name, "install-cni");
+    assert_eq!(init.image.as_deref(), Some("docker.io/calico/cni:v3.6.1"));
+    assert_eq!(
+        init.command.as_deref(),
+        Some(&["/install-cni.sh".to_string()][..])
+    );
+    let env = env_map(init.env.as_ref().unwrap());
+    assert_eq!(env["CNI_CONF_NAME"], "10-calico.conflist");
+    assert_eq!(env["CNI_NETWORK_CONFIG"], "<from>");
+    assert_eq!(env["KUBERNETES_NODE_NAME"], "<from>");
+    assert_eq!(env["SLEEP"], "false");
+    assert_eq!(env["CNI_MTU"], "1440", "3.6 has no MTU auto-detection");
+
+    let main = node_container(&w);
+    // No -felix-live/-bird-live in 3.6: Felix's HTTP health endpoint.
+    let live = main.liveness_probe.as_ref().unwrap();
+    assert!(live.exec.is_none());
+    let http = live.http_get.as_ref().unwrap();
+    assert_eq!(http.path.as_deref(), Some("/liveness"));
+    assert_eq!(http.port, IntOrString::Int(9099));
+    assert_eq!(http.host.as_deref(), Some("localhost"));
+    assert_eq!(
+        exec_command(main.readiness_probe.as_ref()),
+        ["/bin/calico-node", "-felix-ready", "-bird-ready"]
+    );
+    assert!(main.lifecycle.is_none(), "no -shutdown before 3.21");
+
+    let env = env_map(main.env.as_ref().unwrap());
+    // kubernetes-internal-ip does not exist before 3.22: the node IP from the downward API.
+    assert_eq!(env["IP"], "<from>");
+    assert!(!env.contains_key("IP_AUTODETECTION_METHOD"));
+    let ip = main
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "IP")
+        .unwrap();
+    assert_eq!(
+        ip.value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "status.hostIP"
+    );
+    assert_eq!(env["FELIX_IPINIPMTU"], "1440");
+    assert!(!env.contains_key("FELIX_VXLANMTU"), "no VXLAN in 3.6");
+    assert!(!env.contains_key("FELIX_WIREGUARDMTU"));
+    assert_eq!(w.config_maps[0].data.as_ref().unwrap()["veth_mtu"], "1440");
+    // Nothing of 3.32 is left in the DaemonSet.
+    let text = serde_json::to_string(daemon_set(&w)).unwrap();
+    for later in [
+        "kubernetes-internal-ip",
+        "-felix-live",
+        "-bird-live",
+        "/opt/cni/bin/install",
+        "-shutdown",
+    ] {
+        assert!(!text.contains(later), "{later}");
+    }
+}
+
+#[test]
+fn v3_32_calico_node_uses_what_the_reference_describes() {
+    let w = workloads::render(&current());
+    let spec = node_pod_spec(&w);
+    let init = &spec.init_containers.as_ref().unwrap()[0];
+    assert_eq!(init.image.as_deref(), Some("docker.io/calico/cni:v3.32.1"));
+    assert_eq!(
+        init.command.as_deref(),
+        Some(&["/opt/cni/bin/install".to_string()][..])
+    );
+    assert_eq!(env_map(init.env.as_ref().unwrap())["CNI_MTU"], "0");
+    let main = node_container(&w);
+    assert_eq!(
+        exec_command(main.liveness_probe.as_ref()),
+        ["/bin/calico-node", "-felix-live", "-bird-live"]
+    );
+    assert_eq!(
+        exec_command(main.readiness_probe.as_ref()),
+        ["/bin/calico-node", "-felix-ready", "-bird-ready"]
+    );
+    let pre_stop = main.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+    assert_eq!(
+        pre_stop.exec.as_ref().unwrap().command.as_deref(),
+        Some(&["/bin/calico-node".to_string(), "-shutdown".to_string()][..])
+    );
+    let env = env_map(main.env.as_ref().unwrap());
+    assert_eq!(env["IP"], "autodetect");
+    assert_eq!(env["IP_AUTODETECTION_METHOD"], "kubernetes-internal-ip");
+    for k in ["FELIX_IPINIPMTU", "FELIX_VXLANMTU", "FELIX_WIREGUARDMTU"] {
+        assert_eq!(env[k], "0", "{k}");
+    }
+}
+
+#[test]
+fn each_feature_switches_at_its_release() {
+    let at = |tag: &str| {
+        let mut c = defaults();
+        c.calico_node_image.reference = format!("docker.io/calico/node:{tag}");
+        c.calico_policy_image.reference = format!("docker.io/calico/kube-controllers:{tag}");
+        c
+    };
+    let install = |tag: &str| {
+        let w = workloads::render(&at(tag));
+        node_pod_spec(&w).init_containers.as_ref().unwrap()[0]
+            .command
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(install("v3.15.5"), ["/install-cni.sh"]);
+    assert_eq!(install("v3.16.0"), ["/opt/cni/bin/install"]);
+    let live = |tag: &str| {
+        let w = workloads::render(&at(tag));
+        exec_command(node_container(&w).liveness_probe.as_ref())
+    };
+    assert_eq!(live("v3.10.4"), Vec::<String>::new(), "HTTP liveness");
+    assert_eq!(
+        live("v3.11.0"),
+        ["/bin/calico-node", "-felix-live", "-bird-live"]
+    );
+    let method = |tag: &str| node_env(&at(tag)).get("IP_AUTODETECTION_METHOD").cloned();
+    assert_eq!(method("v3.21.6"), None);
+    assert_eq!(method("v3.22.0").as_deref(), Some("kubernetes-internal-ip"));
+    let mtu = |tag: &str| node_env(&at(tag))["FELIX_IPINIPMTU"].clone();
+    assert_eq!(mtu("v3.16.9"), "1440");
+    assert_eq!(mtu("v3.17.0"), "0");
+    let shutdown = |tag: &str| {
+        node_container(&workloads::render(&at(tag)))
+            .lifecycle
+            .is_some()
+    };
+    assert!(!shutdown("v3.20.6"));
+    assert!(shutdown("v3.21.0"));
+    let kc_live = |tag: &str| {
+        let w = workloads::render(&at(tag));
+        w.deployments[0]
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .liveness_probe
+            .is_some()
+    };
+    assert!(!kc_live("v3.18.6"));
+    assert!(kc_live("v3.19.0"));
+    let vxlan = |tag: &str| node_env(&at(tag)).contains_key("FELIX_VXLANMTU");
+    assert!(!vxlan("v3.6.5"));
+    assert!(vxlan("v3.7.0"));
+    // The CNI token: the pod's own before 3.23, minted for calico-node until 3.26, then
+    // for calico-cni-plugin.
+    let token_for = |tag: &str| {
+        let w = workloads::render(&at(tag));
+        let node = w
+            .cluster_roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some("calico-node"))
+            .unwrap();
+        node.rules
+            .iter()
+            .flatten()
+            .find(|r| {
+                r.resources
+                    .iter()
+                    .flatten()
+                    .any(|x| x == "serviceaccounts/token")
+            })
+            .map(|r| r.resource_names.clone().unwrap())
+    };
+    assert_eq!(token_for("v3.22.5"), None);
+    assert_eq!(token_for("v3.23.0"), Some(vec!["calico-node".to_string()]));
+    assert_eq!(token_for("v3.25.2"), Some(vec!["calico-node".to_string()]));
+    assert_eq!(
+        token_for("v3.26.0"),
+        Some(vec!["calico-cni-plugin".to_string()])
+    );
+    let accounts = |tag: &str| workloads::render(&at(tag)).service_accounts.len();
+    assert_eq!(accounts("v3.25.2"), 2);
+    assert_eq!(accounts("v3.26.0"), 3);
+    // `none` for a pool family calico-node must not create: from 3.27 only.
+    let pool6 = |tag: &str| {
+        let mut c = at(tag);
+        c.manage_pools = false;
+        node_env(&c).get("CALICO_IPV6POOL_CIDR").cloned()
+    };
+    assert_eq!(pool6("v3.26.4"), None);
+    assert_eq!(pool6("v3.27.0").as_deref(), Some("none"));
+}
+
+#[test]
+fn v3_6_ip_and_pool_env_for_each_cidr_family() {
+    // Dual stack: IPv4 from the node IP, IPv6 by the only 3.6 method without a per-node
+    // value.
+    let mut c = defaults();
+    c.cidrs = cidrs(&["192.168.0.0/16", "fd00:c00b:1::/64"]);
+    let env = node_env(&c);
+    assert_eq!(env["IP"], "<from>");
+    assert_eq!(env["IP6"], "autodetect");
+    assert_eq!(env["IP6_AUTODETECTION_METHOD"], "first-found");
+    assert_eq!(env["FELIX_IPV6SUPPORT"], "true");
+    // IPv6 only: the node IP is the IPv6 address.
+    c.cidrs = cidrs(&["fd00:c00b:1::/64"]);
+    let env = node_env(&c);
+    assert_eq!(env["IP"], "none");
+    assert_eq!(env["IP6"], "<from>");
+    assert_eq!(env["CALICO_ROUTER_ID"], "hash");
+
+    // Unmanaged pools: 3.6 knows neither VXLAN nor `none`.
+    let mut c = defaults();
+    c.manage_pools = false;
+    c.ipip = EncapMode::Always;
+    let env = node_env(&c);
+    assert_eq!(env["CALICO_IPV4POOL_CIDR"], "192.168.0.0/16");
+    assert_eq!(env["CALICO_IPV4POOL_IPIP"], "Always");
+    assert_eq!(env["CALICO_IPV4POOL_NAT_OUTGOING"], "true");
+    assert!(!env.contains_key("CALICO_IPV4POOL_VXLAN"));
+    assert!(
+        !env.contains_key("CALICO_IPV6POOL_CIDR"),
+        "`none` stops 3.6"
+    );
+    assert!(!env.contains_key("NO_DEFAULT_POOLS"));
+    assert!(env.values().all(|v| v != "none"));
+}
+
+#[test]
+fn v3_6_rbac_is_the_v3_6_manifests_rules() {
+    let w = workloads::render(&defaults());
+    let crd = "crd.projectcalico.org";
+    // The CNI plugin runs with calico-node's token: calico-node holds its grants.
+    assert!(grants(&w, "calico-node", "", "pods/status", "patch"));
+    assert!(grants(&w, "calico-node", crd, "ipamhandles", "delete"));
+    assert!(grants(&w, "calico-node", crd, "ipamconfigs", "get"));
+    assert!(!grants(&w, "calico-node", crd, "ipamconfigs", "create"));
+    assert!(!grants(
+        &w,
+        "calico-node",
+        "",
+        "serviceaccounts/token",
+        "create"
+    ));
+    // The v2.6 data-migration check reads the legacy kinds at start-up.
+    assert!(grants(&w, "calico-node", crd, "globalfelixconfigs", "get"));
+    assert!(grants(&w, "calico-node", crd, "globalbgpconfigs", "list"));
+    assert!(grants(&w, "calico-node", crd, "blockaffinities", "watch"));
+    assert!(grants(&w, "calico-node", "", "nodes/status", "update"));
+    // What 3.6 does not use.
+    for (group, resource, verb) in [
+        (crd, "tiers", "create"),
+        (crd, "caliconodestatuses", "update"),
+        (crd, "bgpfilters", "list"),
+        (crd, "ipreservations", "list"),
+        ("discovery.k8s.io", "endpointslices", "list"),
+        ("policy.networking.k8s.io", "clusternetworkpolicies", "list"),
+        (crd, "bgppeers", "create"),
+    ] {
+        assert!(
+            !grants(&w, "calico-node", group, resource, verb),
+            "{resource} {verb}"
+        );
+    }
+    let kc = "calico-kube-controllers";
+    assert!(grants(&w, kc, "", "nodes", "watch"));
+    assert!(grants(&w, kc, "", "pods", "get"));
+    assert!(!grants(&w, kc, "", "pods", "watch"));
+    assert!(grants(&w, kc, crd, "ippools", "list"));
+    assert!(grants(&w, kc, crd, "ipamblocks", "delete"));
+    assert!(grants(&w, kc, crd, "clusterinformations", "create"));
+    for resource in ["kubecontrollersconfigurations", "tiers", "hostendpoints"] {
+        assert!(!grants(&w, kc, crd, resource, "get"), "{resource}");
+    }
+    // The current line no longer needs the legacy reads.
+    let w = workloads::render(&current());
+    assert!(!grants(&w, "calico-node", crd, "globalfelixconfigs", "get"));
 }
 
 // ---------------------------------------------------------------- RBAC
 
 #[test]
 fn rbac_has_no_wildcards_and_every_binding_is_complete() {
-    let w = workloads::render(&defaults());
+    let cni = "calico-cni-plugin";
+    rbac_complete(&defaults(), &["calico-kube-controllers", "calico-node"]);
+    rbac_complete(
+        &current(),
+        &[
+            "calico-cni-plugin",
+            "calico-kube-controllers",
+            "calico-node",
+        ],
+    );
+    assert!(
+        !workloads::render(&defaults())
+            .objects()
+            .iter()
+            .any(|o| o["metadata"]["name"] == cni),
+        "no {cni} object on v3.6.1"
+    );
+}
+
+fn rbac_complete(config: &CharmConfig, accounts: &[&str]) {
+    let w = workloads::render(config);
     let known_verbs: BTreeSet<&str> = [
         "get", "list", "watch", "create", "update", "patch", "delete",
     ]
@@ -625,12 +1102,12 @@ fn rbac_has_no_wildcards_and_every_binding_is_complete() {
         .collect();
     assert_eq!(
         sas,
-        BTreeSet::from([
-            "calico-cni-plugin".into(),
-            "calico-kube-controllers".into(),
-            "calico-node".into()
-        ])
+        accounts
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<BTreeSet<_>>()
     );
+    assert_eq!(roles, sas);
     for b in &w.cluster_role_bindings {
         assert!(roles.contains(&b.role_ref.name));
         for s in b.subjects.iter().flatten() {
@@ -661,7 +1138,7 @@ fn grants(w: &Workloads, role: &str, group: &str, resource: &str, verb: &str) ->
 
 #[test]
 fn rbac_grants_what_calico_needs_and_not_more() {
-    let w = workloads::render(&defaults());
+    let w = workloads::render(&current());
     let crd = "crd.projectcalico.org";
     // Needed (reference, section 8).
     assert!(grants(&w, "calico-node", "", "nodes/status", "patch"));
@@ -1418,12 +1895,19 @@ mod api_server {
 
     #[tokio::test]
     async fn rendered_workloads_are_accepted_and_read_back_unchanged() {
+        // The documented default (v3.6.1) and the reference's release (v3.32.1).
+        for base in [defaults(), current()] {
+            let mut config = base;
+            config.cidrs = cidrs(&["10.1.0.0/16", "fd00:1::/64"]);
+            config.veth_mtu = Some(1500);
+            accepted_and_read_back(&config).await;
+        }
+    }
+
+    async fn accepted_and_read_back(config: &CharmConfig) {
         let server = TestApiServer::start(Options::without_crds());
         let client = server.kube_client().await.unwrap();
-        let mut config = defaults();
-        config.cidrs = cidrs(&["10.1.0.0/16", "fd00:1::/64"]);
-        config.veth_mtu = Some(1500);
-        let w = workloads::render(&config);
+        let w = workloads::render(config);
 
         let crd_api: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in &w.crds {

@@ -29,7 +29,7 @@ use k8s_openapi::api::apps::v1::{
     DeploymentStrategy, RollingUpdateDaemonSet,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapKeySelector, Container, EnvVar, EnvVarSource, ExecAction,
+    ConfigMap, ConfigMapKeySelector, Container, EnvVar, EnvVarSource, ExecAction, HTTPGetAction,
     HostPathVolumeSource, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec,
     PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
 };
@@ -37,6 +37,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::version::{self, CalicoVersion};
 use super::{APP_LABEL, CALICO_NODE, CONFIG_MAP, KUBE_CONTROLLERS, NAMESPACE, labels, meta};
 use crate::cni;
 use crate::config::{CharmConfig, Image};
@@ -88,9 +89,29 @@ pub fn images(config: &CharmConfig) -> Vec<String> {
     ]
 }
 
-/// `veth_mtu` as Calico reads it: "0" is auto-detection.
+/// The MTU Calico's v3.6 manifest uses when none is configured (`veth_mtu: "1440"` in
+/// `_includes/v3.6/manifests/calico-config.yaml`); Felix's own IPIP MTU default is the same.
+pub const LEGACY_DEFAULT_MTU: u32 = 1440;
+
+/// The MTU written to `veth_mtu`, Felix's tunnel MTUs and the CNI config: [`veth_mtu`];
+/// when unset, 0 (auto-detection) from Calico 3.17, [`LEGACY_DEFAULT_MTU`] before (a 0 there
+/// would be taken literally).
+pub fn effective_mtu(config: &CharmConfig) -> u32 {
+    match veth_mtu(config) {
+        Some(m) => m,
+        None if node_version(config).at_least(version::MTU_AUTODETECT) => 0,
+        None => LEGACY_DEFAULT_MTU,
+    }
+}
+
+/// The Calico version the workloads are rendered for: the calico-node image tag.
+pub fn node_version(config: &CharmConfig) -> CalicoVersion {
+    version::calico_version(&config.calico_node_image)
+}
+
+/// `veth_mtu` as Calico reads it (see [`effective_mtu`]).
 fn mtu_string(config: &CharmConfig) -> String {
-    veth_mtu(config).unwrap_or(0).to_string()
+    effective_mtu(config).to_string()
 }
 
 /// The ConfigMap `calico-config`.
@@ -160,14 +181,73 @@ fn first_of(config: &CharmConfig, v6: bool) -> Option<IpNetwork> {
     config.cidrs.iter().copied().find(|c| c.is_ipv6() == v6)
 }
 
-/// The IP autodetection method used for each enabled family (see the module doc).
+/// The IP autodetection method used for each enabled family from Calico 3.22 (see the
+/// module doc).
 pub const IP_AUTODETECTION: &str = "kubernetes-internal-ip";
+
+/// The downward-API field holding the node's primary address (what kubelet registered as
+/// its node IP; the address `kubernetes-internal-ip` reads from 3.22 on).
+pub const HOST_IP_FIELD: &str = "status.hostIP";
+
+fn env_field(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: field_path.to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// `IP`/`IP6` and their autodetection methods for the enabled families.
+///
+/// - From 3.22: `autodetect` with `kubernetes-internal-ip` per family.
+/// - Before: that method does not exist (3.6 knows `first-found`, `can-reach=` and
+///   `interface=` only) and a DaemonSet cannot carry a per-node address literally, so the
+///   node's primary address comes from the downward API (`status.hostIP`, the same node
+///   IP `kubernetes-internal-ip` reads) as an explicit `IP` (or `IP6` when the cidr is
+///   IPv6 only). Calico stores an address given without a prefix as a /32 (/128): with
+///   `ipip=CrossSubnet` every peer then counts as another subnet (encapsulated, as
+///   `Always`). The second family of a dual-stack cidr can only use `first-found`.
+fn ip_env(config: &CharmConfig, v: CalicoVersion, e: &mut Vec<EnvVar>) {
+    let v4 = first_of(config, false).is_some();
+    let v6 = first_of(config, true).is_some();
+    if v.at_least(version::K8S_INTERNAL_IP) {
+        if v4 {
+            e.push(env("IP", "autodetect"));
+            e.push(env("IP_AUTODETECTION_METHOD", IP_AUTODETECTION));
+        } else {
+            e.push(env("IP", "none"));
+            e.push(env("CALICO_ROUTER_ID", "hash"));
+        }
+        if v6 {
+            e.push(env("IP6", "autodetect"));
+            e.push(env("IP6_AUTODETECTION_METHOD", IP_AUTODETECTION));
+        }
+    } else if v4 {
+        e.push(env_field("IP", HOST_IP_FIELD));
+        if v6 {
+            e.push(env("IP6", "autodetect"));
+            e.push(env("IP6_AUTODETECTION_METHOD", "first-found"));
+        }
+    } else {
+        e.push(env("IP", "none"));
+        e.push(env("CALICO_ROUTER_ID", "hash"));
+        e.push(env_field("IP6", HOST_IP_FIELD));
+    }
+}
 
 /// calico-node's environment for the configuration (order is stable).
 pub fn calico_node_env(config: &CharmConfig) -> Vec<EnvVar> {
+    let v = node_version(config);
     let v4 = first_of(config, false);
     let v6 = first_of(config, true);
     let mtu = mtu_string(config);
+    let vxlan = v.at_least(version::VXLAN);
     let mut e = vec![
         env("DATASTORE_TYPE", "kubernetes"),
         env("WAIT_FOR_DATASTORE", "true"),
@@ -175,52 +255,56 @@ pub fn calico_node_env(config: &CharmConfig) -> Vec<EnvVar> {
         env("CALICO_NETWORKING_BACKEND", "bird"),
         env("CLUSTER_TYPE", "k8s,bgp"),
     ];
-    if v4.is_some() {
-        e.push(env("IP", "autodetect"));
-        e.push(env("IP_AUTODETECTION_METHOD", IP_AUTODETECTION));
-    } else {
-        e.push(env("IP", "none"));
-        e.push(env("CALICO_ROUTER_ID", "hash"));
-    }
-    if v6.is_some() {
-        e.push(env("IP6", "autodetect"));
-        e.push(env("IP6_AUTODETECTION_METHOD", IP_AUTODETECTION));
-    }
+    ip_env(config, v, &mut e);
     if config.manage_pools {
         // The charm owns the pools; calico-node must not create its defaults.
         e.push(env("NO_DEFAULT_POOLS", "true"));
     } else {
         // calico-node creates a default pool per family only when none exists: make it
         // the pool the charm would have created.
-        // A family the cidr option lacks gets `none` (no pool): calico-node would otherwise
-        // invent one (192.168.0.0/16, or a random IPv6 ULA prefix when the kernel has IPv6).
+        // A family the cidr option lacks gets `none` (no pool) from 3.27: calico-node would
+        // otherwise invent one (192.168.0.0/16, or a random IPv6 ULA prefix when the kernel
+        // has IPv6). Before 3.27 `none` is an invalid CIDR that stops calico-node, so the
+        // variable is left out and calico-node's default pool may appear (see
+        // `super::warnings`).
         let nat = if config.nat_outgoing { "true" } else { "false" };
+        let none = v.at_least(version::POOL_CIDR_NONE);
         match v4 {
             Some(c) => {
                 e.push(env("CALICO_IPV4POOL_CIDR", c.to_string()));
                 e.push(env("CALICO_IPV4POOL_IPIP", config.ipip.as_str()));
-                e.push(env("CALICO_IPV4POOL_VXLAN", config.vxlan.as_str()));
+                if vxlan {
+                    e.push(env("CALICO_IPV4POOL_VXLAN", config.vxlan.as_str()));
+                }
                 e.push(env("CALICO_IPV4POOL_NAT_OUTGOING", nat));
             }
-            None => e.push(env("CALICO_IPV4POOL_CIDR", "none")),
+            None if none => e.push(env("CALICO_IPV4POOL_CIDR", "none")),
+            None => {}
         }
         match v6 {
             Some(c) => {
                 e.push(env("CALICO_IPV6POOL_CIDR", c.to_string()));
-                e.push(env("CALICO_IPV6POOL_VXLAN", config.vxlan.as_str()));
+                if vxlan {
+                    e.push(env("CALICO_IPV6POOL_VXLAN", config.vxlan.as_str()));
+                }
                 e.push(env("CALICO_IPV6POOL_NAT_OUTGOING", nat));
             }
-            None => e.push(env("CALICO_IPV6POOL_CIDR", "none")),
+            None if none => e.push(env("CALICO_IPV6POOL_CIDR", "none")),
+            None => {}
         }
     }
+    e.push(env(
+        "FELIX_IPV6SUPPORT",
+        if v6.is_some() { "true" } else { "false" },
+    ));
+    e.push(env("FELIX_IPINIPMTU", mtu.clone()));
+    if vxlan {
+        e.push(env("FELIX_VXLANMTU", mtu.clone()));
+    }
+    if v.at_least(version::MTU_AUTODETECT) {
+        e.push(env("FELIX_WIREGUARDMTU", mtu));
+    }
     e.extend([
-        env(
-            "FELIX_IPV6SUPPORT",
-            if v6.is_some() { "true" } else { "false" },
-        ),
-        env("FELIX_IPINIPMTU", mtu.clone()),
-        env("FELIX_VXLANMTU", mtu.clone()),
-        env("FELIX_WIREGUARDMTU", mtu),
         env("CALICO_DISABLE_FILE_LOGGING", "true"),
         env("FELIX_DEFAULTENDPOINTTOHOSTACTION", "ACCEPT"),
         env("FELIX_LOGSEVERITYSCREEN", "info"),
@@ -304,11 +388,56 @@ fn calico_node_volumes() -> Vec<Volume> {
     ]
 }
 
+/// The installer in Calico's CNI image: the Go binary from 3.16, the shell script before
+/// (both read the same environment: `CNI_CONF_NAME`, `CNI_NETWORK_CONFIG`,
+/// `KUBERNETES_NODE_NAME`, `CNI_MTU`, `SLEEP`).
+pub fn install_cni_command(v: CalicoVersion) -> &'static str {
+    if v.at_least(version::GO_CNI_INSTALLER) {
+        "/opt/cni/bin/install"
+    } else {
+        "/install-cni.sh"
+    }
+}
+
+/// Felix's health endpoint (`FELIX_HEALTHENABLED`), used for liveness before 3.11.
+pub const FELIX_HEALTH_PORT: i32 = 9099;
+
+fn http_probe(path: &str, period: i32, failure: i32, initial: Option<i32>) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            host: Some("localhost".to_string()),
+            path: Some(path.to_string()),
+            port: IntOrString::Int(FELIX_HEALTH_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(10),
+        failure_threshold: Some(failure),
+        initial_delay_seconds: initial,
+        ..Probe::default()
+    }
+}
+
+/// calico-node's liveness probe: `-felix-live -bird-live` from 3.11, Felix's HTTP
+/// `/liveness` before (3.6 has neither flag).
+fn calico_node_liveness(v: CalicoVersion) -> Probe {
+    if v.at_least(version::EXEC_LIVENESS) {
+        exec_probe(
+            &["/bin/calico-node", "-felix-live", "-bird-live"],
+            10,
+            6,
+            Some(10),
+        )
+    } else {
+        http_probe("/liveness", 10, 6, Some(10))
+    }
+}
+
 fn install_cni(config: &CharmConfig) -> Container {
     Container {
         name: "install-cni".to_string(),
         image: Some(cni_image(&config.calico_node_image)),
-        command: Some(vec!["/opt/cni/bin/install".to_string()]),
+        command: Some(vec![install_cni_command(node_version(config)).to_string()]),
         env: Some(vec![
             env("CNI_CONF_NAME", cni::CONFLIST_NAME),
             env_config_map("CNI_NETWORK_CONFIG", "cni_network_config"),
@@ -327,6 +456,7 @@ fn install_cni(config: &CharmConfig) -> Container {
 }
 
 fn calico_node_container(config: &CharmConfig) -> Container {
+    let v = node_version(config);
     let mut requests = BTreeMap::new();
     requests.insert("cpu".to_string(), Quantity("250m".to_string()));
     Container {
@@ -338,7 +468,8 @@ fn calico_node_container(config: &CharmConfig) -> Container {
             requests: Some(requests),
             ..ResourceRequirements::default()
         }),
-        lifecycle: Some(Lifecycle {
+        // `-shutdown` (marks the node NetworkUnavailable) exists from 3.21.
+        lifecycle: v.at_least(version::SHUTDOWN_HOOK).then(|| Lifecycle {
             pre_stop: Some(LifecycleHandler {
                 exec: Some(ExecAction {
                     command: Some(vec!["/bin/calico-node".into(), "-shutdown".into()]),
@@ -347,12 +478,7 @@ fn calico_node_container(config: &CharmConfig) -> Container {
             }),
             ..Lifecycle::default()
         }),
-        liveness_probe: Some(exec_probe(
-            &["/bin/calico-node", "-felix-live", "-bird-live"],
-            10,
-            6,
-            Some(10),
-        )),
+        liveness_probe: Some(calico_node_liveness(v)),
         readiness_probe: Some(exec_probe(
             &["/bin/calico-node", "-felix-ready", "-bird-ready"],
             10,
@@ -477,12 +603,11 @@ pub fn kube_controllers(config: &CharmConfig) -> Deployment {
                             env("ENABLED_CONTROLLERS", "node"),
                             env("DATASTORE_TYPE", "kubernetes"),
                         ]),
-                        liveness_probe: Some(exec_probe(
-                            &["/usr/bin/check-status", "-l"],
-                            10,
-                            6,
-                            Some(10),
-                        )),
+                        // `check-status -l` exists from 3.19; older images only have
+                        // `-r` and their manifests have no liveness probe.
+                        liveness_probe: version::calico_version(&config.calico_policy_image)
+                            .at_least(version::KUBE_CONTROLLERS_LIVENESS)
+                            .then(|| exec_probe(&["/usr/bin/check-status", "-l"], 10, 6, Some(10))),
                         readiness_probe: Some(exec_probe(
                             &["/usr/bin/check-status", "-r"],
                             10,

@@ -1,13 +1,28 @@
 //! ServiceAccounts, ClusterRoles and ClusterRoleBindings with least privilege: only the
 //! resources and verbs calico-node, its CNI plugin and calico-kube-controllers (node
-//! controller only) use, per the reference's section 8. No wildcard anywhere.
+//! controller only) use. No wildcard anywhere.
 //!
 //! Only `crd.projectcalico.org` is granted, not `projectcalico.org`: the charm installs the
 //! v1 CRDs, which keeps every Calico component in v1 mode (reference, section 1.3).
+//!
+//! The rules depend on the Calico release ([`CalicoVersion`], cut-overs in
+//! [`super::version`], sources in `docs/workloads-versions.md`):
+//! - 3.6.x: exactly what the v3.6 KDD manifest grants
+//!   (`_includes/v3.6/charts/calico/templates/rbac.yaml` in projectcalico/calico), less the
+//!   Typha discovery `get` (no Typha) and the v2.6-upgrade `create`/`update` on `bgppeers`
+//!   (the charm owns peers). The CNI plugin runs with calico-node's own token, which
+//!   `install-cni.sh` copies from the pod, so there is no `calico-cni-plugin` account.
+//! - 3.7 and later: the v3.32 rules of the reference (section 8), a superset of what the
+//!   releases in between use; granting a kind a release does not have grants nothing.
+//! - The v2.6 data-migration check reads `globalfelixconfigs`/`globalbgpconfigs` (a denied
+//!   read stops calico-node's start-up); granted below 3.32.
+//! - 3.23 to 3.25: `install-cni` mints the CNI token for `calico-node` itself (TokenRequest).
+//! - 3.26 and later: for the separate `calico-cni-plugin` account, which gets its own role.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 
+use super::version::{self, CalicoVersion};
 use super::{CALICO_NODE, CNI_PLUGIN, KUBE_CONTROLLERS, NAMESPACE, meta};
 use crate::calico::GROUP;
 
@@ -33,9 +48,19 @@ fn named_rule(group: &str, resources: &[&str], names: &[&str], verbs: &[&str]) -
     }
 }
 
-/// The three ServiceAccounts, in `kube-system`.
-pub fn service_accounts() -> Vec<ServiceAccount> {
-    [CALICO_NODE, CNI_PLUGIN, KUBE_CONTROLLERS]
+/// The accounts for a release: `calico-node`, `calico-cni-plugin` (from 3.26) and
+/// `calico-kube-controllers`.
+pub fn account_names(v: CalicoVersion) -> Vec<&'static str> {
+    if v.at_least(version::CNI_PLUGIN_ACCOUNT) {
+        vec![CALICO_NODE, CNI_PLUGIN, KUBE_CONTROLLERS]
+    } else {
+        vec![CALICO_NODE, KUBE_CONTROLLERS]
+    }
+}
+
+/// The ServiceAccounts ([`account_names`]), in `kube-system`.
+pub fn service_accounts(v: CalicoVersion) -> Vec<ServiceAccount> {
+    account_names(v)
         .into_iter()
         .map(|name| ServiceAccount {
             metadata: meta(name, Some(NAMESPACE), &[]),
@@ -44,60 +69,104 @@ pub fn service_accounts() -> Vec<ServiceAccount> {
         .collect()
 }
 
-/// calico-node: startup, Felix, confd/BIRD, and `install-cni` (same pod and account).
-pub fn calico_node_rules() -> Vec<PolicyRule> {
-    vec![
+/// The Calico kinds calico-node reads (Felix, confd, startup) in a release.
+fn calico_node_read_kinds(v: CalicoVersion) -> Vec<&'static str> {
+    let mut kinds = vec![
+        "bgpconfigurations",
+        "bgppeers",
+        "clusterinformations",
+        "felixconfigurations",
+        "globalnetworkpolicies",
+        "globalnetworksets",
+        "hostendpoints",
+        "ipamblocks",
+        "ippools",
+        "networkpolicies",
+    ];
+    if v.at_least(version::VXLAN) {
+        kinds.extend([
+            "bgpfilters",
+            "blockaffinities",
+            "caliconodestatuses",
+            "ipreservations",
+            "networksets",
+            "stagedglobalnetworkpolicies",
+            "stagedkubernetesnetworkpolicies",
+            "stagednetworkpolicies",
+            "tiers",
+        ]);
+    } else {
+        // confd watches block affinities for route aggregation (3.6: watch only; get and
+        // list come with the IPAM rule).
+        kinds.push("blockaffinities");
+    }
+    if !v.at_least(version::NO_LEGACY_READS) {
+        // The v2.6 data-migration check at start-up.
+        kinds.extend(["globalbgpconfigs", "globalfelixconfigs"]);
+    }
+    kinds.sort_unstable();
+    kinds
+}
+
+/// calico-node: startup, Felix, confd/BIRD, and `install-cni` (same pod and account); before
+/// 3.26 also the CNI plugin, which uses calico-node's token.
+pub fn calico_node_rules(v: CalicoVersion) -> Vec<PolicyRule> {
+    let current = v.at_least(version::VXLAN);
+    let mut rules = Vec::new();
+    if v.at_least(version::CNI_PLUGIN_ACCOUNT) {
         // install-cni mints the CNI plugin's token (TokenRequest), only for that account.
-        named_rule(CORE, &["serviceaccounts/token"], &[CNI_PLUGIN], &["create"]),
-        // Startup reads its own Node, pods and namespaces by name.
+        rules.push(named_rule(
+            CORE,
+            &["serviceaccounts/token"],
+            &[CNI_PLUGIN],
+            &["create"],
+        ));
+    } else if v.at_least(version::CNI_TOKEN_REQUEST) {
+        // install-cni mints the CNI token for calico-node itself.
+        rules.push(named_rule(
+            CORE,
+            &["serviceaccounts/token"],
+            &[CALICO_NODE],
+            &["create"],
+        ));
+    }
+    rules.extend([
+        // Startup (and the CNI plugin) reads its own Node, pods and namespaces by name.
         rule(CORE, &["pods", "nodes", "namespaces"], &["get"]),
         // Felix builds workload endpoints and profiles from pods, namespaces and service
         // accounts (labels).
         rule(CORE, &["pods", "namespaces", "serviceaccounts"], LIST_WATCH),
         // Felix and confd (service advertisement) follow services and their endpoints.
         rule(CORE, &["services", "endpoints"], LIST_WATCH),
-        rule("discovery.k8s.io", &["endpointslices"], LIST_WATCH),
-        // Startup reads kubeadm's ConfigMap (pod subnet) when it has to create a pool.
-        rule(CORE, &["configmaps"], &["get"]),
+    ]);
+    if current {
+        rules.extend([
+            rule("discovery.k8s.io", &["endpointslices"], LIST_WATCH),
+            // Startup reads kubeadm's ConfigMap (pod subnet) when it has to create a pool.
+            rule(CORE, &["configmaps"], &["get"]),
+        ]);
+    }
+    rules.extend([
         // The BGP syncer watches every Node (their Calico annotations).
         rule(CORE, &["nodes"], READ),
         // Calico writes its Node data (addresses, tunnel IPs) through UpdateStatus.
         rule(CORE, &["nodes/status"], &["patch", "update"]),
-        // Pod IP annotations are patched on pod status.
+        // Pod IP annotations are patched on pod status (the CNI plugin).
         rule(CORE, &["pods/status"], &["patch"]),
-        // Felix enforces Kubernetes network policies and cluster network policies.
+        // Felix enforces Kubernetes network policies.
         rule("networking.k8s.io", &["networkpolicies"], LIST_WATCH),
-        rule(
+    ]);
+    if current {
+        // ... and cluster network policies.
+        rules.push(rule(
             "policy.networking.k8s.io",
             &["clusternetworkpolicies"],
             LIST_WATCH,
-        ),
+        ));
+    }
+    rules.extend([
         // Felix, confd and startup read every Calico configuration and policy kind.
-        rule(
-            GROUP,
-            &[
-                "bgpconfigurations",
-                "bgpfilters",
-                "bgppeers",
-                "blockaffinities",
-                "caliconodestatuses",
-                "clusterinformations",
-                "felixconfigurations",
-                "globalnetworkpolicies",
-                "globalnetworksets",
-                "hostendpoints",
-                "ipamblocks",
-                "ippools",
-                "ipreservations",
-                "networkpolicies",
-                "networksets",
-                "stagedglobalnetworkpolicies",
-                "stagedkubernetesnetworkpolicies",
-                "stagednetworkpolicies",
-                "tiers",
-            ],
-            READ,
-        ),
+        rule(GROUP, &calico_node_read_kinds(v), READ),
         // Startup creates/updates the defaults: ClusterInformation `default`,
         // FelixConfiguration `default`/`node.<n>`, BGPConfiguration `default`, and the
         // default pools when the charm does not manage pools.
@@ -111,20 +180,36 @@ pub fn calico_node_rules() -> Vec<PolicyRule> {
             ],
             &["create", "update"],
         ),
+    ]);
+    if current {
         // calico-node reports BGP status into CalicoNodeStatus objects.
-        rule(GROUP, &["caliconodestatuses"], &["update"]),
-        // calico-node allocates its tunnel addresses (IPIP/VXLAN) through Calico IPAM.
+        rules.push(rule(GROUP, &["caliconodestatuses"], &["update"]));
+    }
+    rules.extend([
+        // calico-node allocates its tunnel addresses (IPIP/VXLAN) through Calico IPAM, and
+        // before 3.26 the CNI plugin assigns pod addresses with this account.
         rule(
             GROUP,
             &["blockaffinities", "ipamblocks", "ipamhandles"],
             CRUD,
         ),
-        rule(GROUP, &["ipamconfigs"], &["get", "create"]),
+        rule(
+            GROUP,
+            &["ipamconfigs"],
+            if current {
+                &["get", "create"]
+            } else {
+                &["get"]
+            },
+        ),
+    ]);
+    if current {
         // Startup ensures the default tier exists.
-        rule(GROUP, &["tiers"], &["create"]),
-        // calico-node looks up its own DaemonSet.
-        rule("apps", &["daemonsets"], &["get"]),
-    ]
+        rules.push(rule(GROUP, &["tiers"], &["create"]));
+    }
+    // calico-node (the host-local IPAM upgrade check) looks up its own DaemonSet.
+    rules.push(rule("apps", &["daemonsets"], &["get"]));
+    rules
 }
 
 /// The Calico CNI plugin (runs on the host with the `calico-cni-plugin` token).
@@ -156,7 +241,26 @@ pub fn cni_plugin_rules() -> Vec<PolicyRule> {
 
 /// calico-kube-controllers with `ENABLED_CONTROLLERS=node` (IPAM garbage collection, node
 /// clean-up, optional automatic host endpoints).
-pub fn kube_controllers_rules() -> Vec<PolicyRule> {
+pub fn kube_controllers_rules(v: CalicoVersion) -> Vec<PolicyRule> {
+    if !v.at_least(version::VXLAN) {
+        // The v3.6 node controller: watches nodes for deletions, checks pods exist, and
+        // releases the deleted nodes' IPAM data.
+        return vec![
+            rule(CORE, &["nodes"], READ),
+            rule(CORE, &["pods"], &["get"]),
+            rule(GROUP, &["ippools"], &["list"]),
+            rule(
+                GROUP,
+                &["blockaffinities", "ipamblocks", "ipamhandles"],
+                CRUD,
+            ),
+            rule(
+                GROUP,
+                &["clusterinformations"],
+                &["get", "create", "update"],
+            ),
+        ];
+    }
     vec![
         // The node controller follows nodes (deletion → clean-up), pods (IPAM GC) and
         // namespaces.
@@ -188,25 +292,29 @@ pub fn kube_controllers_rules() -> Vec<PolicyRule> {
     ]
 }
 
-/// The three ClusterRoles, named after their ServiceAccounts.
-pub fn cluster_roles() -> Vec<ClusterRole> {
-    [
-        (CALICO_NODE, calico_node_rules()),
-        (CNI_PLUGIN, cni_plugin_rules()),
-        (KUBE_CONTROLLERS, kube_controllers_rules()),
-    ]
-    .into_iter()
-    .map(|(name, rules)| ClusterRole {
-        metadata: meta(name, None, &[]),
-        rules: Some(rules),
-        ..ClusterRole::default()
-    })
-    .collect()
+/// The ClusterRoles, named after their ServiceAccounts ([`account_names`]).
+pub fn cluster_roles(v: CalicoVersion) -> Vec<ClusterRole> {
+    account_names(v)
+        .into_iter()
+        .map(|name| {
+            let rules = match name {
+                CALICO_NODE => calico_node_rules(v),
+                CNI_PLUGIN => cni_plugin_rules(),
+                _ => kube_controllers_rules(v),
+            };
+            (name, rules)
+        })
+        .map(|(name, rules)| ClusterRole {
+            metadata: meta(name, None, &[]),
+            rules: Some(rules),
+            ..ClusterRole::default()
+        })
+        .collect()
 }
 
 /// Each ClusterRole bound to the ServiceAccount of the same name in `kube-system`.
-pub fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
-    [CALICO_NODE, CNI_PLUGIN, KUBE_CONTROLLERS]
+pub fn cluster_role_bindings(v: CalicoVersion) -> Vec<ClusterRoleBinding> {
+    account_names(v)
         .into_iter()
         .map(|name| ClusterRoleBinding {
             metadata: meta(name, None, &[]),
