@@ -116,6 +116,13 @@ pub fn warnings(config: &CharmConfig) -> Vec<String> {
             version::VXLAN
         ));
     }
+    if !v.at_least(version::ROUTER_ID_HASH) && v6 && !v4 {
+        out.push(format!(
+            "cidr: Calico {v} cannot run IPv6-only (BIRD needs an IPv4 router id; \
+             CALICO_ROUTER_ID=hash needs {})",
+            version::ROUTER_ID_HASH
+        ));
+    }
     if !v.at_least(version::K8S_INTERNAL_IP) && v4 && v6 {
         out.push(format!(
             "cidr: with Calico {v} the node's IPv6 address is found with first-found (it may \

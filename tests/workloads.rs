@@ -968,12 +968,21 @@ fn v3_6_ip_and_pool_env_for_each_cidr_family() {
     assert_eq!(env["IP6"], "autodetect");
     assert_eq!(env["IP6_AUTODETECTION_METHOD"], "first-found");
     assert_eq!(env["FELIX_IPV6SUPPORT"], "true");
-    // IPv6 only: the node IP is the IPv6 address.
+    // IPv6 only: the node IP is the IPv6 address; `CALICO_ROUTER_ID=hash` only from 3.7,
+    // so 3.6 gets none and a warning.
     c.cidrs = cidrs(&["fd00:c00b:1::/64"]);
     let env = node_env(&c);
     assert_eq!(env["IP"], "none");
     assert_eq!(env["IP6"], "<from>");
-    assert_eq!(env["CALICO_ROUTER_ID"], "hash");
+    assert!(!env.contains_key("CALICO_ROUTER_ID"));
+    let w = workloads::warnings(&c);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("cidr: Calico v3.6.1 cannot run IPv6-only"));
+    c.calico_node_image.reference = "docker.io/calico/node:v3.7.0".into();
+    c.calico_policy_image.reference = "docker.io/calico/kube-controllers:v3.7.0".into();
+    assert_eq!(node_env(&c)["CALICO_ROUTER_ID"], "hash");
+    assert_eq!(node_env(&c)["IP6"], "<from>");
+    assert_eq!(workloads::warnings(&c), Vec::<String>::new());
 
     // Unmanaged pools: 3.6 knows neither VXLAN nor `none`.
     let mut c = defaults();

@@ -236,7 +236,10 @@ fn ip_env(config: &CharmConfig, v: CalicoVersion, e: &mut Vec<EnvVar>) {
         }
     } else {
         e.push(env("IP", "none"));
-        e.push(env("CALICO_ROUTER_ID", "hash"));
+        // Before 3.7 `hash` would be taken as the router id itself (see `super::warnings`).
+        if v.at_least(version::ROUTER_ID_HASH) {
+            e.push(env("CALICO_ROUTER_ID", "hash"));
+        }
         e.push(env_field("IP6", HOST_IP_FIELD));
     }
 }

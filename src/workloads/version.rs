@@ -37,6 +37,8 @@ pub const OLDEST_KNOWN: CalicoVersion = CalicoVersion::new(3, 6, 0);
 /// VXLAN encapsulation (`CALICO_IPV4POOL_VXLAN`, `FELIX_VXLANMTU`); also where the charm
 /// stops using the v3.6 RBAC rule set.
 pub const VXLAN: CalicoVersion = CalicoVersion::new(3, 7, 0);
+/// `CALICO_ROUTER_ID=hash` (a BGP router id for IPv6-only nodes).
+pub const ROUTER_ID_HASH: CalicoVersion = CalicoVersion::new(3, 7, 0);
 /// `calico-node -felix-live -bird-live` liveness probe (before: HTTP `/liveness` on 9099).
 pub const EXEC_LIVENESS: CalicoVersion = CalicoVersion::new(3, 11, 0);
 /// `install-cni` is the Go binary `/opt/cni/bin/install` (before: `/install-cni.sh`).
