@@ -39,8 +39,20 @@ pub const CNI_KUBECONFIG: &str = "/etc/cni/net.d/calico-kubeconfig";
 pub const CNI_LOG_FILE: &str = "/var/log/calico/cni/cni.log";
 /// Name of the CNI network.
 pub const NETWORK_NAME: &str = "k8s-pod-network";
-/// CNI spec version of the conflist.
+/// CNI spec version of the conflist (Calico 3.7 and later, as in the reference).
 pub const CNI_VERSION: &str = "0.3.1";
+/// CNI spec version of the conflist for Calico 3.6.x: the value of the v3.6 template
+/// (`_includes/v3.6/manifests/calico-config.yaml` in projectcalico/calico).
+pub const CNI_VERSION_V3_6: &str = "0.3.0";
+
+/// The CNI spec version for the configured Calico release.
+pub fn cni_version(config: &CharmConfig) -> &'static str {
+    if crate::workloads::node_version(config).at_least(crate::workloads::version::VXLAN) {
+        CNI_VERSION
+    } else {
+        CNI_VERSION_V3_6
+    }
+}
 
 /// `install-cni` placeholder for the node name.
 pub const PLACEHOLDER_NODE_NAME: &str = "__KUBERNETES_NODE_NAME__";
@@ -82,7 +94,7 @@ pub fn template(config: &CharmConfig) -> String {
     let bool_str = |b: bool| if b { "true" } else { "false" };
     let doc = json!({
         "name": NETWORK_NAME,
-        "cniVersion": CNI_VERSION,
+        "cniVersion": cni_version(config),
         "plugins": [
             {
                 "type": "calico",

@@ -54,7 +54,9 @@ fn parsed(config: &CharmConfig, node: &str) -> Value {
 fn conflist_has_calico_with_calico_ipam_and_portmap() {
     let doc = parsed(&defaults(), "node-1");
     assert_eq!(doc["name"], "k8s-pod-network");
-    assert_eq!(doc["cniVersion"], "0.3.1");
+    // v3.6's own template says 0.3.0; the reference (v3.32) 0.3.1.
+    assert_eq!(doc["cniVersion"], "0.3.0");
+    assert_eq!(parsed(&current(), "node-1")["cniVersion"], "0.3.1");
     let plugins = doc["plugins"].as_array().unwrap();
     assert_eq!(plugins.len(), 2);
     let calico = &plugins[0];

@@ -4,16 +4,23 @@
 //! Decisions where the issue is silent:
 //! - `calico_backend` is always `bird`: every BGP option of the charm (mesh, peers, AS
 //!   numbers, route reflectors) needs BIRD, and VXLAN works alongside it.
-//! - IP autodetection is `kubernetes-internal-ip` for each family the `cidr` option has:
-//!   the Node's InternalIP, i.e. the address kubelet registered (its node IP), never a
-//!   bridge (`first-found` can pick `lxdbr0` or a `br-*` bridge). This is the unit's
+//! - IP: the node's primary address, i.e. the address kubelet registered as its node IP,
+//!   never a bridge (`first-found` can pick `lxdbr0` or a `br-*` bridge). From Calico 3.22
+//!   `IP=autodetect` with `kubernetes-internal-ip` for each family the `cidr` option has;
+//!   before 3.22 that method does not exist (v3.6 knows `first-found`, `can-reach=`,
+//!   `interface=`), so `IP` (or `IP6` for an IPv6-only cidr) is set from the downward API
+//!   field `status.hostIP`, which is the same node IP (see `ip_env`). This is the unit's
 //!   cni-binding address as long as kubelet's node IP is that address; the DaemonSet is
 //!   cluster-wide and the leader does not know the other units' addresses, so nothing
-//!   per-unit can be put in it. A `cidr=` method built from `subnet-as-numbers` /
-//!   `subnet-bgp-peers` was rejected: those maps may list only some subnets, and a node
-//!   outside every listed subnet would fail to start. Dual stack needs an IPv6 InternalIP
-//!   on every Node. IPv6-only: `IP=none` and `CALICO_ROUTER_ID=hash` (BIRD needs a router
-//!   id).
+//!   per-unit can be put in it literally. `can-reach=<leader's address>` was rejected (it
+//!   would roll every calico-node on each leader change), as was a `cidr=` method built
+//!   from `subnet-as-numbers` / `subnet-bgp-peers` (those maps may list only some subnets,
+//!   and a node outside every listed subnet would fail to start; `cidr=` is not in 3.6
+//!   either). IPv6-only: `IP=none` and `CALICO_ROUTER_ID=hash` (BIRD needs a router id;
+//!   `hash` from 3.7).
+//! - Everything that differs between Calico releases is gated on [`node_version`] (the
+//!   `calico-node-image` tag); the cut-overs and their sources are in
+//!   [`super::version`] and `docs/workloads-versions.md`.
 //! - The `AS` variable is never set: the charm sets each node's AS through annotations.
 //! - Init containers `upgrade-ipam` (migrates host-local IPAM data, which this charm never
 //!   used) and `ebpf-bootstrap` (eBPF dataplane, not used) are omitted.
