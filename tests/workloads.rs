@@ -1378,6 +1378,37 @@ const EXPECTED_CRDS: [(&str, &str, &str, &str, &str); 23] = [
 ];
 
 #[test]
+fn the_crds_also_cover_what_v3_6_needs() {
+    // The kinds the v3.6 KDD manifest creates (`_includes/v3.6/charts/calico/templates/
+    // kdd-crds.yaml` in projectcalico/calico): the same names, group and scope.
+    let v3_6 = [
+        ("felixconfigurations", "Cluster"),
+        ("ipamblocks", "Cluster"),
+        ("blockaffinities", "Cluster"),
+        ("ipamhandles", "Cluster"),
+        ("ipamconfigs", "Cluster"),
+        ("bgppeers", "Cluster"),
+        ("bgpconfigurations", "Cluster"),
+        ("ippools", "Cluster"),
+        ("hostendpoints", "Cluster"),
+        ("clusterinformations", "Cluster"),
+        ("globalnetworkpolicies", "Cluster"),
+        ("globalnetworksets", "Cluster"),
+        ("networkpolicies", "Namespaced"),
+    ];
+    let all = crds::crds();
+    for (plural, scope) in v3_6 {
+        let name = format!("{plural}.crd.projectcalico.org");
+        let c = all
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("no CRD {name}"));
+        assert_eq!(c.spec.scope, scope, "{name}");
+        assert!(c.spec.versions.iter().any(|v| v.name == "v1" && v.served));
+    }
+}
+
+#[test]
 fn every_crd_the_reference_lists_is_present_with_its_names_and_scope() {
     let all = crds::crds();
     assert_eq!(all.len(), EXPECTED_CRDS.len());
