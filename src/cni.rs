@@ -47,7 +47,7 @@ pub const CNI_VERSION_V3_6: &str = "0.3.0";
 
 /// The CNI spec version for the configured Calico release.
 pub fn cni_version(config: &CharmConfig) -> &'static str {
-    if crate::workloads::node_version(config).at_least(crate::workloads::version::VXLAN) {
+    if crate::workloads::node_version(config).at_least(crate::workloads::version::AFTER_V3_6) {
         CNI_VERSION
     } else {
         CNI_VERSION_V3_6

@@ -83,7 +83,7 @@ fn calico_node_read_kinds(v: CalicoVersion) -> Vec<&'static str> {
         "ippools",
         "networkpolicies",
     ];
-    if v.at_least(version::VXLAN) {
+    if v.at_least(version::AFTER_V3_6) {
         kinds.extend([
             "bgpfilters",
             "blockaffinities",
@@ -111,7 +111,7 @@ fn calico_node_read_kinds(v: CalicoVersion) -> Vec<&'static str> {
 /// calico-node: startup, Felix, confd/BIRD, and `install-cni` (same pod and account); before
 /// 3.26 also the CNI plugin, which uses calico-node's token.
 pub fn calico_node_rules(v: CalicoVersion) -> Vec<PolicyRule> {
-    let current = v.at_least(version::VXLAN);
+    let after_v3_6 = v.at_least(version::AFTER_V3_6);
     let mut rules = Vec::new();
     if v.at_least(version::CNI_PLUGIN_ACCOUNT) {
         // install-cni mints the CNI plugin's token (TokenRequest), only for that account.
@@ -139,7 +139,7 @@ pub fn calico_node_rules(v: CalicoVersion) -> Vec<PolicyRule> {
         // Felix and confd (service advertisement) follow services and their endpoints.
         rule(CORE, &["services", "endpoints"], LIST_WATCH),
     ]);
-    if current {
+    if after_v3_6 {
         rules.extend([
             rule("discovery.k8s.io", &["endpointslices"], LIST_WATCH),
             // Startup reads kubeadm's ConfigMap (pod subnet) when it has to create a pool.
@@ -156,7 +156,7 @@ pub fn calico_node_rules(v: CalicoVersion) -> Vec<PolicyRule> {
         // Felix enforces Kubernetes network policies.
         rule("networking.k8s.io", &["networkpolicies"], LIST_WATCH),
     ]);
-    if current {
+    if after_v3_6 {
         // ... and cluster network policies.
         rules.push(rule(
             "policy.networking.k8s.io",
@@ -181,7 +181,7 @@ pub fn calico_node_rules(v: CalicoVersion) -> Vec<PolicyRule> {
             &["create", "update"],
         ),
     ]);
-    if current {
+    if after_v3_6 {
         // calico-node reports BGP status into CalicoNodeStatus objects.
         rules.push(rule(GROUP, &["caliconodestatuses"], &["update"]));
     }
@@ -196,14 +196,14 @@ pub fn calico_node_rules(v: CalicoVersion) -> Vec<PolicyRule> {
         rule(
             GROUP,
             &["ipamconfigs"],
-            if current {
+            if after_v3_6 {
                 &["get", "create"]
             } else {
                 &["get"]
             },
         ),
     ]);
-    if current {
+    if after_v3_6 {
         // Startup ensures the default tier exists.
         rules.push(rule(GROUP, &["tiers"], &["create"]));
     }
@@ -242,7 +242,7 @@ pub fn cni_plugin_rules() -> Vec<PolicyRule> {
 /// calico-kube-controllers with `ENABLED_CONTROLLERS=node` (IPAM garbage collection, node
 /// clean-up, optional automatic host endpoints).
 pub fn kube_controllers_rules(v: CalicoVersion) -> Vec<PolicyRule> {
-    if !v.at_least(version::VXLAN) {
+    if !v.at_least(version::AFTER_V3_6) {
         // The v3.6 node controller: watches nodes for deletions, checks pods exist, and
         // releases the deleted nodes' IPAM data.
         return vec![

@@ -34,9 +34,11 @@ pub const OLDEST_KNOWN: CalicoVersion = CalicoVersion::new(3, 6, 0);
 
 // Cut-over points (first release that has the feature). Sources in docs/workloads-versions.md.
 
-/// VXLAN encapsulation (`CALICO_IPV4POOL_VXLAN`, `FELIX_VXLANMTU`); also where the charm
-/// stops using the v3.6 RBAC rule set.
+/// VXLAN encapsulation (`CALICO_IPV4POOL_VXLAN`, `FELIX_VXLANMTU`).
 pub const VXLAN: CalicoVersion = CalicoVersion::new(3, 7, 0);
+/// The first release after the v3.6 line: rendered with the reference's RBAC rules and
+/// conflist `cniVersion`; 3.6.x gets exactly what the v3.6 manifests have.
+pub const AFTER_V3_6: CalicoVersion = CalicoVersion::new(3, 7, 0);
 /// `CALICO_ROUTER_ID=hash` (a BGP router id for IPv6-only nodes).
 pub const ROUTER_ID_HASH: CalicoVersion = CalicoVersion::new(3, 7, 0);
 /// `calico-node -felix-live -bird-live` liveness probe (before: HTTP `/liveness` on 9099).
