@@ -1888,6 +1888,66 @@ mod properties {
         }
 
         #[test]
+        fn every_release_renders_consistent_objects(
+            minor in 0u32..40,
+            patch in 0u32..8,
+            suffix in prop_oneof![Just(""), Just("-rc1"), Just("-amd64")],
+            dual in any::<bool>(),
+            manage in any::<bool>(),
+        ) {
+            let tag = format!("v3.{minor}.{patch}{suffix}");
+            let mut c = defaults();
+            c.calico_node_image.reference = format!("quay.io/calico/node:{tag}");
+            c.calico_policy_image.reference = format!("quay.io/calico/kube-controllers:{tag}");
+            c.manage_pools = manage;
+            if dual {
+                c.cidrs = cidrs(&["10.1.0.0/16", "fd00:1::/64"]);
+            }
+            let w = workloads::render(&c);
+            let accounts: BTreeSet<String> = w
+                .service_accounts
+                .iter()
+                .map(|a| a.metadata.name.clone().unwrap())
+                .collect();
+            // Every role and binding has its account, and a token may only be minted for
+            // an account that exists.
+            for r in &w.cluster_roles {
+                prop_assert!(accounts.contains(r.metadata.name.as_ref().unwrap()));
+                for rule in r.rules.iter().flatten() {
+                    for name in rule.resource_names.iter().flatten() {
+                        prop_assert!(accounts.contains(name), "{} for {}", name, tag);
+                    }
+                }
+            }
+            prop_assert_eq!(w.cluster_role_bindings.len(), accounts.len());
+            // The install-cni MTU is the one in the ConfigMap and Felix's.
+            let spec = node_pod_spec(&w);
+            let init = env_map(spec.init_containers.as_ref().unwrap()[0].env.as_ref().unwrap());
+            let main = env_map(node_container(&w).env.as_ref().unwrap());
+            prop_assert_eq!(&init["CNI_MTU"], &main["FELIX_IPINIPMTU"]);
+            prop_assert_eq!(
+                &init["CNI_MTU"],
+                &w.config_maps[0].data.as_ref().unwrap()["veth_mtu"]
+            );
+            // calico-node refuses NO_DEFAULT_POOLS with a pool CIDR.
+            prop_assert!(
+                !(main.contains_key("NO_DEFAULT_POOLS")
+                    && main.keys().any(|k| k.ends_with("POOL_CIDR")))
+            );
+            // IP is always set: from the node, autodetect, or none.
+            prop_assert!(main.contains_key("IP"));
+            // The conflist the unit writes is what install-cni writes.
+            let doc: Value = serde_json::from_str(&calico_charm::cni::render(&c, "n")).unwrap();
+            prop_assert_eq!(doc["plugins"][0]["mtu"].to_string(), init["CNI_MTU"].clone());
+            for o in w.objects() {
+                if o["kind"] == "DaemonSet" {
+                    let typed: DaemonSet = serde_json::from_value(o.clone()).unwrap();
+                    prop_assert_eq!(serde_json::to_value(&typed).unwrap(), o);
+                }
+            }
+        }
+
+        #[test]
         fn veth_mtu_subtracts_exactly_the_overhead(
             mtu in 0u32..100_000,
             ipip in encap(),
