@@ -320,7 +320,10 @@ fn an_image_change_changes_the_pod_templates() {
 #[test]
 fn veth_mtu_follows_encapsulation() {
     let mut c = defaults();
-    assert_eq!(workloads::veth_mtu(&c), None, "unset: Calico auto-detects");
+    assert_eq!(workloads::veth_mtu(&c), None, "unset");
+    // Unset: v3.6 has no auto-detection (its manifest's 1440); from 3.17 0 = auto-detect.
+    assert_eq!(workloads::effective_mtu(&c), 1440);
+    assert_eq!(workloads::effective_mtu(&current()), 0);
     c.veth_mtu = Some(1500);
     assert_eq!(workloads::veth_mtu(&c), Some(1500));
     c.ipip = EncapMode::Always;
