@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use calico_charm::apply::cluster::is_teardown;
 use calico_charm::apply::kube::kubeconfig_path_from;
 use calico_charm::apply::pools::{choose_pool_name, contains, overlaps, parse_cidr};
 use calico_charm::apply::retry::{
@@ -317,13 +316,4 @@ fn pool_ranges_and_names() {
         choose_pool_name("ipv6", n("fd00:10::/64"), &taken(&["ipv6"])),
         "ipv6-fd00-10---64"
     );
-}
-
-#[test]
-fn teardown_hooks_are_recognised() {
-    assert!(is_teardown("hooks/stop"));
-    assert!(is_teardown("hooks/remove"));
-    assert!(!is_teardown("hooks/update-status"));
-    assert!(!is_teardown("hooks/stopped"));
-    assert!(!is_teardown(""));
 }

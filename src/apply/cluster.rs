@@ -23,16 +23,14 @@ pub struct KubeCluster {
 
 impl KubeCluster {
     /// From the environment: `KUBECONFIG` (else `/root/.kube/config`), the retry settings
-    /// ([`RetrySettings::from_env`]) and converge options ([`ConvergeOptions::from_env`]);
-    /// calico-node readiness is checked except in the `stop` and `remove` hooks (read from
-    /// `JUJU_DISPATCH_PATH`), where the unit is going away.
+    /// ([`RetrySettings::from_env`]) and converge options ([`ConvergeOptions::from_env`]).
+    /// calico-node readiness is checked on every converge; [`Cluster::stop`] skips it.
     pub fn from_env() -> Self {
-        let dispatch = std::env::var("JUJU_DISPATCH_PATH").unwrap_or_default();
         KubeCluster {
             kubeconfig: kubeconfig_path(),
             retry: RetrySettings::from_env(),
             options: ConvergeOptions::from_env(),
-            check_node_agent: !is_teardown(&dispatch),
+            check_node_agent: true,
         }
     }
 
@@ -79,9 +77,10 @@ impl Cluster for KubeCluster {
             },
         }
     }
-}
 
-/// Whether a `JUJU_DISPATCH_PATH` is the `stop` or `remove` hook.
-pub fn is_teardown(dispatch_path: &str) -> bool {
-    matches!(dispatch_path.trim(), "hooks/stop" | "hooks/remove")
+    /// `stop`/`remove`: the same converge (of the stopping `Desired`) without waiting for
+    /// calico-node, since the unit is going away.
+    fn stop(&self, desired: &Desired) -> Outcome {
+        self.clone().without_node_agent_check().converge(desired)
+    }
 }
