@@ -6,9 +6,11 @@
 //! published its kubeconfig-hash, unit facts gathered and the objects rendered.
 
 mod juju_harness;
+mod support;
 
 use juju_harness::{KUBECONFIG_HASH, Unit};
 use serde_json::json;
+use support::apiserver::{Options, TestApiServer};
 
 fn pair(status: &str, message: &str) -> (String, String) {
     (status.to_string(), message.to_string())
@@ -21,9 +23,12 @@ fn ready() -> (String, String) {
     pair("active", "Ready")
 }
 
-/// A unit of calico on a worker, related to its principal which published its kubeconfig-hash.
+/// A unit of calico on a worker, related to its principal which published its kubeconfig-hash,
+/// with a Kubernetes API to converge to: the test API server (Calico CRDs installed) named by
+/// the unit's KUBECONFIG, this node (`NODENAME=worker-0`) registered and its calico-node pod
+/// Running and Ready. With the `NoCluster` seam the server is simply not used.
 fn related_unit(name: &str, leader: bool) -> (Unit, String) {
-    let unit = Unit::new(name);
+    let mut unit = Unit::new(name);
     unit.set_leader(leader);
     let rid = unit.relate_cni(
         4,
@@ -32,7 +37,55 @@ fn related_unit(name: &str, leader: bool) -> (Unit, String) {
             ("image-registry", "rocks.canonical.com:443/cdk"),
         ],
     );
+    with_cluster(&mut unit);
     (unit, rid)
+}
+
+/// Give `unit` the cluster of [`cluster`] for node `worker-0`.
+fn with_cluster(unit: &mut Unit) {
+    let server = cluster("worker-0");
+    server
+        .write_kubeconfig(&unit.kubeconfig())
+        .expect("write kubeconfig");
+    unit.set_env("NODENAME", "worker-0");
+    unit.keep_alive(server);
+}
+
+/// A test API server where `node` is registered and runs a ready calico-node pod.
+fn cluster(node: &str) -> TestApiServer {
+    let server = TestApiServer::start(Options::default());
+    server
+        .insert(json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}},
+        }))
+        .expect("insert node");
+    server
+        .insert(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": format!("calico-node-{node}"),
+                "namespace": "kube-system",
+                "labels": {"k8s-app": "calico-node"},
+            },
+            "spec": {
+                "nodeName": node,
+                "containers": [{"name": "calico-node", "image": "docker.io/calico/node:v3.6.1"}],
+            },
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{
+                    "name": "calico-node", "ready": true, "restartCount": 0,
+                    "image": "docker.io/calico/node:v3.6.1", "imageID": "",
+                    "state": {"running": {}},
+                }],
+            },
+        }))
+        .expect("insert calico-node pod");
+    server
 }
 
 fn assert_ok(unit: &Unit, run: &juju_harness::HookRun) {
@@ -360,7 +413,9 @@ fn bind_address_skips_fan_and_falls_back_to_unit_get() {
 
 #[test]
 fn node_name_comes_from_nodename_else_the_host_name() {
-    let (mut unit, _) = related_unit("calico/0", false);
+    // No NODENAME and no cluster: only the node name in the hook's summary line matters here.
+    let mut unit = Unit::new("calico/0");
+    unit.relate_cni(4, &[("kubeconfig-hash", KUBECONFIG_HASH)]);
     assert_ok(&unit, &unit.hook("install"));
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_ascii_lowercase())
@@ -373,7 +428,8 @@ fn node_name_comes_from_nodename_else_the_host_name() {
 
 #[test]
 fn waits_for_the_principals_kubeconfig_hash() {
-    let unit = Unit::new("calico/0");
+    let mut unit = Unit::new("calico/0");
+    with_cluster(&mut unit);
     let rid = unit.relate_cni(2, &[("image-registry", "rocks.canonical.com:443/cdk")]);
     assert_ok(&unit, &unit.hook("install"));
     assert_eq!(

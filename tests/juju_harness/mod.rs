@@ -220,6 +220,8 @@ pub struct Unit {
     extra_env: BTreeMap<String, String>,
     /// Run hooks as Juju < 2.8 does: `hooks/<name>` directly, no JUJU_DISPATCH_PATH.
     pub legacy: bool,
+    /// Things that must live as long as the unit (e.g. its test API server).
+    keep: Vec<Box<dyn std::any::Any>>,
 }
 
 impl Unit {
@@ -259,6 +261,21 @@ impl Unit {
             symlink(".hooktool", tools_dir.join(tool)).expect("link tool");
         }
 
+        // Never touch this machine's CNI dir or a real cluster: the CNI config goes to a dir
+        // of this unit and the kubeconfig is this unit's own file (absent until a test writes
+        // it, e.g. one for a test API server). The only variables Juju would not set.
+        let cni_dir = tmp.path().join("cni-net.d");
+        fs::create_dir(&cni_dir).expect("mkdir cni dir");
+        let mut extra_env = BTreeMap::new();
+        extra_env.insert(
+            calico_charm::cni::CNI_DIR_ENV.to_string(),
+            cni_dir.display().to_string(),
+        );
+        extra_env.insert(
+            "KUBECONFIG".to_string(),
+            tmp.path().join("kubeconfig").display().to_string(),
+        );
+
         let principal = "kubernetes-worker/0".to_string();
         let unit = Unit {
             _tmp: tmp,
@@ -267,8 +284,9 @@ impl Unit {
             charm_dir,
             tools_dir,
             state_dir,
-            extra_env: BTreeMap::new(),
+            extra_env,
             legacy: false,
+            keep: Vec::new(),
         };
         unit.write(
             "model.json",
@@ -345,6 +363,21 @@ impl Unit {
     /// Remove a tool from the tools dir.
     pub fn remove_tool(&self, tool: &str) {
         fs::remove_file(self.tools_dir.join(tool)).expect("remove tool");
+    }
+
+    /// Keep `thing` alive as long as this unit.
+    pub fn keep_alive(&mut self, thing: impl std::any::Any) {
+        self.keep.push(Box::new(thing));
+    }
+
+    /// Where the charm writes its CNI config in this unit's hooks.
+    pub fn cni_dir(&self) -> PathBuf {
+        self._tmp.path().join("cni-net.d")
+    }
+
+    /// The kubeconfig path this unit's hooks use (KUBECONFIG); absent until written.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self._tmp.path().join("kubeconfig")
     }
 
     /// Set an extra environment variable for every later hook (e.g. NODENAME, KUBECONFIG).
