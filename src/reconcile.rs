@@ -13,6 +13,7 @@
 //! Nothing is persisted with `state-set`: every input is read afresh from Juju each hook.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::apply::Outcome;
@@ -43,10 +44,17 @@ pub trait Cluster {
     fn stop(&self, desired: &Desired) -> Outcome {
         self.converge(desired)
     }
+
+    /// The directory of this node's CNI config (`10-calico.conflist`), if this seam manages
+    /// the node's files too. Defaults to `None`: doubles that only record converges leave the
+    /// machine's files alone.
+    fn cni_dir(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
-/// Stand-in until apply is wired: applies nothing and reports nothing pending, so a unit whose
-/// config is valid and whose principal published its kubeconfig-hash reports `active "Ready"`.
+/// A cluster that applies nothing and reports nothing pending: for tests of the Juju side
+/// alone, and for a future datastore-less dry run.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoCluster;
 
@@ -123,8 +131,7 @@ impl Report {
 
 /// Entry point of `calico-charm dispatch`: the thin edge around [`run`].
 pub fn dispatch_main() -> anyhow::Result<ExitCode> {
-    // WIRING POINT: replace `&NoCluster` with the apply layer's `Cluster` implementation.
-    dispatch_with(&NoCluster)
+    dispatch_with(&crate::apply::KubeCluster::from_env())
 }
 
 /// `dispatch` with a given cluster seam: read the environment, set up logging, run the event.
@@ -261,9 +268,17 @@ pub fn reconcile(
         tracing::warn!("Config warning: {warning}");
     }
     inputs.config_warnings += unit_warnings.len();
-    // RENDER (pure) then APPLY through the seam.
+    if facts.leader {
+        for warning in crate::workloads::warnings(&config) {
+            tracing::warn!("Workload warning: {warning}");
+        }
+    }
+    // RENDER (pure) then APPLY through the seam; the CNI config file is this unit's own.
     let desired = crate::render::desired(&config, &facts);
-    let outcome = cluster.converge(&desired);
+    let mut outcome = cluster.converge(&desired);
+    if let Some(dir) = cluster.cni_dir() {
+        outcome.merge(write_cni_config(&dir, &config, &facts));
+    }
     log_outcome(&outcome);
     inputs.outcome = Some(&outcome);
     let status = status::unit_status(&inputs);
@@ -285,7 +300,10 @@ pub fn stop(event: &Event, env: &HookEnv, cluster: &dyn Cluster) -> Result<Repor
     let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
     let facts = UnitFacts::new(&unit_name, node_name, unspecified, false)?;
     let desired = crate::render::stopping(&facts);
-    let outcome = cluster.stop(&desired);
+    let mut outcome = cluster.stop(&desired);
+    if let (Event::Remove, Some(dir)) = (event, cluster.cni_dir()) {
+        outcome.merge(remove_cni_config(&dir));
+    }
     log_outcome(&outcome);
     if outcome.waiting.is_empty() && outcome.blocked.is_empty() {
         tracing::info!("{event}: removed what {} owned", facts.unit_name);
@@ -498,6 +516,38 @@ pub fn bind_address(tools: &impl HookTools) -> Result<IpAddr, Fault> {
         .trim()
         .parse()
         .map_err(|_| Fault::NoAddress(private))
+}
+
+/// Write `10-calico.conflist` for this node when its content changed (atomically, 0644).
+/// A failure is the operator's to look at (`blocked`): the node has no pod networking.
+fn write_cni_config(dir: &Path, config: &crate::config::CharmConfig, facts: &UnitFacts) -> Outcome {
+    let content = crate::cni::render(config, &facts.node_name);
+    match crate::cni::write_conflist(dir, &content) {
+        Ok(true) => Outcome {
+            changed: vec![format!("file {}", dir.join(CNI_CONF_FILE).display())],
+            ..Outcome::default()
+        },
+        Ok(false) => Outcome::default(),
+        Err(err) => Outcome {
+            blocked: vec![format!("Cannot write the CNI config: {err}")],
+            ..Outcome::default()
+        },
+    }
+}
+
+/// `remove`: take this unit's CNI config file away (the principal then reports a missing CNI).
+fn remove_cni_config(dir: &Path) -> Outcome {
+    match crate::cni::remove_conflist(dir) {
+        Ok(true) => Outcome {
+            deleted: vec![format!("file {}", dir.join(CNI_CONF_FILE).display())],
+            ..Outcome::default()
+        },
+        Ok(false) => Outcome::default(),
+        Err(err) => Outcome {
+            waiting: vec![format!("Cannot remove the CNI config: {err}")],
+            ..Outcome::default()
+        },
+    }
 }
 
 fn log_outcome(outcome: &Outcome) {

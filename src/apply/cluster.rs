@@ -83,4 +83,9 @@ impl Cluster for KubeCluster {
     fn stop(&self, desired: &Desired) -> Outcome {
         self.clone().without_node_agent_check().converge(desired)
     }
+
+    /// This node's CNI config directory: `CALICO_CHARM_CNI_DIR`, else `/etc/cni/net.d`.
+    fn cni_dir(&self) -> Option<PathBuf> {
+        Some(crate::cni::cni_dir())
+    }
 }
