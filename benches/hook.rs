@@ -1,0 +1,3 @@
+//! Benchmark of one hook (work in progress).
+
+fn main() {}
