@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use crate::apply::Outcome;
 use crate::config::{ConfigError, Image, Validated};
 use crate::juju::env::UnknownDispatchPath;
+use crate::juju::tools::ToolStats;
 use crate::juju::{Event, HookEnv, HookTools, RelationKind, Subprocess, ToolError};
 use crate::options::RawConfig;
 use crate::render::{Desired, UnitFacts};
@@ -111,6 +112,9 @@ pub struct Report {
     pub facts: Option<UnitFacts>,
     /// What the cluster seam reported, when it ran.
     pub outcome: Option<Outcome>,
+    /// Hook-tool calls and time so far, when the tools measure them (the summary's own
+    /// `juju-log` is not in it).
+    pub tools: Option<ToolStats>,
 }
 
 impl Report {
@@ -125,6 +129,7 @@ impl Report {
             config_errors: Vec::new(),
             facts: None,
             outcome: None,
+            tools: None,
         }
     }
 }
@@ -341,6 +346,7 @@ fn finish(
     }
     // One line per hook says where it ended and on what facts (what debug-log readers want,
     // and one juju-log call instead of several).
+    report.tools = tools.stats();
     let summary = report.summary();
     // Waiting is a normal phase of a deployment (INFO); blocked needs the operator (WARNING).
     if status.kind == StatusKind::Blocked {
@@ -401,6 +407,9 @@ impl Report {
                 outcome.changed.len(),
                 outcome.deleted.len()
             ));
+        }
+        if let Some(tools) = &self.tools {
+            parts.push(tools.to_string());
         }
         parts.join("; ")
     }
@@ -614,5 +623,22 @@ mod tests {
         }];
         assert_eq!(published_cidr(&config, &cidr_error), None);
         assert_eq!(published_cidr(&raw(&[("cidr", " , ")]), &[]), None);
+    }
+
+    #[test]
+    fn summary_ends_with_the_hook_tool_cost_when_measured() {
+        let mut report = Report::new(&Event::UpdateStatus);
+        report.status = Some(status::working());
+        let plain = report.summary();
+        assert!(!plain.contains("hook-tool"), "{plain}");
+        report.tools = Some(ToolStats {
+            calls: 9,
+            time: std::time::Duration::from_micros(8_240),
+        });
+        let measured = report.summary();
+        assert_eq!(
+            measured,
+            format!("{plain}; 9 hook-tool calls, 8.2 ms in hook tools")
+        );
     }
 }

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -122,6 +123,42 @@ pub trait HookTools {
     fn action_set(&self, results: &[(&str, &str)]) -> Result<(), ToolError>;
     /// `action-fail <message>`.
     fn action_fail(&self, message: &str) -> Result<(), ToolError>;
+    /// How many tool calls this process made so far and the wall time spent in them, when
+    /// the implementation measures it (the hook's summary line reports it).
+    fn stats(&self) -> Option<ToolStats> {
+        None
+    }
+}
+
+/// Hook-tool calls made by this process and the wall time spent waiting for them (spawn to
+/// exit), counted by [`run_tool_with`]: every tool, `juju-log` included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ToolStats {
+    pub calls: u64,
+    pub time: Duration,
+}
+
+impl std::fmt::Display for ToolStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.time.as_secs_f64() * 1000.0;
+        let plural = if self.calls == 1 { "" } else { "s" };
+        write!(
+            f,
+            "{} hook-tool call{plural}, {ms:.1} ms in hook tools",
+            self.calls
+        )
+    }
+}
+
+static TOOL_CALLS: AtomicU64 = AtomicU64::new(0);
+static TOOL_NANOS: AtomicU64 = AtomicU64::new(0);
+
+/// The hook-tool calls of this process so far (see [`ToolStats`]).
+pub fn tool_stats() -> ToolStats {
+    ToolStats {
+        calls: TOOL_CALLS.load(Ordering::Relaxed),
+        time: Duration::from_nanos(TOOL_NANOS.load(Ordering::Relaxed)),
+    }
 }
 
 /// The real hook tools: subprocesses found on `PATH`, as Juju provides them.
@@ -150,6 +187,20 @@ pub fn run_tool(tool: &str, args: &[&str], timeout: Duration) -> Result<String, 
 
 /// [`run_tool`] with extra environment variables for the child.
 pub fn run_tool_with(
+    tool: &str,
+    args: &[&str],
+    timeout: Duration,
+    env: &[(String, String)],
+) -> Result<String, ToolError> {
+    let started = Instant::now();
+    let result = run_tool_unmeasured(tool, args, timeout, env);
+    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    TOOL_CALLS.fetch_add(1, Ordering::Relaxed);
+    TOOL_NANOS.fetch_add(nanos, Ordering::Relaxed);
+    result
+}
+
+fn run_tool_unmeasured(
     tool: &str,
     args: &[&str],
     timeout: Duration,
@@ -360,6 +411,10 @@ impl HookTools for Subprocess {
     fn action_fail(&self, message: &str) -> Result<(), ToolError> {
         self.run("action-fail", &["--", message]).map(drop)
     }
+
+    fn stats(&self) -> Option<ToolStats> {
+        Some(tool_stats())
+    }
 }
 
 #[cfg(test)]
@@ -405,6 +460,44 @@ mod tests {
         );
         let ids: Vec<String> = parse_json("relation-ids", &out.unwrap()).unwrap();
         assert_eq!(ids, vec!["cni:1".to_string()]);
+    }
+
+    #[test]
+    fn every_call_is_counted_with_its_wall_time() {
+        // Other tests of this binary run tools concurrently, so the counters can only grow
+        // by more than this test's own calls.
+        let before = tool_stats();
+        run_tool("sleep", &["0.05"], Duration::from_secs(5)).unwrap();
+        let _ = run_tool("calico-charm-no-such-tool", &[], Duration::from_secs(5));
+        let after = tool_stats();
+        assert!(after.calls >= before.calls + 2, "{before:?} -> {after:?}");
+        assert!(
+            after.time >= before.time + Duration::from_millis(50),
+            "{before:?} -> {after:?}"
+        );
+        assert_eq!(
+            Subprocess::default()
+                .stats()
+                .map(|s| s.calls >= after.calls),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn stats_read_as_a_log_phrase() {
+        let stats = ToolStats {
+            calls: 10,
+            time: Duration::from_micros(12_345),
+        };
+        assert_eq!(
+            stats.to_string(),
+            "10 hook-tool calls, 12.3 ms in hook tools"
+        );
+        let one = ToolStats {
+            calls: 1,
+            time: Duration::from_micros(400),
+        };
+        assert_eq!(one.to_string(), "1 hook-tool call, 0.4 ms in hook tools");
     }
 
     #[test]
