@@ -855,3 +855,73 @@ pub fn fan_first_network() -> Value {
         "ingress-addresses": ["10.0.0.5"]
     })
 }
+
+/// A hook prepared on a [`Unit`] that can run on another thread (a `Unit` itself is not
+/// `Send`): for many units reconciling at once, or for killing a hook partway. It runs as
+/// [`Unit::hook`] does (fresh environment, dispatch, buffered changes committed only on
+/// exit 0), without the transcript narration.
+#[derive(Debug)]
+pub struct PreparedHook {
+    pub hook: String,
+    state_dir: PathBuf,
+    charm_dir: PathBuf,
+    env: BTreeMap<String, String>,
+}
+
+impl Unit {
+    /// Prepare unit hook `hook` (`install`, `config-changed`, ...) through dispatch.
+    pub fn prepare_hook(&self, hook: &str) -> PreparedHook {
+        let mut env = self.hook_env(hook);
+        env.insert("JUJU_DISPATCH_PATH".into(), format!("hooks/{hook}"));
+        PreparedHook {
+            hook: hook.to_string(),
+            state_dir: self.state_dir.clone(),
+            charm_dir: self.charm_dir.clone(),
+            env,
+        }
+    }
+
+    /// The path of this unit's charm binary as dispatch executes it: the program name of
+    /// its hook processes (so a test can find, and kill, the one it started).
+    pub fn binary_path(&self) -> PathBuf {
+        self.charm_dir.join("bin").join("calico-charm")
+    }
+}
+
+impl PreparedHook {
+    fn harness(&self, args: &[&str]) {
+        let out = Command::new(python3())
+            .arg(Path::new(REPO).join("tests/hooktools/hooktool.py"))
+            .arg("harness")
+            .arg(&self.state_dir)
+            .args(args)
+            .output()
+            .expect("run emulator harness");
+        assert!(
+            out.status.success(),
+            "emulator harness {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Run the hook to its end (or until it is killed).
+    pub fn run(self) -> HookRun {
+        self.harness(&["begin", &self.hook]);
+        let out = Command::new(self.charm_dir.join("dispatch"))
+            .env_clear()
+            .envs(&self.env)
+            .current_dir(&self.charm_dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run dispatch");
+        let code = out.status.code();
+        self.harness(&["end", &self.hook, &code.unwrap_or(-1).to_string()]);
+        HookRun {
+            hook: self.hook,
+            code,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            handler: "dispatch".into(),
+        }
+    }
+}
