@@ -52,8 +52,16 @@ impl JujuLogLayer {
     }
 }
 
-/// Which events reach the log: the charm's own from DEBUG up, everything else from WARN up.
+/// kube's HTTP trace layer: it reports every failed attempt at ERROR, below the charm's
+/// retry layer, which reports the same attempts (DEBUG) and their outcome (WARNING) itself.
+const KUBE_TRACE_TARGET: &str = "kube_client::client::builder";
+
+/// Which events reach the log: the charm's own from DEBUG up, everything else from WARN up,
+/// except kube's per-attempt failure reports (a retried, handled fault is no ERROR).
 pub fn wanted(metadata: &Metadata<'_>) -> bool {
+    if metadata.target().starts_with(KUBE_TRACE_TARGET) {
+        return false;
+    }
     let own = metadata.target().starts_with("calico_charm");
     let level = *metadata.level();
     if own {
@@ -299,6 +307,10 @@ mod tests {
             tracing::trace!("dropped: below DEBUG");
             tracing::debug!(target: "hyper::proto", "dropped: another crate's debug");
             tracing::warn!(target: "kube_client", "kept: another crate's warning");
+            tracing::error!(
+                target: "kube_client::client::builder",
+                "dropped: failed with error client error (Connect)"
+            );
         });
         let lines = lines.lock().unwrap();
         assert_eq!(
