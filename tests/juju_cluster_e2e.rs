@@ -181,6 +181,17 @@ fn assert_ok(unit: &Unit, run: &HookRun) {
     );
 }
 
+/// A handled fault (retried, then `waiting`) is no ERROR in `juju debug-log`.
+fn assert_no_error_logged(unit: &Unit) {
+    let errors: Vec<String> = unit
+        .logs()
+        .into_iter()
+        .filter(|l| l.level == "ERROR")
+        .map(|l| format!("{}: {}", l.hook, l.message))
+        .collect();
+    assert_eq!(errors, Vec::<String>::new());
+}
+
 fn pair(status: &str, message: &str) -> (String, String) {
     (status.to_string(), message.to_string())
 }
@@ -741,6 +752,7 @@ fn api_down_waits_within_the_budget_then_recovers() {
         "the hook took {took:?} with a {BUDGET_SECS} s budget"
     );
     eprintln!("API down: {took:?}, {message}");
+    assert_no_error_logged(&unit.unit);
 
     server.restart().expect("restart");
     unit.hook("update-status");
@@ -768,6 +780,7 @@ fn throttling_and_server_errors_are_retried_within_the_hook() {
     assert_eq!(log.iter().filter(|e| e.status == 503).count(), 3);
     // Retry-After honoured: the two throttled answers cost a second each.
     assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert_no_error_logged(&unit.unit);
     assert_applied(&server, &unit, &unit.rendered(&opts), &[]);
     // By hand: calico/2 at 10.0.0.12 peers with both reflectors.
     assert_eq!(
@@ -1123,4 +1136,101 @@ fn stop_then_remove_takes_away_only_what_the_unit_owned() {
     // The leader's objects are intact.
     assert_applied(&server, &leader, &leader.rendered(&opts), &[]);
     assert!(leader.cni_file().exists());
+}
+
+// ---- beyond the happy path -----------------------------------------------------------------
+
+#[test]
+fn a_fresh_cluster_gets_its_crds_from_the_leader_while_a_follower_waits() {
+    let server = TestApiServer::start(Options::without_crds());
+    let opts = golden("as-per-rack");
+    add_node(&server, "node-0", json!({}));
+    add_node(&server, "node-1", json!({}));
+    let leader = TestUnit::new(&server, "calico/0", "node-0", "10.0.0.2", true, &opts);
+    let other = TestUnit::new(&server, "calico/1", "node-1", "10.0.1.2", false, &opts);
+
+    other.hook("install");
+    assert_eq!(other.status(), pair("waiting", "Waiting for Calico CRDs"));
+    leader.hook("install");
+    assert_eq!(leader.status(), pair("active", "Ready"));
+    assert_applied(&server, &leader, &leader.rendered(&opts), &[]);
+    other.hook("update-status");
+    assert_eq!(other.status(), pair("active", "Ready"));
+    assert_applied(&server, &other, &other.rendered(&opts), &[]);
+}
+
+#[test]
+fn wrong_credentials_block_and_an_unregistered_node_waits() {
+    let server = server();
+    let opts = golden("as-per-rack");
+    let unit = TestUnit::new(&server, "calico/1", "node-1", "10.0.1.2", false, &opts);
+    unit.hook("install");
+    let (status, message) = unit.status();
+    assert_eq!(status, "waiting");
+    assert!(
+        message.starts_with("Waiting for node node-1 to register"),
+        "{message}"
+    );
+    add_node(&server, "node-1", json!({}));
+    server
+        .write_kubeconfig_with_token(&unit.unit.kubeconfig(), "not-the-token")
+        .expect("kubeconfig");
+    unit.hook("update-status");
+    let (status, message) = unit.status();
+    assert_eq!(status, "blocked");
+    assert!(
+        message.starts_with("Kubernetes API denied access: "),
+        "{message}"
+    );
+    server
+        .write_kubeconfig(&unit.unit.kubeconfig())
+        .expect("kubeconfig");
+    unit.hook("update-status");
+    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_applied(&server, &unit, &unit.rendered(&opts), &[]);
+}
+
+#[test]
+fn the_leader_going_away_leaves_the_global_objects() {
+    let server = server();
+    let (unit, opts) = leader_unit(&server);
+    unit.hook("install");
+    let want = unit.rendered(&opts);
+    unit.hook("stop");
+    unit.hook("remove");
+    assert!(owned_peers(&server, "calico-0").is_empty());
+    let annotations = node_annotations(&server, "node-0");
+    assert!(
+        NODE_ANNOTATIONS
+            .iter()
+            .all(|k| !annotations.contains_key(*k))
+    );
+    // Pools, the BGPConfiguration and the workloads are the application's, not the unit's:
+    // the next leader keeps them.
+    assert_eq!(
+        store_names(&server, "IPPool"),
+        names(&of_kind(&want, "IPPool"))
+    );
+    assert_global(&server, &want, &[]);
+}
+
+#[test]
+fn stop_with_the_api_down_succeeds_and_remove_cleans_up_later() {
+    let server = server();
+    let (unit, _) = leader_unit(&server);
+    unit.hook("install");
+    let peers = owned_peers(&server, "calico-0").len();
+    server.stop();
+    // The unit is going away: the hook must not fail (Juju would retry it forever).
+    unit.hook("stop");
+    assert_eq!(owned_peers(&server, "calico-0").len(), peers);
+    let logs = unit.unit.logs();
+    assert!(logs.iter().any(|l| l.hook == "stop"
+        && l.level == "WARNING"
+        && l.message.contains("Kubernetes API unavailable: ")));
+    assert_no_error_logged(&unit.unit);
+    server.restart().expect("restart");
+    unit.hook("remove");
+    assert!(owned_peers(&server, "calico-0").is_empty());
+    assert!(!unit.cni_file().exists());
 }
