@@ -792,6 +792,48 @@ fn throttling_and_server_errors_are_retried_within_the_hook() {
     );
 }
 
+#[test]
+fn dropped_connections_before_and_after_a_write_are_retried() {
+    let server = server();
+    let (unit, mut opts) = leader_unit(&server);
+    unit.hook("install");
+    assert_eq!(unit.status(), pair("active", "Ready"));
+
+    // Remove calico/0's ToR peer and change the other's AS: one new peer, two deletions.
+    opts.insert("unit-bgp-peers".into(), json!("{}"));
+    opts.insert(
+        "subnet-bgp-peers".into(),
+        json!("10.0.0.0/24:\n- address: 10.0.1.2\n  as-number: 64513\n"),
+    );
+    unit.configure(&opts);
+    // The list of owned peers is lost in transit; the new peer's apply and the first prune
+    // are executed but their answers lost.
+    server.drop_next_matching(1, "/bgppeers");
+    server.add_fault(Fault {
+        path_contains: Some("/bgppeers/".into()),
+        method: Some("PATCH".into()),
+        remaining: Some(1),
+        action: FaultAction::DropResponse,
+    });
+    server.add_fault(Fault {
+        path_contains: Some("/bgppeers/".into()),
+        method: Some("DELETE".into()),
+        remaining: Some(1),
+        action: FaultAction::DropResponse,
+    });
+    server.reset_requests();
+    unit.hook("config-changed");
+    assert_eq!(unit.status(), pair("active", "Ready"));
+    let dropped = server.requests().iter().filter(|e| e.status == 0).count();
+    assert_eq!(dropped, 3, "three answers lost");
+    assert_applied(&server, &unit, &unit.rendered(&opts), &[]);
+    assert_eq!(
+        store_names(&server, "BGPPeer"),
+        BTreeSet::from(["calico-0-10.0.1.2-64513".to_string()])
+    );
+    assert_no_error_logged(&unit.unit);
+}
+
 // ---- 6. a hook killed mid-reconcile ------------------------------------------------------------
 
 /// The processes running `binary` (this unit's charm, which this test started).
