@@ -139,10 +139,12 @@ impl TestUnit {
     /// `juju config calico` with exactly `opts` set (every other option at its default).
     fn configure(&self, opts: &Opts) {
         for spec in calico_charm::options::specs().expect("config.yaml") {
-            self.unit.reset_config(&spec.name);
-        }
-        for (key, value) in opts {
-            self.unit.set_config(key, value.clone());
+            let value = opts
+                .get(&spec.name)
+                .cloned()
+                .or_else(|| spec.default.clone())
+                .unwrap_or(Value::Null);
+            self.unit.set_config(&spec.name, value);
         }
     }
 
@@ -1085,6 +1087,7 @@ fn converge_all(server: &TestApiServer, units: &[TestUnit], round: u32, parallel
         assert_eq!(unit.status(), pair("active", "Ready"), "{}", unit.name);
     }
 
+    let started = Instant::now();
     let mut all_peers = BTreeSet::new();
     for unit in units {
         // The library's render (the binary's `render` is checked equal to it elsewhere).
@@ -1118,6 +1121,7 @@ fn converge_all(server: &TestApiServer, units: &[TestUnit], round: u32, parallel
         store_names(server, "IPPool"),
         BTreeSet::from(["ipv4".into()])
     );
+    eprintln!("{n} units checked: {:?}", started.elapsed());
 }
 
 #[test]
@@ -1131,7 +1135,9 @@ fn two_units_reconcile_concurrently() {
 #[test]
 fn fifty_units_reconcile_concurrently() {
     let server = server();
+    let started = Instant::now();
     let units = many_units(&server, 50);
+    eprintln!("50 units set up: {:?}", started.elapsed());
     // Eight hooks at a time: the machine has two cores and every hook starts a dozen
     // hook-tool processes. One round (pruning under concurrency is the two-unit test's
     // second round): 50 hooks cost about 15 s of CPU, mostly in the Python emulator.
