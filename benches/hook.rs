@@ -14,7 +14,8 @@
 //!
 //! Per hook: wall time of the dispatch process (spawn to exit), the charm's own time (wall
 //! minus the time the charm reports spending inside hook tools), peak RSS (`wait4`'s
-//! `ru_maxrss` of the child: the maximum over the process and the hook tools it waited for),
+//! `ru_maxrss` of the child: the maximum over the process and the hook tools it waited for;
+//! taken by a small launcher process, see [`launch`]),
 //! the Kubernetes requests by verb (the server's request log) and the hook-tool calls (the
 //! stand-in's call record).
 //!
@@ -306,11 +307,11 @@ impl Bench {
         self.server.reset_requests();
         let path = format!("/usr/bin:/bin:{}", "/usr/sbin:/sbin");
         let out = unit.tools.parent().unwrap_or(&unit.tools).join("hook.out");
-        let stdout =
+        let stderr =
             fs::File::create(&out).map_err(|e| format!("create {}: {e}", out.display()))?;
-        let stderr = stdout.try_clone().map_err(|e| e.to_string())?;
-        let started = Instant::now();
-        let child = Command::new(self.charm.join("dispatch"))
+        let launched = Command::new(launcher()?)
+            .arg(LAUNCH)
+            .arg(self.charm.join("dispatch"))
             .current_dir(&self.charm)
             .env_clear()
             .env("PATH", format!("{}:{path}", unit.tools.display()))
@@ -326,12 +327,10 @@ impl Bench {
             .env("NODENAME", node_name(unit.index))
             .env("CALICO_CHARM_CNI_DIR", &unit.cni)
             .stdin(Stdio::null())
-            .stdout(stdout)
             .stderr(stderr)
-            .spawn()
-            .map_err(|e| format!("spawn dispatch: {e}"))?;
-        let (code, maxrss_kib) = wait4(child.id())?;
-        let wall = started.elapsed();
+            .output()
+            .map_err(|e| format!("spawn the launcher: {e}"))?;
+        let (code, maxrss_kib, wall) = launched_figures(&launched.stdout)?;
         if code != 0 {
             let output = fs::read_to_string(&out).unwrap_or_default();
             return Err(format!(
@@ -370,6 +369,48 @@ impl Bench {
             status: unit.record("status").last().cloned(),
         })
     }
+}
+
+/// The argument that makes this binary the launcher (see [`launch`]).
+const LAUNCH: &str = "--launch-hook";
+
+/// This bench binary, run again as the launcher of one hook.
+fn launcher() -> BenchResult<PathBuf> {
+    std::env::current_exe().map_err(|e| format!("current_exe: {e}"))
+}
+
+/// Launcher mode, `hook --launch-hook PROGRAM`: run PROGRAM with this process's environment,
+/// cwd and stderr (its stdout goes to stderr too), and print `<exit code> <peak RSS KiB>
+/// <wall ns>`. Why a launcher: a child's `ru_maxrss` starts from the high-water mark of the
+/// memory it was spawned from (Rust spawns with vfork semantics, and exec records the old
+/// address space's peak), so spawned from the bench process, which holds the test API
+/// server's store, every hook would report at least the bench's own RSS. The launcher is a
+/// fresh, small process; its floor is printed by the bench (`/bin/true` launched).
+fn launch(program: &str) -> BenchResult<()> {
+    let started = Instant::now();
+    let child = Command::new(program)
+        .stdout(Stdio::from(std::io::stderr()))
+        .spawn()
+        .map_err(|e| format!("spawn {program}: {e}"))?;
+    let (code, maxrss_kib) = wait4(child.id())?;
+    let wall = started.elapsed();
+    println!("{code} {maxrss_kib} {}", wall.as_nanos());
+    Ok(())
+}
+
+/// The launcher's output: exit code, peak RSS in KiB, wall time.
+fn launched_figures(stdout: &[u8]) -> BenchResult<(i32, u64, Duration)> {
+    let text = String::from_utf8_lossy(stdout);
+    let mut fields = text.split_whitespace();
+    let mut next = || {
+        fields
+            .next()
+            .ok_or_else(|| format!("launcher printed {text:?}"))
+    };
+    let code = next()?.parse().map_err(|e| format!("exit code: {e}"))?;
+    let maxrss = next()?.parse().map_err(|e| format!("maxrss: {e}"))?;
+    let nanos: u64 = next()?.parse().map_err(|e| format!("wall: {e}"))?;
+    Ok((code, maxrss, Duration::from_nanos(nanos)))
 }
 
 /// Wait for `pid` with wait4: its exit code and peak RSS in KiB.
@@ -661,7 +702,12 @@ fn stand_in_cost(root: &Path) -> BenchResult<Duration> {
 }
 
 fn main() {
-    if let Err(err) = run() {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.as_slice() {
+        [_, flag, program] if flag == LAUNCH => launch(program),
+        _ => run(),
+    };
+    if let Err(err) = result {
         eprintln!("bench failed: {err}");
         std::process::exit(1);
     }
@@ -686,6 +732,15 @@ fn run() -> BenchResult<()> {
     println!(
         "one stand-in hook-tool call (fork + exec of /bin/sh): {:.2} ms median",
         ms(probe)
+    );
+    let floor = Command::new(launcher()?)
+        .args([LAUNCH, "/bin/true"])
+        .output()
+        .map_err(|e| format!("launcher: {e}"))?;
+    let (_, floor_kib, _) = launched_figures(&floor.stdout)?;
+    println!(
+        "peak RSS floor of the measurement (/bin/true launched): {:.1} MiB",
+        floor_kib as f64 / 1024.0
     );
     let mut rows = cluster_rows(&settings, root.path(), 1)?;
     rows.extend(cluster_rows(&settings, root.path(), settings.units)?);
