@@ -903,8 +903,8 @@ fn a_hook_killed_mid_reconcile_is_converged_by_the_next() {
     second.insert("cidr".into(), json!("10.3.0.0/16"));
     let configs = [&second, &first];
 
-    // Killed while a peer's server-side apply is held by the server (it lands afterwards, as
-    // a real API server finishes a request whose client went away).
+    // Killed while a peer's server-side apply is held by the server (which may still carry
+    // it out, as a real API server may finish a request whose client went away).
     unit.configure(&second);
     server.reset_requests();
     server.add_fault(Fault {
@@ -943,7 +943,7 @@ fn a_hook_killed_mid_reconcile_is_converged_by_the_next() {
         assert_eq!(unit.status().0, "waiting");
         server.restart().expect("restart");
     }
-    std::thread::sleep(Duration::from_millis(900)); // the held apply has landed
+    std::thread::sleep(Duration::from_millis(900)); // the held apply is over, either way
 
     // A normal hook converges to exactly the second configuration.
     unit.configure(&second);
@@ -951,6 +951,14 @@ fn a_hook_killed_mid_reconcile_is_converged_by_the_next() {
     let want = unit.rendered(&second);
     assert_applied_with_old_pools(&server, &unit, &want);
     assert_eq!(unit.status(), pair("active", "Ready"));
+    // Killed hooks committed no relation data; the last one published the second cidr.
+    assert_eq!(
+        unit.unit
+            .local_data("cni:4")
+            .get("cidr")
+            .map(String::as_str),
+        Some("10.3.0.0/16")
+    );
     // Nothing of the admin's was deleted.
     assert_eq!(
         calico(&server, "BGPPeer", "admin-tor")["spec"]["peerIP"],
@@ -1281,4 +1289,25 @@ fn stop_with_the_api_down_succeeds_and_remove_cleans_up_later() {
     unit.hook("remove");
     assert!(owned_peers(&server, "calico-0").is_empty());
     assert!(!unit.cni_file().exists());
+}
+
+#[test]
+fn a_retry_after_beyond_the_budget_is_not_waited_for() {
+    let server = server();
+    let (unit, _) = leader_unit(&server);
+    unit.hook("install");
+    server.throttle_next(1, 60);
+    let started = Instant::now();
+    unit.hook("update-status");
+    let took = started.elapsed();
+    // The hook holds the machine lock: it gives up at once rather than sleep past its budget.
+    assert!(took < Duration::from_secs(BUDGET_SECS + 8), "{took:?}");
+    let (status, message) = unit.status();
+    assert_eq!(status, "waiting");
+    assert!(
+        message.starts_with("Kubernetes API unavailable: HTTP 429"),
+        "{message}"
+    );
+    unit.hook("update-status");
+    assert_eq!(unit.status(), pair("active", "Ready"));
 }
