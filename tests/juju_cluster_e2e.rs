@@ -1311,3 +1311,80 @@ fn a_retry_after_beyond_the_budget_is_not_waited_for() {
     unit.hook("update-status");
     assert_eq!(unit.status(), pair("active", "Ready"));
 }
+
+#[test]
+fn the_earlier_charms_peer_and_pool_are_adopted_not_duplicated() {
+    let server = server();
+    add_node(&server, "node-0", json!({}));
+    // As the earlier Python charm left them: same names, no labels.
+    server
+        .insert(json!({
+            "apiVersion": CALICO, "kind": "BGPPeer",
+            "metadata": {"name": "calico-0-10.0.0.1-64512"},
+            "spec": {"node": "node-0", "peerIP": "10.0.0.1", "asNumber": 64512},
+        }))
+        .expect("insert peer");
+    server
+        .insert(json!({
+            "apiVersion": CALICO, "kind": "IPPool",
+            "metadata": {"name": "ipv4"},
+            "spec": {"cidr": "192.168.0.0/16", "ipipMode": "Always", "natOutgoing": true},
+        }))
+        .expect("insert pool");
+    let opts = golden("as-per-rack");
+    let unit = TestUnit::new(&server, "calico/0", "node-0", "10.0.0.2", true, &opts);
+    unit.hook("install");
+    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_applied(&server, &unit, &unit.rendered(&opts), &[]);
+    assert_eq!(server.list(CALICO, "BGPPeer", None).len(), 2);
+    assert!(
+        unit.unit.logs().iter().any(|l| l
+            .message
+            .contains("BGPPeer/calico-0-10.0.0.1-64512 (adopted)")),
+        "{}",
+        unit.unit.transcript()
+    );
+    // The adopted objects are the charm's now: pruned when no longer wanted.
+    let mut opts = opts;
+    opts.insert("unit-bgp-peers".into(), json!("{}"));
+    unit.configure(&opts);
+    unit.hook("config-changed");
+    assert!(
+        server
+            .get(CALICO, "BGPPeer", None, "calico-0-10.0.0.1-64512")
+            .is_none()
+    );
+    assert_applied(&server, &unit, &unit.rendered(&opts), &[]);
+}
+
+#[test]
+fn a_peer_of_the_same_name_on_another_node_is_not_taken() {
+    let server = server();
+    add_node(&server, "node-0", json!({}));
+    server
+        .insert(json!({
+            "apiVersion": CALICO, "kind": "BGPPeer",
+            "metadata": {"name": "calico-0-10.0.0.1-64512"},
+            "spec": {"node": "node-7", "peerIP": "10.0.0.1", "asNumber": 64512},
+        }))
+        .expect("insert peer");
+    let opts = golden("as-per-rack");
+    let unit = TestUnit::new(&server, "calico/0", "node-0", "10.0.0.2", false, &opts);
+    unit.hook("install");
+    let (status, message) = unit.status();
+    assert_eq!(status, "blocked");
+    assert!(
+        message
+            .starts_with("BGPPeer/calico-0-10.0.0.1-64512 exists and is not managed by calico-0"),
+        "{message}"
+    );
+    let peer = calico(&server, "BGPPeer", "calico-0-10.0.0.1-64512");
+    assert_eq!(peer["spec"]["node"], "node-7");
+    assert_eq!(peer["metadata"].get("labels"), None);
+    // The unit's other peer is applied all the same.
+    assert!(
+        server
+            .get(CALICO, "BGPPeer", None, "calico-0-10.0.1.2-64512")
+            .is_some()
+    );
+}
