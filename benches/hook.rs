@@ -24,7 +24,8 @@
 //! appending each call to a record. The Python emulator of the e2e tests costs tens of ms per
 //! call, which would swamp the charm's own time.
 //!
-//! Knobs: `CALICO_BENCH_RUNS` (measured runs per scenario, default 15), `CALICO_BENCH_UNITS`
+//! Knobs: `CALICO_BENCH_REQUESTS=1` (also list the requests of one run per scenario),
+//! `CALICO_BENCH_RUNS` (measured runs per scenario, default 15), `CALICO_BENCH_UNITS`
 //! (size of the large cluster, default 500), `CALICO_BENCH_QUICK=1` (3 runs, 50 units),
 //! `CALICO_CHARM_BINARY` (the binary to run instead of the one cargo built for this bench).
 
@@ -297,6 +298,8 @@ struct Sample {
     tool_calls: Vec<String>,
     requests: BTreeMap<String, usize>,
     request_total: usize,
+    /// `<verb> <path>?<query>` of every request, in order.
+    request_lines: Vec<String>,
     status: Option<String>,
 }
 
@@ -366,6 +369,17 @@ impl Bench {
             tool_calls,
             requests,
             request_total: log.len(),
+            request_lines: log
+                .iter()
+                .map(|e| {
+                    let query = if e.query.is_empty() {
+                        String::new()
+                    } else {
+                        format!("?{}", e.query)
+                    };
+                    format!("{} {}{query}", verb(e), e.path)
+                })
+                .collect(),
             status: unit.record("status").last().cloned(),
         })
     }
@@ -748,6 +762,15 @@ fn run() -> BenchResult<()> {
     header();
     for row in &rows {
         row.print();
+    }
+    if std::env::var_os("CALICO_BENCH_REQUESTS").is_some() {
+        for row in &rows {
+            println!("\n{} nodes, {}, {}:", row.cluster, row.unit, row.hook);
+            let first = row.samples.first().map(|s| s.request_lines.as_slice());
+            for line in first.unwrap_or_default() {
+                println!("  {line}");
+            }
+        }
     }
     Ok(())
 }
