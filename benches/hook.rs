@@ -298,6 +298,8 @@ struct Sample {
     tool_calls: Vec<String>,
     requests: BTreeMap<String, usize>,
     request_total: usize,
+    /// The charm's summary line (its last juju-log).
+    summary: Option<String>,
     /// `<verb> <path>?<query>` of every request, in order.
     request_lines: Vec<String>,
     status: Option<String>,
@@ -369,6 +371,7 @@ impl Bench {
             tool_calls,
             requests,
             request_total: log.len(),
+            summary: unit.record("log").last().cloned(),
             request_lines: log
                 .iter()
                 .map(|e| {
@@ -762,6 +765,14 @@ fn run() -> BenchResult<()> {
     header();
     for row in &rows {
         row.print();
+    }
+    println!("\nThe charm's summary line of the last run of each scenario:");
+    for row in &rows {
+        if let Some(summary) = row.samples.last().and_then(|s| s.summary.as_deref()) {
+            // The stand-in records `--log-level LEVEL -- MESSAGE`.
+            let message = summary.split_once(" -- ").map_or(summary, |(_, m)| m);
+            println!("- {message}");
+        }
     }
     if std::env::var_os("CALICO_BENCH_REQUESTS").is_some() {
         for row in &rows {
