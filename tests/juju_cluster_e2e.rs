@@ -1223,10 +1223,8 @@ fn wrong_credentials_block_and_an_unregistered_node_waits() {
     unit.hook("install");
     let (status, message) = unit.status();
     assert_eq!(status, "waiting");
-    assert!(
-        message.starts_with("Waiting for node node-1 to register"),
-        "{message}"
-    );
+    // One cause: the calico-node readiness check is skipped for a node that is not there.
+    assert_eq!(message, "Waiting for node node-1 to register");
     add_node(&server, "node-1", json!({}));
     server
         .write_kubeconfig_with_token(&unit.unit.kubeconfig(), "not-the-token")

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::converge::{ConvergeOptions, check_node_agent, converge_with};
+use super::converge::{ConvergeOptions, check_node_agent, converge_with, waiting_for_node};
 use super::kube::{connect_with, kubeconfig_path};
 use super::retry::RetrySettings;
 use super::{Datastore, KubeDatastore, Outcome};
@@ -57,7 +57,11 @@ impl KubeCluster {
             .iter()
             .chain(&outcome.blocked)
             .any(|m| m.starts_with(ds.name()));
-        if self.check_node_agent && !api_failed {
+        // No calico-node pod can run on a node that has not registered: one cause is enough.
+        let node_missing = outcome
+            .waiting
+            .contains(&waiting_for_node(&desired.node.node_name));
+        if self.check_node_agent && !api_failed && !node_missing {
             outcome.merge(check_node_agent(&ds, &desired.node.node_name).await);
         }
         outcome

@@ -33,6 +33,11 @@ use crate::workloads::readiness::waiting_message;
 /// Message while Calico's CRDs are not installed.
 pub const WAITING_FOR_CRDS: &str = "Waiting for Calico CRDs";
 
+/// The waiting cause while this unit's Node has not registered.
+pub fn waiting_for_node(node: &str) -> String {
+    format!("Waiting for node {node} to register")
+}
+
 /// Knobs of a converge that tests may turn.
 #[derive(Clone, Debug)]
 pub struct ConvergeOptions {
@@ -347,9 +352,7 @@ impl<D: Datastore> Run<'_, D> {
         match self.ds.get_node_bgp(node).await {
             Ok(Some(current)) => Ok(Some(current)),
             Ok(None) => {
-                self.out
-                    .waiting
-                    .push(format!("Waiting for node {node} to register"));
+                self.out.waiting.push(waiting_for_node(node));
                 Ok(None)
             }
             Err(err) => {
@@ -382,9 +385,7 @@ impl<D: Datastore> Run<'_, D> {
             match self.ds.apply_node_bgp(&node, &want).await {
                 Ok(result) => after = result,
                 Err(DatastoreError::NotFound { .. }) => {
-                    self.out
-                        .waiting
-                        .push(format!("Waiting for node {node} to register"));
+                    self.out.waiting.push(waiting_for_node(&node));
                     return Ok(());
                 }
                 Err(err) => {
