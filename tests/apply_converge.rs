@@ -23,6 +23,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 
 // ---- the double ------------------------------------------------------------------------
 
@@ -220,6 +221,40 @@ fn labels_of(meta: &ObjectMeta) -> BTreeMap<String, String> {
     meta.labels.clone().unwrap_or_default()
 }
 
+/// Server-side apply of a labelled object kept by name: labels merge with the stored ones,
+/// the resourceVersion moves only when the spec or the labels change, the uid is kept.
+fn apply_labelled<T: Resource + Clone, S: PartialEq>(
+    serial: &mut u64,
+    map: &mut BTreeMap<String, T>,
+    object: &T,
+    spec: impl Fn(&T) -> S,
+) -> T {
+    let name = object.meta().name.clone().unwrap_or_default();
+    let old = map.get(&name).cloned();
+    let mut labels = old
+        .as_ref()
+        .map(|o| labels_of(o.meta()))
+        .unwrap_or_default();
+    labels.extend(labels_of(object.meta()));
+    let mut stored = object.clone();
+    stored.meta_mut().labels = Some(labels);
+    let content = (spec(&stored), stored.meta().labels.clone());
+    let old_content = old.as_ref().map(|o| (spec(o), o.meta().labels.clone()));
+    let rv = bump(
+        serial,
+        old_content.as_ref(),
+        &content,
+        old.as_ref().and_then(|o| o.meta().resource_version.clone()),
+    );
+    let serial = *serial;
+    stored.meta_mut().uid = old
+        .and_then(|o| o.meta().uid.clone())
+        .or(Some(format!("uid-{serial}")));
+    stored.meta_mut().resource_version = Some(rv);
+    map.insert(name, stored.clone());
+    stored
+}
+
 impl Datastore for Mem {
     fn name(&self) -> &'static str {
         "Kubernetes API"
@@ -236,34 +271,7 @@ impl Datastore for Mem {
         self.call("apply_pool", &name)?;
         self.calico("IPPool")?;
         assert!(pool.metadata.uid.is_none() && pool.metadata.resource_version.is_none());
-        Ok(self.with(|s| {
-            let old = s.pools.get(&name).cloned();
-            let mut labels = old
-                .as_ref()
-                .map(|o| labels_of(&o.metadata))
-                .unwrap_or_default();
-            labels.extend(labels_of(&pool.metadata));
-            let mut stored = pool.clone();
-            stored.metadata.labels = Some(labels);
-            let content = (stored.spec.clone(), stored.metadata.labels.clone());
-            let old_content = old
-                .as_ref()
-                .map(|o| (o.spec.clone(), o.metadata.labels.clone()));
-            let rv = bump(
-                &mut s.serial,
-                old_content.as_ref(),
-                &content,
-                old.as_ref()
-                    .and_then(|o| o.metadata.resource_version.clone()),
-            );
-            let serial = s.serial;
-            stored.metadata.uid = old
-                .and_then(|o| o.metadata.uid)
-                .or(Some(format!("uid-{serial}")));
-            stored.metadata.resource_version = Some(rv);
-            s.pools.insert(name.clone(), stored.clone());
-            stored
-        }))
+        Ok(self.with(|s| apply_labelled(&mut s.serial, &mut s.pools, pool, |o| o.spec.clone())))
     }
 
     async fn disable_pool(&self, pool: &IPPool) -> DsResult<()> {
@@ -326,34 +334,7 @@ impl Datastore for Mem {
         self.call("apply_peer", &name)?;
         self.calico("BGPPeer")?;
         assert!(peer.metadata.uid.is_none() && peer.metadata.resource_version.is_none());
-        Ok(self.with(|s| {
-            let old = s.peers.get(&name).cloned();
-            let mut labels = old
-                .as_ref()
-                .map(|o| labels_of(&o.metadata))
-                .unwrap_or_default();
-            labels.extend(labels_of(&peer.metadata));
-            let mut stored = peer.clone();
-            stored.metadata.labels = Some(labels);
-            let content = (stored.spec.clone(), stored.metadata.labels.clone());
-            let old_content = old
-                .as_ref()
-                .map(|o| (o.spec.clone(), o.metadata.labels.clone()));
-            let rv = bump(
-                &mut s.serial,
-                old_content.as_ref(),
-                &content,
-                old.as_ref()
-                    .and_then(|o| o.metadata.resource_version.clone()),
-            );
-            let serial = s.serial;
-            stored.metadata.uid = old
-                .and_then(|o| o.metadata.uid)
-                .or(Some(format!("uid-{serial}")));
-            stored.metadata.resource_version = Some(rv);
-            s.peers.insert(name.clone(), stored.clone());
-            stored
-        }))
+        Ok(self.with(|s| apply_labelled(&mut s.serial, &mut s.peers, peer, |o| o.spec.clone())))
     }
 
     async fn delete_peer(&self, peer: &BGPPeer) -> DsResult<()> {
