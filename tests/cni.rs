@@ -1,50 +1,20 @@
 //! The CNI config `10-calico.conflist`: rendering and the atomic, change-only writer.
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use calico_charm::asn::AsNumber;
 use calico_charm::cni::{self, CniError};
-use calico_charm::config::{CharmConfig, EncapMode, Image};
+use calico_charm::config::{CharmConfig, EncapMode};
 use calico_charm::workloads;
 use serde_json::{Value, json};
 
-fn defaults() -> CharmConfig {
-    CharmConfig {
-        calico_node_image: Image {
-            reference: "docker.io/calico/node:v3.6.1".into(),
-        },
-        calico_policy_image: Image {
-            reference: "docker.io/calico/kube-controllers:v3.6.1".into(),
-        },
-        ipip: EncapMode::Never,
-        vxlan: EncapMode::Never,
-        nat_outgoing: true,
-        cidrs: vec!["192.168.0.0/16".parse().unwrap()],
-        manage_pools: true,
-        global_as_number: AsNumber(64512),
-        subnet_as_numbers: Vec::new(),
-        unit_as_numbers: BTreeMap::new(),
-        node_to_node_mesh: true,
-        global_bgp_peers: Vec::new(),
-        subnet_bgp_peers: Vec::new(),
-        unit_bgp_peers: BTreeMap::new(),
-        route_reflector_cluster_ids: BTreeMap::new(),
-        veth_mtu: None,
-    }
-}
+#[path = "support/charm_config.rs"]
+mod charm_config;
 
-/// The defaults with Calico v3.32.1 images (the release the reference describes).
-fn current() -> CharmConfig {
-    let mut c = defaults();
-    c.calico_node_image.reference = "docker.io/calico/node:v3.32.1".into();
-    c.calico_policy_image.reference = "docker.io/calico/kube-controllers:v3.32.1".into();
-    c
-}
+use charm_config::{current, defaults};
 
 fn parsed(config: &CharmConfig, node: &str) -> Value {
     serde_json::from_str(&cni::render(config, node)).expect("the conflist is JSON")

@@ -5,7 +5,6 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use calico_charm::asn::AsNumber;
 use calico_charm::config::{CharmConfig, EncapMode, Image};
 use calico_charm::workloads::{self, CalicoVersion, CrdPlan, Workloads, crds, plan_crd};
 use ipnetwork::IpNetwork;
@@ -18,39 +17,10 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
-/// The defaults of config.yaml, as a validated configuration.
-fn defaults() -> CharmConfig {
-    CharmConfig {
-        calico_node_image: Image {
-            reference: "docker.io/calico/node:v3.6.1".into(),
-        },
-        calico_policy_image: Image {
-            reference: "docker.io/calico/kube-controllers:v3.6.1".into(),
-        },
-        ipip: EncapMode::Never,
-        vxlan: EncapMode::Never,
-        nat_outgoing: true,
-        cidrs: vec!["192.168.0.0/16".parse().unwrap()],
-        manage_pools: true,
-        global_as_number: AsNumber(64512),
-        subnet_as_numbers: Vec::new(),
-        unit_as_numbers: BTreeMap::new(),
-        node_to_node_mesh: true,
-        global_bgp_peers: Vec::new(),
-        subnet_bgp_peers: Vec::new(),
-        unit_bgp_peers: BTreeMap::new(),
-        route_reflector_cluster_ids: BTreeMap::new(),
-        veth_mtu: None,
-    }
-}
+#[path = "support/charm_config.rs"]
+mod charm_config;
 
-/// The defaults with Calico v3.32.1 images (the release the reference describes).
-fn current() -> CharmConfig {
-    let mut c = defaults();
-    c.calico_node_image.reference = "docker.io/calico/node:v3.32.1".into();
-    c.calico_policy_image.reference = "docker.io/calico/kube-controllers:v3.32.1".into();
-    c
-}
+use charm_config::{current, defaults};
 
 fn cidrs(list: &[&str]) -> Vec<IpNetwork> {
     list.iter().map(|c| c.parse().unwrap()).collect()
