@@ -33,6 +33,26 @@ fn run(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("wait")
 }
 
+/// `render --config CONFIG --unit UNIT --address ADDRESS`, then `extra`.
+fn render_args<'a>(
+    config: &'a str,
+    unit: &'a str,
+    address: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "render",
+        "--config",
+        config,
+        "--unit",
+        unit,
+        "--address",
+        address,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -62,17 +82,7 @@ fn file(contents: &str) -> tempfile::NamedTempFile {
 #[test]
 fn render_yaml_for_an_as_per_rack_reflector() {
     let config = golden("as-per-rack.yaml");
-    let args = [
-        "render",
-        "--config",
-        &config,
-        "--unit",
-        "calico/0",
-        "--address",
-        "10.0.0.2",
-        "--node-name",
-        "node-0",
-    ];
+    let args = render_args(&config, "calico/0", "10.0.0.2", &["--node-name", "node-0"]);
     let out = run(&args, None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
@@ -89,20 +99,12 @@ fn render_yaml_for_an_as_per_rack_reflector() {
 fn render_json_is_one_list_and_reads_stdin() {
     let config = std::fs::read_to_string(golden("as-per-rack.yaml")).expect("config");
     let out = run(
-        &[
-            "render",
-            "--config",
+        &render_args(
             "-",
-            "--unit",
             "calico/0",
-            "--address",
             "10.0.0.2",
-            "--node-name",
-            "node-0",
-            "--leader",
-            "--format",
-            "json",
-        ],
+            &["--node-name", "node-0", "--leader", "--format", "json"],
+        ),
         Some(&config),
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -121,16 +123,7 @@ fn render_accepts_the_application_keyed_file_and_defaults_the_node_name_to_the_h
     let f = file("calico:\n  cidr: 10.5.0.0/16\n");
     let path = f.path().to_str().expect("path");
     let out = run(
-        &[
-            "render",
-            "--config",
-            path,
-            "--unit",
-            "calico/2",
-            "--address",
-            "10.0.0.9",
-            "--leader",
-        ],
+        &render_args(path, "calico/2", "10.0.0.9", &["--leader"]),
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -149,17 +142,7 @@ fn invalid_config_prints_every_error_and_nothing_on_stdout() {
     );
     let path = f.path().to_str().expect("path");
     for cmd in [
-        vec![
-            "render",
-            "--config",
-            path,
-            "--unit",
-            "calico/0",
-            "--address",
-            "10.0.0.2",
-            "--node-name",
-            "n",
-        ],
+        render_args(path, "calico/0", "10.0.0.2", &["--node-name", "n"]),
         vec!["validate", "--config", path],
     ] {
         let out = run(&cmd, None);
@@ -243,57 +226,13 @@ fn usage_errors_exit_2() {
     let config = golden("as-per-rack.yaml");
     for args in [
         vec!["render", "--config", &config, "--address", "10.0.0.2"],
-        vec![
-            "render",
-            "--config",
-            &config,
-            "--unit",
-            "calico",
-            "--address",
-            "10.0.0.2",
-        ],
-        vec![
-            "render",
-            "--config",
-            &config,
-            "--unit",
-            "calico/x",
-            "--address",
-            "10.0.0.2",
-        ],
-        vec![
-            "render",
-            "--config",
-            &config,
-            "--unit",
-            "calico/0",
-            "--address",
-            "10.0.0",
-        ],
-        vec![
-            "render",
-            "--config",
-            &config,
-            "--unit",
-            "calico/0",
-            "--address",
-            "10.0.0.2",
-            "--format",
-            "xml",
-        ],
+        render_args(&config, "calico", "10.0.0.2", &[]),
+        render_args(&config, "calico/x", "10.0.0.2", &[]),
+        render_args(&config, "calico/0", "10.0.0", &[]),
+        render_args(&config, "calico/0", "10.0.0.2", &["--format", "xml"]),
         vec!["validate", "--config", &config, "--unit", "calico/0"],
         vec!["validate"],
-        vec![
-            "render",
-            "--config",
-            &config,
-            "--unit",
-            "calico/0",
-            "--address",
-            "10.0.0.2",
-            "--node-name",
-            "Node_0",
-        ],
+        render_args(&config, "calico/0", "10.0.0.2", &["--node-name", "Node_0"]),
     ] {
         let out = run(&args, None);
         assert_eq!(
