@@ -525,12 +525,12 @@ impl Unit {
 
     /// Start a hook context by hand (for driving tools directly, without the charm).
     pub fn begin(&self, hook: &str) {
-        self.harness(&["begin", hook]);
+        emulator_harness(&self.state_dir, &["begin", hook]);
     }
 
     /// End a hook context: exit 0 commits buffered relation-set/state-set, else discards.
     pub fn end(&self, hook: &str, code: i32) {
-        self.harness(&["end", hook, &code.to_string()]);
+        emulator_harness(&self.state_dir, &["end", hook, &code.to_string()]);
     }
 
     /// The environment Juju gives a hook (plus extra variables set on this unit).
@@ -564,21 +564,6 @@ impl Unit {
     /// Records of action-set / action-fail / action-log.
     pub fn action_records(&self) -> Vec<Value> {
         self.records("action")
-    }
-
-    fn harness(&self, args: &[&str]) {
-        let out = Command::new(python3())
-            .arg(Path::new(REPO).join("tests/hooktools/hooktool.py"))
-            .arg("harness")
-            .arg(&self.state_dir)
-            .args(args)
-            .output()
-            .expect("run emulator harness");
-        assert!(
-            out.status.success(),
-            "emulator harness {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 
     fn run(&self, hook: &str, relation_env: BTreeMap<String, String>) -> HookRun {
@@ -888,25 +873,26 @@ impl Unit {
     }
 }
 
-impl PreparedHook {
-    fn harness(&self, args: &[&str]) {
-        let out = Command::new(python3())
-            .arg(Path::new(REPO).join("tests/hooktools/hooktool.py"))
-            .arg("harness")
-            .arg(&self.state_dir)
-            .args(args)
-            .output()
-            .expect("run emulator harness");
-        assert!(
-            out.status.success(),
-            "emulator harness {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+/// Tell the hook-tool emulator that keeps its state in `state_dir` that a hook begins or ends.
+fn emulator_harness(state_dir: &Path, args: &[&str]) {
+    let out = Command::new(python3())
+        .arg(Path::new(REPO).join("tests/hooktools/hooktool.py"))
+        .arg("harness")
+        .arg(state_dir)
+        .args(args)
+        .output()
+        .expect("run emulator harness");
+    assert!(
+        out.status.success(),
+        "emulator harness {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
+impl PreparedHook {
     /// Run the hook to its end (or until it is killed).
     pub fn run(self) -> HookRun {
-        self.harness(&["begin", &self.hook]);
+        emulator_harness(&self.state_dir, &["begin", &self.hook]);
         let out = Command::new(self.charm_dir.join("dispatch"))
             .env_clear()
             .envs(&self.env)
@@ -915,7 +901,10 @@ impl PreparedHook {
             .output()
             .expect("run dispatch");
         let code = out.status.code();
-        self.harness(&["end", &self.hook, &code.unwrap_or(-1).to_string()]);
+        emulator_harness(
+            &self.state_dir,
+            &["end", &self.hook, &code.unwrap_or(-1).to_string()],
+        );
         HookRun {
             hook: self.hook,
             code,
