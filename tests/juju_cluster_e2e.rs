@@ -46,37 +46,7 @@ fn server() -> TestApiServer {
 
 /// Register `node` (with `annotations`) and a Running, Ready calico-node pod on it.
 fn add_node(server: &TestApiServer, node: &str, annotations: Value) {
-    server
-        .insert(json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node},
-                         "annotations": annotations},
-        }))
-        .expect("insert node");
-    server
-        .insert(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": format!("calico-node-{node}"),
-                "namespace": "kube-system",
-                "labels": {"k8s-app": "calico-node"},
-            },
-            "spec": {
-                "nodeName": node,
-                "containers": [{"name": "calico-node", "image": NODE_IMAGE}],
-            },
-            "status": {
-                "phase": "Running",
-                "conditions": [{"type": "Ready", "status": "True"}],
-                "containerStatuses": [{
-                    "name": "calico-node", "ready": true, "restartCount": 0,
-                    "image": NODE_IMAGE, "imageID": "", "state": {"running": {}},
-                }],
-            },
-        }))
-        .expect("insert calico-node pod");
+    server.add_ready_node(node, Some(annotations), NODE_IMAGE);
 }
 
 /// `network-get cni` answering with one interface holding `address` (in its /24).

@@ -54,37 +54,7 @@ fn with_cluster(unit: &mut Unit) {
 /// A test API server where `node` is registered and runs a ready calico-node pod.
 fn cluster(node: &str) -> TestApiServer {
     let server = TestApiServer::start(Options::default());
-    server
-        .insert(json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}},
-        }))
-        .expect("insert node");
-    server
-        .insert(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": format!("calico-node-{node}"),
-                "namespace": "kube-system",
-                "labels": {"k8s-app": "calico-node"},
-            },
-            "spec": {
-                "nodeName": node,
-                "containers": [{"name": "calico-node", "image": "docker.io/calico/node:v3.6.1"}],
-            },
-            "status": {
-                "phase": "Running",
-                "conditions": [{"type": "Ready", "status": "True"}],
-                "containerStatuses": [{
-                    "name": "calico-node", "ready": true, "restartCount": 0,
-                    "image": "docker.io/calico/node:v3.6.1", "imageID": "",
-                    "state": {"running": {}},
-                }],
-            },
-        }))
-        .expect("insert calico-node pod");
+    server.add_ready_node(node, None, "docker.io/calico/node:v3.6.1");
     server
 }
 

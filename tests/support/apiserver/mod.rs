@@ -530,6 +530,45 @@ impl TestApiServer {
 
     // ----- direct store access (no HTTP, no validation, no managed fields) -----
 
+    /// Register `node` (with `annotations`, when given) and a Running, Ready calico-node pod
+    /// on it that runs `image`.
+    pub fn add_ready_node(&self, node: &str, annotations: Option<Value>, image: &str) {
+        let mut metadata = serde_json::json!({
+            "name": node, "labels": {"kubernetes.io/hostname": node},
+        });
+        if let Some(annotations) = annotations {
+            metadata["annotations"] = annotations;
+        }
+        self.insert(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": metadata,
+        }))
+        .expect("insert node");
+        self.insert(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": format!("calico-node-{node}"),
+                "namespace": "kube-system",
+                "labels": {"k8s-app": "calico-node"},
+            },
+            "spec": {
+                "nodeName": node,
+                "containers": [{"name": "calico-node", "image": image}],
+            },
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{
+                    "name": "calico-node", "ready": true, "restartCount": 0,
+                    "image": image, "imageID": "", "state": {"running": {}},
+                }],
+            },
+        }))
+        .expect("insert calico-node pod");
+    }
+
     /// Store an object as is (created or replaced), filling `uid`, `creationTimestamp`,
     /// `resourceVersion` (and `generation`) and the namespace (`default`) when absent.
     /// `managedFields` in the object are kept. A CRD makes its kind served.
