@@ -1011,7 +1011,22 @@ fn replace(
         ));
     }
     check_rv(t, name, &live, given.as_deref())?;
-    // managedFields sent back unchanged are ignored; the server recomputes them.
+    commit_update(store, t, ns, name, &live, obj, q, req)
+}
+
+/// Commit a non-apply write (replace or patch) of an existing object as the request's field
+/// manager. managedFields the client sent are ignored: the server recomputes them from live.
+#[allow(clippy::too_many_arguments)]
+fn commit_update(
+    store: &mut Store,
+    t: &ResourceType,
+    ns: &str,
+    name: &str,
+    live: &Value,
+    mut obj: Value,
+    q: &HashMap<String, String>,
+    req: &Request,
+) -> Res<Reply> {
     if let Some(meta) = meta_mut(&mut obj) {
         match live.pointer("/metadata/managedFields") {
             Some(m) => meta.insert("managedFields".into(), m.clone()),
@@ -1024,7 +1039,7 @@ fn replace(
         t,
         ns,
         name,
-        Some(&live),
+        Some(live),
         obj,
         Managed::Update(manager),
         q,
@@ -1080,24 +1095,7 @@ fn patch(
                 return Err(ApiError::bad_request("the patched object is not an object"));
             }
             check_type_meta(t, &mut obj)?;
-            if let Some(meta) = meta_mut(&mut obj) {
-                match live.pointer("/metadata/managedFields") {
-                    Some(m) => meta.insert("managedFields".into(), m.clone()),
-                    None => meta.remove("managedFields"),
-                };
-            }
-            let manager = update_manager(q, req);
-            let (obj, _, warnings) = commit(
-                store,
-                t,
-                ns,
-                name,
-                Some(&live),
-                obj,
-                Managed::Update(manager),
-                q,
-            )?;
-            Ok(reply(200, t, &obj, warnings))
+            commit_update(store, t, ns, name, &live, obj, q, req)
         }
         other => Err(ApiError::new(
             415,
