@@ -100,6 +100,30 @@ pub struct BGPConfigurationSpec {
     pub node_to_node_mesh_enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_severity_screen: Option<String>,
+    #[serde(
+        default,
+        rename = "serviceClusterIPs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_cluster_ips: Option<Vec<ServiceIpBlock>>,
+    #[serde(
+        default,
+        rename = "serviceExternalIPs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_external_ips: Option<Vec<ServiceIpBlock>>,
+    #[serde(
+        default,
+        rename = "serviceLoadBalancerIPs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_load_balancer_ips: Option<Vec<ServiceIpBlock>>,
+}
+
+/// One entry of a BGPConfiguration's service IP lists: `{cidr: 10.96.0.0/12}`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ServiceIpBlock {
+    pub cidr: String,
 }
 
 /// Spec of an `IPAMBlock` (read-only for the charm: it tells whether a pool still has

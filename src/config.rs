@@ -68,6 +68,17 @@ pub struct CharmConfig {
     pub unit_bgp_peers: BTreeMap<u32, Vec<Peer>>,
     pub route_reflector_cluster_ids: BTreeMap<u32, Ipv4Addr>,
     pub veth_mtu: Option<u32>,
+    /// Service IP ranges to advertise (BGPConfiguration `default`), each in configured order.
+    pub bgp_service_cluster_ips: Vec<IpNetwork>,
+    pub bgp_service_external_ips: Vec<IpNetwork>,
+    pub bgp_service_loadbalancer_ips: Vec<IpNetwork>,
+    /// Felix's `IgnoreLooseRPF`.
+    pub ignore_loose_rpf: bool,
+    /// Turn TX checksum offload off on `vxlan.calico` (only matters with VXLAN).
+    pub disable_vxlan_tx_checksumming: bool,
+    /// `image-registry`, without a trailing `/`; `None` when empty. The two image fields
+    /// above already carry it (see [`apply_registry`]).
+    pub image_registry: Option<String>,
 }
 
 /// A problem with one option: `Display` is `<option>: <what is wrong and what is expected>`.
@@ -476,6 +487,74 @@ impl Check<'_> {
         (self.errors.len() == before).then_some(out)
     }
 
+    /// CIDRs separated by spaces and/or commas; empty text is an empty list.
+    fn cidr_list(&mut self, option: &str) -> Option<Vec<IpNetwork>> {
+        let s = self.string(option)?;
+        let before = self.errors.len();
+        let mut out: Vec<IpNetwork> = Vec::new();
+        for entry in s.split(|c: char| c == ',' || c.is_whitespace()) {
+            if entry.is_empty() {
+                continue;
+            }
+            match parse_cidr(entry) {
+                Ok(net) if out.contains(&net) => {
+                    self.error(option, format!("{net} is listed twice"));
+                }
+                Ok(net) => out.push(net),
+                Err(m) => self.error(option, format!("{m}; separate CIDRs with spaces or commas")),
+            }
+        }
+        (self.errors.len() == before).then_some(out)
+    }
+
+    /// `image-registry`: `None` when empty; a trailing `/` is dropped.
+    fn image_registry(&mut self, option: &str) -> Option<Option<String>> {
+        let s = self.string(option)?;
+        let t = s.trim().trim_end_matches('/');
+        if t.is_empty() {
+            return Some(None);
+        }
+        let shown = shorten(format!("{s:?}"));
+        if t.contains('@')
+            || t.rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains(':') && t.contains('/'))
+        {
+            self.error(
+                option,
+                format!("{shown}: a registry has no tag or digest; expected host[:port][/path], e.g. registry.example.com:5000"),
+            );
+            return None;
+        }
+        // The registry is valid when an image under it is.
+        match Image::parse(&format!("{t}/calico/node:v3.6.1")) {
+            Ok(_) => Some(Some(t.to_string())),
+            Err(_) => {
+                self.error(
+                    option,
+                    format!("{shown}: expected a registry host[:port][/path], e.g. registry.example.com:5000 or rocks.canonical.com:443/cdk"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The image `option` pulls under `registry`: an option still at its config.yaml
+    /// default is moved to the registry (see [`apply_registry`]); one set to anything else
+    /// is used as set.
+    fn registry_image(&mut self, option: &str, image: Image, registry: &str) -> Option<Image> {
+        let default = options::spec(option)
+            .and_then(|s| s.default.as_ref())
+            .and_then(Value::as_str);
+        if default != Some(image.reference.as_str()) {
+            return Some(image);
+        }
+        let moved = apply_registry(&image, registry);
+        Image::parse(&moved)
+            .map_err(|m| self.error("image-registry", format!("{option}: {m}")))
+            .ok()
+    }
+
     fn as_number_option(&mut self, option: &str) -> Option<AsNumber> {
         // An int option; asdot text is accepted too when it reaches us as a string.
         let v = match self.raw.get(option) {
@@ -838,6 +917,73 @@ impl Check<'_> {
     }
 }
 
+/// `reference` pulled from `registry`: the registry host (and any path before the image's
+/// last two path components, `calico/node`) replaced, name and tag kept
+/// (`docker.io/calico/node:v3.6.1` under `registry.example.com:5000` →
+/// `registry.example.com:5000/calico/node:v3.6.1`).
+pub fn apply_registry(image: &Image, registry: &str) -> String {
+    let reference = image.reference.as_str();
+    let parts: Vec<&str> = reference.split('/').collect();
+    let keep = parts.len().min(2);
+    let tail = parts[parts.len() - keep..].join("/");
+    format!("{}/{tail}", registry.trim_end_matches('/'))
+}
+
+/// The first Calico release with each option the charm renders for a release; options set
+/// while the configured release (the `calico-node-image` tag) lacks them are errors. Sources:
+/// docs/workloads-versions.md.
+fn release_errors(config: &CharmConfig, c: &mut Check<'_>) {
+    use crate::workloads::version::{self, CalicoVersion};
+    let v = CalicoVersion::of_image(&config.calico_node_image).0;
+    let image = &config.calico_node_image.reference;
+    if config.vxlan.enabled() && !v.at_least(version::VXLAN) {
+        c.error(
+            "vxlan",
+            format!(
+                "{:?}: Calico {v} (calico-node-image {image}) has no VXLAN encapsulation, which \
+                 arrived in {}: set vxlan=Never, or use ipip, or a calico-node-image of {} or later",
+                config.vxlan.as_str(),
+                version::VXLAN,
+                version::VXLAN
+            ),
+        );
+    }
+    let lists: [(&str, &[IpNetwork], CalicoVersion, &str); 3] = [
+        (
+            "bgp-service-cluster-ips",
+            &config.bgp_service_cluster_ips,
+            version::SERVICE_CLUSTER_IPS,
+            "serviceClusterIPs",
+        ),
+        (
+            "bgp-service-external-ips",
+            &config.bgp_service_external_ips,
+            version::SERVICE_EXTERNAL_IPS,
+            "serviceExternalIPs",
+        ),
+        (
+            "bgp-service-loadbalancer-ips",
+            &config.bgp_service_loadbalancer_ips,
+            version::SERVICE_LOADBALANCER_IPS,
+            "serviceLoadBalancerIPs",
+        ),
+    ];
+    for (option, nets, since, field) in lists {
+        if !nets.is_empty() && !v.at_least(since) {
+            let shown: Vec<String> = nets.iter().map(ToString::to_string).collect();
+            c.error(
+                option,
+                format!(
+                    "{:?}: Calico {v} (calico-node-image {image}) has no BGPConfiguration {field}, \
+                     which arrived in {since}: leave the option empty or use a calico-node-image of \
+                     {since} or later",
+                    shown.join(" ")
+                ),
+            );
+        }
+    }
+}
+
 /// Exactly four decimal octets, each 0..=255.
 fn parse_dotted_quad(text: &str) -> Option<Ipv4Addr> {
     let parts: Vec<&str> = text.split('.').collect();
@@ -910,6 +1056,12 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
     let unit_bgp_peers = c.unit_bgp_peers("unit-bgp-peers");
     let route_reflector_cluster_ids = c.cluster_ids("route-reflector-cluster-ids");
     let veth_mtu = c.veth_mtu("veth-mtu");
+    let bgp_service_cluster_ips = c.cidr_list("bgp-service-cluster-ips");
+    let bgp_service_external_ips = c.cidr_list("bgp-service-external-ips");
+    let bgp_service_loadbalancer_ips = c.cidr_list("bgp-service-loadbalancer-ips");
+    let ignore_loose_rpf = c.boolean("ignore-loose-rpf");
+    let disable_vxlan_tx_checksumming = c.boolean("disable-vxlan-tx-checksumming");
+    let image_registry = c.image_registry("image-registry");
     let (
         Some(calico_node_image),
         Some(calico_policy_image),
@@ -950,6 +1102,35 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
     else {
         return Err(c.errors);
     };
+    let (
+        Some(bgp_service_cluster_ips),
+        Some(bgp_service_external_ips),
+        Some(bgp_service_loadbalancer_ips),
+        Some(ignore_loose_rpf),
+        Some(disable_vxlan_tx_checksumming),
+        Some(image_registry),
+    ) = (
+        bgp_service_cluster_ips,
+        bgp_service_external_ips,
+        bgp_service_loadbalancer_ips,
+        ignore_loose_rpf,
+        disable_vxlan_tx_checksumming,
+        image_registry,
+    )
+    else {
+        return Err(c.errors);
+    };
+    let (calico_node_image, calico_policy_image) = match &image_registry {
+        Some(registry) => {
+            let node = c.registry_image("calico-node-image", calico_node_image, registry);
+            let policy = c.registry_image("calico-policy-image", calico_policy_image, registry);
+            match (node, policy) {
+                (Some(n), Some(p)) => (n, p),
+                _ => return Err(c.errors),
+            }
+        }
+        None => (calico_node_image, calico_policy_image),
+    };
     let config = CharmConfig {
         calico_node_image,
         calico_policy_image,
@@ -967,7 +1148,17 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
         unit_bgp_peers,
         route_reflector_cluster_ids,
         veth_mtu,
+        bgp_service_cluster_ips,
+        bgp_service_external_ips,
+        bgp_service_loadbalancer_ips,
+        ignore_loose_rpf,
+        disable_vxlan_tx_checksumming,
+        image_registry,
     };
+    release_errors(&config, &mut c);
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
     config_warnings(&config, &mut c);
     Ok(Validated {
         config,
@@ -1149,7 +1340,10 @@ mod tests {
                 "vxlan: \"CrossSubnet\" together with ipip \"Always\": a pool uses one encapsulation; set ipip or vxlan to Never"
             ]
         );
-        let v = valid(&[("vxlan", json!("Always"))]);
+        let v = valid(&[
+            ("vxlan", json!("Always")),
+            ("calico-node-image", json!("docker.io/calico/node:v3.7.0")),
+        ]);
         assert_eq!(v.config.vxlan, EncapMode::Always);
     }
 
@@ -1507,6 +1701,163 @@ mod tests {
         assert_eq!(
             v.warnings[0].to_string(),
             "ipip: Always: IPIP is IPv4-only and cidr fd00::/64 is IPv6: ipip has no effect"
+        );
+    }
+
+    #[test]
+    fn service_ip_options_take_cidrs_separated_by_spaces_or_commas() {
+        let current = ("calico-node-image", json!("docker.io/calico/node:v3.32.1"));
+        let v = valid(&[
+            current.clone(),
+            ("bgp-service-cluster-ips", json!("10.152.183.0/24")),
+            (
+                "bgp-service-external-ips",
+                json!(" 10.0.10.0/24,10.0.11.0/24  fd00:e::/64 "),
+            ),
+            ("bgp-service-loadbalancer-ips", json!("10.0.20.0/24")),
+        ]);
+        let shown = |n: &[IpNetwork]| n.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            shown(&v.config.bgp_service_cluster_ips),
+            ["10.152.183.0/24"]
+        );
+        assert_eq!(
+            shown(&v.config.bgp_service_external_ips),
+            ["10.0.10.0/24", "10.0.11.0/24", "fd00:e::/64"]
+        );
+        assert_eq!(
+            shown(&v.config.bgp_service_loadbalancer_ips),
+            ["10.0.20.0/24"]
+        );
+        assert!(valid(&[]).config.bgp_service_cluster_ips.is_empty());
+        let e = errors(&[
+            current.clone(),
+            ("bgp-service-cluster-ips", json!("10.152.183.1/24")),
+            (
+                "bgp-service-external-ips",
+                json!("10.0.10.0/24;10.0.11.0/24"),
+            ),
+            (
+                "bgp-service-loadbalancer-ips",
+                json!("10.0.20.0/24 10.0.20.0/24"),
+            ),
+        ]);
+        assert_eq!(
+            e,
+            [
+                "bgp-service-cluster-ips: \"10.152.183.1/24\": host bits are set: did you mean 10.152.183.0/24?; separate CIDRs with spaces or commas",
+                "bgp-service-external-ips: \"10.0.10.0/24;10.0.11.0/24\": the prefix length must be 0 to 32; separate CIDRs with spaces or commas",
+                "bgp-service-loadbalancer-ips: 10.0.20.0/24 is listed twice",
+            ]
+        );
+    }
+
+    #[test]
+    fn options_the_release_cannot_honour_are_errors_naming_option_and_release() {
+        // The default image is v3.6.1: no VXLAN, no service IP advertisement.
+        let e = errors(&[
+            ("vxlan", json!("Always")),
+            ("bgp-service-cluster-ips", json!("10.152.183.0/24")),
+            ("bgp-service-external-ips", json!("10.0.10.0/24")),
+            ("bgp-service-loadbalancer-ips", json!("10.0.20.0/24")),
+        ]);
+        assert_eq!(
+            e,
+            [
+                "vxlan: \"Always\": Calico v3.6.1 (calico-node-image docker.io/calico/node:v3.6.1) has no VXLAN encapsulation, which arrived in v3.7.0: set vxlan=Never, or use ipip, or a calico-node-image of v3.7.0 or later",
+                "bgp-service-cluster-ips: \"10.152.183.0/24\": Calico v3.6.1 (calico-node-image docker.io/calico/node:v3.6.1) has no BGPConfiguration serviceClusterIPs, which arrived in v3.11.0: leave the option empty or use a calico-node-image of v3.11.0 or later",
+                "bgp-service-external-ips: \"10.0.10.0/24\": Calico v3.6.1 (calico-node-image docker.io/calico/node:v3.6.1) has no BGPConfiguration serviceExternalIPs, which arrived in v3.10.0: leave the option empty or use a calico-node-image of v3.10.0 or later",
+                "bgp-service-loadbalancer-ips: \"10.0.20.0/24\": Calico v3.6.1 (calico-node-image docker.io/calico/node:v3.6.1) has no BGPConfiguration serviceLoadBalancerIPs, which arrived in v3.18.0: leave the option empty or use a calico-node-image of v3.18.0 or later",
+            ]
+        );
+        // Each cut-over release itself is accepted, the one before refused.
+        let at = |tag: &str, option: &str, value: &str| {
+            validate(&raw(&[
+                (
+                    "calico-node-image",
+                    json!(format!("docker.io/calico/node:{tag}")),
+                ),
+                (option, json!(value)),
+            ]))
+            .is_ok()
+        };
+        assert!(at("v3.7.0", "vxlan", "CrossSubnet") && !at("v3.6.9", "vxlan", "CrossSubnet"));
+        assert!(at("v3.10.0", "bgp-service-external-ips", "10.0.0.0/24"));
+        assert!(!at("v3.9.5", "bgp-service-external-ips", "10.0.0.0/24"));
+        assert!(at("v3.11.0", "bgp-service-cluster-ips", "10.0.0.0/24"));
+        assert!(!at("v3.10.3", "bgp-service-cluster-ips", "10.0.0.0/24"));
+        assert!(at("v3.18.0", "bgp-service-loadbalancer-ips", "10.0.0.0/24"));
+        assert!(!at(
+            "v3.17.5",
+            "bgp-service-loadbalancer-ips",
+            "10.0.0.0/24"
+        ));
+        // Invalid values elsewhere are reported without the release check (nothing typed yet).
+        let e = errors(&[("vxlan", json!("Always")), ("ipip", json!("bogus"))]);
+        assert_eq!(e.len(), 1, "{e:?}");
+    }
+
+    #[test]
+    fn image_registry_moves_default_images_and_keeps_explicit_ones() {
+        let v = valid(&[("image-registry", json!("registry.example.com:5000/"))]);
+        assert_eq!(
+            v.config.calico_node_image.reference,
+            "registry.example.com:5000/calico/node:v3.6.1"
+        );
+        assert_eq!(
+            v.config.calico_policy_image.reference,
+            "registry.example.com:5000/calico/kube-controllers:v3.6.1"
+        );
+        assert_eq!(
+            v.config.image_registry.as_deref(),
+            Some("registry.example.com:5000")
+        );
+        let v = valid(&[
+            ("image-registry", json!("rocks.canonical.com:443/cdk")),
+            ("calico-node-image", json!("quay.io/calico/node:v3.32.1")),
+        ]);
+        assert_eq!(
+            v.config.calico_node_image.reference,
+            "quay.io/calico/node:v3.32.1"
+        );
+        assert_eq!(
+            v.config.calico_policy_image.reference,
+            "rocks.canonical.com:443/cdk/calico/kube-controllers:v3.6.1"
+        );
+        assert_eq!(
+            valid(&[("image-registry", json!(""))])
+                .config
+                .image_registry,
+            None
+        );
+        for bad in [
+            "registry.example.com/calico:v1",
+            "reg@sha256:00",
+            "Reg Istry",
+            "a//b",
+        ] {
+            let e = errors(&[("image-registry", json!(bad))]);
+            assert!(
+                e.len() == 1 && e[0].starts_with(&format!("image-registry: {bad:?}: ")),
+                "{bad}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rpf_and_checksum_options_are_booleans() {
+        let c = valid(&[]).config;
+        assert!(!c.ignore_loose_rpf && c.disable_vxlan_tx_checksumming);
+        let c = valid(&[
+            ("ignore-loose-rpf", json!("true")),
+            ("disable-vxlan-tx-checksumming", json!(false)),
+        ])
+        .config;
+        assert!(c.ignore_loose_rpf && !c.disable_vxlan_tx_checksumming);
+        let e = errors(&[("ignore-loose-rpf", json!("loose"))]);
+        assert_eq!(
+            e,
+            ["ignore-loose-rpf: \"loose\": expected a boolean (true or false)"]
         );
     }
 

@@ -396,7 +396,7 @@ mod tests {
         let specs = specs().expect("embedded config.yaml parses");
         let get = |n: &str| specs.iter().find(|s| s.name == n).expect(n);
         // The seed's table, by hand.
-        let table: [(&str, OptionType, Option<serde_json::Value>); 16] = [
+        let table: [(&str, OptionType, Option<serde_json::Value>); 22] = [
             (
                 "calico-node-image",
                 OptionType::String,
@@ -425,6 +425,29 @@ mod tests {
             ),
             ("vxlan", OptionType::String, Some(json!("Never"))),
             ("veth-mtu", OptionType::Int, None),
+            // Options the current Calico charm added since (issue 11), as it declares them.
+            (
+                "bgp-service-cluster-ips",
+                OptionType::String,
+                Some(json!("")),
+            ),
+            (
+                "bgp-service-external-ips",
+                OptionType::String,
+                Some(json!("")),
+            ),
+            (
+                "bgp-service-loadbalancer-ips",
+                OptionType::String,
+                Some(json!("")),
+            ),
+            ("ignore-loose-rpf", OptionType::Boolean, Some(json!(false))),
+            (
+                "disable-vxlan-tx-checksumming",
+                OptionType::Boolean,
+                Some(json!(true)),
+            ),
+            ("image-registry", OptionType::String, Some(json!(""))),
         ];
         assert_eq!(specs.len(), table.len());
         for (name, kind, default) in table {

@@ -225,6 +225,18 @@ fn pools(config: &CharmConfig) -> Vec<IPPool> {
         .collect()
 }
 
+/// A bgp-service-* option as a BGPConfiguration list; `None` (the field left to others)
+/// when the option is empty.
+fn service_blocks(nets: &[ipnetwork::IpNetwork]) -> Option<Vec<calico::ServiceIpBlock>> {
+    (!nets.is_empty()).then(|| {
+        nets.iter()
+            .map(|n| calico::ServiceIpBlock {
+                cidr: n.to_string(),
+            })
+            .collect()
+    })
+}
+
 /// Everything this unit wants applied (pure, deterministic).
 pub fn desired(config: &CharmConfig, facts: &UnitFacts) -> Desired {
     let owner = facts.owner();
@@ -239,6 +251,9 @@ pub fn desired(config: &CharmConfig, facts: &UnitFacts) -> Desired {
             as_number: Some(config.global_as_number.get()),
             node_to_node_mesh_enabled: Some(config.node_to_node_mesh),
             log_severity_screen: None,
+            service_cluster_ips: service_blocks(&config.bgp_service_cluster_ips),
+            service_external_ips: service_blocks(&config.bgp_service_external_ips),
+            service_load_balancer_ips: service_blocks(&config.bgp_service_loadbalancer_ips),
         },
     });
     let peers = effective_peers(config, facts)

@@ -109,13 +109,7 @@ pub fn warnings(config: &CharmConfig) -> Vec<String> {
     }
     let v4 = config.cidrs.iter().any(|c| c.is_ipv4());
     let v6 = config.cidrs.iter().any(|c| c.is_ipv6());
-    if config.vxlan.enabled() && !v.at_least(version::VXLAN) {
-        out.push(format!(
-            "vxlan: Calico {v} has no VXLAN encapsulation (it arrived in {}); pods on \
-             different nodes will not reach each other over VXLAN",
-            version::VXLAN
-        ));
-    }
+    // vxlan on a release without VXLAN is a validation error (`config::validate`).
     if !v.at_least(version::ROUTER_ID_HASH) && v6 && !v4 {
         out.push(format!(
             "cidr: Calico {v} cannot run IPv6-only (BIRD needs an IPv4 router id; \

@@ -571,6 +571,7 @@ fn bgp_default() -> BGPConfiguration {
             as_number: Some(64512),
             node_to_node_mesh_enabled: Some(false),
             log_severity_screen: None,
+            ..BGPConfigurationSpec::default()
         },
     )
 }

@@ -156,6 +156,7 @@ fn bgp(asn: u32, mesh: bool) -> BGPConfiguration {
             as_number: Some(asn),
             node_to_node_mesh_enabled: Some(mesh),
             log_severity_screen: None,
+            ..BGPConfigurationSpec::default()
         },
     );
     c.metadata.labels = Some(labels(None));

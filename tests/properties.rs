@@ -32,6 +32,55 @@ fn schema_accepts_a_plain_pool_peer_and_bgp_configuration() {
 }
 
 #[test]
+fn schema_accepts_the_rendered_service_ip_lists_and_rejects_bad_ones() {
+    // What render makes of bgp-service-* on a current release: the three lists of {cidr}.
+    let raw = [
+        ("calico-node-image", "docker.io/calico/node:v3.32.1"),
+        ("bgp-service-cluster-ips", "10.152.183.0/24"),
+        ("bgp-service-external-ips", "10.0.10.0/24, fd00:e::/64"),
+        ("bgp-service-loadbalancer-ips", "10.0.20.0/24"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+    .collect();
+    let v = calico_charm::config::validate(&raw).expect("valid");
+    let facts =
+        calico_charm::render::UnitFacts::new("calico/0", "n0", "10.0.0.2".parse().unwrap(), true)
+            .expect("unit");
+    let conf = calico_charm::render::desired(&v.config, &facts)
+        .objects()
+        .into_iter()
+        .find(|o| o["kind"] == "BGPConfiguration")
+        .expect("leader renders the BGPConfiguration");
+    assert_eq!(
+        conf["spec"]["serviceClusterIPs"],
+        json!([{"cidr": "10.152.183.0/24"}])
+    );
+    assert_eq!(
+        conf["spec"]["serviceExternalIPs"],
+        json!([{"cidr": "10.0.10.0/24"}, {"cidr": "fd00:e::/64"}])
+    );
+    assert_eq!(
+        conf["spec"]["serviceLoadBalancerIPs"],
+        json!([{"cidr": "10.0.20.0/24"}])
+    );
+    assert_eq!(errors(conf), Vec::<String>::new());
+    // The schema's own rules bite: a list of strings, an unknown key, a non-CIDR.
+    let bad = json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "BGPConfiguration",
+        "metadata": {"name": "default"},
+        "spec": {"serviceClusterIPs": ["10.152.183.0/24"],
+                 "serviceExternalIPs": [{"cidr": "10.0.10.0/24", "prefix": 24}],
+                 "serviceLoadBalancerIPs": [{"cidr": "not-a-cidr"}]}});
+    let e = errors(bad);
+    assert!(e.iter().any(|l| l.contains("serviceClusterIPs")), "{e:?}");
+    assert!(e.iter().any(|l| l.contains("prefix")), "{e:?}");
+    assert!(
+        e.iter().any(|l| l.contains("serviceLoadBalancerIPs")),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn schema_rejects_int32_overflow_unknown_fields_and_bad_enums() {
     let peer = json!({"apiVersion": "crd.projectcalico.org/v1", "kind": "BGPPeer",
         "metadata": {"name": "p"},
@@ -311,10 +360,44 @@ fn structured_config() -> impl Strategy<Value = RawConfig> {
             unit_peers,
             rr,
         ),
+        (
+            prop::sample::select(vec![
+                "docker.io/calico/node:v3.6.1",
+                "docker.io/calico/node:v3.32.1",
+                "docker.io/calico/node:v3.32.1",
+                "docker.io/calico/node:v3.17.0",
+            ]),
+            service_ips(),
+            service_ips(),
+            service_ips(),
+            any::<bool>(),
+            any::<bool>(),
+            prop::sample::select(vec![
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "registry.example.com:5000",
+                "Bad Registry",
+            ]),
+        ),
     )
         .prop_map(
-            |((ipip, vxlan, cidr, nat, pools, mesh), (gas, sas, uas, gp, sp, up, rr))| {
+            |(
+                (ipip, vxlan, cidr, nat, pools, mesh),
+                (gas, sas, uas, gp, sp, up, rr),
+                (image, cluster, external, lb, rpf, csum, registry),
+            )| {
                 let mut raw = RawConfig::new();
+                raw.insert("calico-node-image".into(), Value::from(image));
+                raw.insert("bgp-service-cluster-ips".into(), Value::from(cluster));
+                raw.insert("bgp-service-external-ips".into(), Value::from(external));
+                raw.insert("bgp-service-loadbalancer-ips".into(), Value::from(lb));
+                raw.insert("ignore-loose-rpf".into(), Value::from(rpf));
+                raw.insert("disable-vxlan-tx-checksumming".into(), Value::from(csum));
+                raw.insert("image-registry".into(), Value::from(registry));
                 raw.insert("ipip".into(), Value::from(ipip));
                 raw.insert("vxlan".into(), Value::from(vxlan));
                 raw.insert("cidr".into(), Value::from(cidr));
@@ -331,6 +414,21 @@ fn structured_config() -> impl Strategy<Value = RawConfig> {
                 raw
             },
         )
+}
+
+/// bgp-service-* values: mostly empty, else one to three CIDRs (IPv4 and IPv6) separated
+/// by spaces or commas, now and then a bad one.
+fn service_ips() -> impl Strategy<Value = String> {
+    let cidr = prop_oneof![
+        20 => (0u8..4).prop_map(|c| format!("10.96.{c}.0/24")),
+        3 => Just("fd00:5::/112".to_string()),
+        1 => Just("10.96.0.1/24".to_string()),
+    ];
+    prop_oneof![
+        12 => Just(String::new()),
+        3 => (prop::collection::vec(cidr, 1..4), any::<bool>())
+            .prop_map(|(v, comma)| v.join(if comma { ", " } else { " " })),
+    ]
 }
 
 fn facts() -> impl Strategy<Value = UnitFacts> {
@@ -432,14 +530,24 @@ fn the_structured_generator_reaches_valid_configs_with_peers() {
     let mut runner = TestRunner::deterministic();
     let strategy = structured_config();
     let mut valid_with_peers = 0;
-    for _ in 0..300 {
+    let mut valid_with_service_ips = 0;
+    for _ in 0..600 {
         let raw = strategy.new_tree(&mut runner).expect("tree").current();
-        if let Ok(v) = config::validate(&raw)
-            && !v.config.global_bgp_peers.is_empty()
-        {
-            valid_with_peers += 1;
+        if let Ok(v) = config::validate(&raw) {
+            if !v.config.global_bgp_peers.is_empty() {
+                valid_with_peers += 1;
+            }
+            if !v.config.bgp_service_loadbalancer_ips.is_empty()
+                || !v.config.bgp_service_cluster_ips.is_empty()
+            {
+                valid_with_service_ips += 1;
+            }
         }
     }
+    assert!(
+        valid_with_service_ips >= 10,
+        "only {valid_with_service_ips} valid configs advertising service IPs"
+    );
     assert!(
         valid_with_peers >= 30,
         "only {valid_with_peers} valid configs with peers"

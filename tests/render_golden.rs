@@ -172,3 +172,57 @@ fn stopping_wants_nothing_of_its_own() {
     );
     assert_eq!(d.owner, "calico-3");
 }
+
+#[test]
+fn service_advertisement_lists_land_in_the_bgp_configuration() {
+    check("service-advertisement", "calico/0", "10.0.0.5", true, &[]);
+    // A non-leader renders no BGPConfiguration at all.
+    let v = load("service-advertisement");
+    let facts =
+        UnitFacts::new("calico/1", "node-1", "10.0.0.6".parse().expect("ip"), false).expect("unit");
+    assert!(
+        render::desired(&v.config, &facts)
+            .bgp_configuration
+            .is_none()
+    );
+}
+
+/// The images the leader's workloads pull, in render order (the DaemonSet's container,
+/// its init container, the Deployment's container).
+fn images(file_text: &str) -> Vec<String> {
+    let merged = options::merge_user_file(file_text).expect("file");
+    let v = config::validate(&merged.raw).expect("valid");
+    let leader =
+        UnitFacts::new("calico/0", "node-0", "10.0.0.5".parse().expect("ip"), true).expect("unit");
+    let yaml = serde_yaml::to_string(&render::desired(&v.config, &leader).objects()).expect("yaml");
+    yaml.lines()
+        .filter_map(|l| l.trim().strip_prefix("image: "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn image_registry_moves_every_default_image_and_explicit_images_win() {
+    // The documentation's private-registry recipe as one setting: node, its CNI image
+    // (install-cni) and kube-controllers all come from the registry, name and tag kept.
+    assert_eq!(
+        images("image-registry: registry.example.com:5000\n"),
+        [
+            "registry.example.com:5000/calico/node:v3.6.1",
+            "registry.example.com:5000/calico/cni:v3.6.1",
+            "registry.example.com:5000/calico/kube-controllers:v3.6.1",
+        ]
+    );
+    // An image option set away from its default is used as set; calico/cni always follows
+    // calico-node-image (same registry, same tag), since the two must be one release.
+    assert_eq!(
+        images(
+            "image-registry: rocks.canonical.com:443/cdk\ncalico-node-image: quay.io/calico/node:v3.6.2\n"
+        ),
+        [
+            "quay.io/calico/node:v3.6.2",
+            "quay.io/calico/cni:v3.6.2",
+            "rocks.canonical.com:443/cdk/calico/kube-controllers:v3.6.1",
+        ]
+    );
+}

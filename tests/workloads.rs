@@ -705,11 +705,11 @@ fn warnings_name_what_the_configured_release_cannot_do() {
     c.vxlan = EncapMode::Always;
     c.calico_policy_image.reference = "docker.io/calico/kube-controllers:v3.32.1".into();
     let w = workloads::warnings(&c);
-    assert_eq!(w.len(), 2, "{w:?}");
+    // vxlan on v3.6.1 is no longer a warning: validation refuses it (config::validate).
+    assert_eq!(w.len(), 1, "{w:?}");
     assert!(
         w[0].starts_with("calico-policy-image is Calico v3.32.1 but calico-node-image is v3.6.1")
     );
-    assert!(w[1].starts_with("vxlan: Calico v3.6.1 has no VXLAN encapsulation"));
 
     let mut c = defaults();
     c.manage_pools = false;
@@ -2033,4 +2033,76 @@ mod api_server {
             assert_eq!(c.spec.versions[0].name, version);
         }
     }
+}
+
+#[test]
+fn ignore_loose_rpf_sets_felix_ignorelooserpf_only_when_true() {
+    let mut c = current();
+    assert!(!node_env(&c).contains_key("FELIX_IGNORELOOSERPF"));
+    c.ignore_loose_rpf = true;
+    assert_eq!(node_env(&c)["FELIX_IGNORELOOSERPF"], "true");
+    let mut c = defaults();
+    c.ignore_loose_rpf = true;
+    assert_eq!(node_env(&c)["FELIX_IGNORELOOSERPF"], "true");
+}
+
+#[test]
+fn vxlan_checksum_offload_is_felix_s_override_from_3_20_and_the_node_s_job_before() {
+    let at = |tag: &str, vxlan: EncapMode, disable: bool| {
+        let mut c = current();
+        c.calico_node_image.reference = format!("docker.io/calico/node:{tag}");
+        c.vxlan = vxlan;
+        c.disable_vxlan_tx_checksumming = disable;
+        c
+    };
+    let env = |c: &CharmConfig| node_env(c).get("FELIX_FEATUREDETECTOVERRIDE").cloned();
+    let on = at("v3.20.0", EncapMode::Always, true);
+    assert_eq!(env(&on).as_deref(), Some("ChecksumOffloadBroken=true"));
+    assert!(!workloads::pods::node_disables_vxlan_checksum(&on));
+    // Off, or no VXLAN: Felix's own detection.
+    assert_eq!(env(&at("v3.32.1", EncapMode::Always, false)), None);
+    assert_eq!(env(&at("v3.32.1", EncapMode::Never, true)), None);
+    assert!(!workloads::pods::node_disables_vxlan_checksum(&at(
+        "v3.32.1",
+        EncapMode::Never,
+        true
+    )));
+    // Before Felix had the override, the charm does it on the node (ethtool).
+    let old = at("v3.19.4", EncapMode::CrossSubnet, true);
+    assert_eq!(env(&old), None);
+    assert!(workloads::pods::node_disables_vxlan_checksum(&old));
+    assert!(!workloads::pods::node_disables_vxlan_checksum(&at(
+        "v3.19.4",
+        EncapMode::CrossSubnet,
+        false
+    )));
+    // The value is one the FelixConfiguration schema accepts for featureDetectOverride
+    // (the variable and the field share Felix's parser).
+    let crd: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/calico-crds/crd.projectcalico.org_felixconfigurations.yaml"),
+        )
+        .expect("felixconfigurations CRD"),
+    )
+    .expect("yaml");
+    let pattern =
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["featureDetectOverride"]["pattern"]
+            .as_str()
+            .expect("pattern")
+            .to_string();
+    // ^([a-zA-Z0-9-_]+=(true|false|),)*([a-zA-Z0-9-_]+=(true|false|))?$, checked by hand:
+    // one NAME=true item matches the optional last group.
+    assert_eq!(
+        pattern,
+        "^([a-zA-Z0-9-_]+=(true|false|),)*([a-zA-Z0-9-_]+=(true|false|))?$"
+    );
+    let value = env(&on).unwrap();
+    let (name, flag) = value.split_once('=').unwrap();
+    assert!(
+        name.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    );
+    assert_eq!(flag, "true");
 }

@@ -320,7 +320,35 @@ pub fn calico_node_env(config: &CharmConfig) -> Vec<EnvVar> {
         env("FELIX_LOGSEVERITYSCREEN", "info"),
         env("FELIX_HEALTHENABLED", "true"),
     ]);
+    if config.ignore_loose_rpf {
+        // Felix's IgnoreLooseRPF; the FelixConfiguration field was dropped from the API
+        // (projectcalico/calico PR #3058), the environment variable is what Felix reads.
+        e.push(env("FELIX_IGNORELOOSERPF", "true"));
+    }
+    if let Some(value) = feature_detect_override(config) {
+        e.push(env("FELIX_FEATUREDETECTOVERRIDE", value));
+    }
     e
+}
+
+/// Felix's feature-detection override that turns TX checksum offload off on
+/// `vxlan.calico` (`ChecksumOffloadBroken=true`, from [`version::CHECKSUM_OFFLOAD_OVERRIDE`]),
+/// when VXLAN is on and `disable-vxlan-tx-checksumming` is true. Older releases with VXLAN
+/// get the same from the charm on each node ([`node_disables_vxlan_checksum`]). `None`: Felix's
+/// own detection decides.
+pub fn feature_detect_override(config: &CharmConfig) -> Option<&'static str> {
+    (config.vxlan.enabled()
+        && config.disable_vxlan_tx_checksumming
+        && node_version(config).at_least(version::CHECKSUM_OFFLOAD_OVERRIDE))
+    .then_some("ChecksumOffloadBroken=true")
+}
+
+/// Whether the charm must turn TX checksum offload off on `vxlan.calico` itself (VXLAN on,
+/// `disable-vxlan-tx-checksumming` true, a release without Felix's override).
+pub fn node_disables_vxlan_checksum(config: &CharmConfig) -> bool {
+    config.vxlan.enabled()
+        && config.disable_vxlan_tx_checksumming
+        && !node_version(config).at_least(version::CHECKSUM_OFFLOAD_OVERRIDE)
 }
 
 fn exec_probe(command: &[&str], period: i32, failure: i32, initial: Option<i32>) -> Probe {

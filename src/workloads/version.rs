@@ -60,6 +60,17 @@ pub const CNI_TOKEN_REQUEST: CalicoVersion = CalicoVersion::new(3, 23, 0);
 pub const CNI_PLUGIN_ACCOUNT: CalicoVersion = CalicoVersion::new(3, 26, 0);
 /// `CALICO_IPV4POOL_CIDR=none` / `CALICO_IPV6POOL_CIDR=none` skip a default pool.
 pub const POOL_CIDR_NONE: CalicoVersion = CalicoVersion::new(3, 27, 0);
+/// BGPConfiguration `serviceExternalIPs` (projectcalico/calico `v3.10/reference/resources/bgpconfig.md`).
+pub const SERVICE_EXTERNAL_IPS: CalicoVersion = CalicoVersion::new(3, 10, 0);
+/// BGPConfiguration `serviceClusterIPs` (`v3.11/reference/resources/bgpconfig.md`; the v3.10
+/// page lists only `serviceExternalIPs`).
+pub const SERVICE_CLUSTER_IPS: CalicoVersion = CalicoVersion::new(3, 11, 0);
+/// BGPConfiguration `serviceLoadBalancerIPs` (projectcalico/libcalico-go PR #1349,
+/// projectcalico/confd PR #422; first released in v3.18).
+pub const SERVICE_LOADBALANCER_IPS: CalicoVersion = CalicoVersion::new(3, 18, 0);
+/// Felix's `ChecksumOffloadBroken` feature-detection override, which turns off checksum
+/// offload on `vxlan.calico` (projectcalico/felix PR #2811, 2021-05; v3.20).
+pub const CHECKSUM_OFFLOAD_OVERRIDE: CalicoVersion = CalicoVersion::new(3, 20, 0);
 /// The first release whose RBAC the charm knows without the v2.6-migration reads
 /// (`globalfelixconfigs`, `globalbgpconfigs`).
 pub const NO_LEGACY_READS: CalicoVersion = CalicoVersion::new(3, 32, 0);

@@ -31,6 +31,12 @@ pub fn defaults() -> CharmConfig {
         unit_bgp_peers: BTreeMap::new(),
         route_reflector_cluster_ids: BTreeMap::new(),
         veth_mtu: None,
+        bgp_service_cluster_ips: Vec::new(),
+        bgp_service_external_ips: Vec::new(),
+        bgp_service_loadbalancer_ips: Vec::new(),
+        ignore_loose_rpf: false,
+        disable_vxlan_tx_checksumming: true,
+        image_registry: None,
     }
 }
 
