@@ -30,23 +30,7 @@ fn unit_name(s: &str) -> Result<String, String> {
 
 /// A Kubernetes node name: a lowercase RFC 1123 subdomain of at most 253 characters.
 fn node_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
-            b.first().is_some_and(u8::is_ascii_alphanumeric)
-                && b.last().is_some_and(u8::is_ascii_alphanumeric)
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        });
-    if ok {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "{s:?} is not a Kubernetes node name (lowercase letters, digits, '-' and '.', \
-             at most 253 characters)"
-        ))
-    }
+    crate::juju::network::check_node_name(s).map(|()| s.to_string())
 }
 
 /// Arguments of `calico-charm render`.

@@ -84,6 +84,38 @@ pub enum Fault {
     NoNodeName,
     #[error("the charm's embedded config.yaml is broken: {0}")]
     Embedded(String),
+    /// `NODENAME` (or the host name) is no Kubernetes node name: reported as `blocked`.
+    #[error("{0}")]
+    NodeName(String),
+}
+
+/// How many problems of one kind are logged in full; the rest are counted.
+pub const MAX_LOGGED_PROBLEMS: usize = 20;
+
+/// Log at most [`MAX_LOGGED_PROBLEMS`] problems in full, then one line counting the rest
+/// (every problem is one juju-log process: 100,000 of them would take minutes).
+fn log_bounded<T: std::fmt::Display>(problems: &[T], prefix: &str, error: bool) {
+    for problem in problems.iter().take(MAX_LOGGED_PROBLEMS) {
+        if error {
+            tracing::error!("{prefix}: {problem}");
+        } else {
+            tracing::warn!("{prefix}: {problem}");
+        }
+    }
+    if let Some(more) = problems
+        .len()
+        .checked_sub(MAX_LOGGED_PROBLEMS)
+        .filter(|n| *n > 0)
+    {
+        let line = format!(
+            "{prefix}: {more} more not logged (`calico-charm validate --config FILE` lists them all)"
+        );
+        if error {
+            tracing::error!("{line}");
+        } else {
+            tracing::warn!("{line}");
+        }
+    }
 }
 
 /// What the principal published on the cni relation.
@@ -139,23 +171,81 @@ pub fn dispatch_main() -> anyhow::Result<ExitCode> {
     dispatch_with(&crate::apply::KubeCluster::from_env())
 }
 
-/// `dispatch` with a given cluster seam: read the environment, set up logging, run the event.
-/// A fault is logged (juju-log) and returned, so `main` prints it on stderr and exits 1.
+/// `dispatch` with a given cluster seam: read the environment, set up logging, start the
+/// hook's deadline ([`crate::deadline`]), run the event.
+///
+/// - A fault is logged (juju-log) and returned, so `main` prints it on stderr and exits 1.
+/// - A hook tool that does not answer within its (deadline-bound) timeout, or prints more
+///   than the cap, ends the hook `waiting` with that cause and exit 0: the next hook retries.
+/// - A panic (a defect) is caught here and reported as `blocked` with its cause, exit 0, so the
+///   unit never stays in `maintenance` with a dead hook.
 pub fn dispatch_with(cluster: &dyn Cluster) -> anyhow::Result<ExitCode> {
     let env = HookEnv::from_process();
     crate::juju::log::init(env.in_juju());
+    let budget = crate::apply::retry::RetrySettings::from_env().budget;
+    crate::deadline::start(crate::deadline::hook_total(budget));
+    install_panic_hook();
+    let tools = Subprocess::default();
     let argv0 = std::env::args().next();
-    let result = env
-        .event(argv0.as_deref())
-        .map_err(Fault::from)
-        .and_then(|event| run(&event, &env, &Subprocess::default(), cluster));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        env.event(argv0.as_deref())
+            .map_err(Fault::from)
+            .and_then(|event| run(&event, &env, &tools, cluster))
+    }));
     match result {
-        Ok(_) => Ok(ExitCode::SUCCESS),
-        Err(fault) => {
+        Ok(Ok(_)) => Ok(ExitCode::SUCCESS),
+        Ok(Err(Fault::Tool(err)))
+            if matches!(
+                err,
+                ToolError::Timeout { .. } | ToolError::OutputTooLarge { .. }
+            ) =>
+        {
+            let cause = format!("{err}; the next hook retries");
+            tracing::warn!("{cause}");
+            let _ = tools.status_set(&UnitStatus::new(StatusKind::Waiting, cause));
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Err(fault)) => {
             tracing::error!("hook failed: {fault}");
             Err(fault.into())
         }
+        Err(_) => {
+            let cause = PANIC_MESSAGE
+                .lock()
+                .ok()
+                .and_then(|m| m.clone())
+                .unwrap_or_else(|| "unknown cause".to_string());
+            tracing::error!("internal error (a defect of the charm): {cause}");
+            let message = format!("Internal error: {cause} (see juju debug-log)");
+            let _ = tools.status_set(&UnitStatus::new(StatusKind::Blocked, message));
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The last panic's message and place, redacted (read by [`dispatch_with`]).
+static PANIC_MESSAGE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Replace the default panic report (stderr, which Juju logs, unredacted) by a redacted one
+/// line, remembered for the status.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = crate::redact::status_line(&format!("{payload}{place}"));
+        eprintln!("calico-charm: internal error: {message}");
+        if let Ok(mut slot) = PANIC_MESSAGE.lock() {
+            *slot = Some(message);
+        }
+    }));
 }
 
 /// Handle one event: the testable body of `dispatch`.
@@ -238,9 +328,7 @@ pub fn reconcile(
     let version = calico_version(&raw, errors);
     let validated = match validated {
         Err(errors) => {
-            for error in &errors {
-                tracing::error!("Invalid config: {error}");
-            }
+            log_bounded(&errors, "Invalid config", true);
             report.config_errors = errors;
             let status = status::unit_status(&status::Inputs {
                 config_errors: &report.config_errors,
@@ -252,9 +340,7 @@ pub fn reconcile(
         Ok(validated) => validated,
     };
     let Validated { config, warnings } = validated;
-    for warning in &warnings {
-        tracing::warn!("Config warning: {warning}");
-    }
+    log_bounded(&warnings, "Config warning", false);
 
     let mut inputs = status::Inputs {
         config_warnings: warnings.len(),
@@ -267,7 +353,15 @@ pub fn reconcile(
         return finish(tools, report, status, version);
     }
 
-    let facts = unit_facts(env, tools)?;
+    let facts = match unit_facts(env, tools) {
+        Ok(facts) => facts,
+        Err(Fault::NodeName(problem)) => {
+            tracing::error!("{problem}");
+            let status = UnitStatus::new(StatusKind::Blocked, problem);
+            return finish(tools, report, status, version);
+        }
+        Err(other) => return Err(other),
+    };
     let unit_warnings = crate::config::unit_warnings(&config, &facts);
     for warning in &unit_warnings {
         tracing::warn!("Config warning: {warning}");
@@ -301,7 +395,15 @@ pub fn stop(event: &Event, env: &HookEnv, cluster: &dyn Cluster) -> Result<Repor
     // (a failing network-get must not wedge a removal), so leadership and address are not
     // asked for and are recorded as "not leader" and the unspecified address.
     let unit_name = env.unit_name.clone().unwrap_or_default();
-    let node_name = crate::juju::node_name(env.node_name.as_deref()).ok_or(Fault::NoNodeName)?;
+    let node_name = match checked_node_name(env) {
+        Ok(name) => name,
+        Err(Fault::NodeName(problem)) => {
+            // A removal must not wedge: without a usable node name nothing can be cleaned up.
+            tracing::error!("{event}: {problem}: nothing cleaned up");
+            return Ok(report);
+        }
+        Err(other) => return Err(other),
+    };
     let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
     let facts = UnitFacts::new(&unit_name, node_name, unspecified, false)?;
     let desired = crate::render::stopping(&facts);
@@ -502,8 +604,22 @@ pub fn unit_facts(env: &HookEnv, tools: &impl HookTools) -> Result<UnitFacts, Fa
     crate::render::parse_unit_name(&unit_name).map_err(Fault::UnitName)?;
     let leader = tools.is_leader()?;
     let address = bind_address(tools)?;
-    let node_name = crate::juju::node_name(env.node_name.as_deref()).ok_or(Fault::NoNodeName)?;
+    let node_name = checked_node_name(env)?;
     UnitFacts::new(&unit_name, node_name, address, leader).map_err(Fault::UnitName)
+}
+
+/// The node name from `NODENAME` (else the host name), checked as `--node-name` is: it goes
+/// into request paths and object names.
+pub fn checked_node_name(env: &HookEnv) -> Result<String, Fault> {
+    let name = crate::juju::node_name(env.node_name.as_deref()).ok_or(Fault::NoNodeName)?;
+    let source = if env.node_name.is_some() {
+        "NODENAME"
+    } else {
+        "the host name"
+    };
+    crate::juju::network::check_node_name(&name)
+        .map_err(|why| Fault::NodeName(format!("{source} {why}")))?;
+    Ok(name)
 }
 
 /// The address on the cni binding (first non-`fan-` interface), falling back to

@@ -183,8 +183,8 @@ fn a_hung_request_times_out_within_the_budget() {
     let err = result.unwrap_err();
     assert!(err.contains("timed out"), "{err}");
     assert!(attempts >= 2, "{attempts}");
-    // Budget 1 s, and a last attempt of at most 1 s after it is spent.
-    assert!(elapsed < Duration::from_millis(2_600), "{elapsed:?}");
+    // Budget 1 s of wall time, whatever the attempts do.
+    assert!(elapsed < Duration::from_millis(1_500), "{elapsed:?}");
 }
 
 #[test]
@@ -204,15 +204,29 @@ fn backoff_doubles_is_capped_and_jitters_within_half() {
 }
 
 #[test]
-fn budget_is_shared_and_spent() {
+fn budget_is_wall_time_shared_and_spent() {
     let budget = Budget::new(settings(1_000, 10));
-    assert_eq!(budget.remaining(), Duration::from_millis(1_000));
-    budget.charge(Duration::from_millis(700));
-    assert_eq!(budget.remaining(), Duration::from_millis(300));
-    // A spent budget still allows one short attempt.
+    let left = budget.remaining();
+    assert!(left <= Duration::from_millis(1_000) && left > Duration::from_millis(900));
+    // Time passes whether requests fail or succeed.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(budget.remaining() <= Duration::from_millis(700));
+    budget.charge(Duration::from_millis(500));
+    assert!(budget.remaining() <= Duration::from_millis(200));
+    // A spent budget allows no further attempt.
     budget.charge(Duration::from_secs(10));
     assert_eq!(budget.remaining(), Duration::ZERO);
-    assert_eq!(budget.attempt_timeout(), Duration::from_secs(1));
+    assert!(budget.spent());
+    assert_eq!(budget.attempt_timeout(), Duration::ZERO);
+}
+
+#[test]
+fn a_spent_budget_fails_the_next_request_at_once_without_sending_it() {
+    let (result, attempts, _, elapsed) = drive(settings(0, 10), vec![Answer::Status(200, None)]);
+    let err = result.unwrap_err();
+    assert!(err.contains("budget for the Kubernetes API is spent"), "{err}");
+    assert_eq!(attempts, 0);
+    assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
 }
 
 #[test]

@@ -44,9 +44,17 @@ impl KubeCluster {
     pub async fn converge_async(&self, desired: &Desired) -> Outcome {
         let ds: KubeDatastore = match connect_with(&self.kubeconfig, self.retry.clone()).await {
             Ok(ds) => ds,
-            Err(err) => {
+            // A kubeconfig not written yet heals by itself; one that cannot work as written
+            // (syntax, plain HTTP, proxy-url, a bad token, a failing plugin) needs the operator.
+            Err(err) if err.is_transient() => {
                 return Outcome {
                     waiting: vec![format!("Waiting for kubeconfig: {err}")],
+                    ..Outcome::default()
+                };
+            }
+            Err(err) => {
+                return Outcome {
+                    blocked: vec![format!("Unusable kubeconfig: {err}")],
                     ..Outcome::default()
                 };
             }

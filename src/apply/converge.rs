@@ -143,6 +143,13 @@ fn record_fatal(
             );
             Err(Abort)
         }
+        DatastoreError::Setup(cause) => {
+            push_unique(
+                &mut out.blocked,
+                format!("{datastore} cannot be used: {cause}"),
+            );
+            Err(Abort)
+        }
         DatastoreError::KindMissing { kind: missing } => {
             if is_calico_kind(&missing) || is_calico_kind(kind) {
                 push_unique(&mut out.waiting, WAITING_FOR_CRDS.to_string());

@@ -28,6 +28,10 @@ pub enum DatastoreError {
     /// The credentials were refused (401) or lack a permission (403).
     #[error("{0}")]
     Denied(String),
+    /// The client cannot work as configured (the server's certificate is not trusted by the
+    /// kubeconfig's CA, ...): retrying cannot help, the operator must fix the kubeconfig.
+    #[error("{0}")]
+    Setup(String),
     /// The kind itself is not served (its CRD is not installed).
     #[error("{kind} is not served")]
     KindMissing { kind: String },

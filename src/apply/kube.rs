@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::KubeConfigOptions;
 use kube::{Client, Config, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,6 +24,7 @@ use serde_json::json;
 use super::datastore::{
     Datastore, DatastoreError, DsResult, NodeAgent, ObjectRef, WorkloadKind, WorkloadObject,
 };
+use super::kubeconfig::KubeconfigError;
 use super::retry::{Budget, RetryLayer, RetrySettings, describe_error};
 use crate::calico::{
     BGPConfiguration, BGPPeer, FIELD_MANAGER, IPAMBlock, IPPool, MANAGED_BY, MANAGED_BY_LABEL,
@@ -39,10 +40,18 @@ pub const DEFAULT_KUBECONFIG: &str = "/root/.kube/config";
 /// Why no client could be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    #[error("cannot read kubeconfig {path}: {reason}")]
-    Kubeconfig { path: String, reason: String },
-    #[error("cannot make a Kubernetes client from {path}: {reason}")]
+    #[error(transparent)]
+    Kubeconfig(#[from] KubeconfigError),
+    #[error("cannot make a Kubernetes client from kubeconfig {path}: {reason}")]
     Client { path: String, reason: String },
+}
+
+impl ApplyError {
+    /// Whether it may heal by itself: only a kubeconfig the principal has not written yet.
+    /// Anything else is a kubeconfig that cannot work as written.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApplyError::Kubeconfig(e) if e.is_transient())
+    }
 }
 
 /// The kubeconfig to use: `KUBECONFIG` if set (its first entry), else [`DEFAULT_KUBECONFIG`].
@@ -70,15 +79,14 @@ pub async fn connect_with(
     settings: RetrySettings,
 ) -> Result<KubeDatastore, ApplyError> {
     let shown = path.display().to_string();
-    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| ApplyError::Kubeconfig {
-        path: shown.clone(),
-        reason: describe_error(&e),
-    })?;
+    // Read, checked and with its credentials resolved by the charm (see `kubeconfig`): kube
+    // gets inline credentials only.
+    let kubeconfig = super::kubeconfig::load(path)?;
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| ApplyError::Kubeconfig {
+        .map_err(|e| ApplyError::Client {
             path: shown.clone(),
-            reason: describe_error(&e),
+            reason: crate::redact::redact(&describe_error(&e)),
         })?;
     if config.accept_invalid_certs {
         tracing::warn!("kubeconfig asks to skip TLS verification; verifying anyway");
@@ -165,6 +173,57 @@ fn shorten(text: &str) -> String {
     }
 }
 
+/// A TLS failure that retrying cannot fix, described for the operator: the server's
+/// certificate is not signed by the kubeconfig's CA, names another host, has expired, or the
+/// server refused the client certificate.
+fn tls_problem(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            use rustls::CertificateError as C;
+            return Some(match tls {
+                rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+                    "TLS: the API server's certificate is not signed by the kubeconfig's \
+                     certificate authority (certificate-authority-data): fix the kubeconfig"
+                        .to_string()
+                }
+                rustls::Error::InvalidCertificate(C::BadSignature)
+                | rustls::Error::InvalidCertificate(C::BadEncoding) => {
+                    "TLS: the API server's certificate does not verify against the \
+                     kubeconfig's certificate authority: fix the kubeconfig"
+                        .to_string()
+                }
+                rustls::Error::InvalidCertificate(C::NotValidForName)
+                | rustls::Error::InvalidCertificate(C::NotValidForNameContext { .. }) => {
+                    "TLS: the API server's certificate is for another host name: fix the \
+                     kubeconfig's server (or tls-server-name)"
+                        .to_string()
+                }
+                rustls::Error::InvalidCertificate(C::Expired)
+                | rustls::Error::InvalidCertificate(C::ExpiredContext { .. }) => {
+                    "TLS: the API server's certificate has expired".to_string()
+                }
+                rustls::Error::InvalidCertificate(other) => {
+                    format!("TLS: the API server's certificate is refused ({other:?})")
+                }
+                rustls::Error::AlertReceived(alert) => format!(
+                    "TLS: the API server refused the connection ({alert:?}): check the \
+                     kubeconfig's client certificate"
+                ),
+                other => format!("TLS: {other}"),
+            });
+        }
+        current = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static))
+                .or_else(|| e.source()),
+            None => e.source(),
+        };
+    }
+    None
+}
+
 /// Classify a kube error for converge.
 fn classify(err: kube::Error, object: &str, kind: &str, op: Op) -> DatastoreError {
     match err {
@@ -204,7 +263,10 @@ fn classify(err: kube::Error, object: &str, kind: &str, op: Op) -> DatastoreErro
             object: object.to_string(),
             reason: format!("unreadable answer: {e}"),
         },
-        other => DatastoreError::Unavailable(shorten(&describe_error(&other))),
+        other => match tls_problem(&other) {
+            Some(problem) => DatastoreError::Setup(problem),
+            None => DatastoreError::Unavailable(shorten(&describe_error(&other))),
+        },
     }
 }
 

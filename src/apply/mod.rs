@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod converge;
 pub mod datastore;
 pub mod kube;
+pub mod kubeconfig;
 pub mod pools;
 pub mod retry;
 

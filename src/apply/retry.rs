@@ -1,7 +1,7 @@
 //! Retrying transient Kubernetes API faults within a per-hook budget.
 //!
-//! A hook holds the machine lock, so the principal waits while we retry: every retry of a
-//! hook draws from one [`Budget`] (about 30 s). Transient faults (connection refused or
+//! A hook holds the machine lock, so the principal waits while we retry: every request of a
+//! hook draws from one [`Budget`] (30 s of wall time, however the time is spent). Transient faults (connection refused or
 //! reset, timeouts, 429, 5xx) are retried with exponential backoff and full-range jitter,
 //! honouring `Retry-After`; once the budget is spent the last answer is passed on, and
 //! converge reports `waiting`. [`RetryLayer`] does this for every request of a kube
@@ -31,14 +31,14 @@ pub const TIMEOUT_ENV: &str = "CALICO_CHARM_API_TIMEOUT_SECS";
 /// How requests are retried.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetrySettings {
-    /// Total time a hook may spend on failed attempts and waits between them.
+    /// Total wall time a hook may spend on the Kubernetes API (requests, answers, waits).
     pub budget: Duration,
     /// First backoff delay; each retry doubles it up to `max_delay`.
     pub base_delay: Duration,
     /// Cap of one backoff delay (a longer `Retry-After` is still honoured if the budget
     /// allows).
     pub max_delay: Duration,
-    /// Timeout of one attempt (connect + response head), and of reading the body.
+    /// Deadline of one attempt: connect, response head and the whole body.
     pub attempt_timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
@@ -102,18 +102,24 @@ impl RetrySettings {
     }
 }
 
-/// The retry time left to one hook, shared by all its requests.
+/// The time one hook may spend on the Kubernetes API, shared by all its requests: a wall-clock
+/// deadline (`settings.budget` from the moment the budget is made, and never past the hook's
+/// own deadline, [`crate::deadline`]). Slow answers spend it as surely as failed ones, so a
+/// server that answers every request slowly cannot stretch a hook either.
 #[derive(Debug)]
 pub struct Budget {
     settings: RetrySettings,
-    spent: Mutex<Duration>,
+    started: Instant,
+    /// Time counted on top of the wall clock ([`Budget::charge`]).
+    extra: Mutex<Duration>,
 }
 
 impl Budget {
     pub fn new(settings: RetrySettings) -> Arc<Budget> {
         Arc::new(Budget {
             settings,
-            spent: Mutex::new(Duration::ZERO),
+            started: Instant::now(),
+            extra: Mutex::new(Duration::ZERO),
         })
     }
 
@@ -121,29 +127,130 @@ impl Budget {
         &self.settings
     }
 
-    /// Retry time still available.
+    /// Time still available: the budget less the time since it was made (and any charges),
+    /// no more than what is left of the hook's deadline.
     pub fn remaining(&self) -> Duration {
-        let spent = self
-            .spent
+        let extra = self
+            .extra
             .lock()
             .map(|s| *s)
             .unwrap_or(self.settings.budget);
-        self.settings.budget.saturating_sub(spent)
-    }
-
-    /// Count time lost to a failed attempt or a wait.
-    pub fn charge(&self, lost: Duration) {
-        if let Ok(mut spent) = self.spent.lock() {
-            *spent = spent.saturating_add(lost);
+        let own = self
+            .settings
+            .budget
+            .saturating_sub(self.started.elapsed().saturating_add(extra));
+        match crate::deadline::remaining() {
+            Some(hook) => own.min(hook),
+            None => own,
         }
     }
 
-    /// Timeout of the next attempt: the attempt timeout, but no more than the budget left
-    /// (and at least one second, so a spent budget still lets one quick request through).
+    /// Whether nothing is left.
+    pub fn spent(&self) -> bool {
+        self.remaining().is_zero()
+    }
+
+    /// Count time lost outside this budget's clock (tests; the wall clock counts the rest).
+    pub fn charge(&self, lost: Duration) {
+        if let Ok(mut extra) = self.extra.lock() {
+            *extra = extra.saturating_add(lost);
+        }
+    }
+
+    /// Timeout of the next attempt, response body included: the attempt timeout, but no more
+    /// than the budget left. Zero when the budget is spent (the attempt is then not made).
     pub fn attempt_timeout(&self) -> Duration {
-        self.settings
-            .attempt_timeout
-            .min(self.remaining().max(Duration::from_secs(1)))
+        self.settings.attempt_timeout.min(self.remaining())
+    }
+}
+
+/// The hook's time for the Kubernetes API ran out before a request could be made.
+#[derive(Debug, thiserror::Error)]
+#[error("the hook's {0:?} budget for the Kubernetes API is spent (the API answers too slowly)")]
+pub struct BudgetSpent(pub Duration);
+
+/// The response body did not arrive within its request's deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the response body did not arrive within {0:?}")]
+pub struct BodyTimedOut(pub Duration);
+
+/// The response body is larger than [`MAX_RESPONSE_BODY`].
+#[derive(Debug, thiserror::Error)]
+#[error("the response body is larger than the charm's cap of {} MiB", .0 / (1024 * 1024))]
+pub struct BodyTooLarge(pub u64);
+
+/// The largest response body the charm reads (a list of every IPAM block of a large cluster
+/// stays far below it; an answer that never ends stops here).
+pub const MAX_RESPONSE_BODY: u64 = 32 * 1024 * 1024;
+
+/// A response body read within a deadline (the request's, which also covers the response
+/// head) and up to a size cap: a server that trickles bytes or never ends its body cannot
+/// hold the hook or fill the memory.
+pub struct BoundedBody<B> {
+    inner: Pin<Box<B>>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    read: u64,
+    limit: u64,
+    failed: bool,
+}
+
+impl<B> BoundedBody<B> {
+    pub fn new(inner: B, deadline: Instant, timeout: Duration, limit: u64) -> Self {
+        BoundedBody {
+            inner: Box::pin(inner),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            timeout,
+            read: 0,
+            limit,
+            failed: false,
+        }
+    }
+}
+
+impl<B> http_body::Body for BoundedBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.failed = true;
+            return Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.timeout)))));
+        }
+        match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.read = this.read.saturating_add(data.len() as u64);
+                    if this.read > this.limit {
+                        this.failed = true;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -171,7 +278,7 @@ pub fn transient_error(err: &(dyn StdError + 'static)) -> bool {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
     let mut transient = true;
     while let Some(e) = current {
-        if e.is::<AttemptTimedOut>() {
+        if e.is::<AttemptTimedOut>() || e.is::<BudgetSpent>() {
             return true;
         }
         if e.is::<kube::client::AuthError>() {
@@ -293,9 +400,9 @@ where
     S::Future: Send + 'static,
     B: Send + 'static,
 {
-    type Response = Response<B>;
+    type Response = Response<BoundedBody<B>>;
     type Error = BoxError;
-    type Future = BoxFuture<Result<Response<B>, BoxError>>;
+    type Future = BoxFuture<Result<Response<BoundedBody<B>>, BoxError>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readiness is awaited per attempt, on a clone of the inner service.
@@ -320,21 +427,27 @@ where
                     },
                 };
                 let timeout = budget.attempt_timeout();
+                if timeout.is_zero() {
+                    return Err(Box::new(BudgetSpent(budget.settings().budget)) as BoxError);
+                }
                 let started = Instant::now();
+                let deadline = started + timeout;
                 let result: Result<Response<B>, BoxError> =
                     match tokio::time::timeout(timeout, inner.clone().oneshot(request)).await {
                         Ok(result) => result.map_err(Into::into),
                         Err(_) => Err(Box::new(AttemptTimedOut(timeout)) as BoxError),
                     };
+                let bounded = |resp: Response<B>| {
+                    resp.map(|body| BoundedBody::new(body, deadline, timeout, MAX_RESPONSE_BODY))
+                };
                 let hint = match &result {
                     Ok(resp) if retryable_status(resp.status()) => retry_after(resp.headers()),
-                    Ok(_) => return result,
+                    Ok(_) => return result.map(bounded),
                     Err(err) if transient_error(err.as_ref()) => None,
-                    Err(_) => return result,
+                    Err(_) => return result.map(bounded),
                 };
-                budget.charge(started.elapsed());
                 if last {
-                    return result;
+                    return result.map(bounded);
                 }
                 let delay = hint.unwrap_or_else(|| budget.settings().backoff(attempt, jitter()));
                 if delay > budget.remaining() {
@@ -347,7 +460,7 @@ where
                             describe_error(err.as_ref())
                         ),
                     }
-                    return result;
+                    return result.map(bounded);
                 }
                 match &result {
                     Ok(resp) => tracing::debug!("{}; retrying in {delay:?}", resp.status()),
@@ -357,7 +470,6 @@ where
                 }
                 drop(result);
                 tokio::time::sleep(delay).await;
-                budget.charge(delay);
                 attempt = attempt.saturating_add(1);
             }
         })

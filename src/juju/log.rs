@@ -9,6 +9,7 @@
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -26,6 +27,9 @@ thread_local! {
     static IN_LAYER: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Set once `juju-log` timed out: the rest of the process logs to stderr.
+static JUJU_LOG_HUNG: AtomicBool = AtomicBool::new(false);
+
 /// A tracing layer that hands every event (message and fields on one line) to a sink.
 pub struct JujuLogLayer {
     sink: Sink,
@@ -38,15 +42,29 @@ impl JujuLogLayer {
 
     /// The layer used in hooks: runs `juju-log`, falling back to stderr (which Juju logs at
     /// WARNING) when `juju-log` itself fails.
+    ///
+    /// Once `juju-log` has timed out, the rest of the hook logs to stderr: a hung `juju-log`
+    /// must not cost a timeout per line.
     pub fn juju_log() -> JujuLogLayer {
         JujuLogLayer::new(Arc::new(|level, message| {
+            if JUJU_LOG_HUNG.load(Ordering::Relaxed) {
+                eprintln!("{} {message}", level.as_str());
+                return;
+            }
             let result = run_tool(
                 "juju-log",
                 &["--log-level", level.as_str(), "--", message],
                 super::tools::DEFAULT_TIMEOUT,
             );
             if let Err(err) = result {
-                eprintln!("{} {message} (juju-log failed: {err})", level.as_str());
+                if matches!(err, super::tools::ToolError::Timeout { .. }) {
+                    JUJU_LOG_HUNG.store(true, Ordering::Relaxed);
+                }
+                eprintln!(
+                    "{} {message} (juju-log failed: {})",
+                    level.as_str(),
+                    crate::redact::log_line(&err.to_string())
+                );
             }
         }))
     }
@@ -82,17 +100,47 @@ pub fn juju_level(level: &Level) -> LogLevel {
     }
 }
 
+/// Text that stops growing at a cap: formatting into it stops there (a library that logs a
+/// whole response body costs the cap, not the body).
+#[derive(Default)]
+struct Bounded {
+    text: String,
+    full: bool,
+}
+
+/// How much of one event is formatted before redaction and the final cut to
+/// [`crate::redact::MAX_LOG_LINE`] (more than that, so a secret cut in half at the final
+/// limit was still whole when it was redacted).
+const FORMAT_CAP: usize = 4 * crate::redact::MAX_LOG_LINE;
+
+impl fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = FORMAT_CAP.saturating_sub(self.text.len());
+        if s.len() <= room {
+            self.text.push_str(s);
+            return Ok(());
+        }
+        let mut end = room;
+        while end > 0 && !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.push_str(s.get(..end).unwrap_or_default());
+        self.full = true;
+        Err(fmt::Error)
+    }
+}
+
 /// Formats an event as `message key=value key=value`.
 #[derive(Default)]
 struct Line {
-    message: String,
-    fields: String,
+    message: Bounded,
+    fields: Bounded,
 }
 
 impl Visit for Line {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.message.push_str(value);
+            let _ = self.message.write_str(value);
         } else {
             let _ = write!(self.fields, " {}={:?}", field.name(), value);
         }
@@ -107,103 +155,22 @@ impl Visit for Line {
     }
 }
 
-/// One event as the line the layer writes, with anything that looks like a secret redacted.
+/// One event as the line the layer writes: redacted, control characters blanked, at most
+/// [`crate::redact::MAX_LOG_LINE`] bytes.
 pub fn format_event(event: &Event<'_>) -> String {
     let mut line = Line::default();
     event.record(&mut line);
-    let mut text = line.message;
-    text.push_str(&line.fields);
-    redact(text.trim())
+    let mut text = line.message.text;
+    if line.message.full {
+        text.push_str("… (cut)");
+    }
+    text.push_str(&line.fields.text);
+    crate::redact::log_line(text.trim())
 }
 
-/// Keys whose values are never logged (kubeconfig fields, tokens, passwords).
-const SECRET_KEYS: &[&str] = &[
-    "token",
-    "password",
-    "passwd",
-    "secret",
-    "client-key-data",
-    "client-certificate-data",
-    "certificate-authority-data",
-];
-
-const REDACTED: &str = "[redacted]";
-
-/// A last line of defence: callers must not log secrets, but an error message from a library
-/// might echo one. Redacts PEM blocks, `Bearer <token>`, and the value after any key of
-/// [`SECRET_KEYS`] followed by `:` or `=` (`token: abc`, `"password"="x"`).
+/// The one redaction of [`crate::redact`] (kept here for callers of the log module).
 pub fn redact(line: &str) -> String {
-    let mut out = redact_pem(line);
-    out = redact_values(&out, "bearer ", false);
-    for key in SECRET_KEYS {
-        out = redact_values(&out, key, true);
-    }
-    out
-}
-
-fn redact_pem(line: &str) -> String {
-    const BEGIN: &str = "-----BEGIN ";
-    const END: &str = "-----END ";
-    let mut out = String::with_capacity(line.len());
-    let mut rest = line;
-    while let Some((before, after)) = rest.split_once(BEGIN) {
-        out.push_str(before);
-        out.push_str("[redacted PEM block]");
-        // The block ends with the dashes that close the END line, else with the text.
-        rest = after
-            .split_once(END)
-            .and_then(|(_, tail)| tail.split_once("-----"))
-            .map_or("", |(_, remainder)| remainder);
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Redact the value after each case-insensitive occurrence of `key`. With `separator`, the key
-/// must start a word and be followed by an optional quote and `:` or `=`.
-fn redact_values(line: &str, key: &str, separator: bool) -> String {
-    let lower = line.to_ascii_lowercase();
-    let bytes = line.as_bytes();
-    let mut out = String::with_capacity(line.len());
-    let mut copied = 0;
-    let mut from = 0;
-    while let Some(found) = lower.get(from..).and_then(|rest| rest.find(key)) {
-        let at = from + found;
-        let mut i = at + key.len();
-        from = i;
-        if separator {
-            let before = at.checked_sub(1).and_then(|p| bytes.get(p));
-            let word_start = !before.is_some_and(u8::is_ascii_alphanumeric);
-            if !word_start {
-                continue;
-            }
-            if bytes.get(i) == Some(&b'"') || bytes.get(i) == Some(&b'\'') {
-                i += 1;
-            }
-            if !matches!(bytes.get(i), Some(b':') | Some(b'=')) {
-                continue;
-            }
-            i += 1;
-        }
-        while matches!(bytes.get(i), Some(b' ') | Some(b'"') | Some(b'\'')) {
-            i += 1;
-        }
-        let value_end = bytes
-            .get(i..)
-            .unwrap_or_default()
-            .iter()
-            .position(|b| matches!(b, b' ' | b'"' | b'\'' | b',' | b'}' | b'\n' | b';'))
-            .map_or(bytes.len(), |p| i + p);
-        if value_end == i {
-            continue;
-        }
-        out.push_str(line.get(copied..i).unwrap_or_default());
-        out.push_str(REDACTED);
-        copied = value_end;
-        from = value_end;
-    }
-    out.push_str(line.get(copied..).unwrap_or_default());
-    out
+    crate::redact::redact(line)
 }
 
 impl<S: Subscriber> Layer<S> for JujuLogLayer {
@@ -245,49 +212,26 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    proptest::proptest! {
-        #[test]
-        fn redaction_never_panics(line in "(?s).{0,80}(token|Bearer |-----BEGIN |password)?.{0,40}") {
-            let _ = redact(&line);
-        }
-    }
-
     #[test]
-    fn secrets_are_redacted() {
-        let cases = [
-            (
-                "request failed: Authorization: Bearer eyJhbGciOi.x-y_z rejected",
-                "request failed: Authorization: Bearer [redacted] rejected",
-            ),
-            (
-                "user: admin, token: 0123abcd",
-                "user: admin, token: [redacted]",
-            ),
-            (
-                r#"{"password":"hunter2","user":"x"}"#,
-                r#"{"password":"[redacted]","user":"x"}"#,
-            ),
-            ("client-key-data=LS0tLS1CRUd", "client-key-data=[redacted]"),
-            (
-                "cert -----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE----- ok",
-                "cert [redacted PEM block] ok",
-            ),
-            (
-                "truncated -----BEGIN RSA PRIVATE KEY-----\nMIIE",
-                "truncated [redacted PEM block]",
-            ),
-            // Not secrets: hashes, counts, words that merely contain a key.
-            (
-                "principal kubeconfig-hash 9f86d081884c",
-                "principal kubeconfig-hash 9f86d081884c",
-            ),
-            ("tokens: 3 secretary=x", "tokens: 3 secretary=x"),
-            ("no token here", "no token here"),
-            ("ünïcode token=åäö done", "ünïcode token=[redacted] done"),
-        ];
-        for (input, want) in cases {
-            assert_eq!(redact(input), want, "{input}");
-        }
+    fn a_huge_event_is_formatted_only_up_to_the_cap() {
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = lines.clone();
+        let layer = JujuLogLayer::new(Arc::new(move |_, msg: &str| {
+            seen.lock().unwrap().push(msg.to_string());
+        }));
+        let body = "z".repeat(10 * 1024 * 1024);
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "kube_client::client", "{}, {:?}", body, "error");
+        });
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 1);
+        assert!(
+            lines[0].len() <= crate::redact::MAX_LOG_LINE,
+            "{}",
+            lines[0].len()
+        );
+        assert!(lines[0].starts_with("zzz"));
     }
 
     #[test]

@@ -74,6 +74,39 @@ pub fn node_name(nodename_env: Option<&str>) -> Option<String> {
     (!host.is_empty()).then_some(host)
 }
 
+/// Check a Kubernetes node name: a lowercase RFC 1123 subdomain of at most 253 characters.
+/// The error says what is wrong (for `NODENAME` in status, for `--node-name` on the CLI).
+pub fn check_node_name(s: &str) -> Result<(), String> {
+    let shown = crate::options::shorten(format!("{s:?}"));
+    let why = if s.is_empty() {
+        Some("is empty")
+    } else if s.len() > 253 {
+        Some("is longer than 253 characters")
+    } else if !s.is_ascii() {
+        Some("has non-ASCII characters")
+    } else if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some("has upper-case letters (Kubernetes node names are lower case)")
+    } else if s.contains('/') {
+        Some("contains '/'")
+    } else {
+        let ok = s.split('.').all(|label| {
+            let b = label.as_bytes();
+            b.first().is_some_and(u8::is_ascii_alphanumeric)
+                && b.last().is_some_and(u8::is_ascii_alphanumeric)
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        });
+        (!ok).then_some("has characters or labels not allowed in a node name")
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(format!(
+            "{shown} {why}: not a Kubernetes node name (lowercase letters, digits, '-' and '.', \
+             labels starting and ending alphanumeric, at most 253 characters)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +144,29 @@ mod tests {
         let garbage =
             parse(r#"{"bind-addresses":[{"interface-name":"eth0","addresses":[{"value":"x"}]}]}"#);
         assert_eq!(bind_address(&garbage), None);
+    }
+
+    #[test]
+    fn node_names_are_checked_as_kubernetes_names() {
+        for ok in ["worker-0", "node.example.com", "a", "0"] {
+            assert_eq!(check_node_name(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "is empty"),
+            ("../../api", "contains '/'"),
+            ("Worker-0", "upper-case"),
+            ("wörker", "non-ASCII"),
+            ("-a", "not allowed"),
+            ("a..b", "not allowed"),
+        ] {
+            let err = check_node_name(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        assert!(
+            check_node_name(&"a".repeat(254))
+                .unwrap_err()
+                .contains("253")
+        );
     }
 
     #[test]

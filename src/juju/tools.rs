@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,8 @@ use crate::status::UnitStatus;
 use super::network::NetworkInfo;
 
 /// Default timeout of one hook-tool call. Tools answer in milliseconds; one that hangs holds
-/// the machine lock, so give up well before Juju would.
+/// the machine lock, so give up well before Juju would. Never more than what is left of the
+/// hook's deadline ([`crate::deadline::bound`]).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a hook tool failed. `Display` names the tool: it is what lands in the hook's output.
@@ -37,6 +38,8 @@ pub enum ToolError {
     },
     #[error("hook tool {tool} did not finish within {timeout:?} and was killed")]
     Timeout { tool: String, timeout: Duration },
+    #[error("hook tool {tool} printed more than {limit} bytes and was stopped")]
+    OutputTooLarge { tool: String, limit: usize },
     #[error("hook tool {tool} failed ({status}): {stderr}")]
     Failed {
         tool: String,
@@ -58,6 +61,7 @@ impl ToolError {
             ToolError::Missing { tool }
             | ToolError::Spawn { tool, .. }
             | ToolError::Timeout { tool, .. }
+            | ToolError::OutputTooLarge { tool, .. }
             | ToolError::Failed { tool, .. }
             | ToolError::BadOutput { tool, .. } => tool,
         }
@@ -207,60 +211,24 @@ fn run_tool_unmeasured(
     timeout: Duration,
     env: &[(String, String)],
 ) -> Result<String, ToolError> {
-    let mut child = Command::new(tool)
+    let mut command = Command::new(tool);
+    command
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => ToolError::Missing {
-                tool: tool.to_string(),
-            },
-            _ => ToolError::Spawn {
-                tool: tool.to_string(),
-                source,
-            },
-        })?;
-    // Drain both pipes on threads so a chatty tool never blocks on a full pipe. The tool
-    // closing its stdout (normally: exiting) wakes this thread at once; it polls for the exit
-    // status only after that, so a tool that answers in 1 ms costs about 1 ms, not a polling
-    // step.
-    let deadline = Instant::now() + timeout;
-    let (closed_tx, closed_rx) = mpsc::channel();
-    let stdout = drain(child.stdout.take(), Some(closed_tx));
-    let stderr = drain(child.stderr.take(), None);
-    let _ = closed_rx.recv_timeout(timeout);
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let status = match wait_with_timeout(&mut child, remaining) {
-        Ok(Some(status)) => status,
-        Ok(None) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(ToolError::Timeout {
-                tool: tool.to_string(),
-                timeout,
-            });
-        }
-        Err(source) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(ToolError::Spawn {
-                tool: tool.to_string(),
-                source,
-            });
-        }
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    if status.success() {
-        Ok(stdout)
+        .stdin(Stdio::null());
+    let output = run_process(
+        tool,
+        command,
+        crate::deadline::bound(timeout),
+        MAX_TOOL_OUTPUT,
+    )?;
+    if output.status.success() {
+        Ok(output.stdout)
     } else {
-        let stderr = stderr.trim();
+        let stderr = output.stderr.trim();
         Err(ToolError::Failed {
             tool: tool.to_string(),
-            status: status.to_string(),
+            status: output.status.to_string(),
             stderr: if stderr.is_empty() {
                 "no error output".to_string()
             } else {
@@ -270,15 +238,132 @@ fn run_tool_unmeasured(
     }
 }
 
-/// Read a pipe to its end on a thread; `closed` is told when it ends.
+/// The most a hook tool (or a credential plugin) may print on stdout: `config-get` of the
+/// largest configuration the charm accepts is far below it.
+pub const MAX_TOOL_OUTPUT: usize = 16 * 1024 * 1024;
+/// The most of a process's stderr that is kept (the rest is read and dropped).
+pub const MAX_TOOL_STDERR: usize = 64 * 1024;
+
+/// What a finished process printed.
+#[derive(Debug)]
+pub struct ProcessOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run a prepared command (stdout and stderr are piped here) within `timeout`, keeping at
+/// most `max_stdout` bytes of stdout: a process that prints more is killed
+/// ([`ToolError::OutputTooLarge`]), one that runs longer is killed ([`ToolError::Timeout`]).
+/// Emits no tracing events.
+pub fn run_process(
+    name: &str,
+    mut command: Command,
+    timeout: Duration,
+    max_stdout: usize,
+) -> Result<ProcessOutput, ToolError> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => ToolError::Missing {
+                tool: name.to_string(),
+            },
+            _ => ToolError::Spawn {
+                tool: name.to_string(),
+                source,
+            },
+        })?;
+    // Drain both pipes on threads so a chatty tool never blocks on a full pipe. The tool
+    // closing its stdout (normally: exiting) wakes this thread at once; it polls for the exit
+    // status only after that, so a tool that answers in 1 ms costs about 1 ms, not a polling
+    // step.
+    let deadline = Instant::now() + timeout;
+    let (closed_tx, closed_rx) = mpsc::channel();
+    let overflow = Arc::new(AtomicBool::new(false));
+    let stdout = drain(
+        child.stdout.take(),
+        Some(closed_tx),
+        max_stdout,
+        Some(overflow.clone()),
+    );
+    let stderr = drain(child.stderr.take(), None, MAX_TOOL_STDERR, None);
+    let _ = closed_rx.recv_timeout(timeout);
+    let kill = |child: &mut Child| {
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    if overflow.load(Ordering::SeqCst) {
+        kill(&mut child);
+        return Err(ToolError::OutputTooLarge {
+            tool: name.to_string(),
+            limit: max_stdout,
+        });
+    }
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let status = match wait_with_timeout(&mut child, remaining) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            kill(&mut child);
+            return Err(ToolError::Timeout {
+                tool: name.to_string(),
+                timeout,
+            });
+        }
+        Err(source) => {
+            kill(&mut child);
+            return Err(ToolError::Spawn {
+                tool: name.to_string(),
+                source,
+            });
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if overflow.load(Ordering::SeqCst) {
+        return Err(ToolError::OutputTooLarge {
+            tool: name.to_string(),
+            limit: max_stdout,
+        });
+    }
+    Ok(ProcessOutput {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// Read a pipe to its end on a thread, keeping at most `max` bytes; `closed` is told when it
+/// ends. With `overflow`, reading stops (and the pipe is closed) once the cap is passed, and
+/// the flag is set; otherwise the rest is read and dropped.
 fn drain(
     pipe: Option<impl Read + Send + 'static>,
     closed: Option<mpsc::Sender<()>>,
+    max: usize,
+    overflow: Option<Arc<AtomicBool>>,
 ) -> thread::JoinHandle<String> {
     thread::spawn(move || {
         let mut buf = Vec::new();
         if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut buf);
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let room = max.saturating_sub(buf.len());
+                        buf.extend_from_slice(chunk.get(..n.min(room)).unwrap_or_default());
+                        if n > room
+                            && let Some(flag) = &overflow
+                        {
+                            flag.store(true, Ordering::SeqCst);
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
         }
         if let Some(closed) = closed {
             let _ = closed.send(());
@@ -321,8 +406,12 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+/// `key=value` arguments, values redacted (the edge of relation-set and action-set).
 fn pairs(settings: &[(&str, &str)]) -> Vec<String> {
-    settings.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    settings
+        .iter()
+        .map(|(k, v)| format!("{k}={}", crate::redact::redact(v)))
+        .collect()
 }
 
 impl Subprocess {
@@ -384,11 +473,9 @@ impl HookTools for Subprocess {
     }
 
     fn status_set(&self, status: &UnitStatus) -> Result<(), ToolError> {
-        self.run(
-            "status-set",
-            &["--", status.kind.as_str(), status.message.as_str()],
-        )
-        .map(drop)
+        let message = crate::redact::status_line(&status.message);
+        self.run("status-set", &["--", status.kind.as_str(), &message])
+            .map(drop)
     }
 
     fn application_version_set(&self, version: &str) -> Result<(), ToolError> {
@@ -397,7 +484,8 @@ impl HookTools for Subprocess {
     }
 
     fn juju_log(&self, level: LogLevel, message: &str) -> Result<(), ToolError> {
-        self.run("juju-log", &["--log-level", level.as_str(), "--", message])
+        let message = crate::redact::log_line(message);
+        self.run("juju-log", &["--log-level", level.as_str(), "--", &message])
             .map(drop)
     }
 
@@ -424,7 +512,8 @@ impl HookTools for Subprocess {
     }
 
     fn action_fail(&self, message: &str) -> Result<(), ToolError> {
-        self.run("action-fail", &["--", message]).map(drop)
+        let message = crate::redact::log_line(message);
+        self.run("action-fail", &["--", &message]).map(drop)
     }
 
     fn stats(&self) -> Option<ToolStats> {
