@@ -71,7 +71,7 @@ pub struct ValidateArgs {
     pub address: Option<IpAddr>,
 }
 
-fn read_config(path: &std::path::Path) -> anyhow::Result<String> {
+pub(crate) fn read_config(path: &std::path::Path) -> anyhow::Result<String> {
     if path.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -85,7 +85,7 @@ fn read_config(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 /// Read, merge and validate a config file. `Ok(Err(errors))` is an invalid configuration.
-fn load(path: &std::path::Path) -> anyhow::Result<Result<Validated, Vec<ConfigError>>> {
+pub(crate) fn load(path: &std::path::Path) -> anyhow::Result<Result<Validated, Vec<ConfigError>>> {
     let text = read_config(path)?;
     let merged = options::merge_user_file(&text)
         .with_context(|| format!("configuration file {}", path.display()))?;
@@ -108,7 +108,7 @@ fn load(path: &std::path::Path) -> anyhow::Result<Result<Validated, Vec<ConfigEr
     Ok(Err(errors))
 }
 
-fn report(errors: &[ConfigError], warnings: &[Warning]) {
+pub(crate) fn report(errors: &[ConfigError], warnings: &[Warning]) {
     let mut err = std::io::stderr().lock();
     for e in errors {
         let _ = writeln!(err, "{e}");

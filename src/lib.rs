@@ -23,4 +23,5 @@ pub mod reconcile;
 pub mod redact;
 pub mod render;
 pub mod status;
+pub mod topology;
 pub mod workloads;

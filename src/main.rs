@@ -24,6 +24,8 @@ enum Command {
     Render(calico_charm::cli::RenderArgs),
     /// Check a configuration and print its errors and warnings.
     Validate(calico_charm::cli::ValidateArgs),
+    /// The cluster's BGP seen whole: every node's sessions, route reach, problems.
+    Topology(calico_charm::topology::command::TopologyArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Command::Dispatch => calico_charm::reconcile::dispatch_main(),
         Command::Render(args) => calico_charm::cli::render(&args),
         Command::Validate(args) => calico_charm::cli::validate(&args),
+        Command::Topology(args) => calico_charm::topology::command::run(&args),
     };
     match result {
         Ok(code) => code,
