@@ -8,7 +8,7 @@
 //!
 //! Pure modules (`options`, `asn`, `config`, `render`, `calico`, `workloads`, `status`) take
 //! and return values. Only `juju` (hook tools as subprocesses), `apply` (the Kubernetes API)
-//! and `cni` (the CNI config file) do I/O, each behind a small seam that tests can swap.
+//! `cni` (the CNI config file) and `host` (this machine's sysctls and interfaces) do I/O, each behind a small seam that tests can swap.
 
 pub mod apply;
 pub mod asn;
@@ -17,6 +17,7 @@ pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod deadline;
+pub mod host;
 pub mod juju;
 pub mod options;
 pub mod reconcile;

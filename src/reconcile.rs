@@ -52,6 +52,12 @@ pub trait Cluster {
     fn cni_dir(&self) -> Option<PathBuf> {
         None
     }
+
+    /// This machine, if this seam manages it too (the kernel settings Felix needs, the
+    /// `vxlan.calico` offload). Defaults to `None`, like [`Cluster::cni_dir`].
+    fn host(&self) -> Option<crate::host::Host> {
+        None
+    }
 }
 
 /// A cluster that applies nothing and reports nothing pending: for tests of the Juju side
@@ -377,6 +383,9 @@ pub fn reconcile(
     let mut outcome = cluster.converge(&desired);
     if let Some(dir) = cluster.cni_dir() {
         outcome.merge(write_cni_config(&dir, &config, &facts));
+    }
+    if let Some(host) = cluster.host() {
+        outcome.merge(host.reconcile(&config));
     }
     log_outcome(&outcome);
     inputs.outcome = Some(&outcome);

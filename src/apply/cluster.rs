@@ -100,4 +100,9 @@ impl Cluster for KubeCluster {
     fn cni_dir(&self) -> Option<PathBuf> {
         Some(crate::cni::cni_dir())
     }
+
+    /// This machine ([`crate::host::Host::from_env`]).
+    fn host(&self) -> Option<crate::host::Host> {
+        Some(crate::host::Host::from_env())
+    }
 }

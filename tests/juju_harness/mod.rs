@@ -275,6 +275,18 @@ impl Unit {
             "KUBECONFIG".to_string(),
             tmp.path().join("kubeconfig").display().to_string(),
         );
+        // Nor this machine's sysctls and interfaces: a strict rp_filter and no vxlan.calico
+        // unless a test says otherwise (Unit::set_rp_filter, Unit::host_dir).
+        let proc_sys = tmp.path().join("host/proc-sys");
+        fs::create_dir_all(proc_sys.join("net/ipv4/conf/all")).expect("mkdir proc-sys");
+        fs::write(proc_sys.join(calico_charm::host::RP_FILTER), "1\n").expect("rp_filter");
+        fs::create_dir_all(tmp.path().join("host/sys-class-net")).expect("mkdir net");
+        for (var, dir) in [
+            (calico_charm::host::PROC_SYS_ENV, "host/proc-sys"),
+            (calico_charm::host::SYS_CLASS_NET_ENV, "host/sys-class-net"),
+        ] {
+            extra_env.insert(var.to_string(), tmp.path().join(dir).display().to_string());
+        }
 
         let principal = "kubernetes-worker/0".to_string();
         let unit = Unit {
@@ -373,6 +385,22 @@ impl Unit {
     /// Where the charm writes its CNI config in this unit's hooks.
     pub fn cni_dir(&self) -> PathBuf {
         self._tmp.path().join("cni-net.d")
+    }
+
+    /// This unit's stand-in machine: `proc-sys/` (sysctls) and `sys-class-net/` (interfaces).
+    pub fn host_dir(&self) -> PathBuf {
+        self._tmp.path().join("host")
+    }
+
+    /// Set this machine's `net.ipv4.conf.all.rp_filter` as later hooks read it.
+    pub fn set_rp_filter(&self, value: u8) {
+        fs::write(
+            self.host_dir()
+                .join("proc-sys")
+                .join(calico_charm::host::RP_FILTER),
+            format!("{value}\n"),
+        )
+        .expect("write rp_filter");
     }
 
     /// The kubeconfig path this unit's hooks use (KUBECONFIG); absent until written.

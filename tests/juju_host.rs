@@ -1,0 +1,166 @@
+//! The packed charm on a machine: what it reads and changes on the node beside calico-node
+//! (loose RPF, the vxlan.calico checksum offload), run through `dispatch` with the hook-tool
+//! emulator, a test API server and a stand-in machine (`Unit::host_dir`).
+
+mod juju_harness;
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use juju_harness::{KUBECONFIG_HASH, Unit};
+use serde_json::{Value, json};
+use support::apiserver::{Options, TestApiServer};
+
+/// A related unit on node `worker-0` of `server` (registered, calico-node of `image` ready).
+fn unit_on(server: &TestApiServer, name: &str, leader: bool, image: &str) -> Unit {
+    let mut unit = Unit::new(name);
+    unit.set_leader(leader);
+    unit.relate_cni(4, &[("kubeconfig-hash", KUBECONFIG_HASH)]);
+    server
+        .write_kubeconfig(&unit.kubeconfig())
+        .expect("write kubeconfig");
+    unit.set_env("NODENAME", "worker-0");
+    server.add_ready_node("worker-0", None, image);
+    unit
+}
+
+fn assert_ok(unit: &Unit, run: &juju_harness::HookRun) {
+    assert!(
+        run.ok(),
+        "hook {} exited {:?}\nstderr: {}\ntranscript:\n{}",
+        run.hook,
+        run.code,
+        run.stderr,
+        unit.transcript()
+    );
+}
+
+fn status(unit: &Unit) -> (String, String) {
+    unit.status()
+}
+
+fn node_env(server: &TestApiServer) -> Vec<Value> {
+    let ds = server
+        .get("apps/v1", "DaemonSet", Some("kube-system"), "calico-node")
+        .expect("calico-node DaemonSet");
+    ds["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn env_value(env: &[Value], name: &str) -> Option<String> {
+    env.iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(str::to_string))
+}
+
+#[test]
+fn loose_rpf_blocks_naming_the_option_and_the_sysctl_until_ignore_loose_rpf_is_set() {
+    let server = TestApiServer::start(Options::default());
+    let unit = unit_on(&server, "calico/0", true, "docker.io/calico/node:v3.6.1");
+    unit.set_rp_filter(2);
+    assert_ok(&unit, &unit.hook("install"));
+    let (kind, message) = status(&unit);
+    assert_eq!(kind, "blocked", "{message}");
+    assert_eq!(
+        message,
+        "ignore-loose-rpf is false but net.ipv4.conf.all.rp_filter is 2 (loose): Felix will \
+         not run; set ignore-loose-rpf=true or net.ipv4.conf.all.rp_filter=1"
+    );
+    // Everything else was still applied: the block is about this node only.
+    assert_eq!(env_value(&node_env(&server), "FELIX_IGNORELOOSERPF"), None);
+
+    unit.set_config("ignore-loose-rpf", json!(true));
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(status(&unit), ("active".into(), "Ready".into()));
+    assert_eq!(
+        env_value(&node_env(&server), "FELIX_IGNORELOOSERPF").as_deref(),
+        Some("true")
+    );
+
+    // A strict node with the option false is fine too.
+    unit.set_config("ignore-loose-rpf", json!(false));
+    unit.set_rp_filter(1);
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(status(&unit), ("active".into(), "Ready".into()));
+}
+
+/// A stand-in `ethtool` that appends its arguments to `<dir>/ethtool.calls` and succeeds.
+fn stand_in_ethtool(dir: &Path) -> std::path::PathBuf {
+    let program = dir.join("ethtool");
+    fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\n",
+            dir.join("ethtool.calls").display()
+        ),
+    )
+    .expect("write ethtool");
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).expect("chmod");
+    program
+}
+
+#[test]
+fn vxlan_checksum_offload_before_3_20_waits_for_the_device_then_runs_ethtool_on_every_hook() {
+    let server = TestApiServer::start(Options::default());
+    let image = "docker.io/calico/node:v3.19.4";
+    let mut unit = unit_on(&server, "calico/0", true, image);
+    let ethtool = stand_in_ethtool(&unit.host_dir());
+    unit.set_env("CALICO_CHARM_ETHTOOL", &ethtool.display().to_string());
+    unit.set_config("calico-node-image", json!(image));
+    unit.set_config(
+        "calico-policy-image",
+        json!("docker.io/calico/kube-controllers:v3.19.4"),
+    );
+    unit.set_config("vxlan", json!("Always"));
+    let calls = || fs::read_to_string(unit.host_dir().join("ethtool.calls")).unwrap_or_default();
+
+    // calico-node has not created vxlan.calico yet: wait, run nothing.
+    assert_ok(&unit, &unit.hook("install"));
+    assert_eq!(
+        status(&unit),
+        (
+            "waiting".into(),
+            "Waiting for vxlan.calico to turn its TX checksum offload off \
+             (disable-vxlan-tx-checksumming)"
+                .into()
+        )
+    );
+    assert_eq!(calls(), "");
+    // No Felix override on 3.19.
+    assert_eq!(
+        env_value(&node_env(&server), "FELIX_FEATUREDETECTOVERRIDE"),
+        None
+    );
+
+    // The device appears: the next hook turns the offload off and the unit is ready.
+    fs::create_dir_all(unit.host_dir().join("sys-class-net/vxlan.calico")).expect("mkdir");
+    assert_ok(&unit, &unit.hook("update-status"));
+    assert_eq!(calls(), "-K vxlan.calico tx-checksum-ip-generic off\n");
+    assert_eq!(status(&unit), ("active".into(), "Ready".into()));
+    // Again on every hook (calico-node may have recreated the device).
+    assert_ok(&unit, &unit.hook("update-status"));
+    assert_eq!(calls().lines().count(), 2);
+
+    // Option off: nothing more is run.
+    unit.set_config("disable-vxlan-tx-checksumming", json!(false));
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(calls().lines().count(), 2);
+
+    // On 3.20 and later Felix does it: the DaemonSet carries the override, ethtool is not run.
+    unit.set_config("disable-vxlan-tx-checksumming", json!(true));
+    unit.set_config("calico-node-image", json!("docker.io/calico/node:v3.32.1"));
+    unit.set_config(
+        "calico-policy-image",
+        json!("docker.io/calico/kube-controllers:v3.32.1"),
+    );
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(calls().lines().count(), 2);
+    assert_eq!(
+        env_value(&node_env(&server), "FELIX_FEATUREDETECTOVERRIDE").as_deref(),
+        Some("ChecksumOffloadBroken=true")
+    );
+}
