@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Pure modules (`options`, `asn`, `config`, `render`, `calico`, `workloads`, `status`) take
-//! and return values. Only `juju` (hook tools as subprocesses), `apply` (the Kubernetes API)
-//! `cni` (the CNI config file) and `host` (this machine's sysctls and interfaces) do I/O, each behind a small seam that tests can swap.
+//! and return values. Only `juju` (hook tools as subprocesses), `apply` (the Kubernetes API),
+//! `cni` (the CNI config file) and `host` (this machine's sysctls and interfaces) do I/O,
+//! each behind a small seam that tests can swap.
 
 pub mod apply;
 pub mod asn;

@@ -224,7 +224,10 @@ fn budget_is_wall_time_shared_and_spent() {
 fn a_spent_budget_fails_the_next_request_at_once_without_sending_it() {
     let (result, attempts, _, elapsed) = drive(settings(0, 10), vec![Answer::Status(200, None)]);
     let err = result.unwrap_err();
-    assert!(err.contains("budget for the Kubernetes API is spent"), "{err}");
+    assert!(
+        err.contains("budget for the Kubernetes API is spent"),
+        "{err}"
+    );
     assert_eq!(attempts, 0);
     assert!(elapsed < Duration::from_millis(500), "{elapsed:?}");
 }
