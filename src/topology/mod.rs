@@ -143,6 +143,9 @@ pub struct Reach {
     pub to: String,
     pub reached: bool,
     pub via_external: Vec<IpAddr>,
+    /// Whether `to` holds a BGP route for `from`'s pods (else its gateway carries them).
+    #[serde(skip)]
+    pub route: bool,
 }
 
 /// One Calico node's session toward an external router.
@@ -816,7 +819,7 @@ fn problems_from(
             "and some of their routes do not reach each other at all".to_string()
         } else {
             format!(
-                "their routes pass only through {}, which must reflect them between its iBGP peers (act as a route reflector with these nodes as clients)",
+                "their routes pass only through {}, which must reflect them between its iBGP peers (route reflector with these nodes as clients) or carry their traffic as the subnet's gateway",
                 via.join(", ")
             )
         };

@@ -41,8 +41,52 @@ enum Action {
     Exchange(usize, usize),
 }
 
-/// (externals, hops, externals used, what they do, the gateway router).
-type Candidate = (usize, usize, Vec<usize>, Vec<Action>, Option<usize>);
+/// One way a node's pod traffic can reach another's.
+struct Candidate {
+    /// Routers that must reflect between iBGP peers (what a router that only peers, as
+    /// the documentation configures it, does not do).
+    reflects: usize,
+    /// No route at the receiver: its traffic follows its gateway, which has the route.
+    gateway_only: bool,
+    hops: usize,
+    via: Vec<usize>,
+    actions: Vec<Action>,
+    gateway: Option<usize>,
+}
+
+impl Candidate {
+    fn new(
+        hops: usize,
+        via: Vec<usize>,
+        actions: Vec<Action>,
+        gateway: Option<usize>,
+        gateway_only: bool,
+    ) -> Candidate {
+        Candidate {
+            reflects: actions
+                .iter()
+                .filter(|a| matches!(a, Action::Reflect(_)))
+                .count(),
+            gateway_only,
+            hops,
+            via,
+            actions,
+            gateway,
+        }
+    }
+
+    /// Preferred first: fewest reflecting routers, a BGP route at the receiver, fewest
+    /// external routers, fewest hops, lowest router addresses.
+    fn key(&self) -> (usize, bool, usize, usize, &[usize]) {
+        (
+            self.reflects,
+            self.gateway_only,
+            self.via.len(),
+            self.hops,
+            &self.via,
+        )
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 struct Link {
@@ -202,6 +246,7 @@ pub fn propagate(facts: &[NodeFacts], nodes: &[Node], encapsulated: bool) -> Pro
     };
 
     let mut reached = vec![vec![false; n]; n];
+    let mut route = vec![vec![false; n]; n];
     let mut reached_internally = vec![vec![false; n]; n];
     let mut via_ip = vec![vec![Vec::new(); n]; n];
     let mut reasons = vec![vec![Reason::NoRoute; n]; n];
@@ -411,53 +456,75 @@ pub fn propagate(facts: &[NodeFacts], nodes: &[Node], encapsulated: bool) -> Pro
                 out
             };
             // Candidates: an arrival whose next hop the node reaches directly (or through a
-            // tunnel), or any arrival plus a router in the node's subnet that learns the
-            // route (its gateway).
+            // tunnel); an arrival plus a router in the node's subnet that learns the route
+            // (its gateway); or, without any route at the node, that gateway alone.
             let mut candidates: Vec<Candidate> = Vec::new();
+            let gateways_of_t: Vec<(usize, usize)> = ext_first
+                .iter()
+                .filter(|(g, _)| in_subnet(&facts[t], addr_of(**g)))
+                .map(|(g, gi)| (*g, *gi))
+                .collect();
+            let with_gateway = |via: &[usize], g: usize, gi: usize| {
+                let mut via: Vec<usize> = via
+                    .iter()
+                    .chain(&states[gi].via)
+                    .copied()
+                    .chain([g])
+                    .collect();
+                via.sort_unstable();
+                via.dedup();
+                via
+            };
             for &i in &arrivals[t] {
                 let st = &states[i];
                 if encapsulated || in_subnet(&facts[t], st.next_hop) {
-                    candidates.push((
-                        st.via.len(),
+                    candidates.push(Candidate::new(
                         st.hops,
                         st.via.clone(),
                         path_actions(Some(i)),
                         None,
+                        false,
                     ));
                     continue;
                 }
-                for (&g, &gi) in &ext_first {
-                    if !in_subnet(&facts[t], addr_of(g)) {
-                        continue;
-                    }
-                    let mut via: Vec<usize> = st
-                        .via
-                        .iter()
-                        .chain(&states[gi].via)
-                        .copied()
-                        .chain([g])
-                        .collect();
-                    via.sort_unstable();
-                    via.dedup();
+                for &(g, gi) in &gateways_of_t {
                     let mut acts = path_actions(Some(i));
                     acts.extend(path_actions(Some(gi)));
-                    candidates.push((via.len(), st.hops, via, acts, Some(g)));
+                    candidates.push(Candidate::new(
+                        st.hops,
+                        with_gateway(&st.via, g, gi),
+                        acts,
+                        Some(g),
+                        false,
+                    ));
                 }
             }
-            candidates.sort_by(|a, b| (a.0, a.1, &a.2).cmp(&(b.0, b.1, &b.2)));
+            if !encapsulated {
+                for &(g, gi) in &gateways_of_t {
+                    candidates.push(Candidate::new(
+                        states[gi].hops + 1,
+                        with_gateway(&[], g, gi),
+                        path_actions(Some(gi)),
+                        Some(g),
+                        true,
+                    ));
+                }
+            }
+            candidates.sort_by(|a, b| a.key().cmp(&b.key()));
             match candidates.into_iter().next() {
-                Some((_, _, via, acts, g)) => {
+                Some(c) => {
                     reached[o][t] = true;
+                    route[o][t] = !c.gateway_only;
                     reasons[o][t] = Reason::Reached;
-                    if let Some(g) = g {
+                    if let Some(g) = c.gateway {
                         gateways.entry(g).or_default().insert(format!(
                             "{}/{}",
                             facts[t].address.network(),
                             facts[t].address.prefix()
                         ));
                     }
-                    actions.extend(acts);
-                    via_ip[o][t] = via.iter().map(|&x| addr_of(x)).collect();
+                    actions.extend(c.actions);
+                    via_ip[o][t] = c.via.iter().map(|&x| addr_of(x)).collect();
                 }
                 None => {
                     reasons[o][t] = match arrivals[t].first() {
@@ -478,6 +545,7 @@ pub fn propagate(facts: &[NodeFacts], nodes: &[Node], encapsulated: bool) -> Pro
                     to: facts[t].unit.clone(),
                     reached: reached[o][t],
                     via_external: via_ip[o][t].clone(),
+                    route: route[o][t],
                 });
             }
         }
