@@ -47,7 +47,15 @@ pub fn bound(timeout: Duration) -> Duration {
     }
 }
 
-/// The whole hook deadline for an API budget.
+/// Environment variable: the margin in seconds (default 20; tests).
+pub const MARGIN_ENV: &str = "CALICO_CHARM_HOOK_MARGIN_SECS";
+
+/// The whole hook deadline for an API budget: the budget plus [`HOOK_MARGIN`] (or
+/// `CALICO_CHARM_HOOK_MARGIN_SECS`).
 pub fn hook_total(api_budget: Duration) -> Duration {
-    api_budget.saturating_add(HOOK_MARGIN)
+    let margin = std::env::var(MARGIN_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(HOOK_MARGIN, |s| Duration::from_secs(s.min(3600)));
+    api_budget.saturating_add(margin)
 }

@@ -190,6 +190,8 @@ pub struct BoundedBody<B> {
     inner: Pin<Box<B>>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
+    /// The hook's API budget, when it (not the request's own timeout) set the deadline.
+    budget: Option<Duration>,
     read: u64,
     limit: u64,
     failed: bool,
@@ -201,6 +203,7 @@ impl<B> BoundedBody<B> {
             inner: Box::pin(inner),
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             timeout,
+            budget: None,
             read: 0,
             limit,
             failed: false,
@@ -226,7 +229,11 @@ where
         }
         if this.deadline.as_mut().poll(cx).is_ready() {
             this.failed = true;
-            return Poll::Ready(Some(Err(Box::new(BodyTimedOut(this.timeout)))));
+            let err: BoxError = match this.budget {
+                Some(budget) => Box::new(BudgetSpent(budget)),
+                None => Box::new(BodyTimedOut(this.timeout)),
+            };
+            return Poll::Ready(Some(Err(err)));
         }
         match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -432,13 +439,24 @@ where
                 }
                 let started = Instant::now();
                 let deadline = started + timeout;
+                // When the budget, not the attempt timeout, sets the deadline, running out of
+                // it is reported as the spent budget (the cause an operator can act on).
+                let cut_by_budget =
+                    (timeout < budget.settings().attempt_timeout).then(|| budget.settings().budget);
                 let result: Result<Response<B>, BoxError> =
                     match tokio::time::timeout(timeout, inner.clone().oneshot(request)).await {
                         Ok(result) => result.map_err(Into::into),
-                        Err(_) => Err(Box::new(AttemptTimedOut(timeout)) as BoxError),
+                        Err(_) => Err(match cut_by_budget {
+                            Some(total) => Box::new(BudgetSpent(total)) as BoxError,
+                            None => Box::new(AttemptTimedOut(timeout)) as BoxError,
+                        }),
                     };
                 let bounded = |resp: Response<B>| {
-                    resp.map(|body| BoundedBody::new(body, deadline, timeout, MAX_RESPONSE_BODY))
+                    resp.map(|body| {
+                        let mut body = BoundedBody::new(body, deadline, timeout, MAX_RESPONSE_BODY);
+                        body.budget = cut_by_budget;
+                        body
+                    })
                 };
                 let hint = match &result {
                     Ok(resp) if retryable_status(resp.status()) => retry_after(resp.headers()),

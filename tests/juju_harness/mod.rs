@@ -917,7 +917,74 @@ fn emulator_harness(state_dir: &Path, args: &[&str]) {
     );
 }
 
+/// A hook run with its wall time and peak memory.
+#[derive(Debug)]
+pub struct MeasuredRun {
+    pub run: HookRun,
+    pub wall: Duration,
+    /// `ru_maxrss` of the dispatch process tree (dispatch's sh, then the exec'd charm, and the
+    /// hook tools it waited for), KiB. Its floor is the test process's own high-water mark
+    /// (a child starts from its parent's, see BENCHMARKS.md).
+    pub max_rss_kib: u64,
+}
+
 impl PreparedHook {
+    /// Run the hook to its end, measuring wall time and peak RSS (`wait4`).
+    // The child is reaped by `wait4`, which `Child` does not know about.
+    #[allow(clippy::zombie_processes)]
+    pub fn run_measured(self) -> MeasuredRun {
+        use std::io::Read;
+        emulator_harness(&self.state_dir, &["begin", &self.hook]);
+        let started = Instant::now();
+        let mut child = Command::new(self.charm_dir.join("dispatch"))
+            .env_clear()
+            .envs(&self.env)
+            .current_dir(&self.charm_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run dispatch");
+        let mut out_pipe = child.stdout.take().expect("stdout");
+        let mut err_pipe = child.stderr.take().expect("stderr");
+        let out_reader = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = out_pipe.read_to_end(&mut s);
+            s
+        });
+        let err_reader = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = err_pipe.read_to_end(&mut s);
+            s
+        });
+        let pid = child.id() as libc::pid_t;
+        let mut status: libc::c_int = 0;
+        // SAFETY: an all-zero rusage is a valid value; wait4 fills it.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waiting for our own child with valid out-pointers.
+        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        assert_eq!(waited, pid, "wait4");
+        let wall = started.elapsed();
+        let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        let stdout = out_reader.join().unwrap_or_default();
+        let stderr = err_reader.join().unwrap_or_default();
+        emulator_harness(
+            &self.state_dir,
+            &["end", &self.hook, &code.unwrap_or(-1).to_string()],
+        );
+        MeasuredRun {
+            run: HookRun {
+                hook: self.hook,
+                code,
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+                handler: "dispatch".into(),
+            },
+            wall,
+            max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        }
+    }
+
     /// Run the hook to its end (or until it is killed).
     pub fn run(self) -> HookRun {
         emulator_harness(&self.state_dir, &["begin", &self.hook]);

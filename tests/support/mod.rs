@@ -1,2 +1,3 @@
 pub mod apiserver;
 pub mod crd_schema;
+pub mod rawserver;
