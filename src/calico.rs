@@ -28,8 +28,20 @@ pub const FIELD_MANAGER: &str = "calico-charm";
 pub const AS_NUMBER_ANNOTATION: &str = "projectcalico.org/ASNumber";
 /// Node annotation holding the node's route reflector cluster ID (Calico KDD).
 pub const RR_CLUSTER_ID_ANNOTATION: &str = "projectcalico.org/RouteReflectorClusterID";
-/// Every Node annotation the charm may set; the ones it does not set are removed.
+/// Every Node annotation the charm may set and removes when it does not want it.
 pub const NODE_ANNOTATIONS: [&str; 2] = [AS_NUMBER_ANNOTATION, RR_CLUSTER_ID_ANNOTATION];
+/// Node annotation holding the node's BGP address (`spec.bgp.ipv4Address`), with prefix.
+pub const IPV4_ADDRESS_ANNOTATION: &str = "projectcalico.org/IPv4Address";
+/// Node annotations the charm sets but never removes: calico-node owns them too (it writes
+/// its own value when it starts on a node without one), so a unit that stops wanting one
+/// leaves calico-node's choice in place.
+pub const NODE_SET_ONLY_ANNOTATIONS: [&str; 1] = [IPV4_ADDRESS_ANNOTATION];
+
+/// Whether the charm reads and sets this Node annotation ([`NODE_ANNOTATIONS`] or
+/// [`NODE_SET_ONLY_ANNOTATIONS`]).
+pub fn is_charm_node_annotation(key: &str) -> bool {
+    NODE_ANNOTATIONS.contains(&key) || NODE_SET_ONLY_ANNOTATIONS.contains(&key)
+}
 
 /// Spec of an `IPPool`.
 #[derive(

@@ -33,6 +33,33 @@ fn node_name(s: &str) -> Result<String, String> {
     crate::juju::network::check_node_name(s).map(|()| s.to_string())
 }
 
+/// The unit's cni-binding address: `10.0.0.2` or, with the binding subnet's prefix length,
+/// `10.0.0.2/24` (what `network-get cni` gives; the Node's BGP address carries it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindAddress {
+    pub address: IpAddr,
+    pub prefix: Option<u8>,
+}
+
+fn bind_address(s: &str) -> Result<BindAddress, String> {
+    let (ip, prefix) = match s.split_once('/') {
+        Some((ip, p)) => (ip, Some(p)),
+        None => (s, None),
+    };
+    let address: IpAddr = ip.parse().map_err(|_| {
+        format!("{s:?}: expected an IP address, optionally with /PREFIX (10.0.0.2/24)")
+    })?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => None,
+        Some(p) => match p.parse::<u8>() {
+            Ok(n) if n <= max && !p.starts_with('+') => Some(n),
+            _ => return Err(format!("{s:?}: the prefix length must be 0 to {max}")),
+        },
+    };
+    Ok(BindAddress { address, prefix })
+}
+
 /// Arguments of `calico-charm render`.
 #[derive(clap::Args, Debug)]
 pub struct RenderArgs {
@@ -43,9 +70,10 @@ pub struct RenderArgs {
     /// The unit to render for, e.g. calico/0.
     #[arg(long, value_name = "calico/N", value_parser = unit_name)]
     pub unit: String,
-    /// The unit's address on the cni binding.
-    #[arg(long, value_name = "IP")]
-    pub address: IpAddr,
+    /// The unit's address on the cni binding, with the binding subnet's prefix when known
+    /// (`10.0.0.2/24`; without one the Node's BGP address is a /32).
+    #[arg(long, value_name = "IP[/PREFIX]", value_parser = bind_address)]
+    pub address: BindAddress,
     /// Kubernetes node name of the unit's machine [default: this host's name].
     #[arg(long, value_name = "NAME", value_parser = node_name)]
     pub node_name: Option<String>,
@@ -67,8 +95,8 @@ pub struct ValidateArgs {
     #[arg(long, value_name = "calico/N", value_parser = unit_name, requires = "address")]
     pub unit: Option<String>,
     /// The unit's address on the cni binding (needs --unit).
-    #[arg(long, value_name = "IP", requires = "unit")]
-    pub address: Option<IpAddr>,
+    #[arg(long, value_name = "IP[/PREFIX]", requires = "unit", value_parser = bind_address)]
+    pub address: Option<BindAddress>,
 }
 
 pub(crate) fn read_config(path: &std::path::Path) -> anyhow::Result<String> {
@@ -164,7 +192,8 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
         None => node_name(&host_name()?)
             .map_err(|e| anyhow::anyhow!("host name {e}: pass --node-name"))?,
     };
-    let facts = UnitFacts::new(&args.unit, node_name, args.address, args.leader)?;
+    let facts = UnitFacts::new(&args.unit, node_name, args.address.address, args.leader)?
+        .with_prefix(args.address.prefix);
     let mut warnings = validated.warnings;
     warnings.extend(config::unit_warnings(&validated.config, &facts));
     let desired = render::desired(&validated.config, &facts);
@@ -187,7 +216,8 @@ pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
     };
     let mut warnings = validated.warnings;
     if let (Some(unit), Some(address)) = (&args.unit, args.address) {
-        let facts = UnitFacts::new(unit, String::new(), address, false)?;
+        let facts = UnitFacts::new(unit, String::new(), address.address, false)?
+            .with_prefix(address.prefix);
         warnings.extend(config::unit_warnings(&validated.config, &facts));
     }
     report(&[], &warnings);

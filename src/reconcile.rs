@@ -612,9 +612,11 @@ pub fn unit_facts(env: &HookEnv, tools: &impl HookTools) -> Result<UnitFacts, Fa
     // Check the name before calling any tool: a bad name is a fault whatever Juju answers.
     crate::render::parse_unit_name(&unit_name).map_err(Fault::UnitName)?;
     let leader = tools.is_leader()?;
-    let address = bind_address(tools)?;
+    let (address, prefix) = bind_address_with_prefix(tools)?;
     let node_name = checked_node_name(env)?;
-    UnitFacts::new(&unit_name, node_name, address, leader).map_err(Fault::UnitName)
+    UnitFacts::new(&unit_name, node_name, address, leader)
+        .map(|f| f.with_prefix(prefix))
+        .map_err(Fault::UnitName)
 }
 
 /// The node name from `NODENAME` (else the host name), checked as `--node-name` is: it goes
@@ -634,9 +636,14 @@ pub fn checked_node_name(env: &HookEnv) -> Result<String, Fault> {
 /// The address on the cni binding (first non-`fan-` interface), falling back to
 /// `unit-get private-address` with a warning when network-get fails or names none.
 pub fn bind_address(tools: &impl HookTools) -> Result<IpAddr, Fault> {
+    bind_address_with_prefix(tools).map(|(address, _)| address)
+}
+
+/// [`bind_address`] with the binding subnet's prefix length (`None` from unit-get).
+pub fn bind_address_with_prefix(tools: &impl HookTools) -> Result<(IpAddr, Option<u8>), Fault> {
     match tools.network_get(CNI_ENDPOINT) {
-        Ok(info) => match crate::juju::bind_address(&info) {
-            Some(address) => return Ok(address),
+        Ok(info) => match crate::juju::bind_address_with_prefix(&info) {
+            Some(found) => return Ok(found),
             None => tracing::warn!(
                 "network-get {CNI_ENDPOINT} names no usable (non-fan) address; using unit-get private-address"
             ),
@@ -649,6 +656,7 @@ pub fn bind_address(tools: &impl HookTools) -> Result<IpAddr, Fault> {
     private
         .trim()
         .parse()
+        .map(|address| (address, None))
         .map_err(|_| Fault::NoAddress(private))
 }
 

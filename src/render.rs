@@ -22,6 +22,8 @@ pub struct UnitFacts {
     pub node_name: String,
     /// This unit's address on the `cni` binding.
     pub address: IpAddr,
+    /// The prefix length of the binding's subnet (`24` of `10.0.0.0/24`), when Juju gave it.
+    pub address_prefix: Option<u8>,
     pub leader: bool,
 }
 
@@ -96,8 +98,27 @@ impl UnitFacts {
             unit_id,
             node_name: node_name.into(),
             address,
+            address_prefix: None,
             leader,
         })
+    }
+
+    /// The same facts with the binding subnet's prefix length (ignored when too long for the
+    /// address family).
+    pub fn with_prefix(mut self, prefix: Option<u8>) -> UnitFacts {
+        let max = if self.address.is_ipv4() { 32 } else { 128 };
+        self.address_prefix = prefix.filter(|p| *p <= max);
+        self
+    }
+
+    /// The address calico-node must use for BGP on this node, as Calico stores it
+    /// (`10.0.0.5/24`; `/32` when the binding's prefix is unknown). `None` for an IPv6
+    /// binding: the charm sets only the IPv4 address (see [`node_address_annotations`]).
+    pub fn bgp_ipv4_address(&self) -> Option<String> {
+        match self.address {
+            IpAddr::V4(ip) => Some(format!("{ip}/{}", self.address_prefix.unwrap_or(32))),
+            IpAddr::V6(_) => None,
+        }
     }
 
     /// `calico-0` for `calico/0`: the owner label value and the BGPPeer name prefix.
@@ -276,6 +297,7 @@ pub fn desired(config: &CharmConfig, facts: &UnitFacts) -> Desired {
     if let Some(id) = config.route_reflector_cluster_ids.get(&facts.unit_id) {
         annotations.insert(calico::RR_CLUSTER_ID_ANNOTATION.to_string(), id.to_string());
     }
+    annotations.extend(node_address_annotations(config, facts));
     Desired {
         owner,
         pools,
@@ -287,6 +309,26 @@ pub fn desired(config: &CharmConfig, facts: &UnitFacts) -> Desired {
         },
         workloads: facts.leader.then(|| crate::workloads::render(config)),
     }
+}
+
+/// The Node's BGP address: the unit's cni-binding address, the one subnet-as-numbers and
+/// subnet-bgp-peers were matched against, written as `projectcalico.org/IPv4Address` with
+/// the binding's prefix. calico-node keeps an address it finds on its Node when its `IP`
+/// variable is unset, which is how the DaemonSet runs it for an IPv4 cidr (see
+/// `workloads::pods`); so BGP is spoken from the address the charm chose, also on machines
+/// with several networks (LP#2037236). Set only when the cidr has an IPv4 network and the
+/// binding address is IPv4.
+pub fn node_address_annotations(
+    config: &CharmConfig,
+    facts: &UnitFacts,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if config.cidrs.iter().any(ipnetwork::IpNetwork::is_ipv4)
+        && let Some(address) = facts.bgp_ipv4_address()
+    {
+        out.insert(calico::IPV4_ADDRESS_ANNOTATION.to_string(), address);
+    }
+    out
 }
 
 /// What a stopping or removed unit wants: nothing of its own (its peers and annotations are

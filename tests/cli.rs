@@ -82,7 +82,13 @@ fn file(contents: &str) -> tempfile::NamedTempFile {
 #[test]
 fn render_yaml_for_an_as_per_rack_reflector() {
     let config = golden("as-per-rack.yaml");
-    let args = render_args(&config, "calico/0", "10.0.0.2", &["--node-name", "node-0"]);
+    // The binding's prefix as network-get gives it: the Node's BGP address is 10.0.0.2/24.
+    let args = render_args(
+        &config,
+        "calico/0",
+        "10.0.0.2/24",
+        &["--node-name", "node-0"],
+    );
     let out = run(&args, None);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stderr), "");
@@ -102,7 +108,7 @@ fn render_json_is_one_list_and_reads_stdin() {
         &render_args(
             "-",
             "calico/0",
-            "10.0.0.2",
+            "10.0.0.2/24",
             &["--node-name", "node-0", "--leader", "--format", "json"],
         ),
         Some(&config),
@@ -116,6 +122,31 @@ fn render_json_is_one_list_and_reads_stdin() {
         &std::fs::read_to_string(golden("as-per-rack/calico-0-leader.yaml")).expect("golden"),
     );
     assert_eq!(charm_objects(items), expected);
+}
+
+#[test]
+fn render_shows_the_node_address_bgp_uses() {
+    let config = golden("as-per-rack.yaml");
+    let node = |address: &str| {
+        let out = run(
+            &render_args(&config, "calico/4", address, &["--node-name", "node-4"]),
+            None,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        yaml_docs(&text(&out.stdout))
+            .into_iter()
+            .find(|o| o["kind"] == "Node")
+            .expect("Node")
+    };
+    assert_eq!(
+        node("10.0.0.10/24")["metadata"]["annotations"]["projectcalico.org/IPv4Address"],
+        "10.0.0.10/24"
+    );
+    // Without a prefix Calico's own reading of a bare address: /32.
+    assert_eq!(
+        node("10.0.0.10")["metadata"]["annotations"]["projectcalico.org/IPv4Address"],
+        "10.0.0.10/32"
+    );
 }
 
 #[test]
@@ -229,6 +260,8 @@ fn usage_errors_exit_2() {
         render_args(&config, "calico", "10.0.0.2", &[]),
         render_args(&config, "calico/x", "10.0.0.2", &[]),
         render_args(&config, "calico/0", "10.0.0", &[]),
+        render_args(&config, "calico/0", "10.0.0.2/33", &[]),
+        render_args(&config, "calico/0", "10.0.0.2/", &[]),
         render_args(&config, "calico/0", "10.0.0.2", &["--format", "xml"]),
         vec!["validate", "--config", &config, "--unit", "calico/0"],
         vec!["validate"],

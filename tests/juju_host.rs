@@ -164,3 +164,131 @@ fn vxlan_checksum_offload_before_3_20_waits_for_the_device_then_runs_ethtool_on_
         Some("ChecksumOffloadBroken=true")
     );
 }
+
+/// `network-get cni` of a machine whose cni binding is on its second interface: eth0 (the
+/// machine's first interface, the address kubelet registers) is not in the cni space.
+fn second_interface_binding(address: &str, cidr: &str) -> Value {
+    json!({
+        "bind-addresses": [{
+            "mac-address": "00:16:3e:aa:bb:02", "interface-name": "eth1",
+            "addresses": [{"hostname": "", "value": address, "cidr": cidr}],
+        }],
+        "egress-subnets": [format!("{address}/32")],
+        "ingress-addresses": [address],
+    })
+}
+
+fn node_annotations(server: &TestApiServer) -> Value {
+    server.get("v1", "Node", None, "worker-0").expect("node")["metadata"]["annotations"].clone()
+}
+
+#[test]
+fn calico_node_is_told_the_binding_address_on_a_machine_whose_binding_is_not_its_first_interface() {
+    let server = TestApiServer::start(Options::default());
+    let unit = unit_on(&server, "calico/0", true, "docker.io/calico/node:v3.6.1");
+    // kubelet registered the machine's first address; calico-node autodetected it too before
+    // the unit's first hook (first-found on v3.6) and wrote it on the Node.
+    let mut node = server.get("v1", "Node", None, "worker-0").expect("node");
+    node["status"] = json!({"addresses": [
+        {"type": "InternalIP", "address": "10.0.0.5"},
+        {"type": "Hostname", "address": "worker-0"},
+    ]});
+    node["metadata"]["annotations"] = json!({"projectcalico.org/IPv4Address": "10.0.0.5/24"});
+    server.insert(node).expect("update node");
+    unit.set_network(Some(second_interface_binding("10.1.0.5", "10.1.0.0/24")));
+    unit.set_config(
+        "subnet-as-numbers",
+        json!("{10.0.0.0/24: 64512, 10.1.0.0/24: 64601, 10.1.7.0/24: 64607}"),
+    );
+    unit.set_config(
+        "subnet-bgp-peers",
+        json!("{10.1.0.0/24: [{address: 10.1.0.1, as-number: 64601}]}"),
+    );
+    unit.set_config("node-to-node-mesh", json!(false));
+
+    assert_ok(&unit, &unit.hook("install"));
+    assert_eq!(status(&unit), ("active".into(), "Ready".into()));
+    // The AS number, the peer and the address BGP is spoken from all come from the binding.
+    let annotations = node_annotations(&server);
+    assert_eq!(annotations["projectcalico.org/IPv4Address"], "10.1.0.5/24");
+    assert_eq!(annotations["projectcalico.org/ASNumber"], "64601");
+    let peers = server.list("crd.projectcalico.org/v1", "BGPPeer", None);
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0]["spec"]["peerIP"], "10.1.0.1");
+    // calico-node keeps that address: its DaemonSet sets no IP (and on v3.6 no method).
+    let env = node_env(&server);
+    assert!(env.iter().all(|e| e["name"] != "IP"), "{env:?}");
+    assert!(
+        env.iter().all(|e| e["name"] != "IP_AUTODETECTION_METHOD"),
+        "{env:?}"
+    );
+
+    // The binding moves to another address: the next hook applies it, AS number included.
+    unit.set_network(Some(second_interface_binding("10.1.7.9", "10.1.7.0/24")));
+    assert_ok(&unit, &unit.hook("config-changed"));
+    let annotations = node_annotations(&server);
+    assert_eq!(annotations["projectcalico.org/IPv4Address"], "10.1.7.9/24");
+    assert_eq!(annotations["projectcalico.org/ASNumber"], "64607");
+    assert!(
+        server
+            .list("crd.projectcalico.org/v1", "BGPPeer", None)
+            .is_empty(),
+        "the 10.1.0.0/24 peer no longer applies"
+    );
+    // ... which the unit's warnings now say, about the new address.
+    assert_eq!(
+        status(&unit),
+        (
+            "active".into(),
+            "Ready (1 config warning, see juju debug-log)".into()
+        )
+    );
+    assert!(
+        unit.logs()
+            .iter()
+            .any(|l| l.level == "WARNING"
+                && l.message.contains("calico/0 (10.1.7.9) is off the mesh")),
+        "{}",
+        unit.transcript()
+    );
+    assert!(
+        unit.logs()
+            .iter()
+            .any(|l| l.hook == "config-changed" && l.message.contains(" at 10.1.7.9;")),
+        "{}",
+        unit.transcript()
+    );
+
+    // A quiet hook changes nothing on the Node.
+    let rv =
+        server.get("v1", "Node", None, "worker-0").expect("node")["metadata"]["resourceVersion"]
+            .clone();
+    assert_ok(&unit, &unit.hook("update-status"));
+    assert_eq!(
+        server.get("v1", "Node", None, "worker-0").expect("node")["metadata"]["resourceVersion"],
+        rv
+    );
+}
+
+#[test]
+fn current_release_falls_back_to_kubernetes_internal_ip_only_until_the_node_has_an_address() {
+    let server = TestApiServer::start(Options::default());
+    let unit = unit_on(&server, "calico/0", true, "docker.io/calico/node:v3.32.1");
+    unit.set_config("calico-node-image", json!("docker.io/calico/node:v3.32.1"));
+    unit.set_config(
+        "calico-policy-image",
+        json!("docker.io/calico/kube-controllers:v3.32.1"),
+    );
+    unit.set_network(Some(second_interface_binding("10.1.0.5", "10.1.0.0/24")));
+    assert_ok(&unit, &unit.hook("install"));
+    assert_eq!(
+        node_annotations(&server)["projectcalico.org/IPv4Address"],
+        "10.1.0.5/24"
+    );
+    let env = node_env(&server);
+    assert!(env.iter().all(|e| e["name"] != "IP"), "{env:?}");
+    assert_eq!(
+        env_value(&env, "IP_AUTODETECTION_METHOD").as_deref(),
+        Some("kubernetes-internal-ip")
+    );
+}

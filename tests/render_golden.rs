@@ -4,7 +4,9 @@
 //! Each example's configuration is a `juju config calico --file` file
 //! (`tests/golden/<example>.yaml`); each expected file
 //! (`tests/golden/<example>/<unit>[-leader].yaml`) holds the Calico objects and the Node,
-//! in apply order. Workloads (the leader's CRDs, RBAC, DaemonSet, ...) are not part of the
+//! in apply order. Each unit's Node carries its BGP address
+//! (`projectcalico.org/IPv4Address`): the address it is rendered for with the examples'
+//! /24 prefix. Workloads (the leader's CRDs, RBAC, DaemonSet, ...) are not part of the
 //! goldens: only the leader renders them, CRDs first so that the output applies in order on a
 //! fresh cluster, and they are otherwise ignored here.
 
@@ -42,7 +44,10 @@ fn check(example: &str, unit: &str, address: &str, leader: bool, expected_warnin
     let v = load(example);
     let id = unit.trim_start_matches("calico/");
     let address: IpAddr = address.parse().expect("address");
-    let facts = UnitFacts::new(unit, format!("node-{id}"), address, leader).expect("unit");
+    // Every example's subnets are /24s: the binding's prefix is 24.
+    let facts = UnitFacts::new(unit, format!("node-{id}"), address, leader)
+        .expect("unit")
+        .with_prefix(Some(24));
     let objects = render::desired(&v.config, &facts).objects();
     let file = format!(
         "{example}/calico-{id}{}.yaml",
@@ -144,7 +149,15 @@ fn an_ordinary_unit_outside_every_rack_subnet_is_warned_about() {
         UnitFacts::new("calico/9", "node-9", "10.0.9.9".parse().expect("ip"), false).expect("unit");
     let d = render::desired(&v.config, &facts);
     assert!(d.peers.is_empty());
-    assert!(d.node.annotations.is_empty());
+    // Only its BGP address (no prefix known here: /32), no AS number.
+    assert_eq!(
+        d.node.annotations,
+        [(
+            "projectcalico.org/IPv4Address".to_string(),
+            "10.0.9.9/32".to_string()
+        )]
+        .into()
+    );
     let w: Vec<String> = config::unit_warnings(&v.config, &facts)
         .iter()
         .map(ToString::to_string)

@@ -364,8 +364,10 @@ fn a_config_map_change_rolls_calico_node() {
 
 #[test]
 fn ip_autodetection_follows_the_cidr_families() {
+    // IPv4: no IP, so calico-node keeps the address each unit writes on its Node; the
+    // method only fills in a Node that has none yet.
     let env = node_env(&current());
-    assert_eq!(env["IP"], "autodetect");
+    assert!(!env.contains_key("IP"));
     assert_eq!(env["IP_AUTODETECTION_METHOD"], "kubernetes-internal-ip");
     assert!(!env.contains_key("IP6"));
     assert!(!env.contains_key("IP6_AUTODETECTION_METHOD"));
@@ -374,7 +376,7 @@ fn ip_autodetection_follows_the_cidr_families() {
     let mut c = current();
     c.cidrs = cidrs(&["192.168.0.0/16", "fd00:c00b:1::/64"]);
     let env = node_env(&c);
-    assert_eq!(env["IP"], "autodetect");
+    assert!(!env.contains_key("IP"));
     assert_eq!(env["IP6"], "autodetect");
     assert_eq!(env["IP6_AUTODETECTION_METHOD"], "kubernetes-internal-ip");
     assert_eq!(env["FELIX_IPV6SUPPORT"], "true");
@@ -764,26 +766,10 @@ fn v3_6_calico_node_uses_what_v3_6_has() {
     assert!(main.lifecycle.is_none(), "no -shutdown before 3.21");
 
     let env = env_map(main.env.as_ref().unwrap());
-    // kubernetes-internal-ip does not exist before 3.22: the node IP from the downward API.
-    assert_eq!(env["IP"], "<from>");
+    // No IP (the Node's address is kept) and no method: kubernetes-internal-ip does not
+    // exist before 3.22, so a Node without an address yet gets 3.6's first-found.
+    assert!(!env.contains_key("IP"));
     assert!(!env.contains_key("IP_AUTODETECTION_METHOD"));
-    let ip = main
-        .env
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|e| e.name == "IP")
-        .unwrap();
-    assert_eq!(
-        ip.value_from
-            .as_ref()
-            .unwrap()
-            .field_ref
-            .as_ref()
-            .unwrap()
-            .field_path,
-        "status.hostIP"
-    );
     assert_eq!(env["FELIX_IPINIPMTU"], "1440");
     assert!(!env.contains_key("FELIX_VXLANMTU"), "no VXLAN in 3.6");
     assert!(!env.contains_key("FELIX_WIREGUARDMTU"));
@@ -827,7 +813,7 @@ fn v3_32_calico_node_uses_what_the_reference_describes() {
         Some(&["/bin/calico-node".to_string(), "-shutdown".to_string()][..])
     );
     let env = env_map(main.env.as_ref().unwrap());
-    assert_eq!(env["IP"], "autodetect");
+    assert!(!env.contains_key("IP"));
     assert_eq!(env["IP_AUTODETECTION_METHOD"], "kubernetes-internal-ip");
     for k in ["FELIX_IPINIPMTU", "FELIX_VXLANMTU", "FELIX_WIREGUARDMTU"] {
         assert_eq!(env[k], "0", "{k}");
@@ -932,12 +918,12 @@ fn each_feature_switches_at_its_release() {
 
 #[test]
 fn v3_6_ip_and_pool_env_for_each_cidr_family() {
-    // Dual stack: IPv4 from the node IP, IPv6 by the only 3.6 method without a per-node
-    // value.
+    // Dual stack: IPv4 kept from the Node (no IP), IPv6 by the only 3.6 method without a
+    // per-node value.
     let mut c = defaults();
     c.cidrs = cidrs(&["192.168.0.0/16", "fd00:c00b:1::/64"]);
     let env = node_env(&c);
-    assert_eq!(env["IP"], "<from>");
+    assert!(!env.contains_key("IP"));
     assert_eq!(env["IP6"], "autodetect");
     assert_eq!(env["IP6_AUTODETECTION_METHOD"], "first-found");
     assert_eq!(env["FELIX_IPV6SUPPORT"], "true");
@@ -1907,8 +1893,10 @@ mod properties {
                 !(main.contains_key("NO_DEFAULT_POOLS")
                     && main.keys().any(|k| k.ends_with("POOL_CIDR")))
             );
-            // IP is always set: from the node, autodetect, or none.
-            prop_assert!(main.contains_key("IP"));
+            // IP is unset exactly when the cidr has an IPv4 network (calico-node keeps the
+            // address the unit writes on its Node); an IPv6-only cidr says `none`.
+            let v4 = c.cidrs.iter().any(|n| n.is_ipv4());
+            prop_assert_eq!(main.get("IP").map(String::as_str), (!v4).then_some("none"));
             // The conflist the unit writes is what install-cni writes.
             let doc: Value = serde_json::from_str(&calico_charm::cni::render(&c, "n")).unwrap();
             prop_assert_eq!(doc["plugins"][0]["mtu"].to_string(), init["CNI_MTU"].clone());

@@ -376,7 +376,7 @@ impl<D: Datastore> Run<'_, D> {
             .node
             .annotations
             .iter()
-            .filter(|(k, _)| NODE_ANNOTATIONS.contains(&k.as_str()))
+            .filter(|(k, _)| crate::calico::is_charm_node_annotation(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let is_current = want.iter().all(|(k, v)| current.get(k) == Some(v));

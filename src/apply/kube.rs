@@ -332,11 +332,11 @@ fn object_ref<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef {
     }
 }
 
-/// The Calico keys among a node's annotations.
+/// The Calico keys the charm sets among a node's annotations.
 fn calico_annotations(node: &Node) -> BTreeMap<String, String> {
     node.annotations()
         .iter()
-        .filter(|(k, _)| NODE_ANNOTATIONS.contains(&k.as_str()))
+        .filter(|(k, _)| crate::calico::is_charm_node_annotation(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }

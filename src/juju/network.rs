@@ -63,6 +63,25 @@ pub fn bind_address(info: &NetworkInfo) -> Option<IpAddr> {
         .and_then(|b| b.addresses.iter().find_map(InterfaceAddress::ip))
 }
 
+/// [`bind_address`] with the prefix length of that address's `cidr` (`24` of
+/// `10.0.0.0/24`), when Juju gave a parseable one.
+pub fn bind_address_with_prefix(info: &NetworkInfo) -> Option<(IpAddr, Option<u8>)> {
+    let iface = info
+        .bind_addresses
+        .iter()
+        .find(|b| !is_fan(&b.interface_name))?;
+    iface.addresses.iter().find_map(|a| {
+        let ip = a.ip()?;
+        let prefix = a
+            .cidr
+            .as_deref()
+            .and_then(|c| c.trim().parse::<ipnetwork::IpNetwork>().ok())
+            .filter(|net| net.is_ipv4() == ip.is_ipv4() && net.contains(ip))
+            .map(|net| net.prefix());
+        Some((ip, prefix))
+    })
+}
+
 /// The Kubernetes node name: `NODENAME` when set (Calico's convention), else the host name,
 /// lower-cased as the kubelet does.
 pub fn node_name(nodename_env: Option<&str>) -> Option<String> {
@@ -124,6 +143,31 @@ mod tests {
                 "egress-subnets":["10.0.0.5/32"],"ingress-addresses":["10.0.0.5"]}"#,
         );
         assert_eq!(bind_address(&info), Some("10.0.0.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_prefix_comes_from_the_chosen_address_s_cidr() {
+        let info = parse(
+            r#"{"bind-addresses":[
+                {"interface-name":"fan-252","addresses":[{"value":"252.0.5.1","cidr":"252.0.0.0/8"}]},
+                {"interface-name":"eth1","addresses":[{"value":"10.1.0.5","cidr":"10.1.0.0/24"}]}]}"#,
+        );
+        assert_eq!(
+            bind_address_with_prefix(&info),
+            Some(("10.1.0.5".parse().unwrap(), Some(24)))
+        );
+        // A cidr that is missing, empty, of the other family or not containing the address
+        // gives no prefix.
+        for cidr in ["", "fd00::/64", "10.9.0.0/24", "x"] {
+            let info = parse(&format!(
+                r#"{{"bind-addresses":[{{"interface-name":"eth1","addresses":[{{"value":"10.1.0.5","cidr":"{cidr}"}}]}}]}}"#
+            ));
+            assert_eq!(
+                bind_address_with_prefix(&info),
+                Some(("10.1.0.5".parse().unwrap(), None)),
+                "{cidr:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,20 +4,13 @@
 //! Decisions where the issue is silent:
 //! - `calico_backend` is always `bird`: every BGP option of the charm (mesh, peers, AS
 //!   numbers, route reflectors) needs BIRD, and VXLAN works alongside it.
-//! - IP: the node's primary address, i.e. the address kubelet registered as its node IP,
-//!   never a bridge (`first-found` can pick `lxdbr0` or a `br-*` bridge). From Calico 3.22
-//!   `IP=autodetect` with `kubernetes-internal-ip` for each family the `cidr` option has;
-//!   before 3.22 that method does not exist (v3.6 knows `first-found`, `can-reach=`,
-//!   `interface=`), so `IP` (or `IP6` for an IPv6-only cidr) is set from the downward API
-//!   field `status.hostIP`, which is the same node IP (see `ip_env`). This is the unit's
-//!   cni-binding address as long as kubelet's node IP is that address; the DaemonSet is
-//!   cluster-wide and the leader does not know the other units' addresses, so nothing
-//!   per-unit can be put in it literally. `can-reach=<leader's address>` was rejected (it
-//!   would roll every calico-node on each leader change), as was a `cidr=` method built
-//!   from `subnet-as-numbers` / `subnet-bgp-peers` (those maps may list only some subnets,
-//!   and a node outside every listed subnet would fail to start; `cidr=` is not in 3.6
-//!   either). IPv6-only: `IP=none` and `CALICO_ROUTER_ID=hash` (BIRD needs a router id;
-//!   `hash` from 3.7).
+//! - IP: the unit's cni-binding address, which every unit writes on its own Node
+//!   (`projectcalico.org/IPv4Address`, `crate::render::node_address_annotations`); the
+//!   DaemonSet leaves `IP` unset so that calico-node keeps it, in every release (see
+//!   `ip_env` and docs/workloads-versions.md). The DaemonSet is cluster-wide and the leader
+//!   does not know the other units' addresses, so nothing per-unit can be put in it.
+//!   IPv6-only: `IP=none` and `CALICO_ROUTER_ID=hash` (BIRD needs a router id; `hash` from
+//!   3.7).
 //! - Everything that differs between Calico releases is gated on [`node_version`] (the
 //!   `calico-node-image` tag); the cut-overs and their sources are in
 //!   [`super::version`] and `docs/workloads-versions.md`.
@@ -212,20 +205,27 @@ fn env_field(name: &str, field_path: &str) -> EnvVar {
 
 /// `IP`/`IP6` and their autodetection methods for the enabled families.
 ///
-/// - From 3.22: `autodetect` with `kubernetes-internal-ip` per family.
-/// - Before: that method does not exist (3.6 knows `first-found`, `can-reach=` and
-///   `interface=` only) and a DaemonSet cannot carry a per-node address literally, so the
-///   node's primary address comes from the downward API (`status.hostIP`, the same node
-///   IP `kubernetes-internal-ip` reads) as an explicit `IP` (or `IP6` when the cidr is
-///   IPv6 only). Calico stores an address given without a prefix as a /32 (/128): with
-///   `ipip=CrossSubnet` every peer then counts as another subnet (encapsulated, as
-///   `Always`). The second family of a dual-stack cidr can only use `first-found`.
+/// - IPv4: `IP` is left unset. Every unit writes its cni-binding address on its Node
+///   (`projectcalico.org/IPv4Address`, [`crate::render::node_address_annotations`]), and
+///   calico-node, in every release from 3.6 to 3.32, keeps the address it finds on its Node
+///   when `IP` is unset (`configureIPsAndSubnets`: `ipv4Env == "" && IPv4Address != ""`
+///   skips autodetection; projectcalico/node `pkg/startup/startup.go` of the v3.6 line,
+///   projectcalico/calico `node/pkg/lifecycle/startup/startup.go` of v3.32; the v3.6
+///   "Configuring a node IP address" page says the same). Autodetection runs only while the
+///   Node has no address yet (calico-node started before the unit's hook), with
+///   `kubernetes-internal-ip` from 3.22 and Calico's default `first-found` before; the
+///   unit's next hook then writes the binding address, which calico-node's BGP and Felix
+///   follow (they watch the Node) and keep across restarts. `autodetect`, or an explicit
+///   `IP` (such as the downward API's `status.hostIP`), would re-detect or overwrite the
+///   charm's address at every start: the multi-NIC bug of the earlier charm (LP#2037236).
+/// - IPv6: autodetected as before (`kubernetes-internal-ip` from 3.22; an IPv6-only cidr
+///   before 3.22 takes `status.hostIP`, a dual-stack one `first-found`).
 fn ip_env(config: &CharmConfig, v: CalicoVersion, e: &mut Vec<EnvVar>) {
     let v4 = first_of(config, false).is_some();
     let v6 = first_of(config, true).is_some();
     if v.at_least(version::K8S_INTERNAL_IP) {
         if v4 {
-            e.push(env("IP", "autodetect"));
+            // No `IP`: keep the Node's address (see above); this method only fills it in.
             e.push(env("IP_AUTODETECTION_METHOD", IP_AUTODETECTION));
         } else {
             e.push(env("IP", "none"));
@@ -236,7 +236,7 @@ fn ip_env(config: &CharmConfig, v: CalicoVersion, e: &mut Vec<EnvVar>) {
             e.push(env("IP6_AUTODETECTION_METHOD", IP_AUTODETECTION));
         }
     } else if v4 {
-        e.push(env_field("IP", HOST_IP_FIELD));
+        // No `IP`: keep the Node's address; `first-found` (the default) only fills it in.
         if v6 {
             e.push(env("IP6", "autodetect"));
             e.push(env("IP6_AUTODETECTION_METHOD", "first-found"));
