@@ -86,7 +86,9 @@ pub struct BGPPeerSpec {
     pub node: Option<String>,
     #[serde(default, rename = "peerIP", skip_serializing_if = "Option::is_none")]
     pub peer_ip: Option<String>,
+    /// int32 on the wire, as Calico's CRD declares it (larger values are refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
     pub as_number: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<String>,
@@ -106,7 +108,9 @@ pub struct BGPPeerSpec {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BGPConfigurationSpec {
+    /// int32 on the wire, as Calico's CRD declares it (larger values are refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
     pub as_number: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_to_node_mesh_enabled: Option<bool>,

@@ -564,18 +564,21 @@ impl Check<'_> {
         let asn = AsNumber::from_json(&v)
             .map_err(|e| self.error(option, e.to_string()))
             .ok()?;
-        self.int32_warning(option, "", asn);
+        self.int32_check(option, "", asn);
         Some(asn)
     }
 
-    fn int32_warning(&mut self, option: &str, place: &str, asn: AsNumber) {
+    /// Calico's CRDs declare `asNumber` (BGPConfiguration, BGPPeer) as int32, and the API
+    /// server refuses larger values there, so such an AS is an error where it would land in
+    /// one. Node annotations are strings: subnet-as-numbers / unit-as-numbers carry any AS.
+    fn int32_check(&mut self, option: &str, place: &str, asn: AsNumber) {
         if !asn.fits_int32() {
-            self.warn(
+            self.error(
                 option,
                 format!(
-                    "{place}AS number {asn} is above 2147483647: Calico's CRDs declare asNumber as int32, \
-                     and API servers that enforce integer formats (reported for Kubernetes 1.36 and later, \
-                     calico issue #13494) refuse the object"
+                    "{place}AS number {asn} is above 2147483647: Calico's CRDs declare asNumber as int32 \
+                     and the Kubernetes API server refuses larger values there; give nodes such an AS \
+                     with subnet-as-numbers or unit-as-numbers (Node annotations, which carry any 32-bit AS)"
                 ),
             );
         }
@@ -697,7 +700,7 @@ impl Check<'_> {
             .map_err(|e| self.error(option, format!("{place}{e}")))
             .ok()?;
         if crd {
-            self.int32_warning(option, place, asn);
+            self.int32_check(option, place, asn);
         }
         Some(asn)
     }
@@ -1413,23 +1416,29 @@ mod tests {
         );
         let v = valid(&[("global-as-number", json!("1.10"))]);
         assert_eq!(v.config.global_as_number, AsNumber(65546));
-        let v = valid(&[
+        let e = errors(&[
             ("global-as-number", json!(4200000000u64)),
             (
                 "global-bgp-peers",
                 json!("[{address: 10.0.0.1, as-number: '65535.0'}]"),
             ),
         ]);
-        let w: Vec<String> = v.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(e.len(), 2, "{e:?}");
         assert!(
-            w[0].starts_with("global-as-number: AS number 4200000000 is above 2147483647"),
-            "{w:?}"
+            e[0].starts_with("global-as-number: AS number 4200000000 is above 2147483647"),
+            "{e:?}"
         );
         assert!(
-            w[1].starts_with("global-bgp-peers: peer 1: AS number 4294901760 is above 2147483647"),
-            "{w:?}"
+            e[0].contains("subnet-as-numbers or unit-as-numbers"),
+            "{e:?}"
         );
-        // Node annotations are strings: no int32 warning there.
+        assert!(
+            e[1].starts_with("global-bgp-peers: peer 1: AS number 4294901760 is above 2147483647"),
+            "{e:?}"
+        );
+        let v = valid(&[("global-as-number", json!(2147483647u64))]);
+        assert_eq!(v.config.global_as_number, AsNumber(2147483647));
+        // Node annotations are strings: no int32 limit there.
         let v = valid(&[
             ("unit-as-numbers", json!("{0: 4200000000}")),
             ("subnet-as-numbers", json!("{10.0.0.0/24: '64000.1'}")),

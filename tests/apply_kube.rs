@@ -36,22 +36,23 @@ struct Env {
     kubeconfig: PathBuf,
 }
 
-fn env_with(options: Options, nodes: &[&str]) -> Env {
-    let server = TestApiServer::start(options);
+/// A fresh cluster with `nodes` registered; `None` when the envtest tests are skipped.
+fn env_with(options: Options, nodes: &[&str]) -> Option<Env> {
+    let server = envtest!(options)?;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
     for node in nodes {
         add_node(&server, node, json!({}));
     }
-    Env {
+    Some(Env {
         server,
         _dir: dir,
         kubeconfig,
-    }
+    })
 }
 
-fn env(nodes: &[&str]) -> Env {
+fn env(nodes: &[&str]) -> Option<Env> {
     env_with(Options::default(), nodes)
 }
 
@@ -253,7 +254,7 @@ fn writes(server: &TestApiServer) -> Vec<String> {
 
 #[test]
 fn objects_appear_exactly_as_rendered_and_a_second_hook_is_a_no_op() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     let want = leader(
         "n0",
         "10.1.0.0/16",
@@ -336,7 +337,9 @@ fn objects_appear_exactly_as_rendered_and_a_second_hook_is_a_no_op() {
 
 #[test]
 fn config_change_prunes_peers_and_annotations_and_spares_others() {
-    let env = env(&["n0", "n1"]);
+    let Some(env) = env(&["n0", "n1"]) else {
+        return;
+    };
     let s = &env.server;
     // An admin's own peer and node annotation, and another unit's peer.
     s.insert(json!({"apiVersion": CALICO, "kind": "BGPPeer", "metadata": {"name": "tor-a", "labels": {"rack": "a"}},
@@ -388,7 +391,7 @@ fn config_change_prunes_peers_and_annotations_and_spares_others() {
 
 #[test]
 fn annotation_set_by_another_manager_is_removed_when_no_longer_wanted() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     let s = &env.server;
     // As `kubectl annotate` would: a merge patch by another field manager.
     rt().block_on(async {
@@ -409,7 +412,7 @@ fn annotation_set_by_another_manager_is_removed_when_no_longer_wanted() {
 
 #[test]
 fn admin_fields_on_the_bgp_configuration_survive() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     let s = &env.server;
     rt().block_on(async {
         let client = s.kube_client_without_retry().await.unwrap();
@@ -436,7 +439,7 @@ fn admin_fields_on_the_bgp_configuration_survive() {
 
 #[test]
 fn cidr_change_disables_then_deletes_the_old_pool_once_its_blocks_are_gone() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     let s = &env.server;
     assert!(hook(&env, &leader("n0", "10.1.0.0/16", &[], &[])).settled());
     add_block(s, "10.1.0.0/26", true);
@@ -472,7 +475,7 @@ fn cidr_change_disables_then_deletes_the_old_pool_once_its_blocks_are_gone() {
 
 #[test]
 fn server_errors_and_throttling_are_retried() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     let s = &env.server;
     s.fail_next(2, 503);
     let out = hook(&env, &unit(0, "n0", &["10.0.0.1"], &[]));
@@ -494,7 +497,7 @@ fn server_errors_and_throttling_are_retried() {
 
 #[test]
 fn api_down_waits_within_the_budget_then_converges_after_recovery() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     let s = &env.server;
     let want = unit(0, "n0", &["10.0.0.1"], &[(AS_NUMBER_ANNOTATION, "64513")]);
     s.stop();
@@ -519,7 +522,7 @@ fn api_down_waits_within_the_budget_then_converges_after_recovery() {
 
 #[test]
 fn persistent_server_errors_end_in_waiting_with_the_cause() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     env.server.fail_next(1_000, 503);
     let mut retry = fast_retry();
     retry.budget = Duration::from_millis(500);
@@ -533,7 +536,7 @@ fn persistent_server_errors_end_in_waiting_with_the_cause() {
 
 #[test]
 fn denied_access_blocks() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     env.server.set_access(Access::Deny);
     let out = hook(&env, &unit(0, "n0", &["10.0.0.1"], &[]));
     assert_eq!(out.blocked.len(), 1, "{out:?}");
@@ -546,7 +549,7 @@ fn denied_access_blocks() {
 
 #[test]
 fn an_invalid_object_blocks_naming_it_and_the_api_reason() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     let mut want = unit(0, "n0", &["10.0.0.1"], &[]);
     // Not a DNS-1123 name: the API refuses it.
     want.peers[0].metadata.name = Some("Calico_0_Bad".into());
@@ -566,7 +569,9 @@ fn an_invalid_object_blocks_naming_it_and_the_api_reason() {
 
 #[test]
 fn missing_crds_and_unregistered_nodes_wait() {
-    let env = env_with(Options::without_crds(), &[]);
+    let Some(env) = env_with(Options::without_crds(), &[]) else {
+        return;
+    };
     let out = hook(&env, &unit(0, "n0", &["10.0.0.1"], &[]));
     assert!(out.blocked.is_empty(), "{out:?}");
     assert_eq!(
@@ -583,7 +588,9 @@ fn missing_crds_and_unregistered_nodes_wait() {
 
 #[test]
 fn stop_removes_the_units_peers_and_annotations() {
-    let env = env(&["n0", "n1"]);
+    let Some(env) = env(&["n0", "n1"]) else {
+        return;
+    };
     let s = &env.server;
     hook(
         &env,
@@ -624,7 +631,7 @@ fn a_hook_killed_mid_converge_is_repaired_by_the_next() {
     );
     // Requests of a full converge from `before` to `after`; stop the server after each count.
     for served in 0..14 {
-        let env = env(&["n0"]);
+        let Some(env) = env(&["n0"]) else { return };
         let s = &env.server;
         assert!(hook(&env, &leader("n0", "10.1.0.0/16", &[], &[])).settled());
         assert!(hook(&env, &before).settled());
@@ -721,7 +728,7 @@ fn assert_cluster(env: &Env, n: u32, round: u32) {
 fn concurrent_units(n: u32) {
     let nodes: Vec<String> = (0..n).map(|u| format!("n{u}")).collect();
     let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
-    let env = env(&nodes);
+    let Some(env) = env(&nodes) else { return };
     for round in 0..2 {
         let outs = converge_units(&env, units(n, round));
         for (u, out) in outs.iter().enumerate() {
@@ -743,7 +750,9 @@ fn fifty_units_converge_concurrently() {
 
 #[test]
 fn calico_node_readiness_is_read_from_its_pod() {
-    let env = env(&["n0", "n1"]);
+    let Some(env) = env(&["n0", "n1"]) else {
+        return;
+    };
     let s = &env.server;
     let pod = |name: &str, node: &str, status: Value| {
         json!({"apiVersion": "v1", "kind": "Pod",
@@ -782,7 +791,7 @@ fn calico_node_readiness_is_read_from_its_pod() {
 
 #[test]
 fn the_cluster_seam_converges_synchronously_from_the_kubeconfig() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     let cluster = KubeCluster {
         kubeconfig: env.kubeconfig.clone(),
         retry: fast_retry(),
@@ -835,7 +844,7 @@ fn config_map(name: &str) -> ConfigMap {
 
 #[test]
 fn workloads_leave_existing_crds_alone_and_prune_only_their_own_objects() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     let s = &env.server;
     let ippools_before = s
         .get(
@@ -902,7 +911,7 @@ fn workloads_leave_existing_crds_alone_and_prune_only_their_own_objects() {
 
 #[test]
 fn a_refused_token_blocks() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     env.server
         .write_kubeconfig_with_token(&env.kubeconfig, "not-a-valid-token")
         .unwrap();
@@ -916,7 +925,7 @@ fn a_refused_token_blocks() {
 
 #[test]
 fn tls_is_verified_even_when_the_kubeconfig_says_skip() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     let yaml: String = env
         .server
         .kubeconfig_yaml()
@@ -975,7 +984,9 @@ fn rendered(unit: &str, node: &str, leader: bool, options: &[(&str, &str)]) -> D
 
 #[test]
 fn rendered_objects_land_exactly_and_a_no_op_hook_costs_one_request_per_object() {
-    let env = env(&["n0", "n1"]);
+    let Some(env) = env(&["n0", "n1"]) else {
+        return;
+    };
     let s = &env.server;
     let opts = [
         ("cidr", "10.1.0.0/16"),
@@ -1104,7 +1115,7 @@ fn rendered_objects_land_exactly_and_a_no_op_hook_costs_one_request_per_object()
 
 #[test]
 fn a_no_op_hook_costs_the_same_in_a_large_cluster() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     let s = &env.server;
     let want = unit(0, "n0", &["10.0.0.1"], &[(AS_NUMBER_ANNOTATION, "64513")]);
     assert!(hook(&env, &want).settled());
@@ -1131,7 +1142,7 @@ fn a_no_op_hook_costs_the_same_in_a_large_cluster() {
 
 #[test]
 fn writes_whose_answer_is_lost_are_retried_safely() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     let s = &env.server;
     assert!(hook(&env, &leader("n0", "10.1.0.0/16", &["10.0.0.1"], &[])).settled());
     // Every write of the next hook is executed but its answer lost once: the retry finds
@@ -1151,7 +1162,7 @@ fn writes_whose_answer_is_lost_are_retried_safely() {
 
 #[test]
 fn a_slow_api_within_the_timeout_is_waited_for() {
-    let env = env(&["n0"]);
+    let Some(env) = env(&["n0"]) else { return };
     env.server
         .delay_next_matching(1, "/bgppeers", Duration::from_millis(500));
     let out = hook(&env, &unit(0, "n0", &["10.0.0.1"], &[]));

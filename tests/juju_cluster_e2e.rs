@@ -40,8 +40,8 @@ type Opts = Map<String, Value>;
 // ---- cluster and units ---------------------------------------------------------------------
 
 /// A test API server with the Calico CRDs installed and no node yet.
-fn server() -> TestApiServer {
-    TestApiServer::start(Options::default())
+fn server() -> Option<TestApiServer> {
+    envtest!(Options::default())
 }
 
 /// Register `node` (with `annotations`) and a Running, Ready calico-node pod on it.
@@ -480,7 +480,7 @@ fn leader_unit(server: &TestApiServer) -> (TestUnit, Opts) {
 
 #[test]
 fn install_and_config_changed_apply_exactly_what_render_prints() {
-    let server = server();
+    let Some(server) = server() else { return };
     let (unit, opts) = leader_unit(&server);
     let started = Instant::now();
     unit.hook("install");
@@ -573,7 +573,7 @@ fn install_and_config_changed_apply_exactly_what_render_prints() {
 
 #[test]
 fn config_change_prunes_peers_and_annotations_and_spares_the_admins() {
-    let server = server();
+    let Some(server) = server() else { return };
     let (unit, mut opts) = leader_unit(&server);
     admin_patch(
         &server,
@@ -648,7 +648,7 @@ fn ipam_block(server: &TestApiServer, cidr: &str, allocated: bool) {
 
 #[test]
 fn cidr_change_disables_the_old_pool_until_its_blocks_are_empty() {
-    let server = server();
+    let Some(server) = server() else { return };
     let (unit, mut opts) = leader_unit(&server);
     unit.hook("install");
     assert_eq!(unit.status(), pair("active", "Ready"));
@@ -703,7 +703,7 @@ fn cidr_change_disables_the_old_pool_until_its_blocks_are_empty() {
 
 #[test]
 fn api_down_waits_within_the_budget_then_recovers() {
-    let server = server();
+    let Some(server) = server() else { return };
     let (unit, opts) = leader_unit(&server);
     unit.hook("install");
     assert_eq!(unit.status(), pair("active", "Ready"));
@@ -734,7 +734,7 @@ fn api_down_waits_within_the_budget_then_recovers() {
 
 #[test]
 fn throttling_and_server_errors_are_retried_within_the_hook() {
-    let server = server();
+    let Some(server) = server() else { return };
     add_node(&server, "node-0", json!({}));
     let opts = golden("route-reflection");
     let mut unit = TestUnit::new(&server, "calico/2", "node-0", "10.0.0.12", true, &opts);
@@ -766,7 +766,7 @@ fn throttling_and_server_errors_are_retried_within_the_hook() {
 
 #[test]
 fn dropped_connections_before_and_after_a_write_are_retried() {
-    let server = server();
+    let Some(server) = server() else { return };
     let (unit, mut opts) = leader_unit(&server);
     unit.hook("install");
     assert_eq!(unit.status(), pair("active", "Ready"));
@@ -853,7 +853,7 @@ fn kill_when(unit: &TestUnit, hook: &str, ready: impl Fn() -> bool) -> bool {
 
 #[test]
 fn a_hook_killed_mid_reconcile_is_converged_by_the_next() {
-    let server = server();
+    let Some(server) = server() else { return };
     let (unit, first) = leader_unit(&server);
     admin_patch(
         &server,
@@ -972,7 +972,7 @@ fn assert_applied_with_old_pools(server: &TestApiServer, unit: &TestUnit, want: 
 
 #[test]
 fn invalid_config_blocks_and_writes_nothing() {
-    let server = server();
+    let Some(server) = server() else { return };
     let (unit, mut opts) = leader_unit(&server);
     unit.hook("install");
     assert_eq!(unit.status(), pair("active", "Ready"));
@@ -1104,7 +1104,7 @@ fn converge_all(server: &TestApiServer, units: &[TestUnit], round: u32, parallel
 
 #[test]
 fn two_units_reconcile_concurrently() {
-    let server = server();
+    let Some(server) = server() else { return };
     let units = many_units(&server, 2);
     converge_all(&server, &units, 1, 2);
     converge_all(&server, &units, 2, 2);
@@ -1112,7 +1112,7 @@ fn two_units_reconcile_concurrently() {
 
 #[test]
 fn fifty_units_reconcile_concurrently() {
-    let server = server();
+    let Some(server) = server() else { return };
     let started = Instant::now();
     let units = many_units(&server, 50);
     eprintln!("50 units set up: {:?}", started.elapsed());
@@ -1126,7 +1126,7 @@ fn fifty_units_reconcile_concurrently() {
 
 #[test]
 fn stop_then_remove_takes_away_only_what_the_unit_owned() {
-    let server = server();
+    let Some(server) = server() else { return };
     let opts = golden("as-per-rack");
     add_node(&server, "node-0", json!({}));
     add_node(&server, "node-1", json!({"example.com/rack": "r0"}));
@@ -1168,7 +1168,9 @@ fn stop_then_remove_takes_away_only_what_the_unit_owned() {
 
 #[test]
 fn a_fresh_cluster_gets_its_crds_from_the_leader_while_a_follower_waits() {
-    let server = TestApiServer::start(Options::without_crds());
+    let Some(server) = envtest!(Options::without_crds()) else {
+        return;
+    };
     let opts = golden("as-per-rack");
     add_node(&server, "node-0", json!({}));
     add_node(&server, "node-1", json!({}));
@@ -1187,7 +1189,7 @@ fn a_fresh_cluster_gets_its_crds_from_the_leader_while_a_follower_waits() {
 
 #[test]
 fn wrong_credentials_block_and_an_unregistered_node_waits() {
-    let server = server();
+    let Some(server) = server() else { return };
     let opts = golden("as-per-rack");
     let unit = TestUnit::new(&server, "calico/1", "node-1", "10.0.1.2", false, &opts);
     unit.hook("install");
@@ -1216,7 +1218,7 @@ fn wrong_credentials_block_and_an_unregistered_node_waits() {
 
 #[test]
 fn the_leader_going_away_leaves_the_global_objects() {
-    let server = server();
+    let Some(server) = server() else { return };
     let (unit, opts) = leader_unit(&server);
     unit.hook("install");
     let want = unit.rendered(&opts);
@@ -1240,7 +1242,7 @@ fn the_leader_going_away_leaves_the_global_objects() {
 
 #[test]
 fn stop_with_the_api_down_succeeds_and_remove_cleans_up_later() {
-    let server = server();
+    let Some(server) = server() else { return };
     let (unit, _) = leader_unit(&server);
     unit.hook("install");
     let peers = owned_peers(&server, "calico-0").len();
@@ -1261,7 +1263,7 @@ fn stop_with_the_api_down_succeeds_and_remove_cleans_up_later() {
 
 #[test]
 fn a_retry_after_beyond_the_budget_is_not_waited_for() {
-    let server = server();
+    let Some(server) = server() else { return };
     let (unit, _) = leader_unit(&server);
     unit.hook("install");
     server.throttle_next(1, 60);
@@ -1282,7 +1284,7 @@ fn a_retry_after_beyond_the_budget_is_not_waited_for() {
 
 #[test]
 fn the_earlier_charms_peer_and_pool_are_adopted_not_duplicated() {
-    let server = server();
+    let Some(server) = server() else { return };
     add_node(&server, "node-0", json!({}));
     // As the earlier Python charm left them: same names, no labels.
     server
@@ -1327,7 +1329,7 @@ fn the_earlier_charms_peer_and_pool_are_adopted_not_duplicated() {
 
 #[test]
 fn a_peer_of_the_same_name_on_another_node_is_not_taken() {
-    let server = server();
+    let Some(server) = server() else { return };
     add_node(&server, "node-0", json!({}));
     server
         .insert(json!({

@@ -50,6 +50,9 @@ impl Scope {
 /// A kind the charm never writes: identity only, open schema.
 #[derive(Clone, Copy, Debug)]
 pub struct OpenKind {
+    /// Annotations upstream's CRD carries that the API server requires: a CRD in a
+    /// protected group (`*.k8s.io`, `*.kubernetes.io`) must name its API review.
+    pub annotations: &'static [(&'static str, &'static str)],
     pub group: &'static str,
     pub version: &'static str,
     pub kind: &'static str,
@@ -63,6 +66,7 @@ pub struct OpenKind {
 
 const fn calico(kind: &'static str, plural: &'static str, scope: Scope, status: bool) -> OpenKind {
     OpenKind {
+        annotations: &[],
         group: GROUP,
         version: VERSION,
         kind,
@@ -139,6 +143,12 @@ pub const OPEN_KINDS: [OpenKind; 19] = [
     ),
     calico("Tier", "tiers", Scope::Cluster, false),
     OpenKind {
+        // The value of upstream's CRD (kubernetes-sigs/network-policy-api,
+        // config/crd/standard/policy.networking.k8s.io_clusternetworkpolicies.yaml, v0.1.7).
+        annotations: &[(
+            "api-approved.kubernetes.io",
+            "https://github.com/kubernetes-sigs/network-policy-api/pull/300",
+        )],
         group: "policy.networking.k8s.io",
         version: "v1alpha2",
         kind: "ClusterNetworkPolicy",
@@ -259,8 +269,17 @@ pub fn open_crd(k: &OpenKind) -> CustomResourceDefinition {
     if k.status {
         props.insert("status".into(), open_object());
     }
+    let mut metadata = super::meta(&format!("{}.{}", k.plural, k.group), None, &[]);
+    if !k.annotations.is_empty() {
+        metadata.annotations = Some(
+            k.annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+    }
     CustomResourceDefinition {
-        metadata: super::meta(&format!("{}.{}", k.plural, k.group), None, &[]),
+        metadata,
         spec: CustomResourceDefinitionSpec {
             group: k.group.to_string(),
             names: CustomResourceDefinitionNames {

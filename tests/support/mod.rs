@@ -1,3 +1,4 @@
 pub mod apiserver;
 pub mod crd_schema;
+pub mod envtest;
 pub mod rawserver;

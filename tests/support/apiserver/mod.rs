@@ -1,115 +1,83 @@
-//! An in-process HTTPS Kubernetes API server for integration tests and benches.
+//! The Kubernetes API the tests talk to: the real control plane of [`super::envtest`] behind
+//! a small fault-injecting HTTPS proxy.
 //!
 //! ```ignore
-//! let server = TestApiServer::start(Options::default());   // Calico CRDs preloaded
-//! server.write_kubeconfig(&dir.path().join("kubeconfig"))?;  // CA data, URL, bearer token
+//! let Some(server) = envtest!(Options::default()) else { return };  // upstream Calico CRDs
+//! server.write_kubeconfig(&dir.path().join("kubeconfig"))?;  // the proxy's URL, CA, token
 //! server.insert(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}))?;
 //! // ... run the charm with KUBECONFIG pointing at the file ...
 //! let pools = server.list("crd.projectcalico.org/v1", "IPPool", None);
 //! server.fail_next(3, 503);                                  // fault injection
 //! ```
 //!
-//! It runs on its own tokio runtime thread(s), so blocking tests, async tests and
-//! subprocesses can all talk to it. TLS (rustls, ring) with its own CA, HTTP/1.1 (hyper).
+//! Every semantic (validation, server-side apply, managed fields, selectors, RBAC, CRD
+//! registration, admission) is the real kube-apiserver's. The proxy adds only what a real
+//! server will not do on request: answer N requests with a status (429 with `Retry-After`,
+//! 5xx), delay them, drop their connection before or after they are executed, add latency,
+//! stop and restart on the same port, stop after N requests; and it logs every request it
+//! forwards ([`LogEntry`]). The real server's own audit log is at
+//! [`super::envtest::ControlPlane::audit_events`].
 //!
-//! Kubernetes semantics reproduced: discovery (`/api`, `/api/v1`, `/apis`, `/apis/<g>`,
-//! `/apis/<g>/<v>`, also the aggregated `APIGroupDiscoveryList` form, `/version`); get, list
-//! (label selectors `=`, `==`, `!=`, `in`, `notin`, `key`, `!key`; field selectors `=`/`!=`
-//! on any dotted path), create (409 AlreadyExists, `generateName`), replace (409 Conflict on
-//! a stale `resourceVersion`; custom resources require one), delete (the object is returned;
-//! preconditions; finalizers hold the object with a `deletionTimestamp`), deletecollection,
-//! JSON merge patch, JSON patch, strategic merge patch (built-in kinds only, treated as a
-//! merge patch; 415 for custom resources), server-side apply with per-manager
-//! `managedFields` (fieldsV1) and `force`; `dryRun=All`; `fieldValidation=Strict`.
-//! `resourceVersion` is a global counter bumped by every write that changes something (a
-//! no-op write or apply changes nothing, as in Kubernetes); `generation` starts at 1 and is
-//! bumped when anything outside `metadata` and `status` changes (custom resources, apps,
-//! CRDs). Writes to the main resource never change `status` of kinds with a status
-//! subresource. Namespaced objects need their namespace to exist (`default`, `kube-system`,
-//! `kube-public`, `kube-node-lease` exist at start).
+//! One control plane serves the whole test binary. A [`TestApiServer`] holds the binary's
+//! cluster lock for its lifetime, so tests that use one run one at a time, and starting one
+//! first resets the cluster to a fresh state: no Calico objects, Nodes, calico pods or
+//! charm-managed workloads, and the Calico CRDs as [`Options`] asks (exactly the upstream
+//! ones from `../shared/calico-crds`, or none). Objects are further isolated by name and label.
 //!
-//! Simplifications: lists are atomic except the well-known associative lists `containers`,
-//! `initContainers`, `ephemeralContainers`, `env`, `volumes`, `imagePullSecrets` (by
-//! `name`), `volumeMounts` (`mountPath`), `volumeDevices` (`devicePath`), `ports`
-//! (`containerPort`/`port` + `protocol`), `ownerReferences` (`uid`); the CRDs'
-//! `x-kubernetes-list-type` markers are not read (Calico's two `set` lists, IPPool
-//! `allowedUses` and BGPConfiguration `ignoredInterfaces`, are atomic here). Maps are
-//! granular. Empty maps and `null`s in an applied configuration own nothing. A field a
-//! manager stops applying is removed unless another manager owns it (or something under
-//! it); parent maps left empty by such a removal (below the top level) are removed too. As
-//! in Kubernetes, the first apply to an object without managed fields (one stored with
-//! [`TestApiServer::insert`]) first gives all its fields to the Update manager
-//! `before-first-apply`, so changing them needs force and a field the applier shares with
-//! it survives when the applier drops it. Non-apply writes give the writer ownership of the
-//! fields it changed, taking them from other managers. The `status` subresource (kinds that
-//! have one) takes GET, PUT and PATCH and changes only `status` (not tracked in managed
-//! fields; an apply there is merged like a merge patch); other subresources answer 404. A
-//! CRD gets the status the API server gives an accepted one (`NamesAccepted` and
-//! `Established` True, `acceptedNames`, `storedVersions`). `Accept:
-//! ...;as=PartialObjectMetadata(List)` is honoured. No watch (405), no pagination (`limit`
-//! is ignored; everything is returned), no admission, no defaulting of built-in kinds, no
-//! garbage collection except: deleting a CRD deletes its objects and stops serving its
-//! kind, deleting a Namespace deletes what is in it.
-//!
-//! Faults (see the methods): answer N requests (optionally matching a path) with a status
-//! (500, 503, 429 with `Retry-After`), delay them, drop their connection before or after
-//! executing them, add latency to every request, stop and restart on the same port, stop
-//! after N more requests. Note that kube 5's default client retries 429/503/504 itself
-//! ([`TestApiServer::kube_client_without_retry`] does not).
-//!
-//! Validation (422 Invalid): `metadata.name` is a DNS-1123 subdomain (namespaces: a label;
-//! RBAC: a path segment); CRDs need group, names, scope, versions and the name
-//! `<plural>.<group>`; objects of a kind whose CRD name matches an upstream Calico CRD in
-//! `../shared/calico-crds` are checked against that upstream schema (support::crd_schema),
-//! whether the CRD was preloaded or created through the API; unknown fields are pruned
-//! with a `Warning` header (recorded in the request log), or refused with
-//! `fieldValidation=Strict`; the schema's defaults are applied. Other custom resources get
-//! only basic checks (name, `spec` an object).
+//! The direct accessors ([`TestApiServer::insert`], `get`, `list`, `remove`) go straight to
+//! the real server as the cluster admin (not through the proxy, not logged).
 #![allow(dead_code)]
 
-pub mod fields;
-pub mod handler;
-pub mod selector;
-pub mod store;
-pub mod tls;
-
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-pub use handler::Access;
-use store::Store;
+use super::crd_schema;
+use super::envtest::{self, ControlPlane};
 
-use super::crd_schema::{self, CrdSchema};
+/// Skip the calling test (returning `None`) when `CALICO_CHARM_SKIP_ENVTEST=1` and there is
+/// no control plane; otherwise a fresh [`TestApiServer`]. Without the binaries and without
+/// the variable, the test fails with one line saying how to provide them.
+#[macro_export]
+macro_rules! envtest {
+    ($options:expr) => {
+        if $crate::support::envtest::skip(module_path!()) {
+            None
+        } else {
+            Some($crate::support::apiserver::TestApiServer::start($options))
+        }
+    };
+}
 
 /// How to start the server.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Preload the upstream Calico CRDs (so their kinds are served from the start).
+    /// Install the upstream Calico CRDs (so their kinds are served from the start).
     pub calico_crds: bool,
     /// Where the upstream CRDs are read (at run time): `../shared/calico-crds`.
     pub crd_dir: PathBuf,
-    /// The bearer token accepted with full access (random when `None`).
-    pub token: Option<String>,
-    /// Tokio worker threads of the server's runtime.
-    pub worker_threads: usize,
-    /// Namespaces that exist at start.
-    pub namespaces: Vec<String>,
 }
 
 impl Default for Options {
@@ -117,18 +85,12 @@ impl Default for Options {
         Options {
             calico_crds: true,
             crd_dir: crd_schema::default_crd_dir(),
-            token: None,
-            worker_threads: 2,
-            namespaces: ["default", "kube-system", "kube-public", "kube-node-lease"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
         }
     }
 }
 
 impl Options {
-    /// Default options without the Calico CRDs (their kinds answer 404 until installed).
+    /// A cluster without any Calico CRD (their kinds answer 404 until installed).
     pub fn without_crds() -> Self {
         Options {
             calico_crds: false,
@@ -137,7 +99,16 @@ impl Options {
     }
 }
 
-/// One request as the server saw it.
+/// What the charm's token may do (the proxy forwards it as a real identity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// A cluster admin (`system:masters`), as the principal's kubeconfig is.
+    Full,
+    /// Authenticated, but RBAC grants nothing: every request gets the real server's 403.
+    Deny,
+}
+
+/// One request as the proxy saw it.
 #[derive(Clone, Debug)]
 pub struct LogEntry {
     pub method: String,
@@ -145,14 +116,14 @@ pub struct LogEntry {
     pub query: String,
     /// The status answered; 0 when the connection was dropped without an answer.
     pub status: u16,
-    /// The authenticated user (empty when unauthenticated).
+    /// The user the token belongs to (empty for a token the tests did not hand out).
     pub user: String,
     pub user_agent: String,
     /// The client's address: requests of one client process share it while its connection
-    /// lives (benches can group requests by it).
+    /// lives (benches group requests by it).
     pub peer: Option<SocketAddr>,
     pub content_type: String,
-    /// `Warning` headers sent (e.g. unknown fields pruned).
+    /// `Warning` headers the real server sent (e.g. unknown fields pruned).
     pub warnings: Vec<String>,
     /// Time from receipt to answer (including injected latency).
     pub duration: Duration,
@@ -163,12 +134,12 @@ pub struct LogEntry {
 pub enum FaultAction {
     /// Answer with this status and a `Status` body; 429 and 503 may carry `Retry-After`.
     Status { code: u16, retry_after: Option<u32> },
-    /// Close the connection without answering (the request is not executed).
+    /// Close the connection without answering (the request is not forwarded).
     Drop,
-    /// Execute the request, then close the connection without answering: the write
+    /// Forward the request, then close the connection without answering: the write
     /// happened but the client never learns it (a hook killed mid-request).
     DropResponse,
-    /// Wait, then serve the request normally.
+    /// Wait, then forward the request.
     Delay(Duration),
 }
 
@@ -184,17 +155,20 @@ pub struct Fault {
     pub action: FaultAction,
 }
 
+const ACCESS_FULL: u8 = 0;
+const ACCESS_DENY: u8 = 1;
+
 struct Shared {
-    store: Mutex<Store>,
+    plane: &'static ControlPlane,
     faults: Mutex<Vec<Fault>>,
     has_faults: AtomicBool,
     latency_us: AtomicU64,
     log: Mutex<Vec<LogEntry>>,
-    tokens: Mutex<HashMap<String, (String, Access)>>,
+    access: AtomicU8,
     running: AtomicBool,
     stop_after: Mutex<Option<u64>>,
     shutdown: Mutex<Option<watch::Sender<bool>>>,
-    server_address: String,
+    connector: TlsConnector,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -202,7 +176,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Stop serving: close the listener and every connection (non-blocking).
     fn shutdown_now(&self) {
         self.running.store(false, Ordering::SeqCst);
         if let Some(tx) = lock(&self.shutdown).take() {
@@ -214,7 +187,6 @@ impl Shared {
         lock(&self.log).push(e);
     }
 
-    /// The fault for this request, if any (decrementing its count).
     fn take_fault(&self, method: &str, path: &str) -> Option<FaultAction> {
         if !self.has_faults.load(Ordering::Relaxed) {
             return None;
@@ -238,93 +210,111 @@ impl Shared {
         self.has_faults.store(!faults.is_empty(), Ordering::Relaxed);
         Some(action)
     }
+
+    /// The user a bearer token belongs to, among the tokens the control plane knows.
+    fn user_of(&self, token: &str) -> String {
+        envtest::USERS
+            .iter()
+            .find(|(_, name, _)| self.plane.token(name) == token)
+            .map(|(user, _, _)| user.to_string())
+            .unwrap_or_default()
+    }
 }
 
-/// The upstream CRDs of a directory: the CRD object and its parsed schema.
-type Upstream = Vec<(Value, Arc<CrdSchema>)>;
+/// The tokio runtime of the proxies and the admin client (one per test binary).
+fn runtime() -> &'static tokio::runtime::Handle {
+    static HANDLE: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("test-apiserver".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("test-apiserver-worker")
+                    .enable_all()
+                    .build()
+                    .expect("test runtime");
+                let _ = tx.send(rt.handle().clone());
+                rt.block_on(std::future::pending::<()>());
+            })
+            .expect("runtime thread");
+        rx.recv().expect("runtime handle")
+    })
+}
 
-fn load_upstream(dir: &Path) -> Result<Upstream, String> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("yaml"))
-        .collect();
-    paths.sort();
-    let mut out = Vec::new();
-    for path in paths {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let crd: Value = serde_yaml::from_str(&text)
-            .map_err(|e| format!("cannot parse {}: {e}", path.display()))?;
-        if crd.get("kind").and_then(Value::as_str) != Some("CustomResourceDefinition") {
-            continue;
+/// Run a future on the shared runtime and wait for it (callable from sync or async code).
+pub fn block<F>(fut: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    runtime().spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().expect("test runtime task")
+}
+
+/// The binary's cluster lock: the [`TestApiServer`]s of one test (thread) at a time. A test
+/// that starts a second one shares the cluster with its first (no reset).
+static CLUSTER: Mutex<Option<(std::thread::ThreadId, usize)>> = Mutex::new(None);
+static CLUSTER_FREE: std::sync::Condvar = std::sync::Condvar::new();
+
+/// This thread's hold on the cluster; `first` when it was not held before.
+struct ClusterHold {
+    first: bool,
+}
+
+impl ClusterHold {
+    fn take() -> ClusterHold {
+        let me = std::thread::current().id();
+        let mut held = lock(&CLUSTER);
+        loop {
+            match held.as_mut() {
+                None => {
+                    *held = Some((me, 1));
+                    return ClusterHold { first: true };
+                }
+                Some((owner, n)) if *owner == me => {
+                    *n += 1;
+                    return ClusterHold { first: false };
+                }
+                Some(_) => {
+                    held = CLUSTER_FREE.wait(held).unwrap_or_else(|p| p.into_inner());
+                }
+            }
         }
-        let schema = crd_schema::load_crd_schema(&path)?;
-        out.push((crd, Arc::new(schema)));
-    }
-    Ok(out)
-}
-
-fn upstream_cached(dir: &Path) -> Result<Upstream, String> {
-    static DEFAULT: OnceLock<Result<Upstream, String>> = OnceLock::new();
-    if dir == crd_schema::default_crd_dir() {
-        DEFAULT.get_or_init(|| load_upstream(dir)).clone()
-    } else {
-        load_upstream(dir)
     }
 }
 
-fn crd_name(crd: &Value) -> String {
-    crd.pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Signals the runtime thread to finish when dropped.
-struct RuntimeThread {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for RuntimeThread {
+impl Drop for ClusterHold {
     fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+        let mut held = lock(&CLUSTER);
+        if let Some((_, n)) = held.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                *held = None;
+                CLUSTER_FREE.notify_all();
+            }
         }
     }
 }
 
-/// The test API server. Dropping it stops it.
+/// The proxy in front of the real API server, holding the cluster for one test.
 pub struct TestApiServer {
     shared: Arc<Shared>,
-    handle: tokio::runtime::Handle,
     addr: SocketAddr,
-    ca_pem: String,
-    token: String,
     acceptor: TlsAcceptor,
     crd_dir: PathBuf,
-    _runtime: RuntimeThread,
-}
-
-fn random_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::new();
-    for i in 0..2u64 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(i);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default(),
-        );
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
+    admin: kube::Client,
+    // Last: released after the proxy has stopped.
+    _cluster: ClusterHold,
 }
 
 impl TestApiServer {
-    /// Start the server on 127.0.0.1 (a free port). Panics if it cannot (a test setup failure).
+    /// Take the cluster, reset it as `options` asks and start a proxy in front of it.
+    /// Panics if it cannot (a test setup failure); see the [`envtest!`] macro for skipping.
     pub fn start(options: Options) -> TestApiServer {
         match Self::try_start(options) {
             Ok(s) => s,
@@ -332,95 +322,53 @@ impl TestApiServer {
         }
     }
 
-    /// Start the server, or say why it cannot.
+    /// The same, or say why it cannot.
     pub fn try_start(options: Options) -> Result<TestApiServer, String> {
-        let pki = tls::generate()?;
-        let upstream = upstream_cached(&options.crd_dir).or_else(|e| {
-            if options.calico_crds {
-                Err(e)
-            } else {
-                Ok(Vec::new())
-            }
-        })?;
-        let mut store = Store::new(
-            upstream
-                .iter()
-                .map(|(crd, s)| (crd_name(crd), s.clone()))
-                .collect(),
-        );
+        let guard = ClusterHold::take();
+        let plane = ControlPlane::shared();
+        let admin = block(async move { plane.kube_client("admin").await })?;
+        if guard.first {
+            reset(&admin, &options)?;
+        }
+
+        let (cert, key) = plane.serving_cert("fault-proxy")?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| e.to_string())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let connector = TlsConnector::from(Arc::new(envtest::client_tls(&plane.ca_pem)?));
+
         let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let token = options.token.clone().unwrap_or_else(random_token);
-
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let threads = options.worker_threads.max(1);
-        std::thread::Builder::new()
-            .name("test-apiserver".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(threads)
-                    .thread_name("test-apiserver-worker")
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = handle_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                let _ = handle_tx.send(Ok(rt.handle().clone()));
-                rt.block_on(async move {
-                    let _ = stop_rx.await;
-                });
-            })
-            .map_err(|e| e.to_string())?;
-        let handle = handle_rx
-            .recv()
-            .map_err(|e| e.to_string())
-            .and_then(|r| r)?;
-
-        let server_address = addr.to_string();
-        let mut tokens = HashMap::new();
-        tokens.insert(token.clone(), ("test-admin".to_string(), Access::Full));
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::default()),
+            plane,
             faults: Mutex::new(Vec::new()),
             has_faults: AtomicBool::new(false),
             latency_us: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
-            tokens: Mutex::new(tokens),
+            access: AtomicU8::new(ACCESS_FULL),
             running: AtomicBool::new(false),
             stop_after: Mutex::new(None),
             shutdown: Mutex::new(None),
-            server_address,
+            connector,
         });
-        // Populate the store through the direct API.
-        std::mem::swap(&mut *lock(&shared.store), &mut store);
         let server = TestApiServer {
             shared,
-            handle,
             addr,
-            ca_pem: pki.ca_pem,
-            token,
-            acceptor: pki.acceptor,
+            acceptor: TlsAcceptor::from(Arc::new(config)),
             crd_dir: options.crd_dir.clone(),
-            _runtime: RuntimeThread {
-                stop: Some(stop_tx),
-            },
+            admin,
+            _cluster: guard,
         };
-        for ns in &options.namespaces {
-            server.insert(serde_json::json!({
-                "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}
-            }))?;
-        }
-        if options.calico_crds {
-            for (crd, _) in &upstream {
-                server.insert(crd)?;
-            }
-        }
         server.serve(listener);
         Ok(server)
     }
@@ -431,13 +379,17 @@ impl TestApiServer {
         self.shared.running.store(true, Ordering::SeqCst);
         let shared = self.shared.clone();
         let acceptor = self.acceptor.clone();
-        self.handle
-            .spawn(accept_loop(listener, shared, acceptor, rx));
+        runtime().spawn(accept_loop(listener, shared, acceptor, rx));
+    }
+
+    /// The control plane behind the proxy.
+    pub fn plane(&self) -> &'static ControlPlane {
+        self.shared.plane
     }
 
     // ----- connection details -----
 
-    /// `https://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>` of the proxy.
     pub fn url(&self) -> String {
         format!("https://{}", self.addr)
     }
@@ -450,61 +402,50 @@ impl TestApiServer {
         self.addr
     }
 
-    /// The CA certificate (PEM) that signed the server certificate.
+    /// The CA certificate (PEM) that signed the proxy's and the API server's certificates.
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        &self.shared.plane.ca_pem
     }
 
-    /// The bearer token with full access.
-    pub fn token(&self) -> &str {
-        &self.token
+    /// The charm's bearer token (a cluster admin).
+    pub fn token(&self) -> String {
+        self.shared.plane.token("charm")
     }
 
-    /// A kubeconfig (YAML) for this server with the given bearer token.
+    /// A kubeconfig (YAML) for the proxy with the given bearer token.
     pub fn kubeconfig_yaml_with_token(&self, token: &str) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    certificate-authority-data: {}\n    server: {}\nusers:\n- name: test\n  user:\n    token: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n    namespace: default\ncurrent-context: test\npreferences: {{}}\n",
-            tls::base64(self.ca_pem.as_bytes()),
-            self.url(),
-            token
-        )
+        self.shared.plane.kubeconfig_yaml(&self.url(), token)
     }
 
-    /// A kubeconfig (YAML) for this server with the full-access token.
+    /// A kubeconfig (YAML) for the proxy with the charm's token.
     pub fn kubeconfig_yaml(&self) -> String {
-        self.kubeconfig_yaml_with_token(&self.token)
+        self.kubeconfig_yaml_with_token(&self.token())
     }
 
-    /// Write a kubeconfig (CA data, server URL, bearer token) to `path`.
+    /// Write a kubeconfig (CA data, the proxy's URL, the charm's token) to `path`.
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
         std::fs::write(path, self.kubeconfig_yaml())
     }
 
-    /// Write a kubeconfig using another token (see [`TestApiServer::add_token`]).
+    /// Write a kubeconfig using another token (an unknown one gets the real server's 401).
     pub fn write_kubeconfig_with_token(&self, path: &Path, token: &str) -> std::io::Result<()> {
         std::fs::write(path, self.kubeconfig_yaml_with_token(token))
     }
 
-    /// A kube client for this server, built from the kubeconfig.
+    /// A kube client through the proxy (faults apply, requests are logged), as the charm.
     pub async fn kube_client(&self) -> Result<kube::Client, String> {
-        self.kube_client_with_token(&self.token.clone()).await
-    }
-
-    /// A kube client using another token.
-    pub async fn kube_client_with_token(&self, token: &str) -> Result<kube::Client, String> {
-        let config = self.kube_config_with_token(token).await?;
+        let config = self.kube_config_with_token(&self.token()).await?;
         kube::Client::try_from(config).map_err(|e| e.to_string())
     }
 
-    /// A kube client that does not retry by itself (kube 5's default client retries 429,
-    /// 503 and 504 up to 15 times, honouring Retry-After): every fault reaches the caller.
+    /// The same without kube's own retries of 429/503/504: every fault reaches the caller.
     pub async fn kube_client_without_retry(&self) -> Result<kube::Client, String> {
-        let mut config = self.kube_config_with_token(&self.token.clone()).await?;
+        let mut config = self.kube_config_with_token(&self.token()).await?;
         config.default_retry = false;
         kube::Client::try_from(config).map_err(|e| e.to_string())
     }
 
-    /// The kube config (from the kubeconfig) for a token, to adjust before building a client.
+    /// The kube config (from a kubeconfig for the proxy) for a token.
     pub async fn kube_config_with_token(&self, token: &str) -> Result<kube::Config, String> {
         let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml_with_token(token))
             .map_err(|e| e.to_string())?;
@@ -513,39 +454,44 @@ impl TestApiServer {
             .map_err(|e| e.to_string())
     }
 
+    /// The cluster admin's client, straight to the real server (no proxy).
+    pub fn admin_client(&self) -> kube::Client {
+        self.admin.clone()
+    }
+
     // ----- identities -----
 
-    /// Accept another bearer token, as `user`, with the given access (`Deny` → 403).
-    pub fn add_token(&self, token: &str, user: &str, access: Access) {
-        lock(&self.shared.tokens).insert(token.to_string(), (user.to_string(), access));
-    }
-
-    /// Change the access of the default token (e.g. `Access::Deny` to make the API refuse
-    /// the charm with 403, `Access::Full` to restore it).
+    /// What the charm's token may do from now on: `Deny` makes the real server refuse it
+    /// (403, RBAC grants the identity nothing); `Full` restores it.
     pub fn set_access(&self, access: Access) {
-        if let Some(e) = lock(&self.shared.tokens).get_mut(&self.token) {
-            e.1 = access;
-        }
+        let v = match access {
+            Access::Full => ACCESS_FULL,
+            Access::Deny => ACCESS_DENY,
+        };
+        self.shared.access.store(v, Ordering::SeqCst);
     }
 
-    // ----- direct store access (no HTTP, no validation, no managed fields) -----
+    // ----- direct access as the cluster admin -----
 
-    /// Register `node` (with `annotations`, when given) and a Running, Ready calico-node pod
-    /// on it that runs `image`.
+    /// Register `node` (with `annotations`, when given) as a kubelet would, and a Running,
+    /// Ready calico-node pod on it that runs `image` (labels as the DaemonSet's, status set
+    /// through the status subresource, since nothing else runs here).
     pub fn add_ready_node(&self, node: &str, annotations: Option<Value>, image: &str) {
-        let mut metadata = serde_json::json!({
+        let mut metadata = json!({
             "name": node, "labels": {"kubernetes.io/hostname": node},
         });
         if let Some(annotations) = annotations {
             metadata["annotations"] = annotations;
         }
-        self.insert(serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": metadata,
-        }))
-        .expect("insert node");
-        self.insert(serde_json::json!({
+        self.insert(json!({"apiVersion": "v1", "kind": "Node", "metadata": metadata}))
+            .expect("insert node");
+        self.add_calico_node_pod(node, image, true);
+    }
+
+    /// A calico-node pod on `node`, Running and Ready or not.
+    pub fn add_calico_node_pod(&self, node: &str, image: &str, ready: bool) {
+        let flag = if ready { "True" } else { "False" };
+        self.insert(json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
@@ -555,13 +501,14 @@ impl TestApiServer {
             },
             "spec": {
                 "nodeName": node,
+                "serviceAccountName": "default",
                 "containers": [{"name": "calico-node", "image": image}],
             },
             "status": {
                 "phase": "Running",
-                "conditions": [{"type": "Ready", "status": "True"}],
+                "conditions": [{"type": "Ready", "status": flag}],
                 "containerStatuses": [{
-                    "name": "calico-node", "ready": true, "restartCount": 0,
+                    "name": "calico-node", "ready": ready, "restartCount": 0,
                     "image": image, "imageID": "", "state": {"running": {}},
                 }],
             },
@@ -569,76 +516,13 @@ impl TestApiServer {
         .expect("insert calico-node pod");
     }
 
-    /// Store an object as is (created or replaced), filling `uid`, `creationTimestamp`,
-    /// `resourceVersion` (and `generation`) and the namespace (`default`) when absent.
-    /// `managedFields` in the object are kept. A CRD makes its kind served.
+    /// Create an object as the admin, or replace it if it exists; an object's `status` is
+    /// then written through the status subresource (Pods, Nodes, custom resources with one).
+    /// A CRD is waited for until it is Established and its kind is served.
     pub fn insert<T: Serialize>(&self, obj: T) -> Result<Value, String> {
-        let mut obj = serde_json::to_value(obj).map_err(|e| e.to_string())?;
-        let av = obj
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let kind = obj
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let mut store = lock(&self.shared.store);
-        let t = store
-            .find_type_by_kind(&av, &kind)
-            .ok_or_else(|| format!("{av} {kind} is not served"))?;
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .ok_or("metadata.name is required")?
-            .to_string();
-        let ns = if t.namespaced {
-            obj.pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .filter(|n| !n.is_empty())
-                .unwrap_or("default")
-                .to_string()
-        } else {
-            String::new()
-        };
-        let old = store.get(&t, &ns, &name).cloned();
-        let rv = store.next_rv();
-        let uid = store.new_uid();
-        let meta = obj
-            .get_mut("metadata")
-            .and_then(Value::as_object_mut)
-            .ok_or("metadata must be an object")?;
-        if t.namespaced {
-            meta.insert("namespace".into(), Value::String(ns.clone()));
-        }
-        meta.insert("resourceVersion".into(), Value::String(rv));
-        let keep = |k: &str| {
-            old.as_ref()
-                .and_then(|o| o.pointer(&format!("/metadata/{k}")))
-        };
-        if !meta.contains_key("uid") {
-            let v = keep("uid").cloned().unwrap_or(Value::String(uid));
-            meta.insert("uid".into(), v);
-        }
-        if !meta.contains_key("creationTimestamp") {
-            let v = keep("creationTimestamp")
-                .cloned()
-                .unwrap_or_else(|| Value::String(store::now_rfc3339()));
-            meta.insert("creationTimestamp".into(), v);
-        }
-        if t.has_generation && !meta.contains_key("generation") {
-            meta.insert("generation".into(), serde_json::json!(1));
-        }
-        if t.kind == "CustomResourceDefinition" && t.group == "apiextensions.k8s.io" {
-            handler::crd_status(&mut obj);
-        }
-        store.put(&t, &ns, &name, obj.clone());
-        if t.kind == "CustomResourceDefinition" && t.group == "apiextensions.k8s.io" {
-            store.register_crd(&name, Some(&obj));
-        }
-        Ok(obj)
+        let obj = serde_json::to_value(obj).map_err(|e| e.to_string())?;
+        let admin = self.admin.clone();
+        block(async move { insert(&admin, obj).await })
     }
 
     /// An object by apiVersion, kind, namespace (`None` for cluster-scoped) and name.
@@ -649,21 +533,36 @@ impl TestApiServer {
         ns: Option<&str>,
         name: &str,
     ) -> Option<Value> {
-        let store = lock(&self.shared.store);
-        let t = store.find_type_by_kind(api_version, kind)?;
-        store.get(&t, ns.unwrap_or_default(), name).cloned()
+        let api = self.api(api_version, kind, ns)?;
+        let name = name.to_string();
+        block(async move { api.get_opt(&name).await.ok().flatten() })
+            .and_then(|o| serde_json::to_value(o).ok())
     }
 
     /// Objects of a kind, in one namespace (`Some`) or all.
     pub fn list(&self, api_version: &str, kind: &str, ns: Option<&str>) -> Vec<Value> {
-        let store = lock(&self.shared.store);
-        let Some(t) = store.find_type_by_kind(api_version, kind) else {
+        let Some(api) = self.api(api_version, kind, ns) else {
             return Vec::new();
         };
-        store.list(&t, ns).cloned().collect()
+        let (api_version, kind) = (api_version.to_string(), kind.to_string());
+        block(async move { api.list(&ListParams::default()).await.ok() })
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .filter_map(|o| serde_json::to_value(o).ok())
+                    .map(|mut v| {
+                        // Items of a list carry no apiVersion/kind on the wire.
+                        v["apiVersion"] = json!(api_version);
+                        v["kind"] = json!(kind);
+                        v
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
-    /// Remove an object; the removed object. Removing a CRD stops serving its kind.
+    /// Delete an object (at once: no grace period); the object as it was. Deleting a CRD
+    /// waits until its kind is no longer served.
     pub fn remove(
         &self,
         api_version: &str,
@@ -671,14 +570,20 @@ impl TestApiServer {
         ns: Option<&str>,
         name: &str,
     ) -> Option<Value> {
-        let mut store = lock(&self.shared.store);
-        let t = store.find_type_by_kind(api_version, kind)?;
-        let out = store.remove(&t, ns.unwrap_or_default(), name);
-        store.next_rv();
-        if t.kind == "CustomResourceDefinition" && t.group == "apiextensions.k8s.io" {
-            store.register_crd(name, None);
+        let before = self.get(api_version, kind, ns, name)?;
+        let api = self.api(api_version, kind, ns)?;
+        let n = name.to_string();
+        block(async move {
+            api.delete(&n, &DeleteParams::default().grace_period(0))
+                .await
+        })
+        .ok()?;
+        if kind == "CustomResourceDefinition" {
+            let admin = self.admin.clone();
+            let n = name.to_string();
+            let _ = block(async move { wait_crd_gone(&admin, &n).await });
         }
-        out
+        Some(before)
     }
 
     /// A typed object (any kube/k8s-openapi resource type).
@@ -703,43 +608,52 @@ impl TestApiServer {
 
     /// Install the upstream Calico CRDs now (as if an operator applied them).
     pub fn install_calico_crds(&self) -> Result<(), String> {
-        for (crd, _) in upstream_cached(&self.crd_dir)? {
-            self.insert(&crd)?;
-        }
-        Ok(())
+        let admin = self.admin.clone();
+        let dir = self.crd_dir.clone();
+        block(async move { install_upstream(&admin, &dir).await })
     }
 
-    /// Remove every upstream Calico CRD (and their objects).
+    /// Remove every Calico CRD (and so their objects).
     pub fn remove_calico_crds(&self) -> Result<(), String> {
-        for (crd, _) in upstream_cached(&self.crd_dir)? {
-            self.remove(
-                "apiextensions.k8s.io/v1",
-                "CustomResourceDefinition",
-                None,
-                &crd_name(&crd),
-            );
-        }
-        Ok(())
+        let admin = self.admin.clone();
+        block(async move { remove_calico_crds(&admin, |_| true).await })
     }
 
-    /// The current global resourceVersion.
+    /// The cluster's current resourceVersion (etcd's revision): it moves on every write.
     pub fn resource_version(&self) -> u64 {
-        lock(&self.shared.store).resource_version
+        let admin = self.admin.clone();
+        block(async move {
+            let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin);
+            api.list_metadata(&ListParams::default().limit(1))
+                .await
+                .ok()
+                .and_then(|l| l.metadata.resource_version)
+                .and_then(|rv| rv.parse().ok())
+                .unwrap_or_default()
+        })
+    }
+
+    /// An `Api` for a kind, found by discovery.
+    fn api(&self, api_version: &str, kind: &str, ns: Option<&str>) -> Option<Api<DynamicObject>> {
+        let resource = resource_for(&self.admin, api_version, kind)?;
+        Some(match ns {
+            Some(ns) => Api::namespaced_with(self.admin.clone(), ns, &resource),
+            None => Api::all_with(self.admin.clone(), &resource),
+        })
     }
 
     // ----- request log -----
 
-    /// Every request since start (or the last reset).
+    /// Every request the proxy saw since start (or the last reset).
     pub fn requests(&self) -> Vec<LogEntry> {
         lock(&self.shared.log).clone()
     }
 
-    /// Every request since start (or the last reset), clearing the log.
+    /// The same, clearing the log.
     pub fn take_requests(&self) -> Vec<LogEntry> {
         std::mem::take(&mut *lock(&self.shared.log))
     }
 
-    /// How many requests were received since start (or the last reset).
     pub fn request_count(&self) -> usize {
         lock(&self.shared.log).len()
     }
@@ -752,18 +666,24 @@ impl TestApiServer {
             .count()
     }
 
-    /// Clear the request log (counters restart at 0).
     pub fn reset_requests(&self) {
         lock(&self.shared.log).clear();
     }
 
     // ----- fault injection -----
 
-    /// Add a fault rule (after the existing ones).
     pub fn add_fault(&self, fault: Fault) {
-        let mut faults = lock(&self.shared.faults);
-        faults.push(fault);
+        lock(&self.shared.faults).push(fault);
         self.shared.has_faults.store(true, Ordering::Relaxed);
+    }
+
+    fn add_action(&self, n: u64, path_contains: &str, action: FaultAction) {
+        self.add_fault(Fault {
+            path_contains: Some(path_contains.to_string()).filter(|p| !p.is_empty()),
+            method: None,
+            remaining: Some(n),
+            action,
+        });
     }
 
     /// Answer the next `n` requests with `code` (e.g. 500, 503).
@@ -771,17 +691,12 @@ impl TestApiServer {
         self.fail_next_matching(n, "", code);
     }
 
-    /// Answer the next `n` requests whose path contains `path_contains` with `code`.
     pub fn fail_next_matching(&self, n: u64, path_contains: &str, code: u16) {
-        self.add_fault(Fault {
-            path_contains: Some(path_contains.to_string()).filter(|p| !p.is_empty()),
-            method: None,
-            remaining: Some(n),
-            action: FaultAction::Status {
-                code,
-                retry_after: None,
-            },
-        });
+        let action = FaultAction::Status {
+            code,
+            retry_after: None,
+        };
+        self.add_action(n, path_contains, action);
     }
 
     /// Answer the next `n` requests with 429 Too Many Requests and `Retry-After: secs`.
@@ -789,54 +704,31 @@ impl TestApiServer {
         self.throttle_next_matching(n, "", retry_after_secs);
     }
 
-    /// Answer the next `n` requests whose path contains `path_contains` with 429 and
-    /// `Retry-After: secs`.
     pub fn throttle_next_matching(&self, n: u64, path_contains: &str, retry_after_secs: u32) {
-        self.add_fault(Fault {
-            path_contains: Some(path_contains.to_string()).filter(|p| !p.is_empty()),
-            method: None,
-            remaining: Some(n),
-            action: FaultAction::Status {
-                code: 429,
-                retry_after: Some(retry_after_secs),
-            },
-        });
+        let action = FaultAction::Status {
+            code: 429,
+            retry_after: Some(retry_after_secs),
+        };
+        self.add_action(n, path_contains, action);
     }
 
-    /// Close the connection of the next `n` requests without answering.
+    /// Close the connection of the next `n` requests without forwarding them.
     pub fn drop_next(&self, n: u64) {
         self.drop_next_matching(n, "");
     }
 
-    /// Close the connection of the next `n` requests whose path contains `path_contains`.
     pub fn drop_next_matching(&self, n: u64, path_contains: &str) {
-        self.add_fault(Fault {
-            path_contains: Some(path_contains.to_string()).filter(|p| !p.is_empty()),
-            method: None,
-            remaining: Some(n),
-            action: FaultAction::Drop,
-        });
+        self.add_action(n, path_contains, FaultAction::Drop);
     }
 
-    /// Execute the next `n` requests whose path contains `path_contains` (any if empty), but
-    /// close their connection instead of answering.
+    /// Forward the next `n` matching requests, but close their connection instead of
+    /// answering.
     pub fn drop_response_next_matching(&self, n: u64, path_contains: &str) {
-        self.add_fault(Fault {
-            path_contains: Some(path_contains.to_string()).filter(|p| !p.is_empty()),
-            method: None,
-            remaining: Some(n),
-            action: FaultAction::DropResponse,
-        });
+        self.add_action(n, path_contains, FaultAction::DropResponse);
     }
 
-    /// Delay the next `n` requests whose path contains `path_contains` (any if empty).
     pub fn delay_next_matching(&self, n: u64, path_contains: &str, delay: Duration) {
-        self.add_fault(Fault {
-            path_contains: Some(path_contains.to_string()).filter(|p| !p.is_empty()),
-            method: None,
-            remaining: Some(n),
-            action: FaultAction::Delay(delay),
-        });
+        self.add_action(n, path_contains, FaultAction::Delay(delay));
     }
 
     /// Delay every request by `latency` (zero: none).
@@ -860,16 +752,14 @@ impl TestApiServer {
         *lock(&self.shared.stop_after) = Some(n);
     }
 
-    /// Whether the server is accepting requests.
     pub fn is_running(&self) -> bool {
         self.shared.running.load(Ordering::SeqCst)
     }
 
-    /// Stop: close the listener (connections are refused) and every open connection.
-    /// The store is kept.
+    /// Stop: close the listener (connections are refused) and every open connection. The
+    /// cluster behind is untouched.
     pub fn stop(&self) {
         self.shared.shutdown_now();
-        // Wait until the port is actually closed.
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(100)).is_err()
@@ -880,8 +770,7 @@ impl TestApiServer {
         }
     }
 
-    /// Start serving again on the same port (after [`TestApiServer::stop`] or
-    /// [`TestApiServer::stop_after`]). No-op if running.
+    /// Serve again on the same port (after `stop` or `stop_after`). No-op if running.
     pub fn restart(&self) -> Result<(), String> {
         if self.is_running() {
             return Ok(());
@@ -909,13 +798,326 @@ impl Drop for TestApiServer {
     }
 }
 
-/// Resolves once the server is told to stop (or the sender is gone).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
+// ---- the admin's operations ------------------------------------------------------------------
+
+/// The `ApiResource` of a kind, by discovery (cached; retried briefly for a CRD just
+/// registered).
+fn resource_for(client: &kube::Client, api_version: &str, kind: &str) -> Option<ApiResource> {
+    static CACHE: Mutex<BTreeMap<(String, String), ApiResource>> = Mutex::new(BTreeMap::new());
+    let key = (api_version.to_string(), kind.to_string());
+    if let Some(r) = lock(&CACHE).get(&key) {
+        return Some(r.clone());
+    }
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let client = client.clone();
+    let found = block(async move {
+        kube::discovery::pinned_kind(&client, &gvk)
+            .await
+            .ok()
+            .map(|(r, _)| r)
+    })?;
+    lock(&CACHE).insert(key, found.clone());
+    Some(found)
 }
 
-fn is_stopped(rx: &watch::Receiver<bool>) -> bool {
-    *rx.borrow()
+/// Whether a kind is namespaced (by discovery).
+async fn scope_of(
+    client: &kube::Client,
+    gvk: &GroupVersionKind,
+) -> Result<(ApiResource, bool), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match kube::discovery::pinned_kind(client, gvk).await {
+            Ok((r, caps)) => {
+                return Ok((r, caps.scope == kube::discovery::Scope::Namespaced));
+            }
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!(
+                    "{} {} is not served: {e}",
+                    gvk.api_version(),
+                    gvk.kind
+                ));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn insert(admin: &kube::Client, mut obj: Value) -> Result<Value, String> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
+    let kind = obj["kind"].as_str().unwrap_or_default().to_string();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or("metadata.name is required")?
+        .to_string();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+    let gvk = GroupVersionKind::gvk(group, version, &kind);
+    let (resource, namespaced) = scope_of(admin, &gvk).await?;
+    let api: Api<DynamicObject> = if namespaced {
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        obj["metadata"]["namespace"] = json!(ns);
+        Api::namespaced_with(admin.clone(), &ns, &resource)
+    } else {
+        Api::all_with(admin.clone(), &resource)
+    };
+    let status = obj.as_object_mut().and_then(|o| o.remove("status"));
+    let dynamic: DynamicObject = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
+    let pp = PostParams {
+        field_manager: Some("test-admin".into()),
+        ..Default::default()
+    };
+    let mut live = match api.create(&pp, &dynamic).await {
+        Ok(o) => o,
+        Err(kube::Error::Api(e)) if e.code == 409 && kind == "Pod" => {
+            // A pod's spec cannot be replaced: recreate it.
+            api.delete(&name, &DeleteParams::default().grace_period(0))
+                .await
+                .map_err(|e| format!("delete {kind}/{name}: {e}"))?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match api.create(&pp, &dynamic).await {
+                    Ok(o) => break o,
+                    Err(kube::Error::Api(e)) if e.code == 409 && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err(format!("create {kind}/{name}: {e}")),
+                }
+            }
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let current = api.get(&name).await.map_err(|e| e.to_string())?;
+            let mut replacement = dynamic.clone();
+            replacement.metadata.resource_version = current.metadata.resource_version;
+            api.replace(&name, &pp, &replacement)
+                .await
+                .map_err(|e| format!("replace {kind}/{name}: {e}"))?
+        }
+        Err(e) => return Err(format!("create {kind}/{name}: {e}")),
+    };
+    if kind == "CustomResourceDefinition" {
+        wait_crd_served(admin, &obj).await?;
+    } else if let Some(status) = status.filter(|s| s.as_object().is_some_and(|o| !o.is_empty())) {
+        let mut with_status = serde_json::to_value(&live).map_err(|e| e.to_string())?;
+        with_status["status"] = status;
+        let with_status: DynamicObject =
+            serde_json::from_value(with_status).map_err(|e| e.to_string())?;
+        live = api
+            .replace_status(&name, &pp, &with_status)
+            .await
+            .map_err(|e| format!("status of {kind}/{name}: {e}"))?;
+    }
+    let mut v = serde_json::to_value(live).map_err(|e| e.to_string())?;
+    v["apiVersion"] = json!(api_version);
+    v["kind"] = json!(kind);
+    Ok(v)
+}
+
+async fn wait_crd_served(admin: &kube::Client, crd: &Value) -> Result<(), String> {
+    let group = crd["spec"]["group"].as_str().unwrap_or_default();
+    let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default();
+    let versions = crd["spec"]["versions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let version = versions
+        .iter()
+        .find(|v| v["served"] == true)
+        .and_then(|v| v["name"].as_str())
+        .unwrap_or("v1")
+        .to_string();
+    let gvk = GroupVersionKind::gvk(group, &version, kind);
+    scope_of(admin, &gvk).await.map(|_| ())
+}
+
+async fn wait_crd_gone(admin: &kube::Client, name: &str) -> Result<(), String> {
+    let api: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(admin.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match api.get_opt(name).await {
+            Ok(None) => return Ok(()),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    Err(format!("CRD {name} still there after 60 s"))
+}
+
+/// The label the tests put on the upstream CRDs they install, to tell them from the
+/// charm's own (the charm never changes a CRD, so the label survives).
+const UPSTREAM_LABEL: &str = "test.calico-charm/upstream";
+
+/// The upstream CRDs of `dir`, as objects (read at run time).
+fn upstream_crds(dir: &Path) -> Result<Vec<Value>, String> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("yaml"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let crd: Value = serde_yaml::from_str(&text)
+            .map_err(|e| format!("cannot parse {}: {e}", path.display()))?;
+        if crd["kind"] == "CustomResourceDefinition" {
+            out.push(crd);
+        }
+    }
+    Ok(out)
+}
+
+type Crd =
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+async fn calico_crds(admin: &kube::Client) -> Result<Vec<Crd>, String> {
+    let api: Api<Crd> = Api::all(admin.clone());
+    Ok(api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .filter(|c| {
+            c.spec.group == "crd.projectcalico.org"
+                || c.spec.group.ends_with("projectcalico.org")
+                || c.spec.group == "policy.networking.k8s.io"
+        })
+        .collect())
+}
+
+async fn remove_calico_crds(
+    admin: &kube::Client,
+    which: impl Fn(&Crd) -> bool,
+) -> Result<(), String> {
+    let api: Api<Crd> = Api::all(admin.clone());
+    let doomed: Vec<String> = calico_crds(admin)
+        .await?
+        .into_iter()
+        .filter(|c| which(c))
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    for name in &doomed {
+        let _ = api.delete(name, &DeleteParams::default()).await;
+    }
+    for name in &doomed {
+        wait_crd_gone(admin, name).await?;
+    }
+    Ok(())
+}
+
+async fn install_upstream(admin: &kube::Client, dir: &Path) -> Result<(), String> {
+    for mut crd in upstream_crds(dir)? {
+        crd["metadata"]["labels"][UPSTREAM_LABEL] = json!("true");
+        insert(admin, crd).await?;
+    }
+    Ok(())
+}
+
+/// Bring the cluster back to a fresh state (see the module's documentation).
+fn reset(admin: &kube::Client, options: &Options) -> Result<(), String> {
+    let admin = admin.clone();
+    let options = options.clone();
+    block(async move { reset_async(&admin, &options).await })
+}
+
+async fn reset_async(admin: &kube::Client, options: &Options) -> Result<(), String> {
+    use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+    use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+
+    // Every object of every Calico kind (the CRDs stay, unless asked below).
+    for crd in calico_crds(admin).await? {
+        let Some(version) = crd.spec.versions.iter().find(|v| v.served) else {
+            continue;
+        };
+        let gvk = GroupVersionKind::gvk(&crd.spec.group, &version.name, &crd.spec.names.kind);
+        let resource = ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural);
+        let api: Api<DynamicObject> = Api::all_with(admin.clone(), &resource);
+        let _ = api
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await;
+    }
+    let everything = ListParams::default();
+    let charm = ListParams::default().labels("app.kubernetes.io/managed-by=calico-charm");
+    let now = DeleteParams::default().grace_period(0);
+    let _ = Api::<Node>::all(admin.clone())
+        .delete_collection(&now, &everything)
+        .await;
+    let _ = Api::<Pod>::namespaced(admin.clone(), "kube-system")
+        .delete_collection(&now, &everything)
+        .await;
+    let _ = Api::<DaemonSet>::namespaced(admin.clone(), "kube-system")
+        .delete_collection(&now, &everything)
+        .await;
+    let _ = Api::<Deployment>::namespaced(admin.clone(), "kube-system")
+        .delete_collection(&now, &everything)
+        .await;
+    let _ = Api::<ConfigMap>::namespaced(admin.clone(), "kube-system")
+        .delete_collection(&now, &charm)
+        .await;
+    let _ = Api::<Secret>::namespaced(admin.clone(), "kube-system")
+        .delete_collection(&now, &charm)
+        .await;
+    let _ = Api::<ServiceAccount>::namespaced(admin.clone(), "kube-system")
+        .delete_collection(&now, &charm)
+        .await;
+    let _ = Api::<ClusterRole>::all(admin.clone())
+        .delete_collection(&now, &charm)
+        .await;
+    let _ = Api::<ClusterRoleBinding>::all(admin.clone())
+        .delete_collection(&now, &charm)
+        .await;
+    // No controller creates the namespaces' `default` ServiceAccount here; pods need one.
+    for ns in ["default", "kube-system"] {
+        let _ = insert(
+            admin,
+            json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                   "metadata": {"name": "default", "namespace": ns}}),
+        )
+        .await;
+    }
+
+    if options.calico_crds {
+        // Every CRD but the upstream ones the tests installed goes (the charm's own, from
+        // an earlier test); the upstream ones come (back).
+        remove_calico_crds(admin, |c| {
+            !c.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(UPSTREAM_LABEL))
+        })
+        .await?;
+        let present: Vec<String> = calico_crds(admin)
+            .await?
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect();
+        for mut crd in upstream_crds(&options.crd_dir)? {
+            let name = crd["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if !present.contains(&name) {
+                crd["metadata"]["labels"][UPSTREAM_LABEL] = json!("true");
+                insert(admin, crd).await?;
+            }
+        }
+    } else {
+        remove_calico_crds(admin, |_| true).await?;
+    }
+    Ok(())
+}
+
+// ---- the proxy ------------------------------------------------------------------------------
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
 }
 
 async fn accept_loop(
@@ -943,6 +1145,9 @@ async fn accept_loop(
     }
 }
 
+type Upstream =
+    Arc<tokio::sync::Mutex<Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>>;
+
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -950,7 +1155,7 @@ async fn connection(
     acceptor: TlsAcceptor,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    if is_stopped(&shutdown) {
+    if *shutdown.borrow() {
         return;
     }
     let tls = tokio::select! {
@@ -960,7 +1165,9 @@ async fn connection(
         },
         _ = stopped(&mut shutdown) => return,
     };
-    let svc = service_fn(move |req| serve_request(shared.clone(), peer, req));
+    // One upstream connection per client connection, opened on first use.
+    let upstream: Upstream = Arc::new(tokio::sync::Mutex::new(None));
+    let svc = service_fn(move |req| serve_request(shared.clone(), upstream.clone(), peer, req));
     let conn = http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(tls), svc);
@@ -976,14 +1183,22 @@ struct Dropped;
 
 impl std::fmt::Display for Dropped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection dropped by the test API server")
+        f.write_str("connection dropped by the fault proxy")
     }
 }
 
 impl std::error::Error for Dropped {}
 
-fn fault_reason(code: u16) -> (&'static str, &'static str) {
-    match code {
+type Body = BoxBody<Bytes, hyper::Error>;
+
+fn full(bytes: Vec<u8>) -> Body {
+    Full::new(Bytes::from(bytes))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn fault_response(code: u16, retry_after: Option<u32>) -> Response<Body> {
+    let (reason, message) = match code {
         429 => (
             "TooManyRequests",
             "Too many requests, please try again later.",
@@ -994,60 +1209,80 @@ fn fault_reason(code: u16) -> (&'static str, &'static str) {
             "The service is unavailable: injected fault",
         ),
         504 => ("Timeout", "The request timed out: injected fault"),
-        401 => ("Unauthorized", "Unauthorized"),
-        403 => ("Forbidden", "forbidden: injected fault"),
-        409 => ("Conflict", "conflict: injected fault"),
         _ => ("InternalError", "injected fault"),
+    };
+    let mut details = json!({});
+    if let Some(secs) = retry_after {
+        details["retryAfterSeconds"] = json!(secs);
     }
-}
-
-fn respond(
-    code: u16,
-    content_type: &str,
-    body: &Value,
-    headers: &[(&str, String)],
-) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "details": details, "code": code,
+    });
     let mut b = Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header("content-type", content_type)
-        .header("cache-control", "no-cache, private");
-    for (k, v) in headers {
-        b = b.header(*k, v.as_str());
+        .header("content-type", "application/json");
+    if let Some(secs) = retry_after {
+        b = b.header("retry-after", secs.to_string());
     }
-    b.body(Full::new(Bytes::from(bytes)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    b.body(full(serde_json::to_vec(&body).unwrap_or_default()))
+        .unwrap_or_else(|_| Response::new(full(Vec::new())))
+}
+
+async fn open_upstream(
+    shared: &Shared,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String> {
+    let tcp = tokio::net::TcpStream::connect(shared.plane.addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let tls = shared
+        .connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 async fn serve_request(
     shared: Arc<Shared>,
+    upstream: Upstream,
     peer: SocketAddr,
     req: hyper::Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Dropped> {
+) -> Result<Response<Body>, Dropped> {
     let start = Instant::now();
-    let method = req.method().as_str().to_string();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().unwrap_or_default().to_string();
+    let (parts, body) = req.into_parts();
+    let method = parts.method.as_str().to_string();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or_default().to_string();
     let header = |name: &str| {
-        req.headers()
+        parts
+            .headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string()
     };
-    let user_agent = header("user-agent");
-    let content_type = header("content-type");
-    let accept = header("accept");
-    let authorization = header("authorization");
+    let token = header("authorization")
+        .strip_prefix("Bearer ")
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default();
     let mut entry = LogEntry {
         method: method.clone(),
         path: path.clone(),
-        query: query.clone(),
+        query,
         status: 0,
-        user: String::new(),
-        user_agent,
+        user: shared.user_of(&token),
+        user_agent: header("user-agent"),
         peer: Some(peer),
-        content_type: content_type.clone(),
+        content_type: header("content-type"),
         warnings: Vec::new(),
         duration: Duration::ZERO,
     };
@@ -1084,17 +1319,8 @@ async fn serve_request(
             }
             FaultAction::Delay(d) => tokio::time::sleep(d).await,
             FaultAction::Status { code, retry_after } => {
-                let (reason, message) = fault_reason(code);
-                let mut body = store::status(code, reason, message, serde_json::json!({}));
-                let mut headers = Vec::new();
-                if let Some(secs) = retry_after {
-                    headers.push(("retry-after", secs.to_string()));
-                    if let Some(d) = body.get_mut("details").and_then(Value::as_object_mut) {
-                        d.insert("retryAfterSeconds".into(), serde_json::json!(secs));
-                    }
-                }
                 finish(entry, code);
-                return Ok(respond(code, "application/json", &body, &headers));
+                return Ok(fault_response(code, retry_after));
             }
         }
     }
@@ -1102,7 +1328,7 @@ async fn serve_request(
     if latency > 0 {
         tokio::time::sleep(Duration::from_micros(latency)).await;
     }
-    let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         finish(entry, 0);
         return Err(Dropped);
     };
@@ -1111,43 +1337,55 @@ async fn serve_request(
         return Err(Dropped);
     }
 
-    let identity = authorization
-        .strip_prefix("Bearer ")
-        .and_then(|t| lock(&shared.tokens).get(t.trim()).cloned());
-    let Some((user, access)) = identity else {
-        let body = store::status(401, "Unauthorized", "Unauthorized", serde_json::json!({}));
-        finish(entry, 401);
-        return Ok(respond(401, "application/json", &body, &[]));
+    let mut forwarded = hyper::Request::from_parts(parts, Full::new(body));
+    if shared.access.load(Ordering::SeqCst) == ACCESS_DENY && entry.user == "calico-charm" {
+        let denied = format!("Bearer {}", shared.plane.token("denied"));
+        if let Ok(v) = denied.parse() {
+            forwarded.headers_mut().insert("authorization", v);
+        }
+    }
+    let response = {
+        let mut up = upstream.lock().await;
+        if up.as_ref().is_none_or(|s| s.is_closed()) {
+            match open_upstream(&shared).await {
+                Ok(s) => *up = Some(s),
+                Err(_) => {
+                    finish(entry, 0);
+                    return Err(Dropped);
+                }
+            }
+        }
+        let Some(sender) = up.as_mut() else {
+            finish(entry, 0);
+            return Err(Dropped);
+        };
+        if sender.ready().await.is_err() {
+            *up = None;
+            finish(entry, 0);
+            return Err(Dropped);
+        }
+        match sender.send_request(forwarded).await {
+            Ok(r) => r,
+            Err(_) => {
+                *up = None;
+                finish(entry, 0);
+                return Err(Dropped);
+            }
+        }
     };
-    entry.user = user.clone();
-    let request = handler::Request {
-        method: &method,
-        path: &path,
-        query: &query,
-        content_type: &content_type,
-        accept: &accept,
-        user_agent: &entry.user_agent,
-        body: &body,
-        user: &user,
-        access,
-        server_address: &shared.server_address,
-    };
-    let reply = {
-        let mut store = lock(&shared.store);
-        handler::handle(&mut store, &request)
-    };
+    entry.warnings = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let status = response.status().as_u16();
     if drop_response {
-        entry.warnings = reply.warnings;
+        // Let the request finish upstream, then tell the client nothing.
+        let _ = response.into_body().collect().await;
         finish(entry, 0);
         return Err(Dropped);
     }
-    let headers: Vec<(&str, String)> = reply
-        .warnings
-        .iter()
-        .map(|w| ("warning", format!("299 - {:?}", w)))
-        .collect();
-    let response = respond(reply.code, reply.content_type, &reply.body, &headers);
-    entry.warnings = reply.warnings;
-    finish(entry, reply.code);
-    Ok(response)
+    finish(entry, status);
+    Ok(response.map(|b| b.boxed()))
 }
