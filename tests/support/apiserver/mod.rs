@@ -619,18 +619,57 @@ impl TestApiServer {
         block(async move { remove_calico_crds(&admin, |_| true).await })
     }
 
-    /// The cluster's current resourceVersion (etcd's revision): it moves on every write.
+    /// A digest of the resourceVersion of every object the charm could write (Nodes, every
+    /// Calico kind, CRDs, kube-system's workloads, ConfigMaps, Secrets and ServiceAccounts,
+    /// RBAC): it changes on any write to them, creation and deletion included. (The cluster's
+    /// own revision moves by itself: the API server renews its leases.)
     pub fn resource_version(&self) -> u64 {
-        let admin = self.admin.clone();
-        block(async move {
-            let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin);
-            api.list_metadata(&ListParams::default().limit(1))
-                .await
-                .ok()
-                .and_then(|l| l.metadata.resource_version)
-                .and_then(|rv| rv.parse().ok())
-                .unwrap_or_default()
-        })
+        use std::hash::{Hash, Hasher};
+        let mut kinds: Vec<(String, String, Option<&str>)> = [
+            ("v1", "Node", None),
+            ("apiextensions.k8s.io/v1", "CustomResourceDefinition", None),
+            ("apps/v1", "DaemonSet", Some("kube-system")),
+            ("apps/v1", "Deployment", Some("kube-system")),
+            ("v1", "ConfigMap", Some("kube-system")),
+            ("v1", "Secret", Some("kube-system")),
+            ("v1", "ServiceAccount", Some("kube-system")),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole", None),
+            ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", None),
+        ]
+        .iter()
+        .map(|(a, k, n)| (a.to_string(), k.to_string(), *n))
+        .collect();
+        for crd in self.list("apiextensions.k8s.io/v1", "CustomResourceDefinition", None) {
+            let group = crd["spec"]["group"].as_str().unwrap_or_default();
+            let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default();
+            let version = crd["spec"]["versions"]
+                .as_array()
+                .and_then(|v| v.iter().find(|v| v["served"] == true))
+                .and_then(|v| v["name"].as_str())
+                .unwrap_or_default();
+            kinds.push((format!("{group}/{version}"), kind.to_string(), None));
+        }
+        let mut seen: Vec<(String, String, String)> = Vec::new();
+        for (api_version, kind, ns) in &kinds {
+            for o in self.list(api_version, kind, *ns) {
+                seen.push((
+                    kind.clone(),
+                    format!(
+                        "{}/{}",
+                        o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                        o["metadata"]["name"].as_str().unwrap_or_default()
+                    ),
+                    o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                ));
+            }
+        }
+        seen.sort();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        seen.hash(&mut h);
+        h.finish()
     }
 
     /// An `Api` for a kind, found by discovery.
