@@ -1039,6 +1039,12 @@ fn many_units(server: &TestApiServer, n: u32) -> Vec<TestUnit> {
                 &many_opts(n, 1),
             )
         })
+        .map(|mut u| {
+            // Many hooks at once on a small machine: the real API server shares its two
+            // cores with them, so give each hook a budget no fault test needs to be short.
+            u.unit.set_env("CALICO_CHARM_API_BUDGET_SECS", "30");
+            u
+        })
         .collect()
 }
 
@@ -1357,4 +1363,219 @@ fn a_peer_of_the_same_name_on_another_node_is_not_taken() {
             .get(CALICO, "BGPPeer", None, "calico-0-10.0.1.2-64512")
             .is_some()
     );
+}
+
+// ---- the real control plane: a whole deploy, idempotence, drift ------------------------------
+
+/// The AS-per-rack example's eight units (tests/golden/as-per-rack.yaml): (unit, address).
+const RACK_UNITS: [(&str, &str); 8] = [
+    ("calico/0", "10.0.0.2"),
+    ("calico/1", "10.0.1.2"),
+    ("calico/2", "10.0.2.2"),
+    ("calico/3", "10.0.3.2"),
+    ("calico/4", "10.0.0.10"),
+    ("calico/5", "10.0.1.10"),
+    ("calico/6", "10.0.2.10"),
+    ("calico/7", "10.0.3.10"),
+];
+
+/// The objects of a hand-written golden file (`tests/golden/<dir>/<file>.yaml`).
+fn golden_objects(dir: &str, file: &str) -> Vec<Value> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{dir}/{file}.yaml"));
+    let text = fs::read_to_string(&path).expect("read golden objects");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("golden yaml"))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// Every upstream CRD as the cluster holds it: name -> (resourceVersion, managedFields).
+fn upstream_crds(server: &TestApiServer) -> BTreeMap<String, (Value, Value)> {
+    server
+        .list("apiextensions.k8s.io/v1", "CustomResourceDefinition", None)
+        .into_iter()
+        .filter(|c| c["metadata"]["labels"]["test.calico-charm/upstream"] == "true")
+        .map(|c| {
+            (
+                name_of(&c),
+                (
+                    c["metadata"]["resourceVersion"].clone(),
+                    c["metadata"]["managedFields"].clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_as_per_rack_example_deploys_eight_units_as_written_and_a_second_round_changes_nothing() {
+    let Some(server) = server() else { return };
+    let opts = golden("as-per-rack");
+    let crds_before = upstream_crds(&server);
+    assert_eq!(crds_before.len(), 7, "the upstream CRDs are installed");
+    let units: Vec<TestUnit> = RACK_UNITS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, address))| {
+            let node = format!("node-{i}");
+            add_node(&server, &node, json!({}));
+            TestUnit::new(&server, name, &node, address, i == 0, &opts)
+        })
+        .collect();
+    let audit = server.plane().audit_mark();
+    for unit in &units {
+        unit.hook("install");
+    }
+    for unit in &units {
+        assert_eq!(unit.status(), pair("active", "Ready"), "{}", unit.name);
+        // Exactly what `render` prints ...
+        assert_applied(&server, unit, &unit.rendered(&opts), &[]);
+        // ... and what the documentation's example says, as written by hand.
+        let file = match unit.name.as_str() {
+            "calico/0" => "calico-0-leader".to_string(),
+            name => name.replace('/', "-"),
+        };
+        let want = golden_objects("as-per-rack", &file);
+        assert_unit_objects(&server, &unit.owner(), &unit.node, &want);
+        if unit.leader {
+            for kind in ["IPPool", "BGPConfiguration"] {
+                for obj in of_kind(&want, kind) {
+                    let live = calico(&server, kind, &name_of(obj));
+                    assert_spec(&format!("{kind}/{}", name_of(obj)), &live, obj, &[]);
+                }
+            }
+        }
+    }
+    // The operator's upstream CRDs are left exactly as they were.
+    assert_eq!(upstream_crds(&server), crds_before);
+    // Every request the real server saw from the charm names it.
+    let charm: Vec<_> = server
+        .plane()
+        .audit_since(audit)
+        .into_iter()
+        .filter(|e| e.user == "calico-charm")
+        .collect();
+    assert!(!charm.is_empty());
+    let agents: BTreeSet<&str> = charm.iter().map(|e| e.user_agent.as_str()).collect();
+    assert_eq!(
+        agents,
+        BTreeSet::from([concat!("calico-charm/", env!("CARGO_PKG_VERSION"))])
+    );
+
+    // A second round of every hook changes no object's resourceVersion.
+    let version = server.resource_version();
+    for hook in ["update-status", "config-changed"] {
+        for unit in &units {
+            unit.hook(hook);
+            assert_eq!(
+                unit.status(),
+                pair("active", "Ready"),
+                "{} {hook}",
+                unit.name
+            );
+        }
+    }
+    assert_eq!(
+        server.resource_version(),
+        version,
+        "a no-op round changed an object"
+    );
+}
+
+#[test]
+fn a_fresh_cluster_without_calico_crds_ends_with_the_leader_active() {
+    let Some(server) = envtest!(Options::without_crds()) else {
+        return;
+    };
+    let (unit, opts) = leader_unit(&server);
+    unit.hook("install");
+    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_applied(&server, &unit, &unit.rendered(&opts), &[]);
+    // Every CRD of the charm's release was accepted, the protected-group one included.
+    let names: BTreeSet<String> = server
+        .list("apiextensions.k8s.io/v1", "CustomResourceDefinition", None)
+        .iter()
+        .map(name_of)
+        .collect();
+    assert!(names.contains("clusternetworkpolicies.policy.networking.k8s.io"));
+    assert!(names.contains("ippools.crd.projectcalico.org"));
+    // The next hook creates nothing again.
+    server.reset_requests();
+    unit.hook("update-status");
+    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_eq!(
+        server.count_requests("POST", "customresourcedefinitions"),
+        0,
+        "CRDs are created once"
+    );
+}
+
+#[test]
+fn drift_in_charm_owned_fields_is_reverted_and_other_managers_node_fields_survive() {
+    let Some(server) = server() else { return };
+    let (unit, opts) = leader_unit(&server);
+    unit.hook("install");
+    assert_eq!(unit.status(), pair("active", "Ready"));
+    // Another manager (the kubelet, say) owns a label and an annotation on the Node.
+    admin_patch(
+        &server,
+        "v1",
+        "Node",
+        "node-0",
+        json!({"metadata": {"labels": {"example.com/zone": "z1"},
+                            "annotations": {"example.com/owner": "kubelet"}}}),
+    );
+    // An admin edits what the charm owns: the mesh flag, a peer's AS, the node's AS.
+    admin_patch(
+        &server,
+        CALICO,
+        "BGPConfiguration",
+        "default",
+        json!({"spec": {"nodeToNodeMeshEnabled": true}}),
+    );
+    admin_patch(
+        &server,
+        CALICO,
+        "BGPPeer",
+        "calico-0-10.0.0.1-64512",
+        json!({"spec": {"asNumber": 65099}}),
+    );
+    admin_patch(
+        &server,
+        "v1",
+        "Node",
+        "node-0",
+        json!({"metadata": {"annotations": {AS_NUMBER_ANNOTATION: "65099"}}}),
+    );
+    unit.hook("update-status");
+    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert_applied(&server, &unit, &unit.rendered(&opts), &[]);
+    let node = server.get("v1", "Node", None, "node-0").expect("node");
+    assert_eq!(node["metadata"]["labels"]["example.com/zone"], "z1");
+    assert_eq!(
+        node["metadata"]["annotations"]["example.com/owner"],
+        "kubelet"
+    );
+
+    // Back to the default config: the charm's annotations go, the other manager's stay.
+    let mut defaults = Opts::new();
+    defaults.insert("calico-node-image".into(), json!(NODE_IMAGE));
+    unit.configure(&defaults);
+    unit.hook("config-changed");
+    assert_eq!(unit.status(), pair("active", "Ready"));
+    let annotations = node_annotations(&server, "node-0");
+    for key in NODE_ANNOTATIONS {
+        assert!(
+            !annotations.contains_key(key),
+            "{key} pruned: {annotations:?}"
+        );
+    }
+    assert_eq!(
+        annotations.get("example.com/owner").map(String::as_str),
+        Some("kubelet")
+    );
+    let node = server.get("v1", "Node", None, "node-0").expect("node");
+    assert_eq!(node["metadata"]["labels"]["example.com/zone"], "z1");
+    assert!(owned_peers(&server, "calico-0").is_empty());
 }

@@ -67,6 +67,9 @@ pub fn kubeconfig_path_from(var: Option<std::ffi::OsString>) -> PathBuf {
 }
 
 /// A client from the kubeconfig at `path`, with retries per [`RetrySettings::from_env`].
+/// The `User-Agent` of every request the charm makes: `calico-charm/<version>`.
+pub const USER_AGENT: &str = concat!("calico-charm/", env!("CARGO_PKG_VERSION"));
+
 /// Needs a Tokio runtime.
 pub async fn connect(path: &Path) -> Result<KubeDatastore, ApplyError> {
     connect_with(path, RetrySettings::from_env()).await
@@ -98,6 +101,11 @@ pub async fn connect_with(
     config.read_timeout = Some(settings.attempt_timeout);
     config.write_timeout = Some(settings.attempt_timeout);
     config.reset_reader_on_write = true;
+    // So an operator finds the charm's requests in the API server's audit log.
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
     let budget = Budget::new(settings);
     let builder =
         kube::client::ClientBuilder::try_from(config).map_err(|e| ApplyError::Client {

@@ -640,6 +640,7 @@ impl BlockingClient {
             .map_err(|e| e.to_string())?;
         tcp.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
         let mut tls = tokio_rustls::rustls::StreamOwned::new(conn, tcp);
         let body = body.unwrap_or_default();
         let mut head = format!(
@@ -652,13 +653,23 @@ impl BlockingClient {
             head.push_str(&format!("Content-Type: {content_type}\r\n"));
         }
         head.push_str("\r\n");
-        tls.write_all(head.as_bytes())
-            .and_then(|()| tls.write_all(body.as_bytes()))
-            .map_err(|e| e.to_string())?;
+        head.push_str(body);
+        tls.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
         let mut raw = Vec::new();
-        // The server closes the connection (Connection: close); rustls may report the
-        // missing close_notify as an error after all data arrived.
-        let _ = tls.read_to_end(&mut raw);
+        if path.contains("watch=1") {
+            // A watch streams until its timeout: the status line is the answer.
+            let mut buf = [0u8; 4096];
+            while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => raw.extend_from_slice(&buf[..n]),
+                }
+            }
+        } else {
+            // The server closes the connection (Connection: close); rustls may report the
+            // missing close_notify as an error after all data arrived.
+            let _ = tls.read_to_end(&mut raw);
+        }
         let text = String::from_utf8_lossy(&raw).to_string();
         let (head, rest) = text
             .split_once("\r\n\r\n")
