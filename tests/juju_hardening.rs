@@ -9,9 +9,9 @@ mod support;
 use std::time::Duration;
 
 use juju_harness::{KUBECONFIG_HASH, Unit};
-use support::apiserver::tls::base64;
 use support::apiserver::{Options, TestApiServer};
 use support::rawserver::{Behaviour, RawServer};
+use support::tls::base64;
 
 /// A related unit on `worker-0`, with small API budgets so that deadline tests are fast.
 fn unit(name: &str, leader: bool) -> (Unit, String) {

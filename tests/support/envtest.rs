@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use serde_json::Value;
 
+use super::tls::base64;
+
 /// How long etcd and the API server get to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stopping process gets between SIGTERM and SIGKILL.
@@ -558,28 +560,6 @@ fn log_file(path: &Path) -> Result<fs::File, String> {
         .append(true)
         .open(path)
         .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Standard base64 with padding.
-pub fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk.first().copied().unwrap_or(0),
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(T[((n >> shift) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// A tiny blocking HTTPS/1.1 client over rustls: one request per connection.

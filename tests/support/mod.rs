@@ -2,3 +2,4 @@ pub mod apiserver;
 pub mod crd_schema;
 pub mod envtest;
 pub mod rawserver;
+pub mod tls;

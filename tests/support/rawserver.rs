@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::apiserver::tls;
+use super::tls;
 
 /// How every request is answered.
 #[derive(Clone, Debug)]
