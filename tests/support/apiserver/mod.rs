@@ -905,6 +905,18 @@ async fn insert(admin: &kube::Client, mut obj: Value) -> Result<Value, String> {
         Api::all_with(admin.clone(), &resource)
     };
     let status = obj.as_object_mut().and_then(|o| o.remove("status"));
+    // An object read back from the server may be stored again: the server owns these.
+    if let Some(meta) = obj["metadata"].as_object_mut() {
+        for key in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "managedFields",
+            "generation",
+        ] {
+            meta.remove(key);
+        }
+    }
     let dynamic: DynamicObject = serde_json::from_value(obj.clone()).map_err(|e| e.to_string())?;
     let pp = PostParams {
         field_manager: Some("test-admin".into()),
