@@ -373,3 +373,15 @@ fn an_invalid_nodename_blocks_naming_what_is_wrong() {
         server.requests()
     );
 }
+
+#[test]
+fn temporary_conflists_of_killed_hooks_are_removed() {
+    let server = cluster();
+    let (unit, _) = unit("calico/0", false);
+    server.write_kubeconfig(&unit.kubeconfig()).unwrap();
+    let stale = unit.cni_dir().join(".10-calico.conflist.tmp-31337");
+    std::fs::write(&stale, "{\"half\": ").unwrap();
+    assert!(unit.hook("install").ok());
+    assert!(!stale.exists());
+    assert!(unit.cni_dir().join("10-calico.conflist").exists());
+}
