@@ -112,6 +112,18 @@ pub trait HookTools {
     ) -> Result<BTreeMap<String, String>, ToolError>;
     /// `relation-set -r <id> key=value ...` on this unit's bag (`key=` deletes).
     fn relation_set(&self, relation_id: &str, settings: &[(&str, &str)]) -> Result<(), ToolError>;
+    /// `relation-set -r <id> --app key=value ...` on the application's bag (leader only).
+    fn relation_set_app(
+        &self,
+        relation_id: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<(), ToolError>;
+    /// `relation-get -r <id> --app --format=json - <application>`: the application's bag.
+    fn relation_get_app(
+        &self,
+        relation_id: &str,
+        application: &str,
+    ) -> Result<BTreeMap<String, String>, ToolError>;
     /// `status-set <status> <message>`.
     fn status_set(&self, status: &UnitStatus) -> Result<(), ToolError>;
     /// `application-version-set <version>`.
@@ -470,6 +482,29 @@ impl HookTools for Subprocess {
         let mut args = vec!["-r", relation_id, "--"];
         args.extend(pairs.iter().map(String::as_str));
         self.run("relation-set", &args).map(drop)
+    }
+
+    fn relation_set_app(
+        &self,
+        relation_id: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<(), ToolError> {
+        let pairs = pairs(settings);
+        let mut args = vec!["-r", relation_id, "--app", "--"];
+        args.extend(pairs.iter().map(String::as_str));
+        self.run("relation-set", &args).map(drop)
+    }
+
+    fn relation_get_app(
+        &self,
+        relation_id: &str,
+        application: &str,
+    ) -> Result<BTreeMap<String, String>, ToolError> {
+        let bag: Option<BTreeMap<String, String>> = self.json(
+            "relation-get",
+            &["-r", relation_id, "--app", "--", "-", application],
+        )?;
+        Ok(bag.unwrap_or_default())
     }
 
     fn status_set(&self, status: &UnitStatus) -> Result<(), ToolError> {
