@@ -10,7 +10,6 @@
 //! Also the `topology` and `bgp-status` actions.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
@@ -48,21 +47,13 @@ pub struct Bgp {
     pub topology: Option<Topology>,
 }
 
-/// This unit's address with its subnet's prefix: the `cidr` network-get gives for the
-/// address, else a host prefix.
-pub fn bind_network(tools: &impl HookTools, address: IpAddr) -> IpNetwork {
-    let host = || IpNetwork::from(address);
-    let Ok(info) = tools.network_get(crate::reconcile::CNI_ENDPOINT) else {
-        return host();
-    };
-    info.bind_addresses
-        .iter()
-        .flat_map(|b| &b.addresses)
-        .find(|a| a.ip() == Some(address))
-        .and_then(|a| a.cidr.as_deref())
-        .and_then(|c| c.parse::<IpNetwork>().ok())
-        .and_then(|net| IpNetwork::new(address, net.prefix()).ok())
-        .unwrap_or_else(host)
+/// This unit's address with its subnet's prefix (from `network-get cni`, see
+/// [`UnitFacts::with_prefix`]), else a host prefix.
+pub fn bind_network(facts: &UnitFacts) -> IpNetwork {
+    facts
+        .address_prefix
+        .and_then(|p| IpNetwork::new(facts.address, p).ok())
+        .unwrap_or_else(|| IpNetwork::from(facts.address))
 }
 
 /// The settings this unit publishes.
@@ -148,7 +139,7 @@ pub fn sync(
     let Some(rid) = tools.relation_ids(PEER_ENDPOINT)?.into_iter().next() else {
         return Ok(Bgp::default());
     };
-    let network = bind_network(tools, facts.address);
+    let network = bind_network(facts);
     let settings = own_settings(config, facts, network);
     let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     tools.relation_set(&rid, &pairs)?;
@@ -245,7 +236,7 @@ fn local_topology(
     config: &CharmConfig,
     facts: &UnitFacts,
 ) -> Result<Result<Topology, String>, ToolError> {
-    let network = bind_network(tools, facts.address);
+    let network = bind_network(facts);
     let me = UnitInput {
         unit: facts.unit_name.clone(),
         address: network,
