@@ -187,7 +187,9 @@ pub fn cni_dir_from(value: Option<&std::ffi::OsStr>) -> PathBuf {
 pub fn write_conflist(dir: &Path, content: &str) -> Result<bool, CniError> {
     remove_stale_temporaries(dir);
     let path = dir.join(CONFLIST_NAME);
-    match fs::read(&path) {
+    // Compared up to one byte more than the new content: a larger file differs anyway, and
+    // one grown huge is never read whole.
+    match read_prefix(&path, content.len() as u64 + 1) {
         Ok(existing) if existing == content.as_bytes() => {
             let meta = fs::metadata(&path).map_err(|source| CniError::Read {
                 path: path.clone(),
@@ -250,6 +252,14 @@ pub fn remove_stale_temporaries(dir: &Path) -> usize {
         }
     }
     removed
+}
+
+/// At most `limit` bytes of a file.
+fn read_prefix(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    File::open(path)?.take(limit).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// Remove `dir/10-calico.conflist` (when the unit goes away). Returns whether a file was

@@ -403,7 +403,10 @@ fn wait_with_timeout(
     }
 }
 
-fn parse_json<T: DeserializeOwned>(tool: &str, output: &str) -> Result<T, ToolError> {
+/// Parse a hook tool's `--format=json` output into the type the charm reads from it (the
+/// parser [`Subprocess`] uses; public for the fuzz targets). The error quotes at most 200
+/// characters of the output.
+pub fn parse_json<T: DeserializeOwned>(tool: &str, output: &str) -> Result<T, ToolError> {
     serde_json::from_str(output.trim()).map_err(|err| ToolError::BadOutput {
         tool: tool.to_string(),
         detail: err.to_string(),
