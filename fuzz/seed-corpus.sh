@@ -4,7 +4,7 @@
 # Run from anywhere; existing corpus files are kept.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-for target in config_file config_values network_get asn; do
+for target in config_file config_values network_get asn kubeconfig hook_tool_output; do
     mkdir -p "$here/corpus/$target"
     if [ -d "$here/seeds/$target" ]; then
         cp "$here/seeds/$target"/* "$here/corpus/$target/"

@@ -99,17 +99,33 @@ pub struct ValidateArgs {
     pub address: Option<BindAddress>,
 }
 
+/// The largest option file `render` and `validate` read: every option at its cap
+/// ([`config::MAX_OPTION_BYTES`]) fits.
+pub const MAX_CONFIG_FILE: u64 = 16 * 1024 * 1024;
+
 pub(crate) fn read_config(path: &std::path::Path) -> anyhow::Result<String> {
-    if path.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("cannot read the configuration from stdin")?;
-        Ok(s)
+    let (reader, what): (Box<dyn Read>, String) = if path.as_os_str() == "-" {
+        (
+            Box::new(std::io::stdin()),
+            "the configuration from stdin".to_string(),
+        )
     } else {
-        std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read configuration file {}", path.display()))
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+        (
+            Box::new(file),
+            format!("configuration file {}", path.display()),
+        )
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_CONFIG_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {what}"))?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE {
+        anyhow::bail!("{what} is larger than {MAX_CONFIG_FILE} bytes: not an option file");
     }
+    String::from_utf8(bytes).with_context(|| format!("{what} is not UTF-8 text"))
 }
 
 /// Read, merge and validate a config file. `Ok(Err(errors))` is an invalid configuration.

@@ -185,8 +185,11 @@ pub fn cni_dir_from(value: Option<&std::ffi::OsStr>) -> PathBuf {
 /// Returns whether the file changed. Ownership is left to the caller's identity (root when
 /// Juju runs the hook).
 pub fn write_conflist(dir: &Path, content: &str) -> Result<bool, CniError> {
+    remove_stale_temporaries(dir);
     let path = dir.join(CONFLIST_NAME);
-    match fs::read(&path) {
+    // Compared up to one byte more than the new content: a larger file differs anyway, and
+    // one grown huge is never read whole.
+    match read_prefix(&path, content.len() as u64 + 1) {
         Ok(existing) if existing == content.as_bytes() => {
             let meta = fs::metadata(&path).map_err(|source| CniError::Read {
                 path: path.clone(),
@@ -207,7 +210,7 @@ pub fn write_conflist(dir: &Path, content: &str) -> Result<bool, CniError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    let tmp = dir.join(format!(".{CONFLIST_NAME}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!("{TEMPORARY_PREFIX}{}", std::process::id()));
     if let Err(e) = write_new(&tmp, content.as_bytes()) {
         let _ = fs::remove_file(&tmp);
         return Err(CniError::Write {
@@ -224,6 +227,39 @@ pub fn write_conflist(dir: &Path, content: &str) -> Result<bool, CniError> {
         let _ = d.sync_all();
     }
     Ok(true)
+}
+
+/// The prefix of the temporary files [`write_conflist`] writes (`.10-calico.conflist.tmp-<pid>`).
+pub const TEMPORARY_PREFIX: &str = ".10-calico.conflist.tmp-";
+
+/// Remove temporary files that earlier hooks, killed while writing, left in `dir`: any
+/// [`TEMPORARY_PREFIX`] file but this process's own (hooks of one unit never run at once).
+/// Best effort: what cannot be removed now is removed by a later hook.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
+    let own = format!("{TEMPORARY_PREFIX}{}", std::process::id());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMPORARY_PREFIX)
+            && name != own
+            && fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// At most `limit` bytes of a file.
+fn read_prefix(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    File::open(path)?.take(limit).read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// Remove `dir/10-calico.conflist` (when the unit goes away). Returns whether a file was

@@ -335,6 +335,28 @@ pub fn parse_cidr(text: &str) -> Result<IpNetwork, String> {
     IpNetwork::new(net.network(), prefix).map_err(|e| format!("{shown}: {e}"))
 }
 
+/// The IPv4 addresses an IPv6 network holds as IPv4-mapped addresses (`::ffff:a.b.c.d`), as
+/// an IPv4 network: `None` when it holds none.
+fn ipv4_mapped(net: IpNetwork) -> Option<IpNetwork> {
+    let IpNetwork::V6(v6) = net else {
+        return None;
+    };
+    let mapped_range = IpNetwork::new(
+        IpAddr::V6(std::net::Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0)),
+        96,
+    )
+    .ok()?;
+    if !overlaps(net, mapped_range) {
+        return None;
+    }
+    if v6.prefix() < 96 {
+        // It holds the whole mapped range: every IPv4 address.
+        return IpNetwork::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0).ok();
+    }
+    let v4 = v6.network().to_ipv4_mapped()?;
+    IpNetwork::new(IpAddr::V4(v4), v6.prefix() - 96).ok()
+}
+
 fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
     a.is_ipv4() == b.is_ipv4() && (a.contains(b.network()) || b.contains(a.network()))
 }
@@ -362,7 +384,18 @@ struct Check<'a> {
     raw: &'a RawConfig,
     errors: Vec<ConfigError>,
     warnings: Vec<Warning>,
+    /// Peer entries read so far over global-, subnet- and unit-bgp-peers.
+    peer_entries: usize,
 }
+
+/// The longest value of one option (bytes). The largest configurations within the limits
+/// below stay far under it.
+pub const MAX_OPTION_BYTES: usize = 512 * 1024;
+/// The most BGP peer entries over global-bgp-peers, subnet-bgp-peers and unit-bgp-peers
+/// together: so no unit ever has more peers than this (real deployments have a handful).
+pub const MAX_PEER_ENTRIES: usize = 1000;
+/// The most entries of one YAML map option (subnets or units).
+pub const MAX_MAP_ENTRIES: usize = 5000;
 
 impl Check<'_> {
     fn error(&mut self, option: &str, message: impl Into<String>) {
@@ -404,6 +437,16 @@ impl Check<'_> {
 
     fn string(&mut self, option: &str) -> Option<String> {
         match self.value(option)? {
+            Value::String(s) if s.len() > MAX_OPTION_BYTES => {
+                self.error(
+                    option,
+                    format!(
+                        "is {} bytes long: at most {MAX_OPTION_BYTES} bytes",
+                        s.len()
+                    ),
+                );
+                None
+            }
             Value::String(s) => Some(s),
             _ => {
                 self.error(option, "must be set");
@@ -467,11 +510,21 @@ impl Check<'_> {
                     format!("{net}: too small for Calico's default /{room} {family} block: use a prefix of /{room} or shorter"),
                 );
             }
+            let mapped = ipv4_mapped(net);
             for (range, what) in reserved_ranges() {
                 if overlaps(net, range) {
                     self.error(
                         option,
                         format!("{net}: overlaps {what}, which Calico cannot use for pods"),
+                    );
+                } else if let Some(v4) = mapped
+                    && overlaps(v4, range)
+                {
+                    self.error(
+                        option,
+                        format!(
+                            "{net}: its IPv4-mapped addresses ({v4}) overlap {what}, which Calico cannot use for pods"
+                        ),
                     );
                 }
             }
@@ -615,6 +668,11 @@ impl Check<'_> {
         if s.trim().is_empty() {
             return Some(serde_yaml::Value::Null);
         }
+        // Bounded before the parser runs (its time grows with the square of the nesting).
+        if let Some(problem) = options::yaml_nesting_problem(&s) {
+            self.error(option, format!("not valid here: {problem}"));
+            return None;
+        }
         match serde_yaml::from_str::<serde_yaml::Value>(&s) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -632,6 +690,13 @@ impl Check<'_> {
     ) -> Option<Vec<(&'v serde_yaml::Value, &'v serde_yaml::Value)>> {
         match v {
             serde_yaml::Value::Null => Some(Vec::new()),
+            serde_yaml::Value::Mapping(m) if m.len() > MAX_MAP_ENTRIES => {
+                self.error(
+                    option,
+                    format!("has {} entries: at most {MAX_MAP_ENTRIES}", m.len()),
+                );
+                None
+            }
             serde_yaml::Value::Mapping(m) => Some(m.iter().collect()),
             other => {
                 self.error(
@@ -714,6 +779,21 @@ impl Check<'_> {
                 return None;
             }
         };
+        let seen_before = self.peer_entries;
+        self.peer_entries = self.peer_entries.saturating_add(items.len());
+        if self.peer_entries > MAX_PEER_ENTRIES {
+            // Reported once, on the option where the total passes the limit.
+            if seen_before <= MAX_PEER_ENTRIES {
+                self.error(
+                    option,
+                    format!(
+                        "{place}more than {MAX_PEER_ENTRIES} BGP peer entries over global-bgp-peers, \
+                         subnet-bgp-peers and unit-bgp-peers together: at most {MAX_PEER_ENTRIES}"
+                    ),
+                );
+            }
+            return None;
+        }
         let before = self.errors.len();
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
@@ -785,10 +865,22 @@ impl Check<'_> {
     fn peer_address(&mut self, option: &str, here: &str, v: &serde_yaml::Value) -> Option<IpAddr> {
         let text = v.as_str();
         match text.map(str::parse::<IpAddr>) {
-            Some(Ok(ip)) if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() => {
+            // An IPv4-mapped IPv6 address (::ffff:127.0.0.1) is checked as the IPv4 it maps to.
+            Some(Ok(ip))
+                if ip.to_canonical().is_unspecified()
+                    || ip.to_canonical().is_multicast()
+                    || ip.to_canonical().is_loopback() =>
+            {
+                let mapped = if ip.to_canonical() != ip {
+                    format!(" (the IPv4 address {})", ip.to_canonical())
+                } else {
+                    String::new()
+                };
                 self.error(
                     option,
-                    format!("{here}address {ip}: a peer needs a unicast, non-loopback address"),
+                    format!(
+                        "{here}address {ip}{mapped}: a peer needs a unicast, non-loopback address"
+                    ),
                 );
                 None
             }
@@ -811,13 +903,14 @@ impl Check<'_> {
         )?;
         let before = self.errors.len();
         let mut out: Vec<(IpNetwork, AsNumber)> = Vec::with_capacity(entries.len());
+        let mut seen = std::collections::HashSet::new();
         for (k, v) in entries {
             let net = self.subnet_key(option, k);
             let place = net.map(|n| format!("subnet {n}: ")).unwrap_or_default();
             // Node annotations are strings: no int32 limit there.
             let asn = self.as_number(option, &place, v, false);
             if let (Some(net), Some(asn)) = (net, asn) {
-                if out.iter().any(|(n, _)| *n == net) {
+                if !seen.insert(net) {
                     self.error(option, format!("subnet {net} is listed twice"));
                     continue;
                 }
@@ -855,12 +948,13 @@ impl Check<'_> {
         let entries = self.mapping(option, &doc, "subnets to lists of peers")?;
         let before = self.errors.len();
         let mut out: Vec<(IpNetwork, Vec<Peer>)> = Vec::with_capacity(entries.len());
+        let mut seen = std::collections::HashSet::new();
         for (k, v) in entries {
             let net = self.subnet_key(option, k);
             let place = net.map(|n| format!("subnet {n}: ")).unwrap_or_default();
             let peers = self.peers(option, &place, v);
             if let (Some(net), Some(peers)) = (net, peers) {
-                if out.iter().any(|(n, _)| *n == net) {
+                if !seen.insert(net) {
                     self.error(option, format!("subnet {net} is listed twice"));
                     continue;
                 }
@@ -1028,6 +1122,7 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
         raw,
         errors: Vec::new(),
         warnings: Vec::new(),
+        peer_entries: 0,
     };
     for name in raw.keys() {
         if !specs.iter().any(|s| s.name == *name) {
@@ -1243,8 +1338,11 @@ pub fn unit_warnings(config: &CharmConfig, facts: &UnitFacts) -> Vec<Warning> {
             ),
         });
     }
-    for (i, (p, source)) in with_source.iter().enumerate() {
-        if let Some(other) = peers.iter().take(i).find(|q| q.address == p.address) {
+    // The first peer seen at each address (linear in the number of peers).
+    let mut first: std::collections::HashMap<IpAddr, &Peer> = std::collections::HashMap::new();
+    for (p, source) in &with_source {
+        let other = *first.entry(p.address).or_insert(p);
+        if other != p {
             out.push(Warning {
                 option: (*source).into(),
                 message: format!(
@@ -1556,6 +1654,129 @@ mod tests {
                 address: "fd00::1".parse().expect("ip"),
                 as_number: AsNumber(65546)
             }]
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_checked_as_the_ipv4_they_map_to() {
+        for bad in ["::ffff:127.0.0.1", "::ffff:0.0.0.0", "::ffff:224.0.0.5"] {
+            let e = errors(&[(
+                "global-bgp-peers",
+                json!(format!("[{{address: '{bad}', as-number: 1}}]")),
+            )]);
+            assert!(
+                e.len() == 1 && e[0].contains("the IPv4 address") && e[0].contains("unicast"),
+                "{bad}: {e:?}"
+            );
+        }
+        let v = valid(&[(
+            "global-bgp-peers",
+            json!("[{address: '::ffff:10.0.0.1', as-number: 1}]"),
+        )]);
+        assert_eq!(v.config.global_bgp_peers.len(), 1);
+        for (bad, what) in [
+            ("::ffff:127.0.0.0/104", "loopback"),
+            ("::ffff:169.254.0.0/112", "link-local"),
+            ("::ffff:224.0.0.0/100", "multicast"),
+            ("::/64", "loopback"),
+        ] {
+            let e = errors(&[("cidr", json!(bad))]);
+            assert!(
+                e.iter()
+                    .any(|l| l.contains("IPv4-mapped") && l.contains(what)),
+                "{bad}: {e:?}"
+            );
+        }
+        assert!(validate(&raw(&[("cidr", json!("fd00::/64"))])).is_ok());
+    }
+
+    #[test]
+    fn object_counts_and_sizes_have_documented_limits() {
+        let peers = |n: usize| {
+            let mut s = String::new();
+            for i in 0..n {
+                s.push_str(&format!(
+                    "- {{address: 10.{}.{}.1, as-number: 64512}}\n",
+                    i / 250,
+                    i % 250
+                ));
+            }
+            s
+        };
+        assert!(
+            validate(&raw(&[(
+                "global-bgp-peers",
+                json!(peers(MAX_PEER_ENTRIES))
+            )]))
+            .is_ok()
+        );
+        let e = errors(&[
+            ("global-bgp-peers", json!(peers(600))),
+            (
+                "unit-bgp-peers",
+                json!(format!("0:\n{}", peers(600).replace("- ", "  - "))),
+            ),
+        ]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("unit-bgp-peers: unit 0: more than 1000 BGP peer entries"),
+            "{e:?}"
+        );
+        let mut map = String::new();
+        for i in 0..=MAX_MAP_ENTRIES {
+            map.push_str(&format!("{i}: 64512\n"));
+        }
+        let e = errors(&[("unit-as-numbers", json!(map))]);
+        assert_eq!(
+            e,
+            vec![format!(
+                "unit-as-numbers: has 5001 entries: at most {MAX_MAP_ENTRIES}"
+            )]
+        );
+        let e = errors(&[("calico-node-image", json!("a".repeat(MAX_OPTION_BYTES + 1)))]);
+        assert_eq!(
+            e,
+            vec![format!(
+                "calico-node-image: is {} bytes long: at most {MAX_OPTION_BYTES} bytes",
+                MAX_OPTION_BYTES + 1
+            )]
+        );
+        let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        let e = errors(&[("global-bgp-peers", json!(deep))]);
+        assert!(e[0].contains("nested more than 32 deep"), "{e:?}");
+    }
+
+    #[test]
+    fn the_largest_accepted_configuration_renders_in_linear_time() {
+        // 1000 peers for one unit (the limit) and 5000 subnets: validation and rendering stay
+        // fast (quadratic work over these counts took seconds before).
+        let mut subnets = String::new();
+        for i in 0..MAX_MAP_ENTRIES {
+            subnets.push_str(&format!("10.{}.{}.0/24: 64512\n", i / 250, i % 250));
+        }
+        let mut peers = String::new();
+        for i in 0..MAX_PEER_ENTRIES {
+            peers.push_str(&format!(
+                "- {{address: 172.16.{}.{}, as-number: 64512}}\n",
+                i / 250,
+                i % 250 + 1
+            ));
+        }
+        let started = std::time::Instant::now();
+        let v = valid(&[
+            ("subnet-as-numbers", json!(subnets)),
+            ("global-bgp-peers", json!(peers)),
+            ("node-to-node-mesh", json!(false)),
+        ]);
+        let facts =
+            UnitFacts::new("calico/0", "n", "10.0.0.9".parse().expect("ip"), false).expect("unit");
+        let desired = crate::render::desired(&v.config, &facts);
+        let _ = unit_warnings(&v.config, &facts);
+        assert_eq!(desired.peers.len(), MAX_PEER_ENTRIES);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
         );
     }
 

@@ -64,6 +64,9 @@ pub fn waiting_for_vxlan_device() -> String {
     )
 }
 
+/// How long `ethtool` may run.
+pub const ETHTOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The machine: sysctls, interfaces, `ethtool`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Host {
@@ -97,17 +100,32 @@ impl Host {
         self.sys_class_net.join(name).exists()
     }
 
-    /// `ethtool -K <device> tx-checksum-ip-generic off`.
+    /// `ethtool -K <device> tx-checksum-ip-generic off`, killed after [`ETHTOOL_TIMEOUT`]
+    /// (never past the hook's deadline), its output capped.
     pub fn disable_tx_checksum(&self, device: &str) -> Result<(), String> {
-        let output = Command::new(&self.ethtool)
+        let mut command = Command::new(&self.ethtool);
+        command
             .args(["-K", device, "tx-checksum-ip-generic", "off"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.ethtool.display()))?;
+            .stdin(Stdio::null());
+        let name = self.ethtool.display().to_string();
+        let output = crate::juju::tools::run_process(
+            &name,
+            command,
+            crate::deadline::bound(ETHTOOL_TIMEOUT),
+            64 * 1024,
+        )
+        .map_err(|e| match e {
+            crate::juju::ToolError::Timeout { timeout, .. } => {
+                format!("{name} did not finish within {timeout:?} and was killed")
+            }
+            crate::juju::ToolError::Missing { .. } => format!("cannot run {name}: not found"),
+            crate::juju::ToolError::Spawn { source, .. } => format!("cannot run {name}: {source}"),
+            other => format!("cannot run {name}: {other}"),
+        })?;
         if output.status.success() {
             Ok(())
         } else {
-            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stderr = &output.stderr;
             Err(format!(
                 "{} -K {device} tx-checksum-ip-generic off failed ({}): {}",
                 self.ethtool.display(),

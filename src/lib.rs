@@ -21,6 +21,7 @@ pub mod deadline;
 pub mod host;
 pub mod juju;
 pub mod options;
+pub mod peers;
 pub mod reconcile;
 pub mod redact;
 pub mod render;

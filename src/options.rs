@@ -149,8 +149,10 @@ pub fn defaults() -> Result<RawConfig, EmbeddedConfigError> {
 
 /// Merge a user's option file (YAML text) over the defaults.
 pub fn merge_user_file(text: &str) -> Result<Merged, FileError> {
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| FileError::Yaml(one_line(&e.to_string())))?;
+    if let Some(problem) = yaml_nesting_problem(text) {
+        return Err(FileError::Yaml(problem));
+    }
+    let doc = parse_loose(text).map_err(|e| FileError::Yaml(one_line(&e.to_string())))?;
     let mut raw = defaults()?;
     let map = match &doc {
         // An empty file sets nothing.
@@ -189,7 +191,7 @@ pub fn merge_user_file(text: &str) -> Result<Merged, FileError> {
         let Some(spec) = spec(&name) else {
             errors.push(ConfigError {
                 message: format!("unknown option{}", suggestion(&name)),
-                option: name,
+                option: shown_name(&name),
             });
             continue;
         };
@@ -210,7 +212,23 @@ pub fn merge_user_file(text: &str) -> Result<Merged, FileError> {
     Ok(Merged { raw, errors })
 }
 
+/// An unknown option's name as an error shows it: as written when it is short and plain,
+/// else quoted, escaped and cut.
+fn shown_name(name: &str) -> String {
+    if name.len() <= 64 && !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) {
+        name.to_string()
+    } else {
+        shorten(format!("{name:?}"))
+    }
+}
+
 fn suggestion(name: &str) -> String {
+    // Only a near miss of a real option name gets a suggestion: the distance work is bounded
+    // by the longest option name, whatever was typed.
+    const MAX_SUGGESTED: usize = 64;
+    if name.len() > MAX_SUGGESTED {
+        return String::new();
+    }
     let norm = |s: &str| {
         s.chars()
             .filter(|c| c.is_ascii_alphanumeric())
@@ -288,6 +306,14 @@ fn coerce_yaml(kind: OptionType, value: &serde_yaml::Value) -> Result<serde_json
                 }
             }
         }
+        serde_yaml::Value::Tagged(t) if t.tag == TOO_LARGE_TAG => {
+            let digits = t.value.as_str().unwrap_or_default();
+            return Err(format!(
+                "{} is too large: {}",
+                shorten(digits.to_string()),
+                kind.expected()
+            ));
+        }
         serde_yaml::Value::Tagged(t) => return coerce_yaml(kind, &t.value),
         serde_yaml::Value::Sequence(_) | serde_yaml::Value::Mapping(_) => {
             let hint = if kind == OptionType::String {
@@ -326,26 +352,23 @@ pub fn coerce(kind: OptionType, value: &serde_json::Value) -> Result<serde_json:
                 _ => Err(bad()),
             },
         },
+        // As Juju's int options (juju/schema Int): integers, and strings holding an integer
+        // in Go's syntax (`"64512"`, `"0xFC00"`, `"0o175400"`, `"1_000"`); never a decimal
+        // number, even an integral one (`64512.0`).
         (OptionType::Int, Value::Number(n)) => {
             if n.is_i64() || n.is_u64() {
                 Ok(value.clone())
             } else {
-                match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::from(f as i64)),
-                    _ => Err(bad()),
-                }
+                Err(format!(
+                    "{}: a decimal number, expected an integer (write it without a fraction or exponent)",
+                    show(value)
+                ))
             }
         }
-        (OptionType::Int, Value::String(s)) => {
-            let t = s.trim();
-            if let Ok(i) = t.parse::<i64>() {
-                Ok(Value::from(i))
-            } else if let Ok(u) = t.parse::<u64>() {
-                Ok(Value::from(u))
-            } else {
-                Err(bad())
-            }
-        }
+        (OptionType::Int, Value::String(s)) => match parse_go_int(s.trim()) {
+            Some(i) => Ok(Value::from(i)),
+            None => Err(bad()),
+        },
         (OptionType::Float, Value::String(s)) => s
             .trim()
             .parse::<f64>()
@@ -355,6 +378,197 @@ pub fn coerce(kind: OptionType, value: &serde_json::Value) -> Result<serde_json:
             .ok_or_else(bad),
         _ => Err(bad()),
     }
+}
+
+/// Go's `strconv.ParseInt(s, 0, 64)`, which Juju applies to a string given for an int
+/// option: optional sign; `0x`/`0X` hexadecimal, `0o`/`0O` or a leading `0` octal, `0b`/`0B`
+/// binary, else decimal; `_` only between digits (or after the base prefix).
+pub fn parse_go_int(s: &str) -> Option<i64> {
+    let (negative, body) = match s.as_bytes().first() {
+        Some(b'-') => (true, s.get(1..)?),
+        Some(b'+') => (false, s.get(1..)?),
+        _ => (false, s),
+    };
+    let lower = body.to_ascii_lowercase();
+    let (radix, digits, prefixed) = if let Some(d) = lower.strip_prefix("0x") {
+        (16, d.to_string(), true)
+    } else if let Some(d) = lower.strip_prefix("0o") {
+        (8, d.to_string(), true)
+    } else if let Some(d) = lower.strip_prefix("0b") {
+        (2, d.to_string(), true)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, lower.get(1..)?.to_string(), true)
+    } else {
+        (10, lower.clone(), false)
+    };
+    // Underscores: between digits, or right after a base prefix (Go's underscoreOK).
+    let bytes = digits.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'_' {
+            let after_prefix = i == 0 && prefixed;
+            let before_ok = i > 0 && bytes.get(i - 1) != Some(&b'_');
+            let after_ok = bytes.get(i + 1).is_some_and(|n| *n != b'_');
+            if !(after_ok && (before_ok || after_prefix)) {
+                return None;
+            }
+        }
+    }
+    let clean: String = digits.chars().filter(|c| *c != '_').collect();
+    if clean.is_empty() || clean.starts_with(['+', '-']) {
+        return None;
+    }
+    let magnitude = u64::from_str_radix(&clean, radix).ok()?;
+    if negative {
+        0i64.checked_sub_unsigned(magnitude)
+    } else {
+        i64::try_from(magnitude).ok()
+    }
+}
+
+/// The tag given to an integer too large for 64 bits while a file is parsed: the option it
+/// belongs to reports it, with every other problem.
+pub const TOO_LARGE_TAG: &str = "!calico-charm/integer-too-large";
+
+/// Parse YAML into a value like `serde_yaml::from_str`, except that an integer too large for
+/// 64 bits becomes a string tagged [`TOO_LARGE_TAG`] instead of failing the whole document.
+pub fn parse_loose(text: &str) -> Result<serde_yaml::Value, serde_yaml::Error> {
+    serde_yaml::from_str::<Loose>(text).map(|l| l.0)
+}
+
+/// The largest nesting of YAML flow collections (`{...}`, `[...]`) accepted before parsing:
+/// the YAML parser's time grows with the square of that depth. Real values nest 3 deep.
+pub const MAX_YAML_FLOW_DEPTH: usize = 32;
+
+/// Why YAML text must not be parsed (flow collections nested deeper than
+/// [`MAX_YAML_FLOW_DEPTH`]), found in one linear pass; `None` when it may be.
+pub fn yaml_nesting_problem(text: &str) -> Option<String> {
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut prev = b'\n';
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match quote {
+            Some(b'"') if b == b'\\' => {
+                let _ = bytes.next();
+            }
+            Some(q) if b == q => quote = None,
+            Some(_) => {}
+            None => match b {
+                b'"' | b'\'' => quote = Some(b),
+                b'#' if prev.is_ascii_whitespace() => {
+                    // A comment: skip to the end of the line.
+                    for c in bytes.by_ref() {
+                        if c == b'\n' {
+                            break;
+                        }
+                    }
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                    if deepest > MAX_YAML_FLOW_DEPTH {
+                        return Some(format!(
+                            "flow collections ({{...}} or [...]) nested more than {MAX_YAML_FLOW_DEPTH} deep"
+                        ));
+                    }
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        prev = b;
+    }
+    None
+}
+
+struct Loose(serde_yaml::Value);
+
+impl<'de> serde::Deserialize<'de> for Loose {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LooseVisitor).map(Loose)
+    }
+}
+
+struct LooseVisitor;
+
+impl<'de> serde::de::Visitor<'de> for LooseVisitor {
+    type Value = serde_yaml::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(serde_yaml::Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(serde_yaml::Value::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(serde_yaml::Value::Number(v.into()))
+    }
+    fn visit_i128<E>(self, v: i128) -> Result<Self::Value, E> {
+        Ok(match i64::try_from(v) {
+            Ok(v) => serde_yaml::Value::Number(v.into()),
+            Err(_) => too_large(v.to_string()),
+        })
+    }
+    fn visit_u128<E>(self, v: u128) -> Result<Self::Value, E> {
+        Ok(match u64::try_from(v) {
+            Ok(v) => serde_yaml::Value::Number(v.into()),
+            Err(_) => too_large(v.to_string()),
+        })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_yaml::Value::Number(v.into()))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(serde_yaml::Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(serde_yaml::Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_yaml::Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_yaml::Value::Null)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(LooseVisitor)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Loose(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(serde_yaml::Value::Sequence(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_yaml::Mapping::new();
+        while let Some((Loose(k), Loose(v))) = map.next_entry()? {
+            out.insert(k, v);
+        }
+        Ok(serde_yaml::Value::Mapping(out))
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
+        use serde::de::VariantAccess;
+        let (tag, variant): (String, _) = data.variant()?;
+        let Loose(value) = variant.newtype_variant()?;
+        Ok(serde_yaml::Value::Tagged(Box::new(
+            serde_yaml::value::TaggedValue {
+                tag: serde_yaml::value::Tag::new(tag),
+                value,
+            },
+        )))
+    }
+}
+
+fn too_large(digits: String) -> serde_yaml::Value {
+    serde_yaml::Value::Tagged(Box::new(serde_yaml::value::TaggedValue {
+        tag: serde_yaml::value::Tag::new(TOO_LARGE_TAG),
+        value: serde_yaml::Value::String(digits),
+    }))
 }
 
 /// A value as shown in an error: strings quoted and escaped, on one line, cut when long.
@@ -475,6 +689,107 @@ mod tests {
     }
 
     #[test]
+    fn int_options_take_what_juju_takes() {
+        // Juju's int options (juju/schema Int): YAML integers in any notation YAML has,
+        // strings in Go's ParseInt(s, 0, 64) syntax; decimal numbers never.
+        let m = merge_user_file("global-as-number: 0xFC00\nveth-mtu: '0o21450'\n").expect("file");
+        assert!(m.errors.is_empty(), "{:?}", m.errors);
+        assert_eq!(m.raw["global-as-number"], json!(64512));
+        assert_eq!(m.raw["veth-mtu"], json!(9000));
+        for (text, want) in [
+            ("64512", Some(64512)),
+            ("+64512", Some(64512)),
+            ("-1", Some(-1)),
+            ("0xFC00", Some(64512)),
+            ("0XfC00", Some(64512)),
+            ("0o175400", Some(64256)),
+            ("0175400", Some(64256)),
+            ("0b1111", Some(15)),
+            ("1_000", Some(1000)),
+            ("0x_FC00", Some(64512)),
+            ("0", Some(0)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("-9223372036854775808", Some(i64::MIN)),
+            ("9223372036854775808", None),
+            ("1__000", None),
+            ("_1000", None),
+            ("1000_", None),
+            ("64512.0", None),
+            ("6.4512e4", None),
+            ("0x", None),
+            ("08", None),
+            ("", None),
+            ("--1", None),
+            ("1.10", None),
+        ] {
+            assert_eq!(parse_go_int(text), want, "{text:?}");
+        }
+        for bad in ["64512.0", "6.4512e4"] {
+            let m = merge_user_file(&format!("global-as-number: {bad}\n")).expect("file");
+            assert_eq!(m.errors.len(), 1, "{bad}");
+            assert!(
+                m.errors[0].message.contains("a decimal number"),
+                "{:?}",
+                m.errors
+            );
+        }
+    }
+
+    #[test]
+    fn an_integer_too_large_for_64_bits_is_that_options_error_alone() {
+        let m = merge_user_file(
+            "global-as-number: 99999999999999999999999\nipip: Always\nveth-mtu: -99999999999999999999\n",
+        )
+        .expect("the file as a whole parses");
+        let lines: Vec<String> = m.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "global-as-number: 99999999999999999999999 is too large: expected an integer",
+                "veth-mtu: -99999999999999999999 is too large: expected an integer",
+            ]
+        );
+        assert_eq!(m.raw["ipip"], json!("Always"));
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        let deep = format!("{}{}", "{a: ".repeat(20_000), "}".repeat(20_000));
+        let started = std::time::Instant::now();
+        assert!(yaml_nesting_problem(&deep).is_some());
+        assert!(matches!(merge_user_file(&deep), Err(FileError::Yaml(_))));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Brackets inside quotes and comments do not count; real values pass.
+        let quoted = format!(
+            "a: '{}'\nb: \"{}\" # {}\n",
+            "[".repeat(100),
+            "{".repeat(100),
+            "[".repeat(100)
+        );
+        assert_eq!(yaml_nesting_problem(&quoted), None);
+        assert_eq!(
+            yaml_nesting_problem("- {address: 10.0.0.1, as-number: [1]}\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_huge_unknown_option_name_costs_no_distance_work() {
+        let name = "x".repeat(5 * 1024 * 1024);
+        let started = std::time::Instant::now();
+        // An explicit key (`? key`): a plain key is limited to 1024 characters by YAML.
+        let m = merge_user_file(&format!("? {name}\n: 1\n")).expect("file");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(m.errors.len(), 1);
+        assert!(
+            m.errors[0].option.len() < 200,
+            "{}",
+            m.errors[0].option.len()
+        );
+        assert_eq!(m.errors[0].message, "unknown option");
+    }
+
+    #[test]
     fn reports_unknown_options_and_bad_types_by_name() {
         let m = merge_user_file(
             "ipip-mode: Always\nnat-outgoing: maybe\nglobal-as-number: 1.5\nsubnet-as-numbers: {10.0.0.0/24: 1}\n",
@@ -492,7 +807,10 @@ mod tests {
             "{lines:?}"
         );
         assert!(
-            lines.contains(&"global-as-number: 1.5: expected an integer".to_string()),
+            lines.contains(
+                &"global-as-number: 1.5: a decimal number, expected an integer (write it without a fraction or exponent)"
+                    .to_string()
+            ),
             "{lines:?}"
         );
         assert!(

@@ -269,15 +269,13 @@ pub fn run(
         | Event::UpdateStatus
         | Event::LeaderElected
         | Event::LeaderSettingsChanged => reconcile(event, env, tools, cluster),
-        Event::Relation { endpoint, .. } if endpoint == CNI_ENDPOINT => {
+        Event::Relation { endpoint, .. }
+            if endpoint == CNI_ENDPOINT || endpoint == crate::peers::PEER_ENDPOINT =>
+        {
             reconcile(event, env, tools, cluster)
         }
         Event::Stop | Event::Remove => stop(event, env, cluster),
-        Event::Action(name) => {
-            tracing::warn!("unknown action {name:?}: this charm defines no actions");
-            tools.action_fail(&format!("unknown action {name:?}"))?;
-            Ok(Report::new(event))
-        }
+        Event::Action(name) => action(event, name, env, tools),
         Event::Relation { .. } | Event::Other(_) => {
             tracing::info!("{event}: nothing to do");
             Ok(Report::new(event))
@@ -387,12 +385,52 @@ pub fn reconcile(
     if let Some(host) = cluster.host() {
         outcome.merge(host.reconcile(&config));
     }
+    // The peer relation: publish this unit's BGP facts; the leader checks the whole topology.
+    let bgp = crate::peers::sync(tools, &config, &facts)?;
     log_outcome(&outcome);
     inputs.outcome = Some(&outcome);
-    let status = status::unit_status(&inputs);
+    let status = crate::peers::status_with(status::unit_status(&inputs), &bgp);
     report.facts = Some(facts);
     report.outcome = Some(outcome.clone());
     finish(tools, report, status, version)
+}
+
+/// An action (`actions/<name>`): `topology` and `bgp-status` read the config, this unit's
+/// facts and the peer relation; anything else fails the action (never the unit).
+fn action(
+    event: &Event,
+    name: &str,
+    env: &HookEnv,
+    tools: &impl HookTools,
+) -> Result<Report, Fault> {
+    let report = Report::new(event);
+    if name != "topology" && name != "bgp-status" {
+        tracing::warn!("unknown action {name:?}");
+        tools.action_fail(&format!("unknown action {name:?}"))?;
+        return Ok(report);
+    }
+    let config = match crate::config::validate(&gather_config(tools)?) {
+        Ok(v) => v.config,
+        Err(errors) => {
+            let first = errors.first().map(ToString::to_string).unwrap_or_default();
+            tools.action_fail(&format!("invalid config: {first}"))?;
+            return Ok(report);
+        }
+    };
+    let facts = match unit_facts(env, tools) {
+        Ok(facts) => facts,
+        Err(Fault::NodeName(problem)) => {
+            tools.action_fail(&problem)?;
+            return Ok(report);
+        }
+        Err(other) => return Err(other),
+    };
+    if name == "topology" {
+        crate::peers::action_topology(tools, &config, &facts)?;
+    } else {
+        crate::peers::action_bgp_status(tools, &config, &facts)?;
+    }
+    Ok(report)
 }
 
 /// `stop` and `remove`: remove what this unit owns from the cluster, through the same seam.

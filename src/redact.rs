@@ -276,7 +276,7 @@ fn redact_values(line: &str, key: &str, separator: bool) -> String {
             continue;
         }
         // `[redacted]` itself is not a value to redact again.
-        if line.get(i..value_end) == Some(REDACTED) {
+        if line.get(i..).is_some_and(|rest| rest.starts_with(REDACTED)) {
             continue;
         }
         out.push_str(line.get(copied..i).unwrap_or_default());
@@ -364,6 +364,20 @@ mod tests {
         assert_eq!(redact(text), "yaml error near [redacted] at line 3; ab");
         register_secret("line-one-of-a-key-81\nline-two-of-a-key-82");
         assert_eq!(redact("x line-two-of-a-key-82 y"), "x [redacted] y");
+    }
+
+    #[test]
+    fn redaction_is_stable() {
+        for text in [
+            "token: abc",
+            "Bearer xyz",
+            "https://u:p@h/ x",
+            "https://tok@h",
+            "password=\"a\"",
+        ] {
+            let once = redact(text);
+            assert_eq!(redact(&once), once, "{text}");
+        }
     }
 
     #[test]

@@ -144,6 +144,7 @@ pub fn effective_peers_with_source(
         .flatten()
         .map(|p| (*p, "unit-bgp-peers"));
     let mut out: Vec<(Peer, &'static str)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (peer, source) in config
         .global_bgp_peers
         .iter()
@@ -151,7 +152,7 @@ pub fn effective_peers_with_source(
         .chain(subnet)
         .chain(unit)
     {
-        if peer.address != facts.address && !out.iter().any(|(p, _)| *p == peer) {
+        if peer.address != facts.address && seen.insert(peer) {
             out.push((peer, source));
         }
     }

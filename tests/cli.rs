@@ -300,3 +300,33 @@ fn unreadable_or_malformed_files_fail_with_exit_1() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn validate_refuses_an_endless_input_file_instead_of_reading_it_to_the_end() {
+    let started = std::time::Instant::now();
+    let out = run(&["validate", "--config", "/dev/zero"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("configuration file /dev/zero is larger than 16777216 bytes"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn an_integer_too_large_for_64_bits_is_reported_with_the_other_errors() {
+    let out = run(
+        &["validate", "--config", "-"],
+        Some("global-as-number: 99999999999999999999999\nipip: sometimes\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ipip: \"sometimes\""), "{stderr}");
+    assert!(
+        stderr.contains(
+            "global-as-number: 99999999999999999999999 is too large: expected an integer"
+        ),
+        "{stderr}"
+    );
+}

@@ -304,3 +304,23 @@ fn remove_deletes_only_the_conflist_and_tolerates_its_absence() {
     assert_eq!(entries(tmp.path()), ["calico-kubeconfig"]);
     assert!(!cni::remove_conflist(tmp.path()).unwrap());
 }
+
+#[test]
+fn temporary_files_of_killed_hooks_are_removed_on_the_next_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join(".10-calico.conflist.tmp-4242"), "{half").unwrap();
+    std::fs::write(tmp.path().join(".10-calico.conflist.tmp-7"), "").unwrap();
+    std::fs::write(tmp.path().join("calico-kubeconfig"), "k").unwrap();
+    assert!(cni::write_conflist(tmp.path(), "{}\n").unwrap());
+    assert_eq!(
+        entries(tmp.path()),
+        ["10-calico.conflist", "calico-kubeconfig"]
+    );
+    // Also when the conflist itself is already right.
+    std::fs::write(tmp.path().join(".10-calico.conflist.tmp-99"), "{half").unwrap();
+    assert!(!cni::write_conflist(tmp.path(), "{}\n").unwrap());
+    assert_eq!(
+        entries(tmp.path()),
+        ["10-calico.conflist", "calico-kubeconfig"]
+    );
+}

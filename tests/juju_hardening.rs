@@ -373,3 +373,55 @@ fn an_invalid_nodename_blocks_naming_what_is_wrong() {
         server.requests()
     );
 }
+
+#[test]
+fn temporary_conflists_of_killed_hooks_are_removed() {
+    let server = cluster();
+    let (unit, _) = unit("calico/0", false);
+    server.write_kubeconfig(&unit.kubeconfig()).unwrap();
+    let stale = unit.cni_dir().join(".10-calico.conflist.tmp-31337");
+    std::fs::write(&stale, "{\"half\": ").unwrap();
+    assert!(unit.hook("install").ok());
+    assert!(!stale.exists());
+    assert!(unit.cni_dir().join("10-calico.conflist").exists());
+}
+
+#[test]
+fn many_config_problems_are_logged_bounded_and_counted() {
+    let (unit, _) = unit("calico/0", false);
+    let mut peers = String::new();
+    for i in 0..900 {
+        peers.push_str(&format!(
+            "- {{address: 10.1.{}.{}, asn: 1}}\n",
+            i / 250,
+            i % 250
+        ));
+    }
+    unit.set_config("global-bgp-peers", serde_json::json!(peers));
+    let started = std::time::Instant::now();
+    let run = unit.hook("config-changed");
+    assert!(run.ok(), "{run:?}");
+    let (kind, message) = status(&unit);
+    assert_eq!(kind, "blocked");
+    assert!(
+        message.starts_with("Invalid config: global-bgp-peers: peer 1: "),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("(+1799 more, see juju debug-log)"),
+        "{message}"
+    );
+    let logs: Vec<_> = unit
+        .logs()
+        .into_iter()
+        .filter(|l| l.hook == "config-changed")
+        .collect();
+    // 20 problems in full, one line counting the rest, the summary.
+    assert_eq!(logs.len(), 22, "{logs:#?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.message == "Invalid config: 1780 more not logged (`calico-charm validate --config FILE` lists them all)"),
+        "{logs:#?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+}

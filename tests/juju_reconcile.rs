@@ -68,9 +68,14 @@ impl HookTools for Tools {
         self.call("is-leader")?;
         Ok(self.leader)
     }
-    fn relation_ids(&self, _endpoint: &str) -> Result<Vec<String>, ToolError> {
+    fn relation_ids(&self, endpoint: &str) -> Result<Vec<String>, ToolError> {
         self.call("relation-ids")?;
-        Ok(vec!["cni:1".into()])
+        // Only the cni relation: no peer relation in these tests (see tests/juju_peers.rs).
+        Ok(if endpoint == "cni" {
+            vec!["cni:1".into()]
+        } else {
+            Vec::new()
+        })
     }
     fn relation_list(&self, _relation_id: &str) -> Result<Vec<String>, ToolError> {
         self.call("relation-list")?;
@@ -94,6 +99,21 @@ impl HookTools for Tools {
                 .collect(),
         ));
         Ok(())
+    }
+    fn relation_set_app(
+        &self,
+        _relation_id: &str,
+        _settings: &[(&str, &str)],
+    ) -> Result<(), ToolError> {
+        self.call("relation-set")
+    }
+    fn relation_get_app(
+        &self,
+        _relation_id: &str,
+        _application: &str,
+    ) -> Result<BTreeMap<String, String>, ToolError> {
+        self.call("relation-get")?;
+        Ok(BTreeMap::new())
     }
     fn status_set(&self, status: &UnitStatus) -> Result<(), ToolError> {
         self.call("status-set")?;

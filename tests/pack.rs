@@ -55,7 +55,13 @@ fn archive_layout_and_modes() {
             "{name} is not root-relative"
         );
     }
-    for name in ["metadata.yaml", "config.yaml", "manifest.yaml", "README.md"] {
+    for name in [
+        "metadata.yaml",
+        "config.yaml",
+        "actions.yaml",
+        "manifest.yaml",
+        "README.md",
+    ] {
         assert_eq!(by_name.get(name), Some(&0o100644), "{name}");
     }
     assert_eq!(by_name.get("dispatch"), Some(&0o100755));
@@ -85,6 +91,11 @@ fn archive_layout_and_modes() {
         "cni-relation-changed",
         "cni-relation-departed",
         "cni-relation-broken",
+        "calico-relation-created",
+        "calico-relation-joined",
+        "calico-relation-changed",
+        "calico-relation-departed",
+        "calico-relation-broken",
     ];
     expected.sort_unstable();
     assert_eq!(hooks, expected);
@@ -101,6 +112,7 @@ fn archive_layout_and_modes() {
             n,
             "metadata.yaml"
                 | "config.yaml"
+                | "actions.yaml"
                 | "manifest.yaml"
                 | "README.md"
                 | "dispatch"

@@ -112,6 +112,18 @@ pub trait HookTools {
     ) -> Result<BTreeMap<String, String>, ToolError>;
     /// `relation-set -r <id> key=value ...` on this unit's bag (`key=` deletes).
     fn relation_set(&self, relation_id: &str, settings: &[(&str, &str)]) -> Result<(), ToolError>;
+    /// `relation-set -r <id> --app key=value ...` on the application's bag (leader only).
+    fn relation_set_app(
+        &self,
+        relation_id: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<(), ToolError>;
+    /// `relation-get -r <id> --app --format=json - <application>`: the application's bag.
+    fn relation_get_app(
+        &self,
+        relation_id: &str,
+        application: &str,
+    ) -> Result<BTreeMap<String, String>, ToolError>;
     /// `status-set <status> <message>`.
     fn status_set(&self, status: &UnitStatus) -> Result<(), ToolError>;
     /// `application-version-set <version>`.
@@ -391,7 +403,10 @@ fn wait_with_timeout(
     }
 }
 
-fn parse_json<T: DeserializeOwned>(tool: &str, output: &str) -> Result<T, ToolError> {
+/// Parse a hook tool's `--format=json` output into the type the charm reads from it (the
+/// parser [`Subprocess`] uses; public for the fuzz targets). The error quotes at most 200
+/// characters of the output.
+pub fn parse_json<T: DeserializeOwned>(tool: &str, output: &str) -> Result<T, ToolError> {
     serde_json::from_str(output.trim()).map_err(|err| ToolError::BadOutput {
         tool: tool.to_string(),
         detail: err.to_string(),
@@ -470,6 +485,29 @@ impl HookTools for Subprocess {
         let mut args = vec!["-r", relation_id, "--"];
         args.extend(pairs.iter().map(String::as_str));
         self.run("relation-set", &args).map(drop)
+    }
+
+    fn relation_set_app(
+        &self,
+        relation_id: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<(), ToolError> {
+        let pairs = pairs(settings);
+        let mut args = vec!["-r", relation_id, "--app", "--"];
+        args.extend(pairs.iter().map(String::as_str));
+        self.run("relation-set", &args).map(drop)
+    }
+
+    fn relation_get_app(
+        &self,
+        relation_id: &str,
+        application: &str,
+    ) -> Result<BTreeMap<String, String>, ToolError> {
+        let bag: Option<BTreeMap<String, String>> = self.json(
+            "relation-get",
+            &["-r", relation_id, "--app", "--", "-", application],
+        )?;
+        Ok(bag.unwrap_or_default())
     }
 
     fn status_set(&self, status: &UnitStatus) -> Result<(), ToolError> {

@@ -338,6 +338,16 @@ impl Unit {
         }
     }
 
+    /// One of the emulator's state files (`relations.json`, ...), as JSON.
+    pub fn state(&self, file: &str) -> Value {
+        self.read(file)
+    }
+
+    /// Change one of the emulator's state files (e.g. to relate units on a peer relation).
+    pub fn edit_state(&self, file: &str, change: impl FnOnce(&mut Value)) {
+        self.update(file, change);
+    }
+
     fn update(&self, file: &str, change: impl FnOnce(&mut Value)) {
         let mut value = self.read(file);
         change(&mut value);
@@ -983,6 +993,12 @@ impl PreparedHook {
             wall,
             max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
         }
+    }
+
+    /// Add an environment variable (e.g. JUJU_RELATION_ID for a relation hook).
+    pub fn with_env(mut self, key: &str, value: &str) -> PreparedHook {
+        self.env.insert(key.to_string(), value.to_string());
+        self
     }
 
     /// Run the hook to its end (or until it is killed).

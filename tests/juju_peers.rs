@@ -1,0 +1,317 @@
+//! The `calico` peer relation and the `topology` / `bgp-status` actions, through the packed
+//! charm (dispatch, hook-tool emulator, the test API server as the cluster).
+//!
+//! Juju shares peer data between units; here each unit has its own emulated agent, so the
+//! test carries every unit's committed bag to the others and the leader's application bag to
+//! everyone, as the controller would between hooks.
+
+mod juju_harness;
+mod support;
+
+use juju_harness::{HookRun, KUBECONFIG_HASH, Unit};
+use serde_json::{Value, json};
+use support::apiserver::{Options, TestApiServer};
+
+const PEERS: &str = "calico:9";
+
+fn assert_ok(unit: &Unit, run: &HookRun) {
+    assert!(run.ok(), "{}: {run:?}\n{}", unit.name, unit.transcript());
+}
+
+/// A unit at `address` (`IP/PREFIX`) on node `node`, related to its principal, with the
+/// shared test API server as its cluster and the peer relation (no peer data yet).
+fn peer_unit(name: &str, address: &str, node: &str, leader: bool, server: &TestApiServer) -> Unit {
+    let mut unit = Unit::new(name);
+    unit.set_leader(leader);
+    unit.relate_cni(4, &[("kubeconfig-hash", KUBECONFIG_HASH)]);
+    let (ip, prefix) = address.split_once('/').expect("IP/PREFIX");
+    let net: ipnetwork::IpNetwork = address.parse().expect("address");
+    unit.set_network(Some(json!({
+        "bind-addresses": [{"interface-name": "eth0", "mac-address": "00:16:3e:00:00:01",
+            "addresses": [{"hostname": "", "value": ip,
+                           "cidr": format!("{}/{prefix}", net.network())}]}],
+        "ingress-addresses": [ip],
+    })));
+    server
+        .write_kubeconfig(&unit.kubeconfig())
+        .expect("kubeconfig");
+    unit.set_env("NODENAME", node);
+    unit.edit_state("relations.json", |r| {
+        r[PEERS] = json!({"endpoint": "calico", "remote-app": "calico", "remote-units": {},
+                          "local": {}, "app": {}, "remote-app-data": {}});
+    });
+    unit
+}
+
+/// Carry every unit's committed peer bag to the others, and the leader's application bag.
+fn share(units: &[&Unit]) {
+    let bags: Vec<(String, Value, Value)> = units
+        .iter()
+        .map(|u| {
+            let r = u.state("relations.json");
+            (
+                u.name.clone(),
+                r[PEERS]["local"].clone(),
+                r[PEERS]["app"].clone(),
+            )
+        })
+        .collect();
+    let app = bags
+        .iter()
+        .map(|b| b.2.clone())
+        .find(|a| a.as_object().is_some_and(|m| !m.is_empty()))
+        .unwrap_or_else(|| json!({}));
+    for u in units {
+        u.edit_state("relations.json", |r| {
+            let mut remote = serde_json::Map::new();
+            for (name, bag, _) in &bags {
+                if *name != u.name {
+                    remote.insert(name.clone(), bag.clone());
+                }
+            }
+            r[PEERS]["remote-units"] = Value::Object(remote);
+            r[PEERS]["app"] = app.clone();
+        });
+    }
+}
+
+fn hooks(units: &[&Unit], hook: &str) {
+    for u in units {
+        assert_ok(u, &u.hook(hook));
+    }
+}
+
+fn server_for(nodes: &[&str]) -> TestApiServer {
+    let server = TestApiServer::start(Options::default());
+    for n in nodes {
+        server.add_ready_node(n, None, "docker.io/calico/node:v3.6.1");
+    }
+    server
+}
+
+fn problems(unit: &Unit) -> Value {
+    let r = unit.state("relations.json");
+    serde_json::from_str(
+        r[PEERS]["app"]["topology-problems"]
+            .as_str()
+            .unwrap_or("null"),
+    )
+    .unwrap_or(Value::Null)
+}
+
+#[test]
+fn each_unit_publishes_its_facts_and_the_leader_publishes_every_units_problems() {
+    let server = server_for(&["node-0", "node-1", "node-2"]);
+    // calico/2 is made a route reflector while the mesh is on and no peer is configured: it
+    // has no BGP session at all.
+    let u0 = peer_unit("calico/0", "10.0.0.2/24", "node-0", true, &server);
+    let u1 = peer_unit("calico/1", "10.0.0.3/24", "node-1", false, &server);
+    let u2 = peer_unit("calico/2", "10.0.0.4/24", "node-2", false, &server);
+    let all = [&u0, &u1, &u2];
+    for u in all {
+        u.set_config("route-reflector-cluster-ids", json!("2: 244.0.0.1"));
+    }
+    hooks(&all, "config-changed");
+    assert_eq!(
+        u2.local_data(PEERS),
+        [
+            ("address", "10.0.0.4/24"),
+            ("as", "64512"),
+            ("cluster-id", "244.0.0.1"),
+            ("node-name", "node-2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    );
+    // Not a reflector: no cluster-id (an empty value deletes the key, as in Juju).
+    assert!(!u1.local_data(PEERS).contains_key("cluster-id"));
+    // The leader sees the others on its next hook.
+    share(&all);
+    hooks(&[&u0], "update-status");
+    let p = problems(&u0);
+    let kinds: Vec<&str> = p["calico/2"]
+        .as_array()
+        .expect("calico/2's problems")
+        .iter()
+        .filter_map(|x| x["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["isolated-node", "route-reflector-without-clients"],
+        "{p}"
+    );
+    assert_eq!(p["calico/2"][0]["cut_off"], json!(true));
+    assert!(
+        p.get("calico/0").is_none() && p.get("calico/1").is_none(),
+        "{p}"
+    );
+    assert!(
+        u0.logs().iter().any(|l| l.level == "DEBUG" && l.message.contains("topology: calico/2 node-2 10.0.0.4/24 AS 64512 (route reflector, cluster ID 244.0.0.1)")),
+        "the leader logs the topology at debug"
+    );
+    assert_eq!(
+        u0.status(),
+        (
+            "active".to_string(),
+            "Ready (1 config warning, see juju debug-log)".to_string()
+        )
+    );
+    // Every unit shows its own: calico/2 is cut off, calico/1 has nothing.
+    share(&all);
+    hooks(&[&u1, &u2], "update-status");
+    assert_eq!(
+        u2.status(),
+        (
+            "blocked".to_string(),
+            "BGP: calico/2 (10.0.0.4) has no BGP session at all (isolated-node)".to_string()
+        )
+    );
+    assert_eq!(u1.status().0, "active");
+    assert!(!u1.status().1.contains("BGP"), "{:?}", u1.status());
+}
+
+#[test]
+fn a_unit_that_joins_or_leaves_changes_the_result_on_the_next_hook() {
+    let server = server_for(&["node-0", "node-1", "node-2"]);
+    // Route reflection without the mesh: calico/0 reflects for everyone listed.
+    let u0 = peer_unit("calico/0", "10.0.0.2/24", "node-0", true, &server);
+    let u1 = peer_unit("calico/1", "10.0.0.3/24", "node-1", false, &server);
+    let all = [&u0, &u1];
+    for u in all {
+        u.set_config("node-to-node-mesh", json!(false));
+        u.set_config("route-reflector-cluster-ids", json!("0: 0.0.0.0"));
+        u.set_config(
+            "global-bgp-peers",
+            json!("[{address: 10.0.0.2, as-number: 64512}]"),
+        );
+    }
+    hooks(&all, "config-changed");
+    share(&all);
+    hooks(&[&u0], "update-status");
+    // With two units: only the 0.0.0.0 warning, for the reflector.
+    let kinds = |p: &Value, unit: &str| -> Vec<String> {
+        p[unit]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x["kind"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(kinds(&problems(&u0), "calico/0"), ["rr-cluster-id-zero"]);
+    assert_eq!(
+        u0.status().1,
+        "Ready (1 config warning, see juju debug-log); BGP warning: rr-cluster-id-zero, see the topology action"
+    );
+    // calico/2 joins: a second client of the reflector, seen on the leader's next hook.
+    let u2 = peer_unit("calico/2", "10.0.0.4/24", "node-2", false, &server);
+    let all = [&u0, &u1, &u2];
+    for u in all {
+        u.set_config("node-to-node-mesh", json!(false));
+        u.set_config("route-reflector-cluster-ids", json!("0: 0.0.0.0"));
+        u.set_config(
+            "global-bgp-peers",
+            json!("[{address: 10.0.0.2, as-number: 64512}]"),
+        );
+    }
+    hooks(&[&u2], "config-changed");
+    share(&all);
+    let joined = u0
+        .prepare_hook("calico-relation-changed")
+        .with_env("JUJU_RELATION", "calico")
+        .with_env("JUJU_RELATION_ID", PEERS)
+        .with_env("JUJU_REMOTE_UNIT", "calico/2")
+        .with_env("JUJU_REMOTE_APP", "calico")
+        .run();
+    assert_ok(&u0, &joined);
+    let p = problems(&u0);
+    assert!(
+        p.get("calico/2").is_none(),
+        "calico/2 is a client like calico/1: {p}"
+    );
+    let t = topology_action(&u0);
+    assert_eq!(t["nodes"].as_array().map(Vec::len), Some(3));
+    // calico/1 leaves: the leader's next hook drops it.
+    u0.edit_state("relations.json", |r| {
+        if let Some(m) = r[PEERS]["remote-units"].as_object_mut() {
+            m.remove("calico/1");
+        }
+    });
+    let departed = u0
+        .prepare_hook("calico-relation-departed")
+        .with_env("JUJU_RELATION", "calico")
+        .with_env("JUJU_RELATION_ID", PEERS)
+        .with_env("JUJU_REMOTE_UNIT", "calico/1")
+        .with_env("JUJU_REMOTE_APP", "calico")
+        .with_env("JUJU_DEPARTING_UNIT", "calico/1")
+        .run();
+    assert_ok(&u0, &departed);
+    let t = topology_action(&u0);
+    let units: Vec<&str> = t["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["unit"].as_str())
+        .collect();
+    assert_eq!(units, ["calico/0", "calico/2"]);
+}
+
+/// Run `topology` on `unit` and return its JSON result.
+fn topology_action(unit: &Unit) -> Value {
+    let run = unit.action("topology", json!({}));
+    assert_ok(unit, &run);
+    let records = unit.action_records();
+    let last = records.last().expect("an action record");
+    assert!(last.get("fail").is_none(), "{last}");
+    let text = last["set"]["text"].as_str().expect("text result");
+    assert!(text.contains("reach: "), "{text}");
+    serde_json::from_str(last["set"]["json"].as_str().expect("json result")).expect("json")
+}
+
+#[test]
+fn topology_runs_on_the_leader_and_bgp_status_on_any_unit() {
+    let server = server_for(&["node-0", "node-1"]);
+    let u0 = peer_unit("calico/0", "10.0.0.2/24", "node-0", true, &server);
+    let u1 = peer_unit("calico/1", "10.0.0.3/24", "node-1", false, &server);
+    let all = [&u0, &u1];
+    hooks(&all, "config-changed");
+    share(&all);
+    let t = topology_action(&u0);
+    assert_eq!(t["problems"], json!([]));
+    assert_eq!(t["reach"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        u0.action_records().last().expect("record")["set"]["errors"],
+        json!("false")
+    );
+    // Not on a non-leader: the action fails, the unit does not.
+    let run = u1.action("topology", json!({}));
+    assert_ok(&u1, &run);
+    let fail = u1.action_records().last().expect("record")["fail"].clone();
+    assert_eq!(
+        fail,
+        json!("calico/1 is not the leader: run the topology action on the leader")
+    );
+    // bgp-status: the mesh session the model expects, and why the actual state is unknown.
+    let run = u1.action("bgp-status", json!({}));
+    assert_ok(&u1, &run);
+    let set = u1.action_records().last().expect("record")["set"].clone();
+    assert_eq!(
+        set["expected"],
+        json!("Mesh_10_0_0_2 10.0.0.2 AS 64512 iBGP calico/0")
+    );
+    assert_eq!(
+        set["actual"],
+        json!("unavailable: calico-node v3.6.1 has no CalicoNodeStatus (Calico 3.22 or later)")
+    );
+    assert_eq!(set["problems"], json!("none"));
+    // On calico/0 the same session is the passive side.
+    let run = u0.action("bgp-status", json!({}));
+    assert_ok(&u0, &run);
+    let set = u0.action_records().last().expect("record")["set"].clone();
+    assert_eq!(
+        set["expected"],
+        json!("Mesh_10_0_0_3 10.0.0.3 AS 64512 iBGP calico/1 passive")
+    );
+}
