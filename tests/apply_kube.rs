@@ -664,7 +664,13 @@ fn converge_units(env: &Env, wants: Vec<Desired>) -> Vec<Outcome> {
         for (i, want) in wants.into_iter().enumerate() {
             let kubeconfig = env.kubeconfig.clone();
             tasks.spawn(async move {
-                let ds = connect_with(&kubeconfig, fast_retry()).await.unwrap();
+                // All units at once against a real server on a small machine: a budget no
+                // fault test here needs to be short.
+                let retry = RetrySettings {
+                    budget: Duration::from_secs(30),
+                    ..fast_retry()
+                };
+                let ds = connect_with(&kubeconfig, retry).await.unwrap();
                 (i, converge_with(&want, &ds, &options()).await)
             });
         }
