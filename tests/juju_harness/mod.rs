@@ -206,6 +206,8 @@ pub struct Call {
     pub tool: String,
     pub args: Vec<String>,
     pub exit: i64,
+    /// The tool's `ERROR ...` line, empty when it succeeded.
+    pub stderr: String,
 }
 
 static CONTEXTS: AtomicU64 = AtomicU64::new(1);
@@ -852,6 +854,7 @@ impl Unit {
                     .map(|a| a.iter().map(Self::text).collect())
                     .unwrap_or_default(),
                 exit: r["exit"].as_i64().unwrap_or(-1),
+                stderr: Self::text(&r["stderr"]),
             })
             .collect()
     }
