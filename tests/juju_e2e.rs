@@ -162,8 +162,8 @@ fn hook_tool_protocol_of_one_reconcile() {
             "relation-get",
             "is-leader",
             "network-get",
-            "relation-ids",
             "resource-get",
+            "relation-ids",
             "status-set",
             "application-version-set",
         ]
