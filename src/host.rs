@@ -73,6 +73,8 @@ pub struct Host {
     pub proc_sys: PathBuf,
     pub sys_class_net: PathBuf,
     pub ethtool: PathBuf,
+    /// Where calicoctl is installed from the charm resource.
+    pub calicoctl: crate::calicoctl::Install,
 }
 
 impl Host {
@@ -87,6 +89,7 @@ impl Host {
             proc_sys: var(PROC_SYS_ENV, "/proc/sys"),
             sys_class_net: var(SYS_CLASS_NET_ENV, "/sys/class/net"),
             ethtool: var(ETHTOOL_ENV, "ethtool"),
+            calicoctl: crate::calicoctl::Install::from_env(),
         }
     }
 
@@ -209,6 +212,11 @@ mod tests {
             proc_sys: proc_sys.clone(),
             sys_class_net: dir.join("net"),
             ethtool: dir.join("no-ethtool"),
+            calicoctl: crate::calicoctl::Install {
+                wrapper: dir.join("bin/calicoctl"),
+                dir: dir.join("lib"),
+                kubeconfig: dir.join("kubeconfig"),
+            },
         };
         assert_eq!(host.rp_filter(), None);
         std::fs::write(proc_sys.join(RP_FILTER), "2\n").unwrap();

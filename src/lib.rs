@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod asn;
 pub mod calico;
+pub mod calicoctl;
 pub mod cli;
 pub mod cni;
 pub mod config;

@@ -129,6 +129,43 @@ pub fn problems_by_unit(t: &Topology) -> BTreeMap<String, Vec<UnitProblem>> {
     out
 }
 
+/// The largest `topology-problems` value published (one hook-tool argument must stay well
+/// below the kernel's 128 KiB limit).
+pub const MAX_PROBLEMS_JSON: usize = 96 * 1024;
+/// Characters of each message kept in the application data.
+const MAX_PUBLISHED_MESSAGE: usize = 300;
+
+/// `topology-problems` as JSON: messages shortened, and units left out (logged) once the value
+/// would pass [`MAX_PROBLEMS_JSON`]; each unit's cut-off problem comes first.
+pub fn bounded_problems_json(by_unit: &BTreeMap<String, Vec<UnitProblem>>) -> String {
+    let mut out: BTreeMap<&str, Vec<UnitProblem>> = BTreeMap::new();
+    let mut size = 2;
+    let mut left_out = 0;
+    for (unit, list) in by_unit {
+        let mut list: Vec<UnitProblem> = list
+            .iter()
+            .map(|p| UnitProblem {
+                message: p.message.chars().take(MAX_PUBLISHED_MESSAGE).collect(),
+                ..p.clone()
+            })
+            .collect();
+        list.sort_by_key(|p| !p.cut_off);
+        let entry = serde_json::to_string(&list).map(|j| j.len()).unwrap_or(0) + unit.len() + 4;
+        if size + entry > MAX_PROBLEMS_JSON {
+            left_out += 1;
+            continue;
+        }
+        size += entry;
+        out.insert(unit, list);
+    }
+    if left_out > 0 {
+        tracing::warn!(
+            "{PROBLEMS_KEY}: the problems of {left_out} units are left out (too large for the application data); run the topology action"
+        );
+    }
+    serde_json::to_string(&out).unwrap_or_else(|_| "{}".into())
+}
+
 /// Publish this unit's facts; on the leader compute the topology and publish every unit's
 /// problems; read this unit's.
 pub fn sync(
@@ -156,11 +193,9 @@ pub fn sync(
         let units = gather_units(tools, &rid, me)?;
         match topology::topology(config, &units) {
             Ok(t) => {
-                for line in topology::render_text(&t).lines() {
-                    tracing::debug!("topology: {line}");
-                }
+                log_topology(&t);
                 let by_unit = problems_by_unit(&t);
-                let json = serde_json::to_string(&by_unit).unwrap_or_else(|_| "{}".into());
+                let json = bounded_problems_json(&by_unit);
                 tools.relation_set_app(&rid, &[(PROBLEMS_KEY, &json)])?;
                 bgp.problems = by_unit.get(&facts.unit_name).cloned().unwrap_or_default();
                 bgp.topology = Some(t);
@@ -187,6 +222,47 @@ pub fn sync(
         }
     }
     Ok(bgp)
+}
+
+/// At most this many debug events carry the topology's text (each juju-log call is a
+/// process; a large cluster's text runs to megabytes): the `topology` action has it all.
+const MAX_TOPOLOGY_LOG_EVENTS: usize = 8;
+/// Bytes of text per event, below the log layer's line cap.
+const TOPOLOGY_LOG_CHUNK: usize = 3800;
+
+/// Log the topology at debug level: a summary, then the text in a few bounded events.
+fn log_topology(t: &Topology) {
+    let pairs = t.reach.len();
+    let reached = t.reach.iter().filter(|r| r.reached).count();
+    let errors = t
+        .problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
+    tracing::debug!(
+        "topology: {} nodes, {reached} of {pairs} node pairs reached, {errors} errors, {} warnings",
+        t.nodes.len(),
+        t.problems.len() - errors
+    );
+    let text = topology::render_text(t);
+    let mut chunk = String::new();
+    let mut events = 0;
+    for line in text.lines() {
+        if chunk.len() + line.len() + 1 > TOPOLOGY_LOG_CHUNK && !chunk.is_empty() {
+            tracing::debug!("topology:\n{chunk}");
+            chunk.clear();
+            events += 1;
+            if events == MAX_TOPOLOGY_LOG_EVENTS {
+                tracing::debug!("topology: the rest is not logged: run the topology action");
+                return;
+            }
+        }
+        chunk.push_str(line);
+        chunk.push('\n');
+    }
+    if !chunk.is_empty() {
+        tracing::debug!("topology:\n{chunk}");
+    }
 }
 
 /// The head of a problem message (up to its first `: `), for a status line.
@@ -230,12 +306,15 @@ pub fn status_with(status: UnitStatus, bgp: &Bgp) -> UnitStatus {
     UnitStatus::new(status.kind, message)
 }
 
-/// The topology of every unit on the peer relation, computed here.
+/// The largest action result value set (one hook-tool argument).
+const MAX_ACTION_RESULT: usize = 96 * 1024;
+
+/// The topology of every unit on the peer relation, computed here, with the units.
 fn local_topology(
     tools: &impl HookTools,
     config: &CharmConfig,
     facts: &UnitFacts,
-) -> Result<Result<Topology, String>, ToolError> {
+) -> Result<Result<(Topology, Vec<UnitInput>), String>, ToolError> {
     let network = bind_network(facts);
     let me = UnitInput {
         unit: facts.unit_name.clone(),
@@ -246,7 +325,9 @@ fn local_topology(
         Some(rid) => gather_units(tools, &rid, me)?,
         None => vec![me],
     };
-    Ok(topology::topology(config, &units).map_err(|e| e.to_string()))
+    Ok(topology::topology(config, &units)
+        .map(|t| (t, units))
+        .map_err(|e| e.to_string()))
 }
 
 /// `topology` (leader): the whole model as text and JSON.
@@ -262,11 +343,37 @@ pub fn action_topology(
         ));
     }
     match local_topology(tools, config, facts)? {
-        Ok(t) => {
-            let text = topology::render_text(&t);
-            let json = serde_json::to_string(&t).unwrap_or_default();
+        Ok((t, units)) => {
+            let units_yaml: String = units
+                .iter()
+                .map(|u| {
+                    format!(
+                        "- {{unit: {}, address: {}, node-name: {}}}\n",
+                        u.unit, u.address, u.node_name
+                    )
+                })
+                .collect();
+            let too_big = |what: &str, len: usize| {
+                format!(
+                    "{what} is {len} bytes, too large for action results: save the units result \
+                     as UNITS.yaml and run calico-charm topology --config FILE --units UNITS.yaml"
+                )
+            };
+            let mut text = topology::render_text(&t);
+            if text.len() > MAX_ACTION_RESULT {
+                text = too_big("the text", text.len());
+            }
+            let mut json = serde_json::to_string(&t).unwrap_or_default();
+            if json.len() > MAX_ACTION_RESULT {
+                json = too_big("the JSON", json.len());
+            }
             let errors = t.has_errors().to_string();
-            tools.action_set(&[("text", &text), ("json", &json), ("errors", &errors)])
+            tools.action_set(&[
+                ("text", &text),
+                ("json", &json),
+                ("errors", &errors),
+                ("units", &units_yaml),
+            ])
         }
         Err(e) => tools.action_fail(&format!("cannot compute the topology: {e}")),
     }
@@ -279,7 +386,7 @@ pub fn action_bgp_status(
     facts: &UnitFacts,
 ) -> Result<(), ToolError> {
     let t = match local_topology(tools, config, facts)? {
-        Ok(t) => t,
+        Ok((t, _)) => t,
         Err(e) => return tools.action_fail(&format!("cannot compute the topology: {e}")),
     };
     let Some(node) = t.nodes.iter().find(|n| n.unit == facts.unit_name) else {
@@ -345,6 +452,26 @@ mod tests {
             message: format!("calico/2 (10.0.0.4) has no BGP session at all: {kind}"),
             cut_off,
         }
+    }
+
+    #[test]
+    fn published_problems_stay_bounded() {
+        let mut by_unit = BTreeMap::new();
+        for i in 0..2000 {
+            let mut p = problem("routes-reach-some", "error", false);
+            p.message = "x".repeat(5000);
+            by_unit.insert(
+                format!("calico/{i}"),
+                vec![p, problem("isolated-node", "error", true)],
+            );
+        }
+        let json = bounded_problems_json(&by_unit);
+        assert!(json.len() <= MAX_PROBLEMS_JSON, "{}", json.len());
+        let back: BTreeMap<String, Vec<UnitProblem>> = serde_json::from_str(&json).expect("json");
+        assert!(back.len() > 100 && back.len() < 2000, "{}", back.len());
+        let first = &back["calico/0"];
+        assert!(first[0].cut_off, "the cut-off problem first");
+        assert!(first[1].message.chars().count() <= MAX_PUBLISHED_MESSAGE);
     }
 
     #[test]

@@ -384,6 +384,13 @@ pub fn reconcile(
     }
     if let Some(host) = cluster.host() {
         outcome.merge(host.reconcile(&config));
+        // update-status skips the tool call (one every 5 minutes on every unit); any other
+        // hook installs or replaces calicoctl, and Juju runs upgrade-charm when a resource
+        // is attached.
+        if *event != Event::UpdateStatus {
+            let resource = calicoctl_resource(tools)?;
+            outcome.merge(host.calicoctl.reconcile(resource.as_deref()));
+        }
     }
     // The peer relation: publish this unit's BGP facts; the leader checks the whole topology.
     let bgp = crate::peers::sync(tools, &config, &facts)?;
@@ -696,6 +703,20 @@ pub fn bind_address_with_prefix(tools: &impl HookTools) -> Result<(IpAddr, Optio
         .parse()
         .map(|address| (address, None))
         .map_err(|_| Fault::NoAddress(private))
+}
+
+/// The attached `calicoctl` resource's path, `None` when nothing is attached (resource-get
+/// exits 1, "could not download resource"). A missing or hung tool is a fault, like any.
+fn calicoctl_resource(tools: &impl HookTools) -> Result<Option<PathBuf>, Fault> {
+    match tools.resource_get(crate::calicoctl::RESOURCE) {
+        Ok(path) if !path.trim().is_empty() => Ok(Some(PathBuf::from(path))),
+        Ok(_) => Ok(None),
+        Err(ToolError::Failed { stderr, .. }) => {
+            tracing::debug!("no calicoctl resource: {stderr}");
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Write `10-calico.conflist` for this node when its content changed (atomically, 0644).

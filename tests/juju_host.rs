@@ -300,3 +300,131 @@ fn current_release_falls_back_to_kubernetes_internal_ip_only_until_the_node_has_
         Some("kubernetes-internal-ip")
     );
 }
+
+/// A stand-in calicoctl (not a real one): prints its version tag, the datastore settings it
+/// received, its arguments and the first line of its stdin.
+fn stand_in_calicoctl(path: &Path, tag: &str) {
+    fs::write(
+        path,
+        format!(
+            "#!/bin/sh\nread -r first || first=\"\"\n\
+             echo \"{tag} DATASTORE_TYPE=$DATASTORE_TYPE KUBECONFIG=$KUBECONFIG args=$* stdin=$first\"\n"
+        ),
+    )
+    .expect("write stand-in");
+}
+
+/// Run the installed `calicoctl` as `juju ssh calico/0 calicoctl ...` would: a login's
+/// plain environment, no KUBECONFIG or DATASTORE_TYPE of its own.
+fn run_calicoctl(wrapper: &Path, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(wrapper)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/nonexistent")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run calicoctl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn calicoctl_from_the_resource_talks_to_this_cluster_and_is_replaced_when_the_resource_changes() {
+    let server = TestApiServer::start(Options::default());
+    let unit = unit_on(&server, "calico/0", false, "docker.io/calico/node:v3.6.1");
+    let wrapper = unit.host_dir().join("usr-local-bin/calicoctl");
+    let binary = unit.host_dir().join("usr-local-lib/calicoctl");
+    let ready = ("active".to_string(), "Ready".to_string());
+
+    // No resource attached: the unit works, nothing is installed.
+    assert_ok(&unit, &unit.hook("install"));
+    assert_eq!(status(&unit), ready);
+    assert!(!wrapper.exists() && !binary.exists());
+
+    // Attached (Juju then runs upgrade-charm): installed, and the documentation's recipe
+    // works with no flags: Kubernetes datastore, the principal's kubeconfig.
+    let resource = unit.host_dir().join("resource-calicoctl");
+    stand_in_calicoctl(&resource, "v1");
+    unit.attach_resource("calicoctl", Some(&resource));
+    assert_ok(&unit, &unit.hook("upgrade-charm"));
+    assert_eq!(status(&unit), ready);
+    let pool = "apiVersion: projectcalico.org/v3\nkind: IPPool\n";
+    assert_eq!(
+        run_calicoctl(&wrapper, &["apply", "-f", "-"], pool),
+        format!(
+            "v1 DATASTORE_TYPE=kubernetes KUBECONFIG={} args=apply -f - stdin=apiVersion: projectcalico.org/v3\n",
+            unit.kubeconfig().display()
+        )
+    );
+    assert_eq!(
+        fs::metadata(&wrapper).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    // The caller's own settings win.
+    let out = std::process::Command::new(&wrapper)
+        .args(["get", "ippools"])
+        .env_clear()
+        .env("KUBECONFIG", "/elsewhere/config")
+        .env("DATASTORE_TYPE", "etcdv3")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "v1 DATASTORE_TYPE=etcdv3 KUBECONFIG=/elsewhere/config args=get ippools stdin=\n"
+    );
+
+    // Later hooks keep it; update-status does not even ask Juju for the resource.
+    let installed_at = fs::metadata(&binary).unwrap().modified().unwrap();
+    assert_ok(&unit, &unit.hook("update-status"));
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(
+        fs::metadata(&binary).unwrap().modified().unwrap(),
+        installed_at
+    );
+    let resource_gets = |hook: &str| {
+        unit.calls()
+            .iter()
+            .filter(|c| c.hook == hook && c.tool == "resource-get")
+            .count()
+    };
+    assert_eq!(resource_gets("update-status"), 0);
+    assert_eq!(resource_gets("config-changed"), 1);
+
+    // A new revision (new content): replaced on the next hook.
+    stand_in_calicoctl(&resource, "v2");
+    assert_ok(&unit, &unit.hook("upgrade-charm"));
+    assert!(run_calicoctl(&wrapper, &["version"], "").starts_with("v2 "));
+
+    // A file that is not a program is refused, naming why; the installed one stays.
+    let bad = unit.host_dir().join("resource-calicoctl.tar.gz");
+    fs::write(&bad, [0x1f, 0x8b, 8, 0, 0, 0]).unwrap();
+    unit.attach_resource("calicoctl", Some(&bad));
+    assert_ok(&unit, &unit.hook("upgrade-charm"));
+    assert_eq!(
+        status(&unit),
+        (
+            "blocked".into(),
+            "Cannot install calicoctl: the calicoctl resource is a gzip archive, not the \
+             calicoctl binary: attach the binary itself"
+                .into()
+        )
+    );
+    assert!(run_calicoctl(&wrapper, &["version"], "").starts_with("v2 "));
+
+    // Nothing attached any more (or an empty placeholder): calicoctl stays installed.
+    unit.attach_resource("calicoctl", None);
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(status(&unit), ready);
+    assert!(run_calicoctl(&wrapper, &["version"], "").starts_with("v2 "));
+}

@@ -147,7 +147,7 @@ fn each_unit_publishes_its_facts_and_the_leader_publishes_every_units_problems()
         "{p}"
     );
     assert!(
-        u0.logs().iter().any(|l| l.level == "DEBUG" && l.message.contains("topology: calico/2 node-2 10.0.0.4/24 AS 64512 (route reflector, cluster ID 244.0.0.1)")),
+        u0.logs().iter().any(|l| l.level == "DEBUG" && l.message.contains("\ncalico/2 node-2 10.0.0.4/24 AS 64512 (route reflector, cluster ID 244.0.0.1)\n")),
         "the leader logs the topology at debug"
     );
     assert_eq!(
@@ -281,9 +281,14 @@ fn topology_runs_on_the_leader_and_bgp_status_on_any_unit() {
     let t = topology_action(&u0);
     assert_eq!(t["problems"], json!([]));
     assert_eq!(t["reach"].as_array().map(Vec::len), Some(2));
+    let set = u0.action_records().last().expect("record")["set"].clone();
+    assert_eq!(set["errors"], json!("false"));
+    // The units, as `calico-charm topology --units` reads them.
     assert_eq!(
-        u0.action_records().last().expect("record")["set"]["errors"],
-        json!("false")
+        set["units"],
+        json!(
+            "- {unit: calico/0, address: 10.0.0.2/24, node-name: node-0}\n- {unit: calico/1, address: 10.0.0.3/24, node-name: node-1}"
+        )
     );
     // Not on a non-leader: the action fails, the unit does not.
     let run = u1.action("topology", json!({}));

@@ -143,6 +143,14 @@ impl HookTools for Tools {
     fn action_fail(&self, _message: &str) -> Result<(), ToolError> {
         self.call("action-fail")
     }
+    fn resource_get(&self, name: &str) -> Result<String, ToolError> {
+        self.call("resource-get")?;
+        Err(ToolError::Failed {
+            tool: "resource-get".into(),
+            status: "exit status: 1".into(),
+            stderr: format!("ERROR could not download resource: resource {name:?} not found"),
+        })
+    }
 }
 
 /// A cluster seam that records every Desired and answers a fixed Outcome.

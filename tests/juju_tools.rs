@@ -353,3 +353,56 @@ fn emulator_speaks_jujus_formats_and_exit_codes() {
         "ERROR JUJU_CONTEXT_ID not set\n"
     );
 }
+
+#[test]
+fn resource_get_prints_the_path_without_a_newline_and_fails_as_juju_does() {
+    let unit = Unit::tools_only("calico/0");
+    unit.begin("upgrade-charm");
+    let tools = client(&unit, "upgrade-charm");
+    // Declared in metadata.yaml, nothing attached: exit 1, "could not download resource".
+    match tools.resource_get("calicoctl") {
+        Err(ToolError::Failed { tool, stderr, .. }) => {
+            assert_eq!(tool, "resource-get");
+            assert!(
+                stderr.starts_with("ERROR could not download resource: "),
+                "{stderr}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let file = unit.host_dir().join("calicoctl-resource");
+    std::fs::write(&file, "#!/bin/sh\n").unwrap();
+    unit.attach_resource("calicoctl", Some(&file));
+    let out = raw_tool(&unit, "upgrade-charm", "resource-get", &["calicoctl"]);
+    assert_eq!(out, (0, file.display().to_string(), String::new()));
+    assert_eq!(
+        tools.resource_get("calicoctl").unwrap(),
+        file.display().to_string()
+    );
+    // Usage errors exit 2; a resource metadata.yaml does not declare exits 1.
+    assert_eq!(
+        raw_tool(&unit, "upgrade-charm", "resource-get", &[]),
+        (
+            2,
+            String::new(),
+            "ERROR missing required resource name\n".into()
+        )
+    );
+    assert_eq!(
+        raw_tool(&unit, "upgrade-charm", "resource-get", &["calicoctl", "x"]),
+        (
+            2,
+            String::new(),
+            "ERROR unrecognized args: [\"x\"]\n".into()
+        )
+    );
+    assert_eq!(
+        raw_tool(&unit, "upgrade-charm", "resource-get", &["calico"]),
+        (
+            1,
+            String::new(),
+            "ERROR could not download resource: resource \"calico\" not found\n".into()
+        )
+    );
+    unit.end("upgrade-charm", 0);
+}

@@ -333,6 +333,15 @@ fn route_reflection() {
 }
 
 #[test]
+fn route_reflection_with_a_shared_non_zero_cluster_id() {
+    check(
+        "topology/route-reflection-shared-id.yaml",
+        "topology/route-reflection.units.yaml",
+        "topology/route-reflection-shared-id.expected.yaml",
+    );
+}
+
+#[test]
 fn route_reflection_with_a_mistyped_peer_as() {
     check(
         "topology/route-reflection-wrong-as.yaml",

@@ -140,6 +140,10 @@ pub trait HookTools {
     fn action_set(&self, results: &[(&str, &str)]) -> Result<(), ToolError>;
     /// `action-fail <message>`.
     fn action_fail(&self, message: &str) -> Result<(), ToolError>;
+    /// `resource-get <name>`: the local path of the attached file (Juju prints it with no
+    /// newline). Exit 1 `could not download resource: ...` (nothing attached) is a
+    /// [`ToolError::Failed`].
+    fn resource_get(&self, name: &str) -> Result<String, ToolError>;
     /// How many tool calls this process made so far and the wall time spent in them, when
     /// the implementation measures it (the hook's summary line reports it).
     fn stats(&self) -> Option<ToolStats> {
@@ -552,6 +556,11 @@ impl HookTools for Subprocess {
     fn action_fail(&self, message: &str) -> Result<(), ToolError> {
         let message = crate::redact::log_line(message);
         self.run("action-fail", &["--", &message]).map(drop)
+    }
+
+    fn resource_get(&self, name: &str) -> Result<String, ToolError> {
+        let out = self.run("resource-get", &["--", name])?;
+        Ok(out.trim_end_matches(['\n', '\r']).to_string())
     }
 
     fn stats(&self) -> Option<ToolStats> {

@@ -374,24 +374,34 @@ fn sessions(config: &CharmConfig, facts: &[NodeFacts]) -> Vec<Vec<Session>> {
         out.push(list);
     }
     // States: a session toward a Calico node needs one back with matching AS numbers.
-    let snapshot = out.clone();
+    // (peer_as, passive) of every session, by node and peer address.
+    let back_of: Vec<BTreeMap<IpAddr, Vec<(u32, bool)>>> = out
+        .iter()
+        .map(|list| {
+            let mut m: BTreeMap<IpAddr, Vec<(u32, bool)>> = BTreeMap::new();
+            for s in list {
+                m.entry(s.peer).or_default().push((s.peer_as, s.passive));
+            }
+            m
+        })
+        .collect();
     for (i, list) in out.iter_mut().enumerate() {
         for s in list.iter_mut() {
             let Some(&j) = by_ip.get(&s.peer) else {
                 s.state = SessionState::External;
                 continue;
             };
-            let back: Vec<&Session> = snapshot[j]
-                .iter()
-                .filter(|b| b.peer == facts[i].ip())
-                .collect();
+            let back: &[(u32, bool)] = back_of[j]
+                .get(&facts[i].ip())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             s.state = if s.peer_as != facts[j].as_number.get() {
                 SessionState::AsMismatch
             } else if back.is_empty() {
                 SessionState::OneSided
-            } else if !back.iter().any(|b| b.peer_as == facts[i].as_number.get()) {
+            } else if !back.iter().any(|b| b.0 == facts[i].as_number.get()) {
                 SessionState::AsMismatch
-            } else if s.passive && back.iter().all(|b| b.passive) {
+            } else if s.passive && back.iter().all(|b| b.1) {
                 SessionState::BothPassive
             } else {
                 SessionState::Matched

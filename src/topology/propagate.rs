@@ -239,11 +239,22 @@ pub fn propagate(facts: &[NodeFacts], nodes: &[Node], encapsulated: bool) -> Pro
             links[i].push(link);
         }
     }
-    let client_of = |receiver: usize, sender: usize, links: &Vec<Vec<Link>>| -> bool {
-        links[receiver]
-            .iter()
-            .any(|l| l.to == sender && l.to_client)
-    };
+    let onward: Vec<Vec<Link>> = links
+        .iter()
+        .map(|l| {
+            l.iter()
+                .copied()
+                .filter(|l| !l.ibgp || l.to_client)
+                .collect()
+        })
+        .collect();
+    // (receiver, sender) pairs where the receiver treats the sender as a reflector client.
+    let clients: HashSet<(usize, usize)> = links
+        .iter()
+        .enumerate()
+        .flat_map(|(r, ls)| ls.iter().filter(|l| l.to_client).map(move |l| (r, l.to)))
+        .collect();
+    let client_of = |receiver: usize, sender: usize| clients.contains(&(receiver, sender));
 
     let mut reached = vec![vec![false; n]; n];
     let mut route = vec![vec![false; n]; n];
@@ -320,7 +331,7 @@ pub fn propagate(facts: &[NodeFacts], nodes: &[Node], encapsulated: bool) -> Pro
                         {
                             clusters.insert(0, c);
                         }
-                        let is_client = client_of(b, a, &links);
+                        let is_client = client_of(b, a);
                         if is_client
                             && let Some(own) = cluster_key(&facts[b], b)
                             && clusters.contains(&own)
@@ -365,16 +376,15 @@ pub fn propagate(facts: &[NodeFacts], nodes: &[Node], encapsulated: bool) -> Pro
                 });
             };
             if at < n {
-                for l in &links[at] {
-                    if Some(l.to) == st.from {
-                        continue;
-                    }
-                    let allowed = match st.learned {
-                        Learned::Origin | Learned::Ebgp | Learned::FromClient => true,
-                        Learned::FromNonClient => !l.ibgp || l.to_client,
-                        Learned::Cloud(_) => false,
-                    };
-                    if allowed {
+                // Split horizon: a route from a non-client iBGP peer goes only to eBGP peers
+                // and to this node's reflector clients.
+                let out: &[Link] = match st.learned {
+                    Learned::Origin | Learned::Ebgp | Learned::FromClient => &links[at],
+                    Learned::FromNonClient => &onward[at],
+                    Learned::Cloud(_) => &[],
+                };
+                for l in out {
+                    if Some(l.to) != st.from {
                         receive(l.to, l.ibgp, None, &mut next);
                     }
                 }

@@ -237,6 +237,18 @@ impl Lab {
         }
     }
 
+    /// How many routes for `prefix` BIRD's table holds (the best and the alternatives).
+    pub fn bgp_routes(&self, index: usize, prefix: &str) -> usize {
+        let out = run(Command::new("birdc")
+            .arg("-s")
+            .arg(&self.daemons[index].socket)
+            .arg(format!("show route {prefix}")));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(" via "))
+            .count()
+    }
+
     /// The kernel route for `prefix` in `ns` that BIRD installed, if any.
     pub fn bird_route(&self, ns: &str, prefix: &str) -> Option<String> {
         let out = self.try_exec(

@@ -13,6 +13,7 @@ when the harness ends the hook with exit 0 (`hooktool.py harness STATE end HOOK 
 
 State directory (JSON): model.json {unit, leader, private-address, public-address,
 fail: {tool: message}}, config.json, network.json {binding: network-get result},
+resources.json {name: local path of the attached file, or null while none is attached},
 relations.json {id: {endpoint, remote-app, remote-units: {unit: bag}, local: bag, app: bag,
 remote-app-data: bag}}, charm-state.json, leader-settings.json, pending.json, action.json.
 Records (JSON lines): calls, status, log, version, relation-set, state-set, hooks, action.
@@ -137,6 +138,8 @@ def to_yaml(value, indent=0):
 
 
 def render(value, fmt):
+    if fmt == "raw":
+        return str(value)
     if fmt == "json":
         return to_json(value)
     if fmt == "yaml":
@@ -634,6 +637,32 @@ def tool_action_log(ctx, argv):
     return None, None
 
 
+def tool_resource_get(ctx, argv):
+    # resource-get.go: exactly one name (exit 2 otherwise); the local path is printed with
+    # no trailing newline; a download failure is exit 1 "could not download resource: ...".
+    a = Args(argv)
+    if not a.positional:
+        raise usage("missing required resource name")
+    a.extra(1)
+    name = a.positional[0]
+    resources = ctx.state.load("resources.json", {})
+    if name not in resources:
+        # Not declared in metadata.yaml (the controller's words; the prefix is resource-get's).
+        raise runtime('could not download resource: resource "%s" not found' % name)
+    path = resources[name]
+    if path is None:
+        # Declared, nothing attached (a local charm deployed without --resource).
+        raise runtime("could not download resource: HTTP request failed: Get "
+                      "https://10.0.0.2:17070/model/4f1c5a3e-9d0b-4a57-8f3e-0c6d2b7a1e90/units/"
+                      "unit-%s/resources/%s: resource#%s/%s not found"
+                      % (ctx.unit.replace("/", "-"), name, ctx.unit.split("/")[0], name))
+    return RawOutput(path), "raw"
+
+
+class RawOutput(str):
+    """A tool output printed exactly as is (resource-get prints no newline)."""
+
+
 TOOLS = {
     "config-get": tool_config_get,
     "network-get": tool_network_get,
@@ -656,6 +685,7 @@ TOOLS = {
     "action-set": tool_action_set,
     "action-fail": tool_action_fail,
     "action-log": tool_action_log,
+    "resource-get": tool_resource_get,
 }
 
 

@@ -50,6 +50,7 @@ pub const TOOLS: &[&str] = &[
     "action-set",
     "action-fail",
     "action-log",
+    "resource-get",
 ];
 
 /// A kubeconfig-hash as the principal publishes it (SHA-256 hex of its /root/.kube/config).
@@ -205,6 +206,8 @@ pub struct Call {
     pub tool: String,
     pub args: Vec<String>,
     pub exit: i64,
+    /// The tool's `ERROR ...` line, empty when it succeeded.
+    pub stderr: String,
 }
 
 static CONTEXTS: AtomicU64 = AtomicU64::new(1);
@@ -284,6 +287,12 @@ impl Unit {
         for (var, dir) in [
             (calico_charm::host::PROC_SYS_ENV, "host/proc-sys"),
             (calico_charm::host::SYS_CLASS_NET_ENV, "host/sys-class-net"),
+            // calicoctl goes to this unit's stand-in /usr/local/bin and /usr/local/lib.
+            (
+                calico_charm::calicoctl::WRAPPER_ENV,
+                "host/usr-local-bin/calicoctl",
+            ),
+            (calico_charm::calicoctl::DIR_ENV, "host/usr-local-lib"),
         ] {
             extra_env.insert(var.to_string(), tmp.path().join(dir).display().to_string());
         }
@@ -320,7 +329,17 @@ impl Unit {
         unit.write("config.json", &Value::Object(options));
         unit.write("network.json", &json!({"cni": fan_first_network()}));
         unit.write("relations.json", &json!({}));
+        // metadata.yaml declares the calicoctl resource; nothing is attached.
+        unit.write("resources.json", &json!({"calicoctl": null}));
         unit
+    }
+
+    /// Attach `path` as resource `name` (what `juju attach-resource` leaves on the unit);
+    /// `None` detaches it again (resource-get then fails as when nothing was uploaded).
+    pub fn attach_resource(&self, name: &str, path: Option<&Path>) {
+        self.update("resources.json", |r| {
+            r[name] = path.map_or(Value::Null, |p| json!(p.display().to_string()));
+        });
     }
 
     fn write(&self, file: &str, value: &Value) {
@@ -835,6 +854,7 @@ impl Unit {
                     .map(|a| a.iter().map(Self::text).collect())
                     .unwrap_or_default(),
                 exit: r["exit"].as_i64().unwrap_or(-1),
+                stderr: Self::text(&r["stderr"]),
             })
             .collect()
     }
