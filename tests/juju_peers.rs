@@ -81,12 +81,13 @@ fn hooks(units: &[&Unit], hook: &str) {
     }
 }
 
-fn server_for(nodes: &[&str]) -> TestApiServer {
-    let server = TestApiServer::start(Options::default());
+/// The cluster with `nodes` registered; `None` when the envtest tests are skipped.
+fn server_for(nodes: &[&str]) -> Option<TestApiServer> {
+    let server = envtest!(Options::default())?;
     for n in nodes {
         server.add_ready_node(n, None, "docker.io/calico/node:v3.6.1");
     }
-    server
+    Some(server)
 }
 
 fn problems(unit: &Unit) -> Value {
@@ -101,7 +102,9 @@ fn problems(unit: &Unit) -> Value {
 
 #[test]
 fn each_unit_publishes_its_facts_and_the_leader_publishes_every_units_problems() {
-    let server = server_for(&["node-0", "node-1", "node-2"]);
+    let Some(server) = server_for(&["node-0", "node-1", "node-2"]) else {
+        return;
+    };
     // calico/2 is made a route reflector while the mesh is on and no peer is configured: it
     // has no BGP session at all.
     let u0 = peer_unit("calico/0", "10.0.0.2/24", "node-0", true, &server);
@@ -173,7 +176,9 @@ fn each_unit_publishes_its_facts_and_the_leader_publishes_every_units_problems()
 
 #[test]
 fn a_unit_that_joins_or_leaves_changes_the_result_on_the_next_hook() {
-    let server = server_for(&["node-0", "node-1", "node-2"]);
+    let Some(server) = server_for(&["node-0", "node-1", "node-2"]) else {
+        return;
+    };
     // Route reflection without the mesh: calico/0 reflects for everyone listed.
     let u0 = peer_unit("calico/0", "10.0.0.2/24", "node-0", true, &server);
     let u1 = peer_unit("calico/1", "10.0.0.3/24", "node-1", false, &server);
@@ -272,7 +277,9 @@ fn topology_action(unit: &Unit) -> Value {
 
 #[test]
 fn topology_runs_on_the_leader_and_bgp_status_on_any_unit() {
-    let server = server_for(&["node-0", "node-1"]);
+    let Some(server) = server_for(&["node-0", "node-1"]) else {
+        return;
+    };
     let u0 = peer_unit("calico/0", "10.0.0.2/24", "node-0", true, &server);
     let u1 = peer_unit("calico/1", "10.0.0.3/24", "node-1", false, &server);
     let all = [&u0, &u1];
