@@ -39,7 +39,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // stderr reaches Juju's log too: the same redaction as every other edge.
+            eprintln!(
+                "error: {}",
+                calico_charm::redact::log_line(&format!("{err:#}"))
+            );
             ExitCode::FAILURE
         }
     }

@@ -193,11 +193,21 @@ pub fn dispatch_with(cluster: &dyn Cluster) -> anyhow::Result<ExitCode> {
     install_panic_hook();
     let tools = Subprocess::default();
     let argv0 = std::env::args().next();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    guarded(&tools, || {
         env.event(argv0.as_deref())
             .map_err(Fault::from)
             .and_then(|event| run(&event, &env, &tools, cluster))
-    }));
+    })
+}
+
+/// Run a hook's body at the dispatch edge: a fault is logged and returned (exit 1); a hook
+/// tool that hung or overflowed ends the hook `waiting` (exit 0); a panic is caught and ends
+/// it `blocked "Internal error: <cause> (see juju debug-log)"` (exit 0).
+pub fn guarded(
+    tools: &impl HookTools,
+    body: impl FnOnce() -> Result<Report, Fault>,
+) -> anyhow::Result<ExitCode> {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     match result {
         Ok(Ok(_)) => Ok(ExitCode::SUCCESS),
         Ok(Err(Fault::Tool(err)))
@@ -215,12 +225,15 @@ pub fn dispatch_with(cluster: &dyn Cluster) -> anyhow::Result<ExitCode> {
             tracing::error!("hook failed: {fault}");
             Err(fault.into())
         }
-        Err(_) => {
+        Err(payload) => {
             let cause = PANIC_MESSAGE
                 .lock()
                 .ok()
-                .and_then(|m| m.clone())
+                .and_then(|mut m| m.take())
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown cause".to_string());
+            let cause = crate::redact::status_line(&cause);
             tracing::error!("internal error (a defect of the charm): {cause}");
             let message = format!("Internal error: {cause} (see juju debug-log)");
             let _ = tools.status_set(&UnitStatus::new(StatusKind::Blocked, message));

@@ -386,3 +386,61 @@ fn the_published_cidr_is_the_normalised_one() {
         )
     );
 }
+
+/// A cluster seam with a defect: it panics.
+struct Panicking;
+
+impl Cluster for Panicking {
+    fn converge(&self, _desired: &Desired) -> Outcome {
+        panic!("index out of bounds near token: panic-secret-token-1234");
+    }
+}
+
+#[test]
+fn a_panic_is_caught_at_the_edge_and_reported_blocked_with_its_cause() {
+    let tools = Tools::ready(false);
+    let env = env("calico/0");
+    let result = reconcile::guarded(&tools, || {
+        reconcile::run(&Event::ConfigChanged, &env, &tools, &Panicking)
+    });
+    assert!(result.is_ok(), "exit 0, not a failed hook: {result:?}");
+    let statuses = tools.statuses.borrow();
+    // Configuring first, then not stuck there: blocked, naming the cause, redacted.
+    assert_eq!(
+        statuses.first().map(|s| s.kind),
+        Some(StatusKind::Maintenance)
+    );
+    let last = statuses.last().expect("a status");
+    assert_eq!(last.kind, StatusKind::Blocked, "{last:?}");
+    assert_eq!(
+        last.message,
+        "Internal error: index out of bounds near token: [redacted] (see juju debug-log)"
+    );
+}
+
+#[test]
+fn a_hung_hook_tool_ends_the_hook_waiting_not_failed() {
+    let tools = Tools::ready(false);
+    let result = reconcile::guarded(&tools, || {
+        Err(Fault::Tool(ToolError::Timeout {
+            tool: "network-get".into(),
+            timeout: std::time::Duration::from_secs(30),
+        }))
+    });
+    assert!(result.is_ok());
+    let statuses = tools.statuses.borrow();
+    assert_eq!(
+        statuses.last(),
+        Some(&UnitStatus::new(
+            StatusKind::Waiting,
+            "hook tool network-get did not finish within 30s and was killed; the next hook retries"
+        ))
+    );
+    // A missing tool is still a fault (exit 1).
+    assert!(
+        reconcile::guarded(&tools, || Err(Fault::Tool(ToolError::Missing {
+            tool: "is-leader".into()
+        })))
+        .is_err()
+    );
+}

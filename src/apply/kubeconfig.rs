@@ -136,7 +136,25 @@ pub fn describe_yaml_error(message: &str) -> String {
         let quote = rest.get(open..open + 1).unwrap_or("`");
         out.push_str(rest.get(..open).unwrap_or_default());
         let after = rest.get(open + 1..).unwrap_or_default();
-        let Some(close) = after.find(quote) else {
+        // The closing quote; in a double-quoted span (Rust's escaping of a string), a
+        // backslash escapes the next character.
+        let close = if quote == "\"" {
+            let mut escaped = false;
+            after.char_indices().find_map(|(i, c)| {
+                if escaped {
+                    escaped = false;
+                    None
+                } else if c == '\\' {
+                    escaped = true;
+                    None
+                } else {
+                    (c == '"').then_some(i)
+                }
+            })
+        } else {
+            after.find(quote)
+        };
+        let Some(close) = close else {
             out.push_str("(a value)");
             break;
         };

@@ -46,7 +46,9 @@ pub enum ToolError {
         status: String,
         stderr: String,
     },
-    #[error("hook tool {tool} printed output that is not the expected JSON ({detail}): {output:?}")]
+    /// `output` is the start of what the tool printed, quoted and escaped, at most about 200
+    /// characters.
+    #[error("hook tool {tool} printed output that is not the expected JSON ({detail}): {output}")]
     BadOutput {
         tool: String,
         detail: String,
@@ -414,7 +416,8 @@ pub fn parse_json<T: DeserializeOwned>(tool: &str, output: &str) -> Result<T, To
     serde_json::from_str(output.trim()).map_err(|err| ToolError::BadOutput {
         tool: tool.to_string(),
         detail: err.to_string(),
-        output: truncate(output.trim(), 200),
+        // Escaped first, then cut: control characters do not multiply the length.
+        output: truncate(&format!("{:?}", truncate(output.trim(), 200)), 200),
     })
 }
 
