@@ -31,6 +31,7 @@
 //! `CALICO_BENCH_RUNS` (measured runs per scenario, default 15), `CALICO_BENCH_UNITS`
 //! (size of the large cluster, default 500), `CALICO_BENCH_QUICK=1` (3 runs, 50 units),
 //! `CALICO_CHARM_BINARY` (the binary to run instead of the one cargo built for this bench).
+//! Like the tests, it needs `KUBEBUILDER_ASSETS` (or `../shared/envtest` beside the project).
 
 #[path = "../tests/support/mod.rs"]
 #[allow(dead_code)]
@@ -67,6 +68,7 @@ const TOOLS: &[&str] = &[
     "action-get",
     "action-set",
     "action-fail",
+    "resource-get",
 ];
 
 /// The stand-in hook tool: answers from `<tool>.out` beside it (shell builtins only, no
@@ -78,6 +80,18 @@ printf '%s\n' "$t" >>"$d/calls"
 case $t in
 juju-log) printf '%s\n' "$*" >>"$d/log" ;;
 status-set) printf '%s\n' "$*" >>"$d/status" ;;
+relation-ids)
+    # The peer relation `calico` is not modelled: a lone unit has no peers to read.
+    case " $* " in
+    *" calico "*) printf '[]\n' ;;
+    *) while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "$line"; done <"$d/$t.out" ;;
+    esac
+    ;;
+resource-get)
+    # No calicoctl attached, as a charm deployed without --resource answers.
+    printf 'ERROR could not download resource: HTTP request failed: resource#calico/%s not found\n' "$2" >&2
+    exit 1
+    ;;
 *)
     if [ -f "$d/$t.out" ]; then
         while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "$line"; done <"$d/$t.out"
