@@ -200,10 +200,14 @@ fn redact_url_passwords(line: &str) -> String {
     while let Some(at) = rest.find("://") {
         let (head, tail) = rest.split_at(at + 3);
         out.push_str(head);
-        // The authority ends at the first '/', '?', '#', whitespace or quote.
-        let end = tail
+        // The authority ends at the first '/', '?', '#', whitespace or quote, and before the
+        // scheme of a next URL (`...@hosthttps://`), which is then redacted on its own.
+        let mut end = tail
             .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | '`') || c.is_whitespace())
             .unwrap_or(tail.len());
+        if let Some(next) = tail.find("://") {
+            end = end.min(next);
+        }
         let authority = tail.get(..end).unwrap_or_default();
         match authority.rfind('@') {
             Some(userinfo_end) => {
@@ -367,6 +371,15 @@ mod tests {
     }
 
     #[test]
+    fn urls_run_together_have_both_passwords_redacted() {
+        let out = redact("a https://u:p1-secret@hostXhttps://v:p2-secret@h/ b");
+        assert!(
+            !out.contains("p1-secret") && !out.contains("p2-secret"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn redaction_is_stable() {
         for text in [
             "token: abc",
@@ -374,6 +387,8 @@ mod tests {
             "https://u:p@h/ x",
             "https://tok@h",
             "password=\"a\"",
+            // Found by the hook_tool_output fuzz target: two URLs run together.
+            "token: xyzccess-tokenhttps://u:p@hccess-tokenhttps://u:p@h/",
         ] {
             let once = redact(text);
             assert_eq!(redact(&once), once, "{text}");

@@ -297,6 +297,9 @@ fn topology_runs_on_the_leader_and_bgp_status_on_any_unit() {
             "- {unit: calico/0, address: 10.0.0.2/24, node-name: node-0}\n- {unit: calico/1, address: 10.0.0.3/24, node-name: node-1}"
         )
     );
+    let parsed = calico_charm::topology::parse_units(set["units"].as_str().expect("units"))
+        .expect("the units result is a UNITS.yaml");
+    assert_eq!(parsed.len(), 2);
     // Not on a non-leader: the action fails, the unit does not.
     let run = u1.action("topology", json!({}));
     assert_ok(&u1, &run);

@@ -638,6 +638,39 @@ fn problems_from(
         }
     }
 
+    // One external router, two AS numbers: at most one of the sessions can come up.
+    let mut external_as: BTreeMap<IpAddr, BTreeMap<u32, Vec<String>>> = BTreeMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for s in node.sessions.iter().filter(|s| s.peer_unit.is_none()) {
+            external_as
+                .entry(s.peer)
+                .or_default()
+                .entry(s.peer_as)
+                .or_default()
+                .push(unit(i));
+        }
+    }
+    for (ip, by_as) in external_as.iter().filter(|(_, m)| m.len() > 1) {
+        let units: Vec<String> = by_as.values().flatten().cloned().collect();
+        let parts: Vec<String> = by_as
+            .iter()
+            .map(|(asn, us)| format!("AS {asn} for {}", us.join(", ")))
+            .collect();
+        push(
+            out,
+            "external-peer-as-conflict",
+            Severity::Error,
+            units,
+            ["global-bgp-peers", "subnet-bgp-peers", "unit-bgp-peers"]
+                .into_iter()
+                .collect(),
+            format!(
+                "external router {ip} is given {}: a router has one AS, so the sessions that expect another never come up",
+                parts.join(" and ")
+            ),
+        );
+    }
+
     // Cluster ID 0.0.0.0.
     let zero: Vec<String> = facts
         .iter()

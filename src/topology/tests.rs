@@ -171,3 +171,28 @@ fn units_file_is_checked() {
     let e = topology(&config(&[]), &dup).expect_err("duplicate address");
     assert!(e.to_string().contains("10.0.0.2"), "{e}");
 }
+
+#[test]
+fn one_external_router_with_two_as_numbers_is_an_error() {
+    let t = topology(
+        &config(&[(
+            "subnet-bgp-peers",
+            json!("{10.0.0.0/25: [{address: 10.0.0.1, as-number: 64512}], 10.0.0.128/25: [{address: 10.0.0.1, as-number: 64999}]}"),
+        )]),
+        &units(&[("calico/0", "10.0.0.2/24"), ("calico/1", "10.0.0.200/24")]),
+    )
+    .expect("topology");
+    let p = t
+        .problems
+        .iter()
+        .find(|p| p.kind == "external-peer-as-conflict")
+        .expect("conflict");
+    assert_eq!(p.units, ["calico/0", "calico/1"]);
+    assert!(
+        p.message
+            .contains("AS 64512 for calico/0 and AS 64999 for calico/1"),
+        "{}",
+        p.message
+    );
+    assert!(t.has_errors());
+}
