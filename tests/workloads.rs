@@ -2002,6 +2002,25 @@ mod api_server {
         for crd in &w.crds {
             crd_api.create(&PostParams::default(), crd).await.unwrap();
         }
+        // A real server serves a new kind once its CRD is Established (a moment later).
+        for crd in &w.crds {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let live = crd_api.get(&name).await.unwrap();
+                let established = live
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                if established {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{name} not Established");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         let pp = PatchParams::apply("calico-charm").validation_strict();
         for obj in w.objects().into_iter().skip(w.crds.len()) {
             let ar = resource(&obj);
