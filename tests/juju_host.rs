@@ -549,3 +549,24 @@ fn the_real_api_server_accepts_the_service_ip_lists_and_the_node_address() {
         json!([{"cidr": "10.0.20.0/24"}])
     );
 }
+
+#[test]
+fn stop_removes_the_charm_s_annotations_but_leaves_the_node_address() {
+    let Some(server) = envtest!(Options::default()) else {
+        return;
+    };
+    let unit = unit_on(&server, "calico/0", false, "docker.io/calico/node:v3.6.1");
+    unit.set_config("unit-as-numbers", json!("{0: 64600}"));
+    assert_ok(&unit, &unit.hook("install"));
+    let annotations = node_annotations(&server);
+    assert_eq!(annotations["projectcalico.org/ASNumber"], "64600");
+    assert_eq!(annotations["projectcalico.org/IPv4Address"], "10.0.0.5/24");
+    assert_ok(&unit, &unit.hook("stop"));
+    let annotations = node_annotations(&server);
+    assert!(
+        annotations.get("projectcalico.org/ASNumber").is_none(),
+        "{annotations}"
+    );
+    // calico-node may still run there: its BGP address stays.
+    assert_eq!(annotations["projectcalico.org/IPv4Address"], "10.0.0.5/24");
+}
