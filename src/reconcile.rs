@@ -53,6 +53,12 @@ pub trait Cluster {
         None
     }
 
+    /// The cluster's Kubernetes version (`major`, `minor` of the API server's `/version`), when
+    /// the last converge read it. Defaults to `None` (no check).
+    fn server_version(&self) -> Option<(u32, u32)> {
+        None
+    }
+
     /// This machine, if this seam manages it too (the kernel settings Felix needs, the
     /// `vxlan.calico` offload). Defaults to `None`, like [`Cluster::cni_dir`].
     fn host(&self) -> Option<crate::host::Host> {
@@ -394,6 +400,16 @@ pub fn reconcile(
     let mut outcome = cluster.converge(&desired);
     if let Some(dir) = cluster.cni_dir() {
         outcome.merge(write_cni_config(&dir, &config, &facts));
+    }
+    if facts.leader
+        && let Some(kubernetes) = cluster.server_version()
+        && let Some(warning) = crate::workloads::support::support_warning(
+            crate::workloads::node_version(&config),
+            kubernetes,
+        )
+    {
+        tracing::warn!("Support warning: {warning}");
+        inputs.config_warnings += 1;
     }
     if let Some(host) = cluster.host() {
         outcome.merge(host.reconcile(&config));

@@ -24,6 +24,7 @@ pub mod crds;
 pub mod pods;
 pub mod rbac;
 pub mod readiness;
+pub mod support;
 pub mod version;
 
 use std::collections::BTreeMap;

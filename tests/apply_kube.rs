@@ -803,6 +803,7 @@ fn the_cluster_seam_converges_synchronously_from_the_kubeconfig() {
         retry: fast_retry(),
         options: options(),
         check_node_agent: true,
+        server_version: Default::default(),
     };
     let out = cluster.converge(&unit(0, "n0", &["10.0.0.1"], &[]));
     assert_eq!(out.changed, vec!["BGPPeer/calico-0-10.0.0.1-64512"]);

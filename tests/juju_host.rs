@@ -430,3 +430,143 @@ fn calicoctl_from_the_resource_talks_to_this_cluster_and_is_replaced_when_the_re
     assert_eq!(status(&unit), ready);
     assert!(run_calicoctl(&wrapper, &["version"], "").starts_with("v2 "));
 }
+
+#[test]
+fn the_leader_warns_when_the_calico_release_is_not_tested_on_the_cluster_s_kubernetes() {
+    let Some(server) = envtest!(Options::default()) else {
+        return;
+    };
+    server.set_kubernetes_minor(31);
+    let leader = unit_on(&server, "calico/0", true, "docker.io/calico/node:v3.6.1");
+    assert_ok(&leader, &leader.hook("install"));
+    assert_eq!(
+        status(&leader),
+        (
+            "active".into(),
+            "Ready (1 config warning, see juju debug-log)".into()
+        )
+    );
+    let warning = "Support warning: calico-node-image: Calico v3.6.1 is not tested on \
+                   Kubernetes 1.31, this cluster's API server version (Calico v3.6 is tested \
+                   on 1.11, 1.12, 1.13); set calico-node-image and calico-policy-image to a \
+                   Calico release tested on Kubernetes 1.31 (v3.29)";
+    assert!(
+        leader
+            .logs()
+            .iter()
+            .any(|l| l.level == "WARNING" && l.message == warning),
+        "{}",
+        leader.transcript()
+    );
+    assert_eq!(server.count_requests("GET", "/version"), 1);
+
+    // A release tested on 1.31: Ready with nothing to say.
+    leader.set_config("calico-node-image", json!("docker.io/calico/node:v3.29.2"));
+    leader.set_config(
+        "calico-policy-image",
+        json!("docker.io/calico/kube-controllers:v3.29.2"),
+    );
+    assert_ok(&leader, &leader.hook("config-changed"));
+    assert_eq!(status(&leader), ("active".into(), "Ready".into()));
+}
+
+#[test]
+fn only_the_leader_asks_for_the_kubernetes_version() {
+    let Some(server) = envtest!(Options::default()) else {
+        return;
+    };
+    server.set_kubernetes_minor(31);
+    let follower = unit_on(&server, "calico/1", false, "docker.io/calico/node:v3.6.1");
+    assert_ok(&follower, &follower.hook("install"));
+    assert_eq!(status(&follower), ("active".into(), "Ready".into()));
+    assert_eq!(server.count_requests("GET", "/version"), 0);
+}
+
+#[test]
+fn the_real_api_server_accepts_the_service_ip_lists_and_the_node_address() {
+    // The upstream BGPConfiguration schema, enforced by the real kube-apiserver: the fields
+    // land exactly as rendered.
+    let Some(server) = envtest!(Options::default()) else {
+        return;
+    };
+    let unit = unit_on(&server, "calico/0", true, "docker.io/calico/node:v3.32.1");
+    for (option, value) in [
+        ("calico-node-image", "docker.io/calico/node:v3.32.1"),
+        (
+            "calico-policy-image",
+            "docker.io/calico/kube-controllers:v3.32.1",
+        ),
+        ("bgp-service-cluster-ips", "10.152.183.0/24"),
+        (
+            "bgp-service-external-ips",
+            "10.0.10.0/24 10.0.11.0/24, fd00:e::/64",
+        ),
+        ("bgp-service-loadbalancer-ips", "10.0.20.0/24"),
+    ] {
+        unit.set_config(option, json!(value));
+    }
+    unit.set_network(Some(second_interface_binding("10.1.0.5", "10.1.0.0/24")));
+    assert_ok(&unit, &unit.hook("install"));
+    assert_eq!(status(&unit), ("active".into(), "Ready".into()));
+    let conf = server
+        .get(
+            "crd.projectcalico.org/v1",
+            "BGPConfiguration",
+            None,
+            "default",
+        )
+        .expect("BGPConfiguration default");
+    assert_eq!(
+        conf["spec"]["serviceClusterIPs"],
+        json!([{"cidr": "10.152.183.0/24"}])
+    );
+    assert_eq!(
+        conf["spec"]["serviceExternalIPs"],
+        json!([{"cidr": "10.0.10.0/24"}, {"cidr": "10.0.11.0/24"}, {"cidr": "fd00:e::/64"}])
+    );
+    assert_eq!(
+        conf["spec"]["serviceLoadBalancerIPs"],
+        json!([{"cidr": "10.0.20.0/24"}])
+    );
+    assert_eq!(
+        node_annotations(&server)["projectcalico.org/IPv4Address"],
+        "10.1.0.5/24"
+    );
+    // An option emptied: the charm's field manager drops the list (nobody else set it).
+    unit.set_config("bgp-service-external-ips", json!(""));
+    assert_ok(&unit, &unit.hook("config-changed"));
+    let conf = server
+        .get(
+            "crd.projectcalico.org/v1",
+            "BGPConfiguration",
+            None,
+            "default",
+        )
+        .expect("BGPConfiguration default");
+    assert!(conf["spec"].get("serviceExternalIPs").is_none(), "{conf}");
+    assert_eq!(
+        conf["spec"]["serviceLoadBalancerIPs"],
+        json!([{"cidr": "10.0.20.0/24"}])
+    );
+}
+
+#[test]
+fn stop_removes_the_charm_s_annotations_but_leaves_the_node_address() {
+    let Some(server) = envtest!(Options::default()) else {
+        return;
+    };
+    let unit = unit_on(&server, "calico/0", false, "docker.io/calico/node:v3.6.1");
+    unit.set_config("unit-as-numbers", json!("{0: 64600}"));
+    assert_ok(&unit, &unit.hook("install"));
+    let annotations = node_annotations(&server);
+    assert_eq!(annotations["projectcalico.org/ASNumber"], "64600");
+    assert_eq!(annotations["projectcalico.org/IPv4Address"], "10.0.0.5/24");
+    assert_ok(&unit, &unit.hook("stop"));
+    let annotations = node_annotations(&server);
+    assert!(
+        annotations.get("projectcalico.org/ASNumber").is_none(),
+        "{annotations}"
+    );
+    // calico-node may still run there: its BGP address stays.
+    assert_eq!(annotations["projectcalico.org/IPv4Address"], "10.0.0.5/24");
+}

@@ -2,6 +2,7 @@
 //! hook (its own single-threaded Tokio runtime, a client built lazily from the kubeconfig).
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use super::converge::{ConvergeOptions, check_node_agent, converge_with, waiting_for_node};
 use super::kube::{connect_with, kubeconfig_path};
@@ -19,6 +20,8 @@ pub struct KubeCluster {
     pub options: ConvergeOptions,
     /// Also report this node's calico-node readiness (`waiting` until Running and Ready).
     pub check_node_agent: bool,
+    /// The API server's Kubernetes version, as the leader's last converge read it.
+    pub server_version: Arc<Mutex<Option<(u32, u32)>>>,
 }
 
 impl KubeCluster {
@@ -31,6 +34,7 @@ impl KubeCluster {
             retry: RetrySettings::from_env(),
             options: ConvergeOptions::from_env(),
             check_node_agent: true,
+            server_version: Arc::default(),
         }
     }
 
@@ -60,6 +64,16 @@ impl KubeCluster {
             }
         };
         let mut outcome = converge_with(desired, &ds, &self.options).await;
+        // The leader renders the workloads: it checks them against the cluster's Kubernetes
+        // (`/version`, one GET; a failure only leaves the check out).
+        if desired.workloads.is_some()
+            && let Ok(info) = ds.client().apiserver_version().await
+            && let Some(v) =
+                crate::workloads::support::parse_kubernetes_version(&info.major, &info.minor)
+            && let Ok(mut slot) = self.server_version.lock()
+        {
+            *slot = Some(v);
+        }
         let api_failed = outcome
             .waiting
             .iter()
@@ -99,6 +113,11 @@ impl Cluster for KubeCluster {
     /// This node's CNI config directory: `CALICO_CHARM_CNI_DIR`, else `/etc/cni/net.d`.
     fn cni_dir(&self) -> Option<PathBuf> {
         Some(crate::cni::cni_dir())
+    }
+
+    /// What the leader's last converge read from `/version`.
+    fn server_version(&self) -> Option<(u32, u32)> {
+        self.server_version.lock().ok().and_then(|v| *v)
     }
 
     /// This machine ([`crate::host::Host::from_env`]).

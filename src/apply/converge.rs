@@ -371,7 +371,7 @@ impl<D: Datastore> Run<'_, D> {
 
     async fn node_annotations(&mut self, current: BTreeMap<String, String>) -> Result<(), Abort> {
         let node = self.desired.node.node_name.clone();
-        let want: BTreeMap<String, String> = self
+        let mut want: BTreeMap<String, String> = self
             .desired
             .node
             .annotations
@@ -379,6 +379,13 @@ impl<D: Datastore> Run<'_, D> {
             .filter(|(k, _)| crate::calico::is_charm_node_annotation(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        // A set-only annotation the unit no longer sets keeps its current value: applying
+        // without it would drop it when the charm's field manager owns it.
+        for key in crate::calico::NODE_SET_ONLY_ANNOTATIONS {
+            if let (false, Some(value)) = (want.contains_key(key), current.get(key)) {
+                want.insert(key.to_string(), value.clone());
+            }
+        }
         let is_current = want.iter().all(|(k, v)| current.get(k) == Some(v));
         let unwanted = |map: &BTreeMap<String, String>| -> Vec<String> {
             map.keys()

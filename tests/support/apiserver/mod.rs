@@ -155,6 +155,12 @@ pub struct Fault {
     pub action: FaultAction,
 }
 
+/// The Kubernetes minor the proxy's `/version` claims unless a test sets another
+/// ([`TestApiServer::set_kubernetes_minor`]): 1.13, one the charm's default Calico (v3.6) is
+/// tested on, so that tests of other things see no support warning
+/// (`calico_charm::workloads::support`). Every other request is the real server's.
+pub const DEFAULT_KUBERNETES_MINOR: u64 = 13;
+
 const ACCESS_FULL: u8 = 0;
 const ACCESS_DENY: u8 = 1;
 
@@ -163,6 +169,9 @@ struct Shared {
     faults: Mutex<Vec<Fault>>,
     has_faults: AtomicBool,
     latency_us: AtomicU64,
+    /// The Kubernetes minor `GET /version` answers through the proxy (`1.<minor>`); 0: the
+    /// real server's own answer.
+    kubernetes_minor: AtomicU64,
     log: Mutex<Vec<LogEntry>>,
     access: AtomicU8,
     running: AtomicBool,
@@ -354,6 +363,7 @@ impl TestApiServer {
             faults: Mutex::new(Vec::new()),
             has_faults: AtomicBool::new(false),
             latency_us: AtomicU64::new(0),
+            kubernetes_minor: AtomicU64::new(DEFAULT_KUBERNETES_MINOR),
             log: Mutex::new(Vec::new()),
             access: AtomicU8::new(ACCESS_FULL),
             running: AtomicBool::new(false),
@@ -584,6 +594,14 @@ impl TestApiServer {
             let _ = block(async move { wait_crd_gone(&admin, &n).await });
         }
         Some(before)
+    }
+
+    /// Make `GET /version` through the proxy answer Kubernetes `1.<minor>`; 0 passes the
+    /// real server's answer through.
+    pub fn set_kubernetes_minor(&self, minor: u32) {
+        self.shared
+            .kubernetes_minor
+            .store(u64::from(minor), Ordering::SeqCst);
     }
 
     /// A typed object (any kube/k8s-openapi resource type).
@@ -1374,6 +1392,22 @@ async fn serve_request(
                 return Ok(fault_response(code, retry_after));
             }
         }
+    }
+    let minor = shared.kubernetes_minor.load(Ordering::SeqCst);
+    if minor != 0 && method == "GET" && path == "/version" {
+        finish(entry, 200);
+        let body = json!({
+            "major": "1", "minor": minor.to_string(),
+            "gitVersion": format!("v1.{minor}.0-calico-charm-test"),
+            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.26", "compiler": "gc",
+            "platform": "linux/amd64",
+        });
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(full(serde_json::to_vec(&body).unwrap_or_default()))
+            .unwrap_or_else(|_| Response::new(full(Vec::new()))));
     }
     let latency = shared.latency_us.load(Ordering::Relaxed);
     if latency > 0 {
