@@ -2017,7 +2017,10 @@ mod api_server {
                 if established {
                     break;
                 }
-                assert!(std::time::Instant::now() < deadline, "{name} not Established");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} not Established"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
