@@ -477,6 +477,16 @@ fn usage_errors_exit_2() {
             ],
             "cannot read units file",
         ),
+        (
+            vec![
+                "topology".into(),
+                "--config".into(),
+                config.clone(),
+                "--units".into(),
+                "/dev/zero".into(),
+            ],
+            "is larger than 16777216 bytes",
+        ),
     ];
     for (args, says) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -32,6 +32,25 @@ pub struct TopologyArgs {
     pub format: TopologyFormat,
 }
 
+/// The units file, at most [`cli::MAX_CONFIG_FILE`] bytes (`/dev/zero` is not a units file).
+fn read_units(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read units file {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(cli::MAX_CONFIG_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read units file {}", path.display()))?;
+    if bytes.len() as u64 > cli::MAX_CONFIG_FILE {
+        anyhow::bail!(
+            "units file {} is larger than {} bytes",
+            path.display(),
+            cli::MAX_CONFIG_FILE
+        );
+    }
+    String::from_utf8(bytes).with_context(|| format!("units file {} is not UTF-8", path.display()))
+}
+
 /// Exit 0 without errors (warnings allowed), 1 with a problem of severity error, 2 when the
 /// inputs cannot be read (as for usage errors).
 pub fn run(args: &TopologyArgs) -> anyhow::Result<ExitCode> {
@@ -48,11 +67,9 @@ pub fn run(args: &TopologyArgs) -> anyhow::Result<ExitCode> {
             return Ok(usage);
         }
     };
-    let units = match std::fs::read_to_string(&args.units)
-        .with_context(|| format!("cannot read units file {}", args.units.display()))
-        .and_then(|t| {
-            super::parse_units(&t).with_context(|| format!("units file {}", args.units.display()))
-        }) {
+    let units = match read_units(&args.units).and_then(|t| {
+        super::parse_units(&t).with_context(|| format!("units file {}", args.units.display()))
+    }) {
         Ok(u) => u,
         Err(e) => {
             let _ = writeln!(err, "error: {e:#}");
