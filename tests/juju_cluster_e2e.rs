@@ -10,6 +10,8 @@
 //! facts checked by hand against the seed's examples in `tests/golden/`.
 
 mod juju_harness;
+
+use juju_harness::assert_ok;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -140,17 +142,6 @@ impl TestUnit {
     fn cni_file(&self) -> PathBuf {
         self.unit.cni_dir().join("10-calico.conflist")
     }
-}
-
-fn assert_ok(unit: &Unit, run: &HookRun) {
-    assert!(
-        run.ok(),
-        "hook {} exited {:?}\nstderr: {}\ntranscript:\n{}",
-        run.hook,
-        run.code,
-        run.stderr,
-        unit.transcript()
-    );
 }
 
 /// A handled fault (retried, then `waiting`) is no ERROR in `juju debug-log`.

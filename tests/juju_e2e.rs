@@ -6,6 +6,8 @@
 //! published its kubeconfig-hash, unit facts gathered and the objects rendered.
 
 mod juju_harness;
+
+use juju_harness::assert_ok;
 mod support;
 
 use juju_harness::{KUBECONFIG_HASH, Unit};
@@ -57,17 +59,6 @@ fn cluster(node: &str) -> Option<TestApiServer> {
     let server = envtest!(Options::default())?;
     server.add_ready_node(node, None, "docker.io/calico/node:v3.6.1");
     Some(server)
-}
-
-fn assert_ok(unit: &Unit, run: &juju_harness::HookRun) {
-    assert!(
-        run.ok(),
-        "hook {} exited {:?}\nstderr: {}\ntranscript:\n{}",
-        run.hook,
-        run.code,
-        run.stderr,
-        unit.transcript()
-    );
 }
 
 fn logged(unit: &Unit, level: &str, needle: &str) -> bool {

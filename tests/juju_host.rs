@@ -3,6 +3,8 @@
 //! emulator, a test API server and a stand-in machine (`Unit::host_dir`).
 
 mod juju_harness;
+
+use juju_harness::assert_ok;
 mod support;
 
 use std::fs;
@@ -24,17 +26,6 @@ fn unit_on(server: &TestApiServer, name: &str, leader: bool, image: &str) -> Uni
     unit.set_env("NODENAME", "worker-0");
     server.add_ready_node("worker-0", None, image);
     unit
-}
-
-fn assert_ok(unit: &Unit, run: &juju_harness::HookRun) {
-    assert!(
-        run.ok(),
-        "hook {} exited {:?}\nstderr: {}\ntranscript:\n{}",
-        run.hook,
-        run.code,
-        run.stderr,
-        unit.transcript()
-    );
 }
 
 fn status(unit: &Unit) -> (String, String) {

@@ -1045,3 +1045,15 @@ impl PreparedHook {
         }
     }
 }
+
+/// The hook succeeded; otherwise fail with its exit code, stderr and the unit's transcript.
+pub fn assert_ok(unit: &Unit, run: &HookRun) {
+    assert!(
+        run.ok(),
+        "hook {} exited {:?}\nstderr: {}\ntranscript:\n{}",
+        run.hook,
+        run.code,
+        run.stderr,
+        unit.transcript()
+    );
+}
