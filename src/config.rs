@@ -79,6 +79,8 @@ pub struct CharmConfig {
     /// `image-registry`, without a trailing `/`; `None` when empty. The two image fields
     /// above already carry it (see [`apply_registry`]).
     pub image_registry: Option<String>,
+    /// `typha`: whether the leader deploys calico-typha ([`crate::workloads::typha`]).
+    pub typha: crate::workloads::typha::TyphaMode,
 }
 
 /// A problem with one option: `Display` is `<option>: <what is wrong and what is expected>`.
@@ -468,6 +470,13 @@ impl Check<'_> {
     fn image(&mut self, option: &str) -> Option<Image> {
         let s = self.string(option)?;
         Image::parse(&s).map_err(|m| self.error(option, m)).ok()
+    }
+
+    fn typha(&mut self, option: &str) -> Option<crate::workloads::typha::TyphaMode> {
+        let s = self.string(option)?;
+        crate::workloads::typha::TyphaMode::parse(&s)
+            .map_err(|m| self.error(option, m))
+            .ok()
     }
 
     fn encap(&mut self, option: &str) -> Option<EncapMode> {
@@ -1160,6 +1169,7 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
     let ignore_loose_rpf = c.boolean("ignore-loose-rpf");
     let disable_vxlan_tx_checksumming = c.boolean("disable-vxlan-tx-checksumming");
     let image_registry = c.image_registry("image-registry");
+    let typha = c.typha("typha");
     let (
         Some(calico_node_image),
         Some(calico_policy_image),
@@ -1207,6 +1217,7 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
         Some(ignore_loose_rpf),
         Some(disable_vxlan_tx_checksumming),
         Some(image_registry),
+        Some(typha),
     ) = (
         bgp_service_cluster_ips,
         bgp_service_external_ips,
@@ -1214,6 +1225,7 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
         ignore_loose_rpf,
         disable_vxlan_tx_checksumming,
         image_registry,
+        typha,
     )
     else {
         return Err(c.errors);
@@ -1252,6 +1264,7 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
         ignore_loose_rpf,
         disable_vxlan_tx_checksumming,
         image_registry,
+        typha,
     };
     release_errors(&config, &mut c);
     if !c.errors.is_empty() {

@@ -64,6 +64,14 @@ pub trait Cluster {
     fn host(&self) -> Option<crate::host::Host> {
         None
     }
+
+    /// How many Nodes the cluster has (the leader asks, for Typha, unless `typha=false`):
+    /// `Err` with what to report when the API could not tell. Defaults to `None`: this seam
+    /// does not count (doubles), which renders as no nodes
+    /// ([`crate::workloads::typha::decide`]).
+    fn node_count(&self) -> Option<Result<u64, Outcome>> {
+        None
+    }
 }
 
 /// A cluster that applies nothing and reports nothing pending: for tests of the Juju side
@@ -395,6 +403,25 @@ pub fn reconcile(
             tracing::warn!("Workload warning: {warning}");
         }
     }
+    // The leader's Typha decision needs the cluster's node count (one small list).
+    // A leader that cannot count waits (the next hook retries) rather than add or remove
+    // Typha on a guess.
+    let facts = if facts.leader && config.typha.needs_node_count() {
+        match cluster.node_count() {
+            None => facts,
+            Some(Ok(nodes)) => facts.with_cluster_nodes(Some(nodes)),
+            Some(Err(outcome)) => {
+                log_outcome(&outcome);
+                inputs.outcome = Some(&outcome);
+                let status = status::unit_status(&inputs);
+                report.facts = Some(facts);
+                report.outcome = Some(outcome.clone());
+                return finish(tools, report, status, version);
+            }
+        }
+    } else {
+        facts
+    };
     // RENDER (pure) then APPLY through the seam; the CNI config file is this unit's own.
     let desired = crate::render::desired(&config, &facts);
     let mut outcome = cluster.converge(&desired);

@@ -25,6 +25,8 @@ pub struct UnitFacts {
     /// The prefix length of the binding's subnet (`24` of `10.0.0.0/24`), when Juju gave it.
     pub address_prefix: Option<u8>,
     pub leader: bool,
+    /// The cluster's Node count, when the leader read it (for Typha); `None` otherwise.
+    pub cluster_nodes: Option<u64>,
 }
 
 /// What this unit wants of its Kubernetes Node: the Calico annotations it sets. Every key of
@@ -100,6 +102,7 @@ impl UnitFacts {
             address,
             address_prefix: None,
             leader,
+            cluster_nodes: None,
         })
     }
 
@@ -119,6 +122,12 @@ impl UnitFacts {
             IpAddr::V4(ip) => Some(format!("{ip}/{}", self.address_prefix.unwrap_or(32))),
             IpAddr::V6(_) => None,
         }
+    }
+
+    /// The same facts with the cluster's Node count (the leader's, for Typha).
+    pub fn with_cluster_nodes(mut self, nodes: Option<u64>) -> UnitFacts {
+        self.cluster_nodes = nodes;
+        self
     }
 
     /// `calico-0` for `calico/0`: the owner label value and the BGPPeer name prefix.
@@ -308,7 +317,10 @@ pub fn desired(config: &CharmConfig, facts: &UnitFacts) -> Desired {
             node_name: facts.node_name.clone(),
             annotations,
         },
-        workloads: facts.leader.then(|| crate::workloads::render(config)),
+        workloads: facts.leader.then(|| {
+            let plan = crate::workloads::typha::decide(config.typha, facts.cluster_nodes);
+            crate::workloads::render_for(config, plan)
+        }),
     }
 }
 

@@ -115,6 +115,36 @@ impl Cluster for KubeCluster {
         Some(crate::cni::cni_dir())
     }
 
+    /// One metadata list of Nodes ([`KubeDatastore::count_nodes`]); `None` when no client
+    /// can be built (the converge then reports why), `Err` with the outcome (`waiting` or
+    /// `blocked`, as a converge words it) when the API did not answer.
+    fn node_count(&self) -> Option<Result<u64, Outcome>> {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(err) => {
+                return Some(Err(Outcome {
+                    waiting: vec![format!("Cannot start the Kubernetes client: {err}")],
+                    ..Outcome::default()
+                }));
+            }
+        };
+        runtime.block_on(async {
+            // Without a client the converge cannot apply anything either, and says why
+            // (waiting for the kubeconfig, or an unusable one): no count, no guess.
+            let ds: KubeDatastore = connect_with(&self.kubeconfig, self.retry.clone())
+                .await
+                .ok()?;
+            Some(
+                ds.count_nodes()
+                    .await
+                    .map_err(|e| super::converge::failed_read(ds.name(), "Node", e)),
+            )
+        })
+    }
+
     /// What the leader's last converge read from `/version`.
     fn server_version(&self) -> Option<(u32, u32)> {
         self.server_version.lock().ok().and_then(|v| *v)

@@ -129,7 +129,7 @@ pub fn config_map(config: &CharmConfig) -> ConfigMap {
 }
 
 /// FNV-1a 64 of the ConfigMap data, in key order (stable across runs and platforms).
-fn config_hash(cm: &ConfigMap) -> String {
+pub(crate) fn config_hash(cm: &ConfigMap) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (k, v) in cm.data.iter().flatten() {
         for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {
@@ -599,6 +599,25 @@ pub fn calico_node(config: &CharmConfig) -> DaemonSet {
             ..DaemonSetSpec::default()
         },
         status: None,
+    }
+}
+
+/// Point calico-node at Typha: `FELIX_TYPHAK8SSERVICENAME` from the ConfigMap's
+/// `typha_service_name` (Felix reads it at start, so the pods roll with the new hash).
+pub(crate) fn use_typha(ds: &mut DaemonSet, config_hash: &str) {
+    let spec = &mut ds.spec;
+    if let Some(meta) = spec.template.metadata.as_mut() {
+        meta.annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(CONFIG_HASH.to_string(), config_hash.to_string());
+    }
+    if let Some(pod) = spec.template.spec.as_mut() {
+        for c in pod.containers.iter_mut().filter(|c| c.name == CALICO_NODE) {
+            c.env.get_or_insert_with(Vec::new).push(env_config_map(
+                "FELIX_TYPHAK8SSERVICENAME",
+                "typha_service_name",
+            ));
+        }
     }
 }
 
