@@ -19,6 +19,7 @@ pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod deadline;
+pub mod etcd;
 pub mod host;
 pub mod juju;
 pub mod options;
