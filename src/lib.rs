@@ -18,6 +18,7 @@ pub mod calicoctl;
 pub mod cli;
 pub mod config;
 pub mod deadline;
+pub mod etcd;
 pub mod host;
 pub mod juju;
 pub mod peers;
