@@ -22,7 +22,7 @@ fn leader(server: &TestApiServer) -> Unit {
     unit.set_env("NODENAME", "node-0");
     unit.set_env("CALICO_CHARM_API_BUDGET_SECS", "5");
     unit.set_env("CALICO_CHARM_POOL_SETTLE_MS", "10");
-    for spec in calico_charm::options::specs().expect("config.yaml") {
+    for spec in calico_charm::config::options::specs().expect("config.yaml") {
         unit.set_config(&spec.name, spec.default.clone().unwrap_or(Value::Null));
     }
     unit.set_config("calico-node-image", json!(IMAGE));

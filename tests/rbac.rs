@@ -22,8 +22,8 @@ mod support;
 mod charm_config;
 
 use calico_charm::config::CharmConfig;
-use calico_charm::workloads;
-use calico_charm::workloads::typha::TyphaPlan;
+use calico_charm::render::workloads;
+use calico_charm::render::workloads::typha::TyphaPlan;
 use support::apiserver::{Options, TestApiServer};
 use support::envtest::BlockingClient;
 

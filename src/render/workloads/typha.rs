@@ -28,9 +28,9 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::version::{self, CalicoVersion};
 use super::{APP_LABEL, NAMESPACE, labels, meta};
 use crate::calico::GROUP;
+use crate::config::release::{self as version, CalicoVersion};
 use crate::config::{CharmConfig, Image};
 
 /// Name of the Service, Deployment, PodDisruptionBudget, ServiceAccount, ClusterRole and
@@ -40,60 +40,10 @@ pub const CALICO_TYPHA: &str = "calico-typha";
 pub const TYPHA_PORT: i32 = 5473;
 /// Typha's health port (`TYPHA_HEALTHENABLED`), probed on localhost.
 pub const HEALTH_PORT: i32 = 9098;
-/// `auto` deploys Typha above this many nodes ("We recommend using Typha if you have more
-/// than 50 nodes", Calico's Typha manifest).
-pub const AUTO_THRESHOLD: u64 = 50;
 /// Grace period (and `TYPHA_SHUTDOWNTIMEOUTSECS`) for Typha's graceful shutdown.
 pub const SHUTDOWN_SECONDS: i64 = 300;
 
-/// The option `typha`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TyphaMode {
-    /// Deploy when the cluster has more than [`AUTO_THRESHOLD`] nodes.
-    Auto,
-    /// Always deploy.
-    On,
-    /// Never deploy (remove it if the charm deployed it).
-    Off,
-}
-
-impl TyphaMode {
-    /// Parse `auto`, `true` or `false` (exactly; a near miss gets "did you mean").
-    pub fn parse(text: &str) -> Result<TyphaMode, String> {
-        match text {
-            "auto" => return Ok(TyphaMode::Auto),
-            "true" => return Ok(TyphaMode::On),
-            "false" => return Ok(TyphaMode::Off),
-            _ => {}
-        }
-        let norm = text.trim().to_ascii_lowercase();
-        let meant = match norm.as_str() {
-            "auto" | "automatic" => Some("auto"),
-            "true" | "yes" | "on" | "enabled" | "enable" | "1" => Some("true"),
-            "false" | "no" | "off" | "disabled" | "disable" | "none" | "0" => Some("false"),
-            _ => None,
-        };
-        let shown = crate::options::shorten(format!("{text:?}"));
-        Err(match meant {
-            Some(m) => format!("{shown}: expected one of auto, true, false: did you mean {m:?}?"),
-            None => format!("{shown}: expected one of auto, true, false"),
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TyphaMode::Auto => "auto",
-            TyphaMode::On => "true",
-            TyphaMode::Off => "false",
-        }
-    }
-
-    /// Whether the leader needs the cluster's node count to render (every mode but `false`:
-    /// `auto` to decide, `true` for the replicas).
-    pub fn needs_node_count(self) -> bool {
-        self != TyphaMode::Off
-    }
-}
+pub use crate::config::typha::{AUTO_THRESHOLD, TyphaMode};
 
 /// Whether Typha is to run for this mode and node count. `None` (no cluster was asked: the
 /// offline `render`, tests) counts as no nodes: `auto` renders no Typha, `true` one replica.
@@ -464,21 +414,6 @@ mod tests {
         assert_eq!(decide(TyphaMode::Off, None), TyphaPlan::Absent);
         assert_eq!(decide(TyphaMode::Auto, None), TyphaPlan::Absent);
         assert_eq!(decide(TyphaMode::On, None), TyphaPlan::Replicas(1));
-    }
-
-    #[test]
-    fn the_option_takes_exactly_auto_true_false() {
-        assert_eq!(TyphaMode::parse("auto"), Ok(TyphaMode::Auto));
-        assert_eq!(TyphaMode::parse("true"), Ok(TyphaMode::On));
-        assert_eq!(TyphaMode::parse("false"), Ok(TyphaMode::Off));
-        assert_eq!(
-            TyphaMode::parse("Yes"),
-            Err("\"Yes\": expected one of auto, true, false: did you mean \"true\"?".into())
-        );
-        assert_eq!(
-            TyphaMode::parse("sometimes"),
-            Err("\"sometimes\": expected one of auto, true, false".into())
-        );
     }
 
     #[test]
