@@ -22,6 +22,7 @@ pub mod deadline;
 pub mod etcd;
 pub mod host;
 pub mod juju;
+pub mod mode;
 pub mod options;
 pub mod peers;
 pub mod reconcile;
