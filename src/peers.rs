@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CharmConfig;
 use crate::juju::{HookTools, ToolError};
-use crate::render::UnitFacts;
 use crate::status::{StatusKind, UnitStatus};
 use crate::topology::{self, Severity, Topology, UnitInput};
+use crate::unit::UnitFacts;
 
 /// The peer endpoint (metadata.yaml `peers: calico`).
 pub const PEER_ENDPOINT: &str = "calico";
@@ -62,7 +62,7 @@ pub fn own_settings(
     facts: &UnitFacts,
     network: IpNetwork,
 ) -> Vec<(&'static str, String)> {
-    let asn = crate::render::node_as_number(config, facts).unwrap_or(config.global_as_number);
+    let asn = crate::config::node_as_number(config, facts).unwrap_or(config.global_as_number);
     let cluster = config
         .route_reflector_cluster_ids
         .get(&facts.unit_id)
@@ -411,8 +411,8 @@ pub fn action_bgp_status(
     }
     let expected = expected.join("\n");
     let version = config.calico_node_image.version().to_string();
-    let actual = if crate::workloads::version::CalicoVersion::parse_tag(&version)
-        .is_some_and(|v| v.at_least(crate::workloads::version::CalicoVersion::new(3, 22, 0)))
+    let actual = if crate::config::release::CalicoVersion::parse_tag(&version)
+        .is_some_and(|v| v.at_least(crate::config::release::CalicoVersion::new(3, 22, 0)))
     {
         "unavailable: reading CalicoNodeStatus is not implemented yet".to_string()
     } else {

@@ -31,8 +31,8 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use secrecy::ExposeSecret;
 
 use super::{CALICO_NODE, CONFIG_MAP, KUBE_CONTROLLERS, NAMESPACE, Workloads, meta};
-use crate::cni::CniEtcd;
 use crate::etcd::EtcdConfig;
+use crate::render::cni::CniEtcd;
 
 /// The Secret holding the etcd client credentials for the pods.
 pub const SECRET: &str = "calico-etcd-secrets";
@@ -173,7 +173,7 @@ pub fn for_etcd(
         data.insert("etcd_key".into(), format!("{SECRETS_MOUNT}/{SECRET_KEY}"));
         data.insert(
             "cni_network_config".into(),
-            crate::cni::template_for(charm, Some(cni)),
+            crate::render::cni::template_for(charm, Some(cni)),
         );
     }
     let hash = workloads
@@ -290,7 +290,7 @@ mod tests {
     use secrecy::SecretString;
 
     fn charm() -> crate::config::CharmConfig {
-        let raw = crate::options::defaults().expect("embedded defaults");
+        let raw = crate::config::options::defaults().expect("embedded defaults");
         crate::config::validate(&raw)
             .expect("defaults valid")
             .config
