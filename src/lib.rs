@@ -21,6 +21,7 @@ pub mod config;
 pub mod deadline;
 pub mod host;
 pub mod juju;
+pub mod nodestatus;
 pub mod options;
 pub mod peers;
 pub mod reconcile;
