@@ -19,7 +19,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::apply::Outcome;
+use crate::problems::Outcome;
 
 /// The charm resource's name (metadata.yaml).
 pub const RESOURCE: &str = "calicoctl";

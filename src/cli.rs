@@ -8,9 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::config::options;
 use crate::config::{self, ConfigError, Validated, Warning};
-use crate::options;
-use crate::render::{self, UnitFacts};
+use crate::render;
+use crate::unit::UnitFacts;
 
 /// Output format of `render`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,7 +24,7 @@ pub enum Format {
 }
 
 fn unit_name(s: &str) -> Result<String, String> {
-    render::parse_unit_name(s)
+    crate::unit::parse_unit_name(s)
         .map(|_| s.to_string())
         .map_err(|e| e.to_string())
 }

@@ -6,27 +6,27 @@
 //! juju (env + hook tools) -> config (parse, validate) -> render (pure) -> apply (kube) -> status
 //! ```
 //!
-//! Pure modules (`options`, `asn`, `config`, `render`, `calico`, `workloads`, `status`) take
-//! and return values. Only `juju` (hook tools as subprocesses), `apply` (the Kubernetes API),
-//! `cni` (the CNI config file) and `host` (this machine's sysctls and interfaces) do I/O,
-//! each behind a small seam that tests can swap.
+//! Pure modules (`unit`, `config`, `asn`, `render`, `calico`, `problems`, `status`,
+//! `topology`) take and return values. Only `juju` (hook tools as subprocesses), `apply` (the
+//! Kubernetes API), `host` (this machine: sysctls, interfaces, the CNI config file) and
+//! `calicoctl` (its install) do I/O, each behind a small seam that tests can swap.
 
 pub mod apply;
 pub mod asn;
 pub mod calico;
 pub mod calicoctl;
 pub mod cli;
-pub mod cni;
 pub mod config;
 pub mod deadline;
+pub mod etcd;
 pub mod host;
 pub mod juju;
 pub mod nodestatus;
-pub mod options;
 pub mod peers;
+pub mod problems;
 pub mod reconcile;
 pub mod redact;
 pub mod render;
 pub mod status;
 pub mod topology;
-pub mod workloads;
+pub mod unit;

@@ -17,8 +17,8 @@ use std::net::IpAddr;
 use kube::api::ObjectMeta;
 
 use crate::calico::{self, CalicoNodeStatus, CalicoNodeStatusSpec, CalicoNodeStatusStatus};
+use crate::config::release::CalicoVersion;
 use crate::status::{StatusKind, UnitStatus};
-use crate::workloads::version::CalicoVersion;
 
 /// The first release with `CalicoNodeStatus`: Calico v3.22 introduced the resource (its
 /// reference page, projectcalico/calico `reference/resources/caliconodestatus.md`, and the

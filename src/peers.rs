@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CharmConfig;
 use crate::juju::{HookTools, ToolError};
-use crate::render::UnitFacts;
 use crate::status::{StatusKind, UnitStatus};
 use crate::topology::{self, Severity, Topology, UnitInput};
+use crate::unit::UnitFacts;
 
 /// The peer endpoint (metadata.yaml `peers: calico`).
 pub const PEER_ENDPOINT: &str = "calico";
@@ -69,7 +69,7 @@ pub fn own_settings(
     facts: &UnitFacts,
     network: IpNetwork,
 ) -> Vec<(&'static str, String)> {
-    let asn = crate::render::node_as_number(config, facts).unwrap_or(config.global_as_number);
+    let asn = crate::config::node_as_number(config, facts).unwrap_or(config.global_as_number);
     let cluster = config
         .route_reflector_cluster_ids
         .get(&facts.unit_id)
@@ -465,7 +465,7 @@ pub fn action_bgp_status(
         expected.push("no BGP sessions".to_string());
     }
     let expected = expected.join("\n");
-    let version = crate::workloads::node_version(config);
+    let version = crate::render::workloads::node_version(config);
     let expected_peers: Vec<IpAddr> = node.sessions.iter().map(|s| s.peer).collect();
     let actual = if !crate::nodestatus::supported(version) {
         format!("unavailable: calico-node {version} has no CalicoNodeStatus (Calico 3.22 or later)")

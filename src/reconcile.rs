@@ -16,76 +16,19 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::apply::Outcome;
+use crate::apply::Cluster;
+use crate::config::options::RawConfig;
 use crate::config::{ConfigError, Image, Validated};
 use crate::juju::env::UnknownDispatchPath;
 use crate::juju::tools::ToolStats;
 use crate::juju::{Event, HookEnv, HookTools, RelationKind, Subprocess, ToolError};
-use crate::options::RawConfig;
-use crate::render::{Desired, UnitFacts};
+use crate::problems::Outcome;
+use crate::render::cni::CONFLIST_NAME;
 use crate::status::{self, StatusKind, UnitStatus};
+use crate::unit::UnitFacts;
 
 /// The endpoint of the kubernetes-cni relation.
 pub const CNI_ENDPOINT: &str = "cni";
-/// The CNI config file name the principal links as its default CNI.
-pub const CNI_CONF_FILE: &str = "10-calico.conflist";
-
-/// THE SEAM where Kubernetes is changed. `dispatch_main` passes [`NoCluster`] until the apply
-/// work is wired in; a real implementation builds its client lazily (the kubeconfig may not
-/// exist before the principal publishes `kubeconfig-hash`) and reports every failure in the
-/// [`Outcome`] (transient: `waiting`; denied or refused: `blocked`), never as a panic.
-pub trait Cluster {
-    /// Make the cluster match `desired`: apply what it holds, prune what this unit owns and no
-    /// longer wants. `stop`/`remove` pass the stopping `Desired` (everything pruned).
-    fn converge(&self, desired: &Desired) -> Outcome;
-
-    /// `stop`/`remove`: converge to the stopping `Desired` ([`crate::render::stopping`]).
-    /// Defaults to [`Cluster::converge`]; override to skip readiness checks that make no
-    /// sense for a unit going away.
-    fn stop(&self, desired: &Desired) -> Outcome {
-        self.converge(desired)
-    }
-
-    /// The directory of this node's CNI config (`10-calico.conflist`), if this seam manages
-    /// the node's files too. Defaults to `None`: doubles that only record converges leave the
-    /// machine's files alone.
-    fn cni_dir(&self) -> Option<PathBuf> {
-        None
-    }
-
-    /// The cluster's Kubernetes version (`major`, `minor` of the API server's `/version`), when
-    /// the last converge read it. Defaults to `None` (no check).
-    fn server_version(&self) -> Option<(u32, u32)> {
-        None
-    }
-
-    /// This machine, if this seam manages it too (the kernel settings Felix needs, the
-    /// `vxlan.calico` offload). Defaults to `None`, like [`Cluster::cni_dir`].
-    fn host(&self) -> Option<crate::host::Host> {
-        None
-    }
-
-    /// What calico-node reports in `node`'s `CalicoNodeStatus` (the `bgp-status` action):
-    /// `None` when this seam cannot ask, `Ok(None)` when there is no report yet.
-    #[allow(clippy::type_complexity)]
-    fn node_status_report(
-        &self,
-        _node: &str,
-    ) -> Option<Result<Option<Vec<crate::nodestatus::Reported>>, String>> {
-        None
-    }
-}
-
-/// A cluster that applies nothing and reports nothing pending: for tests of the Juju side
-/// alone, and for a future datastore-less dry run.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoCluster;
-
-impl Cluster for NoCluster {
-    fn converge(&self, _desired: &Desired) -> Outcome {
-        Outcome::default()
-    }
-}
 
 /// An unexpected fault: the hook exits non-zero and Juju shows `hook failed`.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +38,7 @@ pub enum Fault {
     #[error(transparent)]
     Dispatch(#[from] UnknownDispatchPath),
     #[error("JUJU_UNIT_NAME: {0}")]
-    UnitName(#[from] crate::render::UnitNameError),
+    UnitName(#[from] crate::unit::UnitNameError),
     #[error(
         "no address for this unit: network-get cni gave none and unit-get private-address printed {0:?}"
     )]
@@ -348,7 +291,7 @@ pub fn reconcile(
         Err(_) => published_cidr(&raw, errors),
     };
     for id in &relations {
-        let mut settings = vec![("cni-conf-file", CNI_CONF_FILE)];
+        let mut settings = vec![("cni-conf-file", CONFLIST_NAME)];
         if let Some(cidr) = cidr.as_deref() {
             settings.insert(0, ("cidr", cidr));
         }
@@ -401,7 +344,7 @@ pub fn reconcile(
     }
     inputs.config_warnings += unit_warnings.len();
     if facts.leader {
-        for warning in crate::workloads::warnings(&config) {
+        for warning in crate::render::workloads::warnings(&config) {
             tracing::warn!("Workload warning: {warning}");
         }
     }
@@ -413,8 +356,8 @@ pub fn reconcile(
     }
     if facts.leader
         && let Some(kubernetes) = cluster.server_version()
-        && let Some(warning) = crate::workloads::support::support_warning(
-            crate::workloads::node_version(&config),
+        && let Some(warning) = crate::config::support::support_warning(
+            crate::render::workloads::node_version(&config),
             kubernetes,
         )
     {
@@ -453,7 +396,7 @@ fn with_sessions(
     outcome: &Outcome,
     bgp: &crate::peers::Bgp,
 ) -> UnitStatus {
-    let version = crate::workloads::node_version(config);
+    let version = crate::render::workloads::node_version(config);
     if !crate::nodestatus::supported(version) {
         if *event != Event::UpdateStatus {
             tracing::info!(
@@ -509,7 +452,7 @@ fn action(
     if name == "topology" {
         crate::peers::action_topology(tools, &config, &facts)?;
     } else {
-        let report = crate::nodestatus::supported(crate::workloads::node_version(&config))
+        let report = crate::nodestatus::supported(crate::render::workloads::node_version(&config))
             .then(|| cluster.node_status_report(&facts.node_name))
             .flatten();
         crate::peers::action_bgp_status(tools, &config, &facts, report)?;
@@ -622,7 +565,7 @@ impl Report {
                 ""
             };
             parts.push(format!(
-                "published {cidr}cni-conf-file={CNI_CONF_FILE} on {}{kept}",
+                "published {cidr}cni-conf-file={CONFLIST_NAME} on {}{kept}",
                 self.published.join(",")
             ));
             let mut principal = match &self.principal.kubeconfig_hash {
@@ -650,7 +593,7 @@ impl Report {
 
 /// `config-get` merged over config.yaml's defaults (nulls from Juju mean "unset").
 pub fn gather_config(tools: &impl HookTools) -> Result<RawConfig, Fault> {
-    let mut raw = crate::options::defaults().map_err(|e| Fault::Embedded(e.to_string()))?;
+    let mut raw = crate::config::options::defaults().map_err(|e| Fault::Embedded(e.to_string()))?;
     for (key, value) in tools.config_get()? {
         if !value.is_null() {
             raw.insert(key, value);
@@ -732,7 +675,7 @@ pub fn calico_version(raw: &RawConfig, errors: &[ConfigError]) -> Option<String>
 pub fn unit_facts(env: &HookEnv, tools: &impl HookTools) -> Result<UnitFacts, Fault> {
     let unit_name = env.unit_name.clone().unwrap_or_default();
     // Check the name before calling any tool: a bad name is a fault whatever Juju answers.
-    crate::render::parse_unit_name(&unit_name).map_err(Fault::UnitName)?;
+    crate::unit::parse_unit_name(&unit_name).map_err(Fault::UnitName)?;
     let leader = tools.is_leader()?;
     let (address, prefix) = bind_address_with_prefix(tools)?;
     let node_name = checked_node_name(env)?;
@@ -799,10 +742,10 @@ fn calicoctl_resource(tools: &impl HookTools) -> Result<Option<PathBuf>, Fault> 
 /// Write `10-calico.conflist` for this node when its content changed (atomically, 0644).
 /// A failure is the operator's to look at (`blocked`): the node has no pod networking.
 fn write_cni_config(dir: &Path, config: &crate::config::CharmConfig, facts: &UnitFacts) -> Outcome {
-    let content = crate::cni::render(config, &facts.node_name);
-    match crate::cni::write_conflist(dir, &content) {
+    let content = crate::render::cni::render(config, &facts.node_name);
+    match crate::host::cni::write_conflist(dir, &content) {
         Ok(true) => Outcome {
-            changed: vec![format!("file {}", dir.join(CNI_CONF_FILE).display())],
+            changed: vec![format!("file {}", dir.join(CONFLIST_NAME).display())],
             ..Outcome::default()
         },
         Ok(false) => Outcome::default(),
@@ -815,9 +758,9 @@ fn write_cni_config(dir: &Path, config: &crate::config::CharmConfig, facts: &Uni
 
 /// `remove`: take this unit's CNI config file away (the principal then reports a missing CNI).
 fn remove_cni_config(dir: &Path) -> Outcome {
-    match crate::cni::remove_conflist(dir) {
+    match crate::host::cni::remove_conflist(dir) {
         Ok(true) => Outcome {
-            deleted: vec![format!("file {}", dir.join(CNI_CONF_FILE).display())],
+            deleted: vec![format!("file {}", dir.join(CONFLIST_NAME).display())],
             ..Outcome::default()
         },
         Ok(false) => Outcome::default(),

@@ -71,7 +71,7 @@ pub const READY: &str = "Ready";
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Inputs<'a> {
     /// Every validation error (empty when the config is valid).
-    pub config_errors: &'a [crate::config::ConfigError],
+    pub config_errors: &'a [crate::problems::ConfigError],
     /// Number of validation warnings of a valid config.
     pub config_warnings: usize,
     /// The unit has at least one cni relation.
@@ -79,7 +79,7 @@ pub struct Inputs<'a> {
     /// A remote cni unit published a non-empty kubeconfig-hash.
     pub kubeconfig_ready: bool,
     /// What the apply step reported; `None` when it did not run.
-    pub outcome: Option<&'a crate::apply::Outcome>,
+    pub outcome: Option<&'a crate::problems::Outcome>,
     /// Things still in progress that the charm itself is doing (maintenance), if any.
     pub in_progress: &'a [String],
 }
@@ -156,8 +156,8 @@ pub fn unit_status(inputs: &Inputs<'_>) -> UnitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::Outcome;
-    use crate::config::ConfigError;
+    use crate::problems::ConfigError;
+    use crate::problems::Outcome;
 
     fn err(option: &str, message: &str) -> ConfigError {
         ConfigError {

@@ -17,8 +17,8 @@ use calico_charm::calico::{
     IPAMBlockSpec, IPPool, IPPoolSpec, MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATIONS,
     RR_CLUSTER_ID_ANNOTATION, UNIT_LABEL,
 };
+use calico_charm::render::workloads::Workloads;
 use calico_charm::render::{Desired, NodeBgp, Pools};
-use calico_charm::workloads::Workloads;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use calico_charm::apply::Cluster;
 use calico_charm::apply::kube::connect_with;
 use calico_charm::apply::retry::RetrySettings;
 use calico_charm::apply::{
@@ -16,9 +17,8 @@ use calico_charm::calico::{
     AS_NUMBER_ANNOTATION, BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, IPPool,
     IPPoolSpec, MANAGED_BY, MANAGED_BY_LABEL, RR_CLUSTER_ID_ANNOTATION, UNIT_LABEL,
 };
-use calico_charm::reconcile::Cluster;
+use calico_charm::render::workloads::Workloads;
 use calico_charm::render::{Desired, NodeBgp, Pools};
-use calico_charm::workloads::Workloads;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
@@ -977,7 +977,7 @@ fn tls_is_verified_even_when_the_kubeconfig_says_skip() {
 // ---- with the real renderer ------------------------------------------------------------------
 
 fn rendered(unit: &str, node: &str, leader: bool, options: &[(&str, &str)]) -> Desired {
-    let mut raw = calico_charm::options::defaults().unwrap();
+    let mut raw = calico_charm::config::options::defaults().unwrap();
     for (k, v) in options {
         raw.insert(k.to_string(), Value::String(v.to_string()));
     }
@@ -985,7 +985,7 @@ fn rendered(unit: &str, node: &str, leader: bool, options: &[(&str, &str)]) -> D
         .unwrap_or_else(|e| panic!("{e:?}"))
         .config;
     let facts =
-        calico_charm::render::UnitFacts::new(unit, node, "10.0.0.10".parse().unwrap(), leader)
+        calico_charm::unit::UnitFacts::new(unit, node, "10.0.0.10".parse().unwrap(), leader)
             .unwrap();
     calico_charm::render::desired(&config, &facts)
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use calico_charm::apply::kube::kubeconfig_path_from;
+use calico_charm::apply::kubeconfig::kubeconfig_path_from;
 use calico_charm::apply::pools::{choose_pool_name, contains, overlaps, parse_cidr};
 use calico_charm::apply::retry::{
     BASE_DELAY_ENV, BUDGET_ENV, Budget, RetryLayer, RetrySettings, TIMEOUT_ENV, retry_after,

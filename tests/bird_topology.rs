@@ -26,7 +26,7 @@ fn golden(path: &str) -> String {
 
 fn model(config: &str, units: &str) -> Topology {
     let text = std::fs::read_to_string(golden(config)).expect("config");
-    let merged = calico_charm::options::merge_user_file(&text).expect("config file");
+    let merged = calico_charm::config::options::merge_user_file(&text).expect("config file");
     assert!(merged.errors.is_empty(), "{:?}", merged.errors);
     let config = calico_charm::config::validate(&merged.raw)
         .expect("valid config")

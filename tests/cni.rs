@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use calico_charm::cni::{self, CniError};
 use calico_charm::config::{CharmConfig, EncapMode};
-use calico_charm::workloads;
+use calico_charm::host::cni::{self as cni_file, CniError};
+use calico_charm::render::cni;
+use calico_charm::render::workloads;
 use serde_json::{Value, json};
 
 #[path = "support/charm_config.rs"]
@@ -166,16 +167,19 @@ fn install_cni_renders_the_same_bytes_from_the_config_map_template() {
 
 #[test]
 fn cni_dir_defaults_to_etc_cni_net_d_and_is_overridable() {
-    assert_eq!(cni::cni_dir_from(None), PathBuf::from("/etc/cni/net.d"));
     assert_eq!(
-        cni::cni_dir_from(Some(OsStr::new(""))),
+        cni_file::cni_dir_from(None),
         PathBuf::from("/etc/cni/net.d")
     );
     assert_eq!(
-        cni::cni_dir_from(Some(OsStr::new("/srv/cni"))),
+        cni_file::cni_dir_from(Some(OsStr::new(""))),
+        PathBuf::from("/etc/cni/net.d")
+    );
+    assert_eq!(
+        cni_file::cni_dir_from(Some(OsStr::new("/srv/cni"))),
         PathBuf::from("/srv/cni")
     );
-    assert_eq!(cni::CNI_DIR_ENV, "CALICO_CHARM_CNI_DIR");
+    assert_eq!(cni_file::CNI_DIR_ENV, "CALICO_CHARM_CNI_DIR");
 }
 
 fn entries(dir: &std::path::Path) -> Vec<String> {
@@ -192,7 +196,10 @@ fn writes_once_with_mode_0644_and_leaves_an_unchanged_file_alone() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("net.d");
     let content = cni::render(&defaults(), "node-1");
-    assert!(cni::write_conflist(&dir, &content).unwrap(), "first write");
+    assert!(
+        cni_file::write_conflist(&dir, &content).unwrap(),
+        "first write"
+    );
     let path = dir.join("10-calico.conflist");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), content);
     let meta = std::fs::metadata(&path).unwrap();
@@ -205,7 +212,7 @@ fn writes_once_with_mode_0644_and_leaves_an_unchanged_file_alone() {
 
     std::thread::sleep(std::time::Duration::from_millis(20));
     assert!(
-        !cni::write_conflist(&dir, &content).unwrap(),
+        !cni_file::write_conflist(&dir, &content).unwrap(),
         "same content: no write"
     );
     let again = std::fs::metadata(&path).unwrap();
@@ -217,7 +224,7 @@ fn writes_once_with_mode_0644_and_leaves_an_unchanged_file_alone() {
     let mut c = defaults();
     c.veth_mtu = Some(1500);
     let changed = cni::render(&c, "node-1");
-    assert!(cni::write_conflist(&dir, &changed).unwrap());
+    assert!(cni_file::write_conflist(&dir, &changed).unwrap());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), changed);
     assert_ne!(std::fs::metadata(&path).unwrap().ino(), meta.ino());
     assert_eq!(entries(&dir), ["10-calico.conflist"]);
@@ -230,10 +237,10 @@ fn a_wrong_mode_is_repaired_even_when_the_content_matches() {
     let content = cni::render(&defaults(), "n");
     std::fs::write(&path, &content).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    assert!(cni::write_conflist(tmp.path(), &content).unwrap());
+    assert!(cni_file::write_conflist(tmp.path(), &content).unwrap());
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o644);
-    assert!(!cni::write_conflist(tmp.path(), &content).unwrap());
+    assert!(!cni_file::write_conflist(tmp.path(), &content).unwrap());
 }
 
 #[test]
@@ -243,7 +250,7 @@ fn a_stale_temporary_file_does_not_block_the_write() {
         .path()
         .join(format!(".10-calico.conflist.tmp-{}", std::process::id()));
     std::fs::write(&stale, "half a file").unwrap();
-    assert!(cni::write_conflist(tmp.path(), "{}\n").unwrap());
+    assert!(cni_file::write_conflist(tmp.path(), "{}\n").unwrap());
     assert_eq!(entries(tmp.path()), ["10-calico.conflist"]);
 }
 
@@ -254,7 +261,7 @@ fn readers_never_see_a_partial_file() {
     // Two large, different contents.
     let a = format!("{{\"a\": \"{}\"}}\n", "a".repeat(256 * 1024));
     let b = format!("{{\"b\": \"{}\"}}\n", "b".repeat(256 * 1024));
-    cni::write_conflist(&dir, &a).unwrap();
+    cni_file::write_conflist(&dir, &a).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (stop, dir, a, b) = (stop.clone(), dir.clone(), a.clone(), b.clone());
@@ -274,7 +281,7 @@ fn readers_never_see_a_partial_file() {
     };
     for i in 0..40 {
         let next = if i % 2 == 0 { &b } else { &a };
-        assert!(cni::write_conflist(&dir, next).unwrap());
+        assert!(cni_file::write_conflist(&dir, next).unwrap());
     }
     stop.store(true, Ordering::Relaxed);
     assert!(reader.join().unwrap() > 0);
@@ -286,7 +293,7 @@ fn errors_name_the_path() {
     // The "directory" is a regular file.
     let not_a_dir = tmp.path().join("file");
     std::fs::write(&not_a_dir, "x").unwrap();
-    let err = cni::write_conflist(&not_a_dir, "{}").unwrap_err();
+    let err = cni_file::write_conflist(&not_a_dir, "{}").unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains(&not_a_dir.display().to_string()), "{msg}");
     assert!(
@@ -299,10 +306,10 @@ fn errors_name_the_path() {
 fn remove_deletes_only_the_conflist_and_tolerates_its_absence() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("calico-kubeconfig"), "k").unwrap();
-    assert!(cni::write_conflist(tmp.path(), "{}\n").unwrap());
-    assert!(cni::remove_conflist(tmp.path()).unwrap());
+    assert!(cni_file::write_conflist(tmp.path(), "{}\n").unwrap());
+    assert!(cni_file::remove_conflist(tmp.path()).unwrap());
     assert_eq!(entries(tmp.path()), ["calico-kubeconfig"]);
-    assert!(!cni::remove_conflist(tmp.path()).unwrap());
+    assert!(!cni_file::remove_conflist(tmp.path()).unwrap());
 }
 
 #[test]
@@ -311,14 +318,14 @@ fn temporary_files_of_killed_hooks_are_removed_on_the_next_write() {
     std::fs::write(tmp.path().join(".10-calico.conflist.tmp-4242"), "{half").unwrap();
     std::fs::write(tmp.path().join(".10-calico.conflist.tmp-7"), "").unwrap();
     std::fs::write(tmp.path().join("calico-kubeconfig"), "k").unwrap();
-    assert!(cni::write_conflist(tmp.path(), "{}\n").unwrap());
+    assert!(cni_file::write_conflist(tmp.path(), "{}\n").unwrap());
     assert_eq!(
         entries(tmp.path()),
         ["10-calico.conflist", "calico-kubeconfig"]
     );
     // Also when the conflist itself is already right.
     std::fs::write(tmp.path().join(".10-calico.conflist.tmp-99"), "{half").unwrap();
-    assert!(!cni::write_conflist(tmp.path(), "{}\n").unwrap());
+    assert!(!cni_file::write_conflist(tmp.path(), "{}\n").unwrap());
     assert_eq!(
         entries(tmp.path()),
         ["10-calico.conflist", "calico-kubeconfig"]

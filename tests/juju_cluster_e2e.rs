@@ -110,7 +110,7 @@ impl TestUnit {
 
     /// `juju config calico` with exactly `opts` set (every other option at its default).
     fn configure(&self, opts: &Opts) {
-        for spec in calico_charm::options::specs().expect("config.yaml") {
+        for spec in calico_charm::config::options::specs().expect("config.yaml") {
             let value = opts
                 .get(&spec.name)
                 .cloned()
@@ -225,14 +225,14 @@ fn rendered(opts: &Opts, unit: &str, address: &str, node: &str, leader: bool) ->
 /// and this unit.
 fn desired_objects(opts: &Opts, unit: &str, address: &str, node: &str, leader: bool) -> Vec<Value> {
     let text = serde_yaml::to_string(&Value::Object(opts.clone())).expect("options yaml");
-    let merged = calico_charm::options::merge_user_file(&text).expect("options file");
+    let merged = calico_charm::config::options::merge_user_file(&text).expect("options file");
     assert!(merged.errors.is_empty(), "{:?}", merged.errors);
     let config = calico_charm::config::validate(&merged.raw)
         .expect("valid options")
         .config;
     let address = address.parse().expect("address");
     let facts =
-        calico_charm::render::UnitFacts::new(unit, node, address, leader).expect("unit facts");
+        calico_charm::unit::UnitFacts::new(unit, node, address, leader).expect("unit facts");
     calico_charm::render::desired(&config, &facts).objects()
 }
 

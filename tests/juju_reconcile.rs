@@ -4,10 +4,11 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use calico_charm::apply::Outcome;
+use calico_charm::apply::Cluster;
+use calico_charm::config::options::RawConfig;
 use calico_charm::juju::{Event, HookEnv, HookTools, LogLevel, NetworkInfo, ToolError};
-use calico_charm::options::RawConfig;
-use calico_charm::reconcile::{self, Cluster, Fault};
+use calico_charm::problems::Outcome;
+use calico_charm::reconcile::{self, Fault};
 use calico_charm::render::{Desired, Pools};
 use calico_charm::status::{StatusKind, UnitStatus};
 use serde_json::json;

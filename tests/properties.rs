@@ -45,7 +45,7 @@ fn schema_accepts_the_rendered_service_ip_lists_and_rejects_bad_ones() {
     .collect();
     let v = calico_charm::config::validate(&raw).expect("valid");
     let facts =
-        calico_charm::render::UnitFacts::new("calico/0", "n0", "10.0.0.2".parse().unwrap(), true)
+        calico_charm::unit::UnitFacts::new("calico/0", "n0", "10.0.0.2".parse().unwrap(), true)
             .expect("unit");
     let conf = calico_charm::render::desired(&v.config, &facts)
         .objects()
@@ -195,8 +195,9 @@ use std::net::IpAddr;
 
 use calico_charm::cli::{Format, format_objects};
 use calico_charm::config;
-use calico_charm::options::{self, RawConfig};
-use calico_charm::render::{self, UnitFacts};
+use calico_charm::config::options::{self, RawConfig};
+use calico_charm::render;
+use calico_charm::unit::UnitFacts;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -477,7 +478,7 @@ proptest! {
     fn merging_never_panics_on_arbitrary_text(text in ".*", yamlish in "[a-z:\\- \\n{}\\[\\],'0-9.]{0,60}") {
         let _ = options::merge_user_file(&text);
         let _ = options::merge_user_file(&yamlish);
-        let _ = render::parse_unit_name(&text);
+        let _ = calico_charm::unit::parse_unit_name(&text);
         let _ = calico_charm::asn::AsNumber::parse(&text);
     }
 

@@ -22,7 +22,7 @@ mod support;
 mod charm_config;
 
 use calico_charm::config::CharmConfig;
-use calico_charm::workloads;
+use calico_charm::render::workloads;
 use support::apiserver::{Options, TestApiServer};
 use support::envtest::BlockingClient;
 

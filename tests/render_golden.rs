@@ -13,9 +13,10 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use calico_charm::config::options;
 use calico_charm::config::{self, Validated};
-use calico_charm::options;
-use calico_charm::render::{self, UnitFacts};
+use calico_charm::render;
+use calico_charm::unit::UnitFacts;
 use serde::Deserialize;
 use serde_json::Value;
 

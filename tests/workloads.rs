@@ -5,8 +5,9 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use calico_charm::apply::readiness;
 use calico_charm::config::{CharmConfig, EncapMode, Image};
-use calico_charm::workloads::{self, CalicoVersion, CrdPlan, Workloads, crds, plan_crd};
+use calico_charm::render::workloads::{self, CalicoVersion, CrdPlan, Workloads, crds, plan_crd};
 use ipnetwork::IpNetwork;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
@@ -1688,7 +1689,7 @@ fn running_ready() -> Value {
 
 #[test]
 fn a_running_ready_pod_is_ready() {
-    assert_eq!(workloads::pod_ready(&pod("n1", running_ready())), Ok(()));
+    assert_eq!(readiness::pod_ready(&pod("n1", running_ready())), Ok(()));
 }
 
 #[test]
@@ -1701,7 +1702,7 @@ fn the_reason_is_read_from_the_pod() {
     };
     for reason in ["ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff"] {
         assert_eq!(
-            workloads::pod_ready(&pod("n1", waiting(reason))),
+            readiness::pod_ready(&pod("n1", waiting(reason))),
             Err(reason.to_string())
         );
     }
@@ -1712,34 +1713,34 @@ fn the_reason_is_read_from_the_pod() {
         "containerStatuses": [{"name": "calico-node", "ready": false, "restartCount": 0,
             "image": "i", "imageID": "", "state": {"waiting": {"reason": "PodInitializing"}}}]});
     assert_eq!(
-        workloads::pod_ready(&pod("n1", init)),
+        readiness::pod_ready(&pod("n1", init)),
         Err("ImagePullBackOff".into())
     );
     let failed_init = json!({"phase": "Pending",
         "initContainerStatuses": [{"name": "install-cni", "ready": false, "restartCount": 1,
             "image": "i", "imageID": "", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]});
     assert_eq!(
-        workloads::pod_ready(&pod("n1", failed_init)),
+        readiness::pod_ready(&pod("n1", failed_init)),
         Err("install-cni Error".into())
     );
     // Running but the readiness probe fails.
     let mut not_ready = running_ready();
     not_ready["conditions"] = json!([{"type": "Ready", "status": "False"}]);
     assert_eq!(
-        workloads::pod_ready(&pod("n1", not_ready)),
+        readiness::pod_ready(&pod("n1", not_ready)),
         Err("not ready".into())
     );
     // Phase when no container says more.
     assert_eq!(
-        workloads::pod_ready(&pod("n1", json!({"phase": "Pending"}))),
+        readiness::pod_ready(&pod("n1", json!({"phase": "Pending"}))),
         Err("Pending".into())
     );
     assert_eq!(
-        workloads::pod_ready(&pod("n1", json!({}))),
+        readiness::pod_ready(&pod("n1", json!({}))),
         Err("Pending".into())
     );
     assert_eq!(
-        workloads::waiting_message("node-1", "ImagePullBackOff"),
+        readiness::waiting_message("node-1", "ImagePullBackOff"),
         "Waiting for calico-node on node-1: ImagePullBackOff"
     );
 }
@@ -1751,14 +1752,14 @@ fn this_nodes_pod_is_chosen_by_node_name_and_label() {
     let mut unlabelled = pod("n1", json!({"phase": "Pending"}));
     unlabelled.metadata.labels = Some(BTreeMap::from([("k8s-app".into(), "something".into())]));
     let pods = vec![other.clone(), unlabelled, mine.clone()];
-    assert_eq!(workloads::calico_node_pod(&pods, "n1"), Some(&mine));
-    assert_eq!(workloads::node_pod_ready(&pods, "n1"), Ok(()));
+    assert_eq!(readiness::calico_node_pod(&pods, "n1"), Some(&mine));
+    assert_eq!(readiness::node_pod_ready(&pods, "n1"), Ok(()));
     assert_eq!(
-        workloads::node_pod_ready(&pods, "n2"),
+        readiness::node_pod_ready(&pods, "n2"),
         Err("Pending".into())
     );
     assert_eq!(
-        workloads::node_pod_ready(&pods, "n3"),
+        readiness::node_pod_ready(&pods, "n3"),
         Err("no calico-node pod".into())
     );
     // During a roll, the new pod wins over the terminating one.
@@ -1767,7 +1768,7 @@ fn this_nodes_pod_is_chosen_by_node_name_and_label() {
     let mut new = pod("n1", json!({"phase": "Pending"}));
     new.metadata.name = Some("calico-node-new".into());
     let pods = vec![new.clone(), old];
-    assert_eq!(workloads::calico_node_pod(&pods, "n1"), Some(&new));
+    assert_eq!(readiness::calico_node_pod(&pods, "n1"), Some(&new));
 }
 
 // ---------------------------------------------------------------- properties
@@ -1842,7 +1843,7 @@ mod properties {
             }
             prop_assert_eq!(w.objects(), workloads::render(&c).objects());
             // The conflist stays JSON whatever the node name.
-            let doc: Value = serde_json::from_str(&calico_charm::cni::render(&c, &node)).unwrap();
+            let doc: Value = serde_json::from_str(&calico_charm::render::cni::render(&c, &node)).unwrap();
             prop_assert_eq!(doc["plugins"][0]["nodename"].as_str(), Some(node.as_str()));
         }
 
@@ -1898,7 +1899,7 @@ mod properties {
             let v4 = c.cidrs.iter().any(|n| n.is_ipv4());
             prop_assert_eq!(main.get("IP").map(String::as_str), (!v4).then_some("none"));
             // The conflist the unit writes is what install-cni writes.
-            let doc: Value = serde_json::from_str(&calico_charm::cni::render(&c, "n")).unwrap();
+            let doc: Value = serde_json::from_str(&calico_charm::render::cni::render(&c, "n")).unwrap();
             prop_assert_eq!(doc["plugins"][0]["mtu"].to_string(), init["CNI_MTU"].clone());
             for o in w.objects() {
                 if o["kind"] == "DaemonSet" {

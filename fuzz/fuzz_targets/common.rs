@@ -9,10 +9,11 @@
 use std::net::IpAddr;
 
 use calico_charm::cli::{Format, format_objects};
-use calico_charm::cni;
+use calico_charm::render::cni;
 use calico_charm::config::{self, CharmConfig, Validated};
-use calico_charm::options::RawConfig;
-use calico_charm::render::{self, Pools, UnitFacts};
+use calico_charm::config::options::RawConfig;
+use calico_charm::render::{self, Pools};
+use calico_charm::unit::UnitFacts;
 
 /// Unit facts to render for: leader and not, IPv4 and IPv6, plus one address inside each
 /// configured subnet (so subnet AS numbers and subnet peers are exercised).

@@ -3,7 +3,7 @@
 //! the workloads.
 #![no_main]
 
-use calico_charm::options;
+use calico_charm::config::options;
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]

@@ -4,7 +4,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use calico_charm::options::{self, RawConfig};
+use calico_charm::config::options::{self, RawConfig};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

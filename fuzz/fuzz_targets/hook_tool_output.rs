@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use calico_charm::juju::network::NetworkInfo;
 use calico_charm::juju::tools::parse_json;
-use calico_charm::options::RawConfig;
+use calico_charm::config::options::RawConfig;
 use calico_charm::redact;
 use libfuzzer_sys::fuzz_target;
 

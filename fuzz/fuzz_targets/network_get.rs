@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use calico_charm::juju::network::{self, NetworkInfo};
-use calico_charm::options::{self, RawConfig};
+use calico_charm::config::options::{self, RawConfig};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]

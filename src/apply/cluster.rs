@@ -5,11 +5,58 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::converge::{ConvergeOptions, check_node_agent, converge_with, waiting_for_node};
-use super::kube::{connect_with, kubeconfig_path};
+use super::kube::connect_with;
+use super::kubeconfig::kubeconfig_path;
 use super::retry::RetrySettings;
-use super::{Datastore, DatastoreError, KubeDatastore, Outcome};
-use crate::reconcile::Cluster;
+use super::{Datastore, DatastoreError, KubeDatastore};
+use crate::problems::Outcome;
 use crate::render::Desired;
+
+/// The seam where the cluster is changed, as the reconcile sees it: [`KubeCluster`] in the
+/// binary, doubles in tests. An implementation builds its client lazily (the kubeconfig may
+/// not exist before the principal publishes `kubeconfig-hash`) and reports every failure in
+/// the [`Outcome`] (transient: `waiting`; denied or refused: `blocked`), never as a panic.
+pub trait Cluster {
+    /// Make the cluster match `desired`: apply what it holds, prune what this unit owns and no
+    /// longer wants. `stop`/`remove` pass the stopping `Desired` (everything pruned).
+    fn converge(&self, desired: &Desired) -> Outcome;
+
+    /// `stop`/`remove`: converge to the stopping `Desired` ([`crate::render::stopping`]).
+    /// Defaults to [`Cluster::converge`]; override to skip readiness checks that make no
+    /// sense for a unit going away.
+    fn stop(&self, desired: &Desired) -> Outcome {
+        self.converge(desired)
+    }
+
+    /// The directory of this node's CNI config (`10-calico.conflist`), if this seam manages
+    /// the node's files too. Defaults to `None`: doubles that only record converges leave the
+    /// machine's files alone.
+    fn cni_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// The cluster's Kubernetes version (`major`, `minor` of the API server's `/version`), when
+    /// the last converge read it. Defaults to `None` (no check).
+    fn server_version(&self) -> Option<(u32, u32)> {
+        None
+    }
+
+    /// This machine, if this seam manages it too (the kernel settings Felix needs, the
+    /// `vxlan.calico` offload). Defaults to `None`, like [`Cluster::cni_dir`].
+    fn host(&self) -> Option<crate::host::Host> {
+        None
+    }
+
+    /// What calico-node reports in `node`'s `CalicoNodeStatus` (the `bgp-status` action):
+    /// `None` when this seam cannot ask, `Ok(None)` when there is no report yet.
+    #[allow(clippy::type_complexity)]
+    fn node_status_report(
+        &self,
+        _node: &str,
+    ) -> Option<Result<Option<Vec<crate::nodestatus::Reported>>, String>> {
+        None
+    }
+}
 
 /// Converge through the Kubernetes API, one hook at a time.
 #[derive(Clone, Debug)]
@@ -69,7 +116,7 @@ impl KubeCluster {
         if desired.workloads.is_some()
             && let Ok(info) = ds.client().apiserver_version().await
             && let Some(v) =
-                crate::workloads::support::parse_kubernetes_version(&info.major, &info.minor)
+                crate::config::support::parse_kubernetes_version(&info.major, &info.minor)
             && let Ok(mut slot) = self.server_version.lock()
         {
             *slot = Some(v);
@@ -191,7 +238,7 @@ impl Cluster for KubeCluster {
 
     /// This node's CNI config directory: `CALICO_CHARM_CNI_DIR`, else `/etc/cni/net.d`.
     fn cni_dir(&self) -> Option<PathBuf> {
-        Some(crate::cni::cni_dir())
+        Some(crate::host::cni::cni_dir())
     }
 
     /// What the leader's last converge read from `/version`.

@@ -23,12 +23,12 @@ use ipnetwork::IpNetwork;
 use super::Outcome;
 use super::datastore::{Datastore, DatastoreError, NodeAgent, ObjectRef, WorkloadObject};
 use super::pools::{choose_pool_name, contains, overlaps, parse_cidr};
+use crate::apply::readiness::waiting_message;
 use crate::calico::{
     BGPConfiguration, BGPPeer, IPPool, MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATIONS, UNIT_LABEL,
 };
+use crate::render::workloads::Workloads;
 use crate::render::{Desired, Pools};
-use crate::workloads::Workloads;
-use crate::workloads::readiness::waiting_message;
 
 /// Message while Calico's CRDs are not installed.
 pub const WAITING_FOR_CRDS: &str = "Waiting for Calico CRDs";

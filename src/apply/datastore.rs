@@ -61,7 +61,7 @@ pub enum NodeAgent {
     NotReady(String),
 }
 
-/// Kinds of the Kubernetes objects that run Calico (see [`crate::workloads::Workloads`]),
+/// Kinds of the Kubernetes objects that run Calico (see [`crate::render::workloads::Workloads`]),
 /// other than CRDs, which are created only when absent and never pruned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum WorkloadKind {
@@ -153,13 +153,13 @@ impl WorkloadObject {
     }
 
     /// Where the object lives: `(namespace, name)`; the namespace is empty for cluster-scoped
-    /// kinds and defaults to [`crate::workloads::NAMESPACE`] for namespaced ones.
+    /// kinds and defaults to [`crate::render::workloads::NAMESPACE`] for namespaced ones.
     pub fn key(&self) -> (String, String) {
         let meta = self.meta();
         let namespace = if self.kind().namespaced() {
             meta.namespace
                 .clone()
-                .unwrap_or_else(|| crate::workloads::NAMESPACE.to_string())
+                .unwrap_or_else(|| crate::render::workloads::NAMESPACE.to_string())
         } else {
             String::new()
         };
@@ -268,7 +268,7 @@ pub trait Datastore: Sync {
         object: &WorkloadObject,
     ) -> impl Future<Output = DsResult<ObjectRef>> + Send;
     /// The objects of a kind labelled as managed by the charm (label-selected; namespaced
-    /// kinds only in [`crate::workloads::NAMESPACE`]).
+    /// kinds only in [`crate::render::workloads::NAMESPACE`]).
     fn list_owned_workloads(
         &self,
         kind: WorkloadKind,

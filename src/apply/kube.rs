@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -25,17 +25,13 @@ use super::datastore::{
     Datastore, DatastoreError, DsResult, NodeAgent, ObjectRef, WorkloadKind, WorkloadObject,
 };
 use super::kubeconfig::KubeconfigError;
+use super::readiness::{calico_node_pod, pod_ready};
 use super::retry::{Budget, RetryLayer, RetrySettings, describe_error};
 use crate::calico::{
     BGPConfiguration, BGPPeer, CalicoNodeStatus, FIELD_MANAGER, IPAMBlock, IPPool, MANAGED_BY,
     MANAGED_BY_LABEL, NODE_ANNOTATIONS, UNIT_LABEL,
 };
-use crate::workloads::readiness::{calico_node_pod, pod_ready};
-use crate::workloads::{CALICO_NODE_SELECTOR, NAMESPACE};
-
-/// Where the principal writes the kubeconfig when `KUBECONFIG` is not set (hooks have no
-/// `HOME`, so `~` means nothing).
-pub const DEFAULT_KUBECONFIG: &str = "/root/.kube/config";
+use crate::render::workloads::{CALICO_NODE_SELECTOR, NAMESPACE};
 
 /// Why no client could be made.
 #[derive(Debug, thiserror::Error)]
@@ -52,18 +48,6 @@ impl ApplyError {
     pub fn is_transient(&self) -> bool {
         matches!(self, ApplyError::Kubeconfig(e) if e.is_transient())
     }
-}
-
-/// The kubeconfig to use: `KUBECONFIG` if set (its first entry), else [`DEFAULT_KUBECONFIG`].
-pub fn kubeconfig_path() -> PathBuf {
-    kubeconfig_path_from(std::env::var_os("KUBECONFIG"))
-}
-
-/// [`kubeconfig_path`] for a given value of `KUBECONFIG`.
-pub fn kubeconfig_path_from(var: Option<std::ffi::OsString>) -> PathBuf {
-    var.as_ref()
-        .and_then(|v| std::env::split_paths(v).find(|p| !p.as_os_str().is_empty()))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_KUBECONFIG))
 }
 
 /// A client from the kubeconfig at `path`, with retries per [`RetrySettings::from_env`].

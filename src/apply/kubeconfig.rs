@@ -361,7 +361,7 @@ pub fn check(config: &Kubeconfig, path: &str) -> Result<Selected, KubeconfigErro
             _ => return Err(unusable(path, "no current-context is set")),
         },
     };
-    let shown = |name: &str| crate::options::shorten(format!("{name:?}"));
+    let shown = |name: &str| crate::config::options::shorten(format!("{name:?}"));
     let context = config
         .contexts
         .iter()
@@ -417,7 +417,7 @@ fn check_cluster(cluster: &Cluster, name: &str, path: &str) -> Result<(), Kubeco
     let Some(server) = cluster.server.as_deref().filter(|s| !s.trim().is_empty()) else {
         return Err(unusable(path, format!("cluster {name} has no server")));
     };
-    let server_shown = crate::options::shorten(crate::redact::redact(server));
+    let server_shown = crate::config::options::shorten(crate::redact::redact(server));
     let scheme = server
         .split_once("://")
         .map(|(s, _)| s.to_ascii_lowercase());
@@ -562,7 +562,7 @@ fn resolve(
     let Some(user) = &selected.user else {
         return Ok(config);
     };
-    let shown = crate::options::shorten(format!("{user:?}"));
+    let shown = crate::config::options::shorten(format!("{user:?}"));
     let server = config
         .clusters
         .iter()
@@ -696,7 +696,7 @@ fn run_plugin(
     path: &str,
 ) -> Result<Credential, KubeconfigError> {
     let command = exec.command.clone().unwrap_or_default();
-    let shown_command = crate::options::shorten(command.clone());
+    let shown_command = crate::config::options::shorten(command.clone());
     let fail = |what: String| {
         unusable(
             path,
@@ -746,7 +746,7 @@ fn run_plugin(
     })?;
     if !output.status.success() {
         let stderr = crate::redact::redact(output.stderr.trim());
-        let stderr = crate::options::shorten(crate::redact::one_line(&stderr));
+        let stderr = crate::config::options::shorten(crate::redact::one_line(&stderr));
         return Err(fail(format!("failed ({}): {stderr}", output.status)));
     }
     let Credential { token, cert, key } = parse_plugin_output(&output.stdout).map_err(fail)?;
@@ -808,9 +808,20 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
-/// Where the kubeconfig is: see [`super::kube::kubeconfig_path`].
-pub fn default_path() -> PathBuf {
-    super::kube::kubeconfig_path()
+/// Where the principal writes the kubeconfig when `KUBECONFIG` is not set (hooks have no
+/// `HOME`, so `~` means nothing).
+pub const DEFAULT_KUBECONFIG: &str = "/root/.kube/config";
+
+/// The kubeconfig to use: `KUBECONFIG` if set (its first entry), else [`DEFAULT_KUBECONFIG`].
+pub fn kubeconfig_path() -> PathBuf {
+    kubeconfig_path_from(std::env::var_os("KUBECONFIG"))
+}
+
+/// [`kubeconfig_path`] for a given value of `KUBECONFIG`.
+pub fn kubeconfig_path_from(var: Option<std::ffi::OsString>) -> PathBuf {
+    var.as_ref()
+        .and_then(|v| std::env::split_paths(v).find(|p| !p.as_os_str().is_empty()))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_KUBECONFIG))
 }
 
 #[cfg(test)]

@@ -96,7 +96,7 @@ pub fn node_name(nodename_env: Option<&str>) -> Option<String> {
 /// Check a Kubernetes node name: a lowercase RFC 1123 subdomain of at most 253 characters.
 /// The error says what is wrong (for `NODENAME` in status, for `--node-name` on the CLI).
 pub fn check_node_name(s: &str) -> Result<(), String> {
-    let shown = crate::options::shorten(format!("{s:?}"));
+    let shown = crate::config::options::shorten(format!("{s:?}"));
     let why = if s.is_empty() {
         Some("is empty")
     } else if s.len() > 253 {

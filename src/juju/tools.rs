@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use crate::options::RawConfig;
+use crate::config::options::RawConfig;
 use crate::status::UnitStatus;
 
 use super::network::NetworkInfo;

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::asn::AsNumber;
 use crate::config::{CharmConfig, EncapMode, Peer};
-use crate::render::{self, UnitFacts};
+use crate::unit::UnitFacts;
 
 pub use text::render_text;
 
@@ -256,12 +256,13 @@ pub fn node_facts(config: &CharmConfig, units: &[UnitInput]) -> Result<Vec<NodeF
             unit_id: facts.unit_id,
             node_name: u.node_name.clone(),
             address: u.address,
-            as_number: render::node_as_number(config, &facts).unwrap_or(config.global_as_number),
+            as_number: crate::config::node_as_number(config, &facts)
+                .unwrap_or(config.global_as_number),
             cluster_id: config
                 .route_reflector_cluster_ids
                 .get(&facts.unit_id)
                 .copied(),
-            peers: render::effective_peers_with_source(config, &facts),
+            peers: crate::config::effective_peers_with_source(config, &facts),
         });
     }
     out.sort_by_key(|n| n.unit_id);
@@ -909,7 +910,7 @@ pub fn parse_units(text: &str) -> Result<Vec<UnitInput>, InputError> {
     let doc: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
         InputError(format!(
             "not valid YAML: {}",
-            crate::options::one_line(&e.to_string())
+            crate::config::options::one_line(&e.to_string())
         ))
     })?;
     let items = match doc {
@@ -952,7 +953,7 @@ pub fn parse_units(text: &str) -> Result<Vec<UnitInput>, InputError> {
             }
         }
         let unit = unit.ok_or_else(|| InputError(format!("{here}: missing unit")))?;
-        render::parse_unit_name(&unit).map_err(|e| InputError(format!("{here}: {e}")))?;
+        crate::unit::parse_unit_name(&unit).map_err(|e| InputError(format!("{here}: {e}")))?;
         let address = address.ok_or_else(|| InputError(format!("{here}: missing address")))?;
         let net = parse_address(&address).map_err(|e| InputError(format!("{here}: {e}")))?;
         let node_name = node.ok_or_else(|| InputError(format!("{here}: missing node-name")))?;

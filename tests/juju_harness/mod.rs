@@ -271,7 +271,7 @@ impl Unit {
         fs::create_dir(&cni_dir).expect("mkdir cni dir");
         let mut extra_env = BTreeMap::new();
         extra_env.insert(
-            calico_charm::cni::CNI_DIR_ENV.to_string(),
+            calico_charm::host::cni::CNI_DIR_ENV.to_string(),
             cni_dir.display().to_string(),
         );
         extra_env.insert(
@@ -316,7 +316,7 @@ impl Unit {
         );
         // Every option of config.yaml, null when it has no default: config-get omits those
         // unless --all, as Juju does.
-        let options: serde_json::Map<String, Value> = calico_charm::options::specs()
+        let options: serde_json::Map<String, Value> = calico_charm::config::options::specs()
             .expect("embedded config.yaml")
             .iter()
             .map(|spec| {
@@ -384,7 +384,7 @@ impl Unit {
 
     /// `juju config calico --reset key`: back to the default (or unset).
     pub fn reset_config(&self, key: &str) {
-        let default = calico_charm::options::defaults()
+        let default = calico_charm::config::options::defaults()
             .expect("defaults")
             .get(key)
             .cloned();

@@ -122,8 +122,18 @@ pub struct ControlPlane {
 }
 
 /// The pids to stop at exit, and the temporary directory to remove.
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+pub static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+pub static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Stop every registered child and remove every registered directory when the test binary
+/// exits (registered once).
+pub fn register_cleanup() {
+    // SAFETY: registering a plain extern "C" function with no captured state.
+    static REGISTERED: OnceLock<()> = OnceLock::new();
+    REGISTERED.get_or_init(|| unsafe {
+        libc::atexit(stop_children);
+    });
+}
 
 extern "C" fn stop_children() {
     let pids: Vec<u32> = CHILDREN
@@ -141,7 +151,7 @@ extern "C" fn stop_children() {
     }
 }
 
-fn stop_pid(pid: u32) {
+pub fn stop_pid(pid: u32) {
     let pid = pid as libc::pid_t;
     // SAFETY: signalling a child we started; waitpid reaps it.
     unsafe {
@@ -168,14 +178,14 @@ fn stop_pid(pid: u32) {
 }
 
 /// A free port on 127.0.0.1 (bound and released; the small race is retried by the caller).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(0)
 }
 
-fn random_hex() -> String {
+pub fn random_hex() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -191,7 +201,7 @@ fn random_hex() -> String {
 /// Processes are started from one thread that lives as long as the test binary, so that
 /// `PR_SET_PDEATHSIG` (which fires when the *thread* that forked exits) only fires when the
 /// binary dies.
-fn spawn_from_keeper(mut cmd: Command) -> Result<Child, String> {
+pub fn spawn_from_keeper(mut cmd: Command) -> Result<Child, String> {
     type Job = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
     static KEEPER: OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
     let keeper = KEEPER.get_or_init(|| {
@@ -251,7 +261,7 @@ fn wait_until(
     }
 }
 
-fn tail(log: &Path) -> String {
+pub fn tail(log: &Path) -> String {
     let text = fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(8)..].join("\n")
@@ -345,11 +355,7 @@ impl ControlPlane {
         let dir = std::env::temp_dir().join(format!("calico-charm-envtest-{}", random_hex()));
         fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         DIRS.lock().map_err(|e| e.to_string())?.push(dir.clone());
-        // SAFETY: registering a plain extern "C" function with no captured state.
-        static REGISTERED: OnceLock<()> = OnceLock::new();
-        REGISTERED.get_or_init(|| unsafe {
-            libc::atexit(stop_children);
-        });
+        register_cleanup();
 
         let pki = pki()?;
         let write = |name: &str, text: &str| -> Result<PathBuf, String> {
@@ -554,7 +560,7 @@ impl AuditEvent {
     }
 }
 
-fn log_file(path: &Path) -> Result<fs::File, String> {
+pub fn log_file(path: &Path) -> Result<fs::File, String> {
     fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -158,7 +158,7 @@ pub struct Fault {
 /// The Kubernetes minor the proxy's `/version` claims unless a test sets another
 /// ([`TestApiServer::set_kubernetes_minor`]): 1.13, one the charm's default Calico (v3.6) is
 /// tested on, so that tests of other things see no support warning
-/// (`calico_charm::workloads::support`). Every other request is the real server's.
+/// (`calico_charm::config::support`). Every other request is the real server's.
 pub const DEFAULT_KUBERNETES_MINOR: u64 = 13;
 
 const ACCESS_FULL: u8 = 0;

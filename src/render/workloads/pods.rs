@@ -37,31 +37,15 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::version::{self, CalicoVersion};
 use super::{APP_LABEL, CALICO_NODE, CONFIG_MAP, KUBE_CONTROLLERS, NAMESPACE, labels, meta};
-use crate::cni;
+use crate::config::release::node_version;
+use crate::config::release::{self as version, CalicoVersion};
 use crate::config::{CharmConfig, Image};
+use crate::render::cni;
+use crate::render::mtu::effective_mtu;
 
 /// Pod-template annotation holding a hash of the ConfigMap data.
 pub const CONFIG_HASH: &str = "calico.juju.is/config-hash";
-/// IPIP header overhead.
-pub const IPIP_OVERHEAD: u32 = 20;
-/// VXLAN header overhead (IPv4).
-pub const VXLAN_OVERHEAD: u32 = 50;
-
-/// Calico's veth MTU: `veth-mtu` − 20 with IPIP, − 50 with VXLAN, unchanged otherwise;
-/// `None` (Calico's auto-detection) when `veth-mtu` is unset, or smaller than the overhead.
-pub fn veth_mtu(config: &CharmConfig) -> Option<u32> {
-    let mtu = config.veth_mtu?;
-    if config.ipip.enabled() {
-        mtu.checked_sub(IPIP_OVERHEAD)
-    } else if config.vxlan.enabled() {
-        mtu.checked_sub(VXLAN_OVERHEAD)
-    } else {
-        Some(mtu)
-    }
-}
-
 /// Calico's CNI image, derived from the node image: same registry and path, last path
 /// component `cni`, same tag ([`Image::tag`]); no digest (`reg:5000/calico/node:v3.6.1` →
 /// `reg:5000/calico/cni:v3.6.1`).
@@ -87,26 +71,6 @@ pub fn images(config: &CharmConfig) -> Vec<String> {
         cni_image(&config.calico_node_image),
         config.calico_policy_image.reference.clone(),
     ]
-}
-
-/// The MTU Calico's v3.6 manifest uses when none is configured (`veth_mtu: "1440"` in
-/// `_includes/v3.6/manifests/calico-config.yaml`); Felix's own IPIP MTU default is the same.
-pub const LEGACY_DEFAULT_MTU: u32 = 1440;
-
-/// The MTU written to `veth_mtu`, Felix's tunnel MTUs and the CNI config: [`veth_mtu`];
-/// when unset, 0 (auto-detection) from Calico 3.17, [`LEGACY_DEFAULT_MTU`] before (a 0 there
-/// would be taken literally).
-pub fn effective_mtu(config: &CharmConfig) -> u32 {
-    match veth_mtu(config) {
-        Some(m) => m,
-        None if node_version(config).at_least(version::MTU_AUTODETECT) => 0,
-        None => LEGACY_DEFAULT_MTU,
-    }
-}
-
-/// The Calico version the workloads are rendered for: the calico-node image tag.
-pub fn node_version(config: &CharmConfig) -> CalicoVersion {
-    version::calico_version(&config.calico_node_image)
 }
 
 /// `veth_mtu` as Calico reads it (see [`effective_mtu`]).

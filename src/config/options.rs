@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use crate::config::ConfigError;
 
 /// The embedded config.yaml, the one source of option defaults.
-pub const CONFIG_YAML: &str = include_str!("../config.yaml");
+pub const CONFIG_YAML: &str = include_str!("../../config.yaml");
 
 /// Raw option values as `config-get --format=json` returns them (option name -> JSON value).
 pub type RawConfig = BTreeMap<String, serde_json::Value>;

@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use super::{APP_LABEL, CALICO_NODE};
+use crate::render::workloads::{APP_LABEL, CALICO_NODE};
 
 /// Operator-facing status message for a pod that is not ready:
 /// `Waiting for calico-node on <node>: <reason>`.

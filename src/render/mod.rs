@@ -1,31 +1,24 @@
 //! Pure rendering: (config, unit facts) -> the ordered objects this unit must own.
+//!
+//! - this module: the Calico objects ([`Desired`]: pools, BGP configuration, peers, the
+//!   node's BGP settings);
+//! - [`workloads`]: the Kubernetes objects that run Calico (leader only);
+//! - [`cni`]: the CNI config document, and [`mtu`] the MTU it and the workloads carry.
+
+pub mod cni;
+pub mod mtu;
+pub mod workloads;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use kube::api::ObjectMeta;
 
 use crate::calico::{
     self, BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, IPPool, IPPoolSpec,
 };
-use crate::config::{CharmConfig, EncapMode, Peer};
-use crate::workloads::Workloads;
-
-/// Facts about the unit a hook runs for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnitFacts {
-    /// `calico/0`
-    pub unit_name: String,
-    /// `0` for `calico/0`
-    pub unit_id: u32,
-    /// Kubernetes node name of this machine.
-    pub node_name: String,
-    /// This unit's address on the `cni` binding.
-    pub address: IpAddr,
-    /// The prefix length of the binding's subnet (`24` of `10.0.0.0/24`), when Juju gave it.
-    pub address_prefix: Option<u8>,
-    pub leader: bool,
-}
+use crate::config::{CharmConfig, EncapMode, Peer, effective_peers, node_as_number};
+use crate::unit::UnitFacts;
+use workloads::Workloads;
 
 /// What this unit wants of its Kubernetes Node: the Calico annotations it sets. Every key of
 /// [`crate::calico::NODE_ANNOTATIONS`] missing here is to be removed from the Node.
@@ -60,117 +53,6 @@ pub struct Desired {
     pub node_status: Option<crate::calico::CalicoNodeStatus>,
 }
 
-/// A unit name that is not `<application>/<N>`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "unit name {0:?}: expected <application>/<N>, e.g. calico/0 (lowercase application name, \
-     non-negative unit number)"
-)]
-pub struct UnitNameError(pub String);
-
-/// Parse `calico/N` (any valid Juju application name) into the unit id `N`.
-pub fn parse_unit_name(name: &str) -> Result<u32, UnitNameError> {
-    let err = || UnitNameError(name.to_string());
-    let (app, id) = name.split_once('/').ok_or_else(err)?;
-    let app_ok = app.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
-        && !app.ends_with('-')
-        && !app.contains("--")
-        && app
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    let id_ok = !id.is_empty() && id.len() <= 10 && id.bytes().all(|b| b.is_ascii_digit());
-    // The owner label value `<app>-<N>` must fit a label value (63 characters).
-    if !app_ok || !id_ok || name.len() > 63 {
-        return Err(err());
-    }
-    id.parse::<u32>().map_err(|_| err())
-}
-
-impl UnitFacts {
-    /// Facts for unit `unit_name` (`calico/N`).
-    pub fn new(
-        unit_name: &str,
-        node_name: impl Into<String>,
-        address: IpAddr,
-        leader: bool,
-    ) -> Result<UnitFacts, UnitNameError> {
-        let unit_id = parse_unit_name(unit_name)?;
-        Ok(UnitFacts {
-            unit_name: unit_name.to_string(),
-            unit_id,
-            node_name: node_name.into(),
-            address,
-            address_prefix: None,
-            leader,
-        })
-    }
-
-    /// The same facts with the binding subnet's prefix length (ignored when too long for the
-    /// address family).
-    pub fn with_prefix(mut self, prefix: Option<u8>) -> UnitFacts {
-        let max = if self.address.is_ipv4() { 32 } else { 128 };
-        self.address_prefix = prefix.filter(|p| *p <= max);
-        self
-    }
-
-    /// The address calico-node must use for BGP on this node, as Calico stores it
-    /// (`10.0.0.5/24`; `/32` when the binding's prefix is unknown). `None` for an IPv6
-    /// binding: the charm sets only the IPv4 address (see [`node_address_annotations`]).
-    pub fn bgp_ipv4_address(&self) -> Option<String> {
-        match self.address {
-            IpAddr::V4(ip) => Some(format!("{ip}/{}", self.address_prefix.unwrap_or(32))),
-            IpAddr::V6(_) => None,
-        }
-    }
-
-    /// `calico-0` for `calico/0`: the owner label value and the BGPPeer name prefix.
-    pub fn owner(&self) -> String {
-        self.unit_name.replace('/', "-")
-    }
-}
-
-/// Where an effective peer came from (the option that lists it).
-pub fn effective_peers_with_source(
-    config: &CharmConfig,
-    facts: &UnitFacts,
-) -> Vec<(Peer, &'static str)> {
-    let subnet = config
-        .subnet_bgp_peers
-        .iter()
-        .filter(|(net, _)| net.contains(facts.address))
-        .flat_map(|(_, peers)| peers.iter().map(|p| (*p, "subnet-bgp-peers")));
-    let unit = config
-        .unit_bgp_peers
-        .get(&facts.unit_id)
-        .into_iter()
-        .flatten()
-        .map(|p| (*p, "unit-bgp-peers"));
-    let mut out: Vec<(Peer, &'static str)> = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (peer, source) in config
-        .global_bgp_peers
-        .iter()
-        .map(|p| (*p, "global-bgp-peers"))
-        .chain(subnet)
-        .chain(unit)
-    {
-        if peer.address != facts.address && seen.insert(peer) {
-            out.push((peer, source));
-        }
-    }
-    out
-}
-
-/// This unit's BGP peers: global-bgp-peers, then the peers of every subnet-bgp-peers subnet
-/// containing the unit's address, then unit-bgp-peers[id]; its own address skipped,
-/// duplicates collapsed (first occurrence kept).
-pub fn effective_peers(config: &CharmConfig, facts: &UnitFacts) -> Vec<Peer> {
-    effective_peers_with_source(config, facts)
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect()
-}
-
 /// The BGPPeer name: `calico-0-10.0.0.1-64512` (as the earlier Python charm named them).
 pub fn peer_name(owner: &str, peer: &Peer) -> String {
     format!(
@@ -178,31 +60,6 @@ pub fn peer_name(owner: &str, peer: &Peer) -> String {
         peer.address.to_string().replace(':', "-"),
         peer.as_number
     )
-}
-
-/// The AS number this unit's node gets: unit-as-numbers[id], else the most specific
-/// subnet-as-numbers subnet containing its address, else none (the global AS applies).
-pub fn node_as_number(config: &CharmConfig, facts: &UnitFacts) -> Option<crate::asn::AsNumber> {
-    config
-        .unit_as_numbers
-        .get(&facts.unit_id)
-        .copied()
-        .or_else(|| {
-            config
-                .subnet_as_numbers
-                .iter()
-                .filter(|(net, _)| net.contains(facts.address))
-                // Most specific first; on a tie (impossible for distinct valid subnets) the
-                // first listed wins.
-                .fold(
-                    None,
-                    |best: Option<&(ipnetwork::IpNetwork, _)>, e| match best {
-                        Some(b) if b.0.prefix() >= e.0.prefix() => Some(b),
-                        _ => Some(e),
-                    },
-                )
-                .map(|(_, asn)| *asn)
-        })
 }
 
 fn labels(owner: Option<&str>) -> BTreeMap<String, String> {
@@ -310,8 +167,8 @@ pub fn desired(config: &CharmConfig, facts: &UnitFacts) -> Desired {
             node_name: facts.node_name.clone(),
             annotations,
         },
-        workloads: facts.leader.then(|| crate::workloads::render(config)),
-        node_status: crate::nodestatus::supported(crate::workloads::node_version(config))
+        workloads: facts.leader.then(|| workloads::render(config)),
+        node_status: crate::nodestatus::supported(crate::render::workloads::node_version(config))
             .then(|| crate::nodestatus::desired(&facts.owner(), &facts.node_name)),
     }
 }
@@ -399,6 +256,8 @@ impl Desired {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
     use crate::asn::AsNumber;
     use crate::config::validate;
@@ -421,26 +280,6 @@ mod tests {
             Ok(f) => f,
             Err(e) => panic!("{e}"),
         }
-    }
-
-    #[test]
-    fn unit_names() {
-        assert_eq!(parse_unit_name("calico/0"), Ok(0));
-        assert_eq!(parse_unit_name("calico-ipv6/12"), Ok(12));
-        for bad in [
-            "calico",
-            "calico/",
-            "calico/x",
-            "Calico/0",
-            "/0",
-            "calico/0/1",
-            "calico/-1",
-            "1calico/0",
-            "calico-/0",
-        ] {
-            assert!(parse_unit_name(bad).is_err(), "{bad}");
-        }
-        assert_eq!(facts("calico/3", "10.0.0.1").owner(), "calico-3");
     }
 
     #[test]

@@ -22,9 +22,9 @@
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
 
-use super::version::{self, CalicoVersion};
 use super::{CALICO_NODE, CNI_PLUGIN, KUBE_CONTROLLERS, NAMESPACE, meta};
 use crate::calico::GROUP;
+use crate::config::release::{self as version, CalicoVersion};
 
 const CORE: &str = "";
 const READ: &[&str] = &["get", "list", "watch"];

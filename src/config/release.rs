@@ -152,3 +152,8 @@ impl CalicoVersion {
 pub fn calico_version(image: &Image) -> CalicoVersion {
     CalicoVersion::of_image(image).0
 }
+
+/// The Calico version the workloads are rendered for: the calico-node image tag.
+pub fn node_version(config: &crate::config::CharmConfig) -> CalicoVersion {
+    calico_version(&config.calico_node_image)
+}

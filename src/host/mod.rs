@@ -2,14 +2,16 @@
 //! on and the `vxlan.calico` interface. The decisions are pure functions of values
 //! ([`rpf_blocked`], [`vxlan_checksum_step`]); [`Host`] reads and changes the machine
 //! (paths overridable for tests), reached from the reconcile through
-//! [`crate::reconcile::Cluster::host`].
+//! [`crate::apply::Cluster::host`].
+
+pub mod cni;
 
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::apply::Outcome;
 use crate::config::CharmConfig;
+use crate::problems::Outcome;
 
 /// Where the kernel's sysctls are (`/proc/sys`); tests point it elsewhere.
 pub const PROC_SYS_ENV: &str = "CALICO_CHARM_PROC_SYS";
@@ -47,9 +49,9 @@ pub enum VxlanChecksumStep {
     Disable,
 }
 
-/// The step for this configuration ([`crate::workloads::pods::node_disables_vxlan_checksum`]).
+/// The step for this configuration ([`crate::render::workloads::pods::node_disables_vxlan_checksum`]).
 pub fn vxlan_checksum_step(config: &CharmConfig) -> VxlanChecksumStep {
-    if crate::workloads::pods::node_disables_vxlan_checksum(config) {
+    if crate::render::workloads::pods::node_disables_vxlan_checksum(config) {
         VxlanChecksumStep::Disable
     } else {
         VxlanChecksumStep::Nothing
@@ -133,7 +135,7 @@ impl Host {
                 "{} -K {device} tx-checksum-ip-generic off failed ({}): {}",
                 self.ethtool.display(),
                 output.status,
-                crate::options::shorten(stderr.trim().to_string())
+                crate::config::options::shorten(stderr.trim().to_string())
             ))
         }
     }

@@ -6,7 +6,7 @@
 //! Only releases whose list was read from a source are in the table; for any other release
 //! the charm says nothing rather than guess.
 
-use super::version::CalicoVersion;
+use super::release::CalicoVersion;
 
 /// One Calico minor release and the Kubernetes minors it is tested on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

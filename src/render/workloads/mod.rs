@@ -1,16 +1,14 @@
 //! Calico's workloads on the Kubernetes datastore, built in the charm's own typed code from
-//! the documented deployment facts (no upstream manifest is copied). (Owned by the
-//! Calico-workloads work.)
+//! the documented deployment facts (no upstream manifest is copied).
 //!
 //! - [`crds`]: every CRD calico-node and calico-kube-controllers need, and the rule that an
 //!   existing CRD is never replaced ([`crds::plan_crd`]).
 //! - [`rbac`]: ServiceAccounts, least-privilege ClusterRoles and their bindings.
 //! - [`pods`]: ConfigMap `calico-config`, DaemonSet `calico-node`, Deployment
 //!   `calico-kube-controllers`, the images they pull and the MTU.
-//! - [`readiness`]: whether this node's calico-node pod is Running and Ready, and why not.
-//! - [`version`]: the Calico release read from the `calico-node-image` tag, and the releases
-//!   at which the rendered objects change (v3.6.1, the documented default, differs from the
-//!   v3.32 the reference describes); `docs/workloads-versions.md` lists them with sources.
+//! - The Calico release they are rendered for is [`crate::config::release`]: read from the
+//!   `calico-node-image` tag, with the releases at which the rendered objects change
+//!   (`docs/workloads-versions.md` lists them with sources).
 //!
 //! ## Images
 //! The charm has two image options. calico-node's `install-cni` init container needs
@@ -23,9 +21,6 @@
 pub mod crds;
 pub mod pods;
 pub mod rbac;
-pub mod readiness;
-pub mod support;
-pub mod version;
 
 use std::collections::BTreeMap;
 
@@ -38,11 +33,12 @@ use serde::Serialize;
 
 use crate::calico::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::config::CharmConfig;
+use crate::config::release as version;
 
+pub use crate::config::release::{CalicoVersion, node_version};
+pub use crate::render::mtu::{effective_mtu, veth_mtu};
 pub use crds::{CrdPlan, plan_crd};
-pub use pods::{cni_image, effective_mtu, images, node_version, veth_mtu};
-pub use readiness::{calico_node_pod, node_pod_ready, pod_ready, waiting_message};
-pub use version::CalicoVersion;
+pub use pods::{cni_image, images};
 
 /// Namespace of every namespaced workload object.
 pub const NAMESPACE: &str = "kube-system";
