@@ -218,6 +218,7 @@ mod tests {
                 wrapper: dir.join("bin/calicoctl"),
                 dir: dir.join("lib"),
                 kubeconfig: dir.join("kubeconfig"),
+                etcd: None,
             },
         };
         assert_eq!(host.rp_filter(), None);
