@@ -55,6 +55,12 @@ pub trait Cluster {
         None
     }
 
+    /// Whether this unit runs the agent ([`crate::agent`]): the hooks write its desired
+    /// state, install its service and read its state. Defaults to `false` (doubles).
+    fn agent(&self) -> bool {
+        false
+    }
+
     /// What calico-node reports in `node`'s `CalicoNodeStatus` (the `bgp-status` action):
     /// `None` when this seam cannot ask, `Ok(None)` when there is no report yet.
     #[allow(clippy::type_complexity)]
@@ -65,6 +71,9 @@ pub trait Cluster {
         None
     }
 }
+
+/// `off` turns the agent off (the hooks then neither write its files nor call systemctl).
+pub const AGENT_ENV: &str = "CALICO_CHARM_AGENT";
 
 /// Converge through the Kubernetes API, one hook at a time.
 #[derive(Clone, Debug)]
@@ -277,6 +286,11 @@ impl Cluster for KubeCluster {
                     .map_err(|e| super::converge::failed_read(ds.name(), "Node", e)),
             )
         })
+    }
+
+    /// The agent runs unless `CALICO_CHARM_AGENT=off`.
+    fn agent(&self) -> bool {
+        std::env::var(AGENT_ENV).map_or(true, |v| v.trim() != "off")
     }
 
     /// What the leader's last converge read from `/version`.
