@@ -21,6 +21,7 @@ pub mod deadline;
 pub mod etcd;
 pub mod host;
 pub mod juju;
+pub mod mode;
 pub mod peers;
 pub mod problems;
 pub mod reconcile;

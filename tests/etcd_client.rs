@@ -233,3 +233,199 @@ fn etcd_down_or_frozen_is_unavailable_within_the_budget_then_answers_again() {
     let client = EtcdClient::new(&config(&data), settings()).unwrap();
     assert!(run(client.revision()).unwrap() > 0);
 }
+
+mod store {
+    use super::*;
+    use calico_charm::calico::{BGPPeer, BGPPeerSpec, IPPool, IPPoolSpec};
+    use calico_charm::etcd::store::{EtcdStore, NodeBgp};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use std::collections::BTreeMap;
+
+    const R: &str = "/calico/resources/v3/projectcalico.org/";
+
+    fn charm_labels(unit: Option<&str>) -> BTreeMap<String, String> {
+        let mut l = BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_string(),
+            "calico-charm".to_string(),
+        )]);
+        if let Some(u) = unit {
+            l.insert("calico.juju.is/unit".into(), u.into());
+        }
+        l
+    }
+
+    fn pool(name: &str, cidr: &str) -> IPPool {
+        IPPool {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(charm_labels(None)),
+                ..ObjectMeta::default()
+            },
+            spec: IPPoolSpec {
+                cidr: cidr.into(),
+                ipip_mode: Some("Always".into()),
+                nat_outgoing: Some(true),
+                ..IPPoolSpec::default()
+            },
+        }
+    }
+
+    fn store(etcd: &Etcd) -> EtcdStore {
+        EtcdStore::new(EtcdClient::new(&config(&etcd.relation_data()), settings()).unwrap())
+    }
+
+    #[test]
+    fn pools_are_full_v3_objects_written_once_and_merged_with_others_fields() {
+        let (etcd, _guard) = etcd!("pools_are_full_v3_objects");
+        let s = store(etcd);
+        let stored = run(s.apply_pool(&pool("ipv4", "10.1.0.0/16"))).unwrap();
+        let key = format!("{R}ippools/ipv4");
+        let (value, rev) = etcd.dump(&key)[&key].clone();
+        assert_eq!(value["apiVersion"], "projectcalico.org/v3");
+        assert_eq!(value["kind"], "IPPool");
+        assert_eq!(value["metadata"]["name"], "ipv4");
+        assert_eq!(value["metadata"]["uid"].as_str().map(str::len), Some(36));
+        assert!(value["metadata"]["creationTimestamp"].is_string());
+        assert!(value["metadata"].get("resourceVersion").is_none());
+        assert_eq!(
+            value["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "calico-charm"
+        );
+        assert_eq!(
+            value["spec"],
+            json!({"cidr": "10.1.0.0/16", "ipipMode": "Always", "natOutgoing": true})
+        );
+        assert_eq!(stored.metadata.resource_version, Some(rev.to_string()));
+
+        // The same apply again writes nothing.
+        let before = etcd.revision();
+        run(s.apply_pool(&pool("ipv4", "10.1.0.0/16"))).unwrap();
+        assert_eq!(etcd.revision(), before);
+
+        // Someone else adds a field and a label; the charm changes its own field only.
+        let mut v = value.clone();
+        v["spec"]["blockSize"] = json!(24);
+        v["metadata"]["labels"]["team"] = json!("net");
+        etcd.put(&key, &v);
+        let mut p = pool("ipv4", "10.1.0.0/16");
+        p.spec.ipip_mode = None;
+        p.spec.vxlan_mode = Some("Always".into());
+        run(s.apply_pool(&p)).unwrap();
+        let after = etcd.get(&key).unwrap();
+        assert_eq!(
+            after["spec"],
+            json!({"cidr": "10.1.0.0/16", "vxlanMode": "Always", "natOutgoing": true, "blockSize": 24})
+        );
+        assert_eq!(after["metadata"]["labels"]["team"], "net");
+        assert_eq!(after["metadata"]["uid"], value["metadata"]["uid"]);
+
+        // Disable keeps every other field; delete compares the revision read.
+        let listed = run(s.list_pools()).unwrap();
+        assert_eq!(listed.len(), 1);
+        run(s.disable_pool(&listed[0])).unwrap();
+        assert_eq!(etcd.get(&key).unwrap()["spec"]["disabled"], true);
+        assert!(
+            !run(s.delete_pool(&listed[0])).unwrap(),
+            "stale revision deleted"
+        );
+        assert!(etcd.get(&key).is_some());
+        let fresh = run(s.list_pools()).unwrap();
+        assert!(run(s.delete_pool(&fresh[0])).unwrap());
+        assert!(etcd.get(&key).is_none());
+    }
+
+    #[test]
+    fn owned_peers_are_found_by_prefix_and_label_and_the_node_keeps_others_fields() {
+        let (etcd, _guard) = etcd!("owned_peers_are_found_by_prefix");
+        let s = store(etcd);
+        let peer = |name: &str, unit: Option<&str>| BGPPeer {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: unit.map(|u| charm_labels(Some(u))),
+                ..ObjectMeta::default()
+            },
+            spec: BGPPeerSpec {
+                node: Some("n1".into()),
+                peer_ip: Some("10.0.0.1".into()),
+                as_number: Some(64512),
+                ..BGPPeerSpec::default()
+            },
+        };
+        run(s.apply_peer(&peer("calico-1-10.0.0.1-64512", Some("calico-1")))).unwrap();
+        run(s.apply_peer(&peer("calico-10-10.0.0.1-64512", Some("calico-10")))).unwrap();
+        // The earlier charm's peer: same prefix, no labels.
+        etcd.put(
+            &format!("{R}bgppeers/calico-1-10.0.0.9-64512"),
+            &json!({"kind": "BGPPeer", "apiVersion": "projectcalico.org/v3",
+                    "metadata": {"name": "calico-1-10.0.0.9-64512"},
+                    "spec": {"node": "n1", "peerIP": "10.0.0.9", "asNumber": 64512}}),
+        );
+        let owned: Vec<String> = run(s.list_owned_peers("calico-1"))
+            .unwrap()
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        assert_eq!(owned, vec!["calico-1-10.0.0.1-64512".to_string()]);
+        let prefixed = run(s.list_peers_with_prefix("calico-1")).unwrap();
+        assert_eq!(prefixed.len(), 2);
+
+        // The Node: calico-node's fields stay; the address is set, not owned.
+        let key = format!("{R}nodes/n1");
+        etcd.put(
+            &key,
+            &json!({"kind": "Node", "apiVersion": "projectcalico.org/v3",
+                    "metadata": {"name": "n1", "uid": "abc"},
+                    "spec": {"bgp": {"ipv4Address": "10.0.0.5/24", "asNumber": 64999},
+                             "orchRefs": [{"nodeName": "n1", "orchestrator": "k8s"}]}}),
+        );
+        let bgp = NodeBgp {
+            as_number: Some(64512),
+            route_reflector_cluster_id: Some("224.0.0.1".into()),
+            ipv4_address: Some("10.0.0.5/24".into()),
+        };
+        assert_eq!(run(s.apply_node_bgp("n1", &bgp)).unwrap(), bgp);
+        let node = etcd.get(&key).unwrap();
+        assert_eq!(node["spec"]["orchRefs"][0]["nodeName"], "n1");
+        assert_eq!(node["metadata"]["uid"], "abc");
+        let before = etcd.revision();
+        run(s.apply_node_bgp("n1", &bgp)).unwrap();
+        assert_eq!(etcd.revision(), before, "a no-op wrote");
+        // Stop wanting everything: the charm's fields go, the address and the rest stay.
+        run(s.apply_node_bgp("n1", &NodeBgp::default())).unwrap();
+        let node = etcd.get(&key).unwrap();
+        assert_eq!(node["spec"]["bgp"], json!({"ipv4Address": "10.0.0.5/24"}));
+        assert_eq!(node["spec"]["orchRefs"][0]["orchestrator"], "k8s");
+        // A node calico-node has not created yet is created with the charm's settings.
+        run(s.apply_node_bgp("n2", &bgp)).unwrap();
+        assert_eq!(
+            etcd.get(&format!("{R}nodes/n2")).unwrap()["spec"]["bgp"]["asNumber"],
+            64512
+        );
+        assert_eq!(run(s.get_node_bgp("n3")).unwrap(), None);
+    }
+
+    #[test]
+    fn ipam_blocks_are_read_with_their_cidr_and_use() {
+        let (etcd, _guard) = etcd!("ipam_blocks_are_read");
+        etcd.put(
+            "/calico/ipam/v2/assignment/ipv4/block/10.1.0.0-26",
+            &json!({"cidr": "10.1.0.0/26", "affinity": "host:n1", "allocations": [0, null]}),
+        );
+        etcd.put(
+            "/calico/ipam/v2/assignment/ipv4/block/10.1.0.64-26",
+            &json!({"cidr": "10.1.0.64/26", "allocations": [null, null]}),
+        );
+        let blocks = run(store(etcd).list_ipam_blocks()).unwrap();
+        let summary: Vec<(String, bool)> = blocks
+            .iter()
+            .map(|b| (b.spec.cidr.clone(), b.spec.in_use()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("10.1.0.0/26".to_string(), true),
+                ("10.1.0.64/26".to_string(), false)
+            ]
+        );
+    }
+}

@@ -12,6 +12,8 @@
 
 pub mod client;
 pub mod layout;
+pub mod relation;
+pub mod store;
 
 use secrecy::{ExposeSecret, SecretString};
 

@@ -81,9 +81,26 @@ fn installer_appends_newline(config: &CharmConfig) -> bool {
 /// The conflist with `install-cni`'s placeholders (pure, deterministic): the value of the
 /// ConfigMap key `cni_network_config`.
 pub fn template(config: &CharmConfig) -> String {
+    template_for(config, None)
+}
+
+/// Where the CNI plugin finds Calico's etcd datastore (etcd mode): the endpoints and the
+/// credential files the unit writes (the same paths on every node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CniEtcd {
+    pub endpoints: String,
+    pub ca_file: String,
+    pub cert_file: String,
+    pub key_file: String,
+}
+
+/// [`template`] for a datastore: `None` is the Kubernetes datastore; with `etcd` the plugin
+/// reads and writes Calico's data in etcd (`etcd_endpoints`, `etcd_*_file` instead of
+/// `datastore_type: kubernetes`) and still reads pods from Kubernetes for policy.
+pub fn template_for(config: &CharmConfig, etcd: Option<&CniEtcd>) -> String {
     let (v4, v6) = families(config);
     let bool_str = |b: bool| if b { "true" } else { "false" };
-    let doc = json!({
+    let mut doc = json!({
         "name": NETWORK_NAME,
         "cniVersion": cni_version(config),
         "plugins": [
@@ -110,6 +127,17 @@ pub fn template(config: &CharmConfig) -> String {
             },
         ],
     });
+    if let (Some(etcd), Some(map)) = (
+        etcd,
+        doc.pointer_mut("/plugins/0")
+            .and_then(serde_json::Value::as_object_mut),
+    ) {
+        map.remove("datastore_type");
+        map.insert("etcd_endpoints".into(), json!(etcd.endpoints));
+        map.insert("etcd_key_file".into(), json!(etcd.key_file));
+        map.insert("etcd_cert_file".into(), json!(etcd.cert_file));
+        map.insert("etcd_ca_cert_file".into(), json!(etcd.ca_file));
+    }
     let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
     // The MTU placeholder stands for a number: drop the quotes around it, as install-cni's
     // template does.
@@ -124,13 +152,18 @@ pub fn template(config: &CharmConfig) -> String {
 /// The conflist for a node (pure, deterministic): [`template`] with its placeholders
 /// replaced, exactly as `install-cni` replaces them.
 pub fn render(config: &CharmConfig, node_name: &str) -> String {
+    render_for(config, node_name, None)
+}
+
+/// [`render`] for a datastore (see [`template_for`]).
+pub fn render_for(config: &CharmConfig, node_name: &str, etcd: Option<&CniEtcd>) -> String {
     // Node names are DNS subdomains; escape anyway so the result stays valid JSON.
     let quoted = serde_json::to_string(node_name).unwrap_or_default();
     let node = quoted
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
         .unwrap_or_default();
-    let mut text = template(config)
+    let mut text = template_for(config, etcd)
         .replace(PLACEHOLDER_NODE_NAME, node)
         .replace(PLACEHOLDER_MTU, &cni_mtu(config).to_string())
         .replace(PLACEHOLDER_KUBECONFIG, CNI_KUBECONFIG);

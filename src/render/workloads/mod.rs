@@ -19,6 +19,7 @@
 //! image the charm pulls.
 
 pub mod crds;
+pub mod etcd;
 pub mod pods;
 pub mod rbac;
 

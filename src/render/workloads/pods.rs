@@ -93,7 +93,7 @@ pub fn config_map(config: &CharmConfig) -> ConfigMap {
 }
 
 /// FNV-1a 64 of the ConfigMap data, in key order (stable across runs and platforms).
-fn config_hash(cm: &ConfigMap) -> String {
+pub(crate) fn config_hash(cm: &ConfigMap) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for (k, v) in cm.data.iter().flatten() {
         for b in k.bytes().chain([0]).chain(v.bytes()).chain([0]) {

@@ -1,0 +1,223 @@
+//! Which datastore Calico uses, chosen once and never switched implicitly.
+//!
+//! - The leader chooses on the first hook that gets as far as setting Calico up (valid config,
+//!   the principal's kubeconfig published): `etcd` when the `etcd` relation exists then, the
+//!   Kubernetes datastore otherwise. It remembers the choice (`state-set datastore=...`) and
+//!   publishes it in the peer relation's application data (`datastore`), where the other units
+//!   read it and remember it too.
+//! - A remembered choice is kept whatever happens to the relation afterwards: the data would
+//!   be split across two stores. An `etcd` relation added to a Kubernetes-datastore deployment
+//!   is ignored with a warning; an etcd deployment that loses the relation is blocked.
+//! - A non-leader that has no choice of its own yet follows the leader's published one; before
+//!   the leader has published, it uses what the leader would choose (etcd if related) without
+//!   remembering it, so it converges to the leader's choice on a later hook.
+
+use crate::juju::{HookTools, ToolError};
+
+/// `state-get`/`state-set` key, and the peer application-data key.
+pub const STATE_KEY: &str = "datastore";
+
+/// Calico's datastore.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DatastoreType {
+    /// Calico's Kubernetes datastore (KDD): Calico's data in CRDs of the cluster.
+    Kubernetes,
+    /// Calico's etcdv3 datastore, reached over the `etcd` relation.
+    Etcd,
+}
+
+impl DatastoreType {
+    /// The remembered value (`kubernetes`, `etcd`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatastoreType::Kubernetes => "kubernetes",
+            DatastoreType::Etcd => "etcd",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DatastoreType> {
+        match text.trim() {
+            "kubernetes" => Some(DatastoreType::Kubernetes),
+            "etcd" => Some(DatastoreType::Etcd),
+            _ => None,
+        }
+    }
+}
+
+/// What [`decide`] reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModeFacts {
+    /// This unit's remembered choice (`state-get datastore`), as stored.
+    pub remembered: Option<String>,
+    /// The leader's published choice (peer application data), as stored.
+    pub published: Option<String>,
+    pub leader: bool,
+    /// The `etcd` relation exists.
+    pub etcd_related: bool,
+}
+
+/// The datastore to use this hook, and what to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub datastore: DatastoreType,
+    /// `state-set` it (a choice made or learnt this hook).
+    pub remember: bool,
+    /// The leader publishes it in the peer application data (absent or different there).
+    pub publish: bool,
+    /// An operator-facing warning to show (an etcd relation the datastore ignores).
+    pub warning: Option<String>,
+}
+
+/// The warning while a Kubernetes-datastore deployment has an etcd relation.
+pub const IGNORED_ETCD: &str = "etcd relation ignored: Calico's data is in the Kubernetes datastore (chosen at deployment); remove the relation";
+
+/// Why no datastore can be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModeError {
+    /// A remembered value the charm does not know (written by hand?): the charm will not guess.
+    #[error(
+        "unknown datastore {0:?} remembered by this unit (state-get datastore): expected kubernetes or etcd"
+    )]
+    Unknown(String),
+}
+
+/// Choose (pure).
+pub fn decide(facts: &ModeFacts) -> Result<Decision, ModeError> {
+    let parse = |v: &Option<String>| -> Result<Option<DatastoreType>, ModeError> {
+        match v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => DatastoreType::parse(v)
+                .map(Some)
+                .ok_or_else(|| ModeError::Unknown(v.chars().take(40).collect())),
+        }
+    };
+    let remembered = parse(&facts.remembered)?;
+    // A published value nobody can read is treated as not published (the leader rewrites it).
+    let published = parse(&facts.published).ok().flatten();
+    let (datastore, remember) = match (remembered, published) {
+        (Some(d), _) => (d, false),
+        (None, Some(p)) => (p, true),
+        (None, None) => {
+            let d = if facts.etcd_related {
+                DatastoreType::Etcd
+            } else {
+                DatastoreType::Kubernetes
+            };
+            (d, facts.leader)
+        }
+    };
+    let warning = (datastore == DatastoreType::Kubernetes && facts.etcd_related)
+        .then(|| IGNORED_ETCD.to_string());
+    Ok(Decision {
+        datastore,
+        remember,
+        publish: facts.leader && published != Some(datastore),
+        warning,
+    })
+}
+
+/// Read the facts, decide, and record the decision (`state-set`; the leader's
+/// `relation-set --app` on the peer relation `peer_relation`). `application` names this
+/// unit's application (for reading the peer application data).
+pub fn resolve(
+    tools: &impl HookTools,
+    leader: bool,
+    application: &str,
+    peer_relation: Option<&str>,
+) -> Result<Result<Decision, ModeError>, ToolError> {
+    let remembered = tools.state_get(STATE_KEY)?;
+    let etcd_related = !tools.relation_ids(crate::etcd::ENDPOINT)?.is_empty();
+    // The peer data is read only when this unit has nothing remembered, or leads (to publish).
+    let published = match peer_relation {
+        Some(rid) if remembered.is_none() || leader => tools
+            .relation_get_app(rid, application)?
+            .get(STATE_KEY)
+            .cloned(),
+        _ => None,
+    };
+    let facts = ModeFacts {
+        remembered,
+        published,
+        leader,
+        etcd_related,
+    };
+    let decision = match decide(&facts) {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(e)),
+    };
+    if decision.remember {
+        tools.state_set(STATE_KEY, decision.datastore.as_str())?;
+    }
+    if decision.publish
+        && let Some(rid) = peer_relation
+    {
+        tools.relation_set_app(rid, &[(STATE_KEY, decision.datastore.as_str())])?;
+    }
+    Ok(Ok(decision))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(
+        remembered: Option<&str>,
+        published: Option<&str>,
+        leader: bool,
+        etcd: bool,
+    ) -> ModeFacts {
+        ModeFacts {
+            remembered: remembered.map(str::to_string),
+            published: published.map(str::to_string),
+            leader,
+            etcd_related: etcd,
+        }
+    }
+
+    #[test]
+    fn the_first_choice_follows_the_relation_and_the_leader_records_it() {
+        let d = decide(&facts(None, None, true, true)).unwrap();
+        assert_eq!(
+            d,
+            Decision {
+                datastore: DatastoreType::Etcd,
+                remember: true,
+                publish: true,
+                warning: None
+            }
+        );
+        let d = decide(&facts(None, None, true, false)).unwrap();
+        assert_eq!(d.datastore, DatastoreType::Kubernetes);
+        assert!(d.remember && d.publish);
+        // A non-leader does not remember a guess.
+        let d = decide(&facts(None, None, false, true)).unwrap();
+        assert_eq!(d.datastore, DatastoreType::Etcd);
+        assert!(!d.remember && !d.publish);
+        // ... but learns the leader's choice.
+        let d = decide(&facts(None, Some("kubernetes"), false, true)).unwrap();
+        assert_eq!(d.datastore, DatastoreType::Kubernetes);
+        assert!(d.remember && !d.publish);
+        assert_eq!(d.warning.as_deref(), Some(IGNORED_ETCD));
+    }
+
+    #[test]
+    fn a_remembered_choice_never_switches() {
+        for etcd in [false, true] {
+            for published in [None, Some("etcd"), Some("kubernetes")] {
+                for leader in [false, true] {
+                    let d = decide(&facts(Some("kubernetes"), published, leader, etcd)).unwrap();
+                    assert_eq!(d.datastore, DatastoreType::Kubernetes);
+                    assert!(!d.remember);
+                    assert_eq!(d.publish, leader && published != Some("kubernetes"));
+                    let d = decide(&facts(Some("etcd"), published, leader, etcd)).unwrap();
+                    assert_eq!(d.datastore, DatastoreType::Etcd);
+                    assert_eq!(d.warning, None);
+                }
+            }
+        }
+        assert_eq!(
+            decide(&facts(Some("consul"), None, true, true)),
+            Err(ModeError::Unknown("consul".into()))
+        );
+    }
+}
