@@ -124,6 +124,13 @@ impl HookTools for Tools {
     fn application_version_set(&self, _version: &str) -> Result<(), ToolError> {
         self.call("application-version-set")
     }
+    fn state_get(&self, _key: &str) -> Result<Option<String>, ToolError> {
+        self.call("state-get")?;
+        Ok(None)
+    }
+    fn state_set(&self, _key: &str, _value: &str) -> Result<(), ToolError> {
+        self.call("state-set")
+    }
     fn action_set(&self, _results: &[(&str, &str)]) -> Result<(), ToolError> {
         self.call("action-set")
     }

@@ -130,6 +130,10 @@ pub trait HookTools {
     fn status_set(&self, status: &UnitStatus) -> Result<(), ToolError>;
     /// `application-version-set <version>`.
     fn application_version_set(&self, version: &str) -> Result<(), ToolError>;
+    /// `state-get --format=json <key>`: `None` when the key is absent.
+    fn state_get(&self, key: &str) -> Result<Option<String>, ToolError>;
+    /// `state-set key=value`.
+    fn state_set(&self, key: &str, value: &str) -> Result<(), ToolError>;
     /// `action-set key=value ...`.
     fn action_set(&self, results: &[(&str, &str)]) -> Result<(), ToolError>;
     /// `action-fail <message>`.
@@ -518,6 +522,17 @@ impl HookTools for Subprocess {
     fn application_version_set(&self, version: &str) -> Result<(), ToolError> {
         self.run("application-version-set", &["--", version])
             .map(drop)
+    }
+
+    fn state_get(&self, key: &str) -> Result<Option<String>, ToolError> {
+        // A missing key prints `""` (or `null`): both mean absent here.
+        let value: Option<String> = self.json("state-get", &["--", key])?;
+        Ok(value.filter(|v| !v.is_empty()))
+    }
+
+    fn state_set(&self, key: &str, value: &str) -> Result<(), ToolError> {
+        let pair = format!("{key}={value}");
+        self.run("state-set", &["--", &pair]).map(drop)
     }
 
     fn action_set(&self, results: &[(&str, &str)]) -> Result<(), ToolError> {
