@@ -38,6 +38,8 @@ pub struct Install {
     pub wrapper: PathBuf,
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
+    /// etcd mode: calicoctl is set up for Calico's etcd instead of the Kubernetes datastore.
+    pub etcd: Option<EtcdAccess>,
 }
 
 /// What the installed binary was made from: the resource's fingerprint and the file facts
@@ -67,23 +69,76 @@ impl Stamp {
     }
 }
 
+/// calicoctl's etcd settings (etcd mode): the endpoints and the unit's credential files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdAccess {
+    pub endpoints: String,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+fn quote(p: &str) -> String {
+    format!("'{}'", p.replace('\'', r"'\''"))
+}
+
 /// The wrapper script (pure): `binary` run with the Kubernetes datastore and `kubeconfig`.
 pub fn wrapper(binary: &Path, kubeconfig: &Path) -> String {
-    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
+    wrapper_for(binary, kubeconfig, None)
+}
+
+/// The wrapper for a datastore: with `etcd`, calicoctl talks to Calico's etcd with the
+/// unit's credential files (readable by root only: the wrapper says to use sudo).
+pub fn wrapper_for(binary: &Path, kubeconfig: &Path, etcd: Option<&EtcdAccess>) -> String {
+    let q = |p: &Path| quote(&p.display().to_string());
+    let Some(etcd) = etcd else {
+        return format!(
+            "#!/bin/sh\n\
+             # Installed by the calico charm from its calicoctl resource: calicoctl for this\n\
+             # cluster's Kubernetes datastore, with the principal's kubeconfig.\n\
+             if [ -z \"${{KUBECONFIG:-}}\" ]; then\n\
+             \x20 if [ -r {kc} ]; then KUBECONFIG={kc}\n\
+             \x20 elif [ -n \"${{HOME:-}}\" ] && [ -r \"$HOME/.kube/config\" ]; then KUBECONFIG=\"$HOME/.kube/config\"\n\
+             \x20 else KUBECONFIG={kc}\n\
+             \x20 fi\n\
+             fi\n\
+             export KUBECONFIG\n\
+             export DATASTORE_TYPE=\"${{DATASTORE_TYPE:-kubernetes}}\"\n\
+             exec {bin} \"$@\"\n",
+            kc = q(kubeconfig),
+            bin = q(binary),
+        );
+    };
     format!(
         "#!/bin/sh\n\
          # Installed by the calico charm from its calicoctl resource: calicoctl for this\n\
-         # cluster's Kubernetes datastore, with the principal's kubeconfig.\n\
-         if [ -z \"${{KUBECONFIG:-}}\" ]; then\n\
-         \x20 if [ -r {kc} ]; then KUBECONFIG={kc}\n\
-         \x20 elif [ -n \"${{HOME:-}}\" ] && [ -r \"$HOME/.kube/config\" ]; then KUBECONFIG=\"$HOME/.kube/config\"\n\
-         \x20 else KUBECONFIG={kc}\n\
-         \x20 fi\n\
+         # cluster's Calico etcd datastore, with the etcd relation's client certificate.\n\
+         export DATASTORE_TYPE=\"${{DATASTORE_TYPE:-etcdv3}}\"\n\
+         export ETCD_ENDPOINTS=\"${{ETCD_ENDPOINTS:-{ep}}}\"\n\
+         export ETCD_CA_CERT_FILE=\"${{ETCD_CA_CERT_FILE:-{ca}}}\"\n\
+         export ETCD_CERT_FILE=\"${{ETCD_CERT_FILE:-{cert}}}\"\n\
+         export ETCD_KEY_FILE=\"${{ETCD_KEY_FILE:-{key}}}\"\n\
+         if [ \"$DATASTORE_TYPE\" = etcdv3 ] && [ ! -r \"$ETCD_KEY_FILE\" ]; then\n\
+         \x20 echo \"calicoctl: $ETCD_KEY_FILE is readable by root only: run sudo calicoctl\" >&2\n\
+         \x20 exit 1\n\
          fi\n\
-         export KUBECONFIG\n\
-         export DATASTORE_TYPE=\"${{DATASTORE_TYPE:-kubernetes}}\"\n\
          exec {bin} \"$@\"\n",
-        kc = q(kubeconfig),
+        ep = etcd.endpoints.replace(['"', '$', '`', '\\'], ""),
+        ca = etcd
+            .ca_file
+            .display()
+            .to_string()
+            .replace(['"', '$', '`', '\\'], ""),
+        cert = etcd
+            .cert_file
+            .display()
+            .to_string()
+            .replace(['"', '$', '`', '\\'], ""),
+        key = etcd
+            .key_file
+            .display()
+            .to_string()
+            .replace(['"', '$', '`', '\\'], ""),
         bin = q(binary),
     )
 }
@@ -112,6 +167,7 @@ impl Install {
             wrapper: var(WRAPPER_ENV, DEFAULT_WRAPPER),
             dir: var(DIR_ENV, DEFAULT_DIR),
             kubeconfig: crate::apply::kubeconfig_path(),
+            etcd: None,
         }
     }
 
@@ -204,7 +260,7 @@ impl Install {
     }
 
     fn write_wrapper(&self, out: &mut Outcome) -> Result<(), String> {
-        let text = wrapper(&self.binary(), &self.kubeconfig);
+        let text = wrapper_for(&self.binary(), &self.kubeconfig, self.etcd.as_ref());
         let current = fs::read_to_string(&self.wrapper).ok();
         let mode_ok = fs::metadata(&self.wrapper)
             .map(|m| m.permissions().mode() & 0o777 == 0o755)
@@ -301,5 +357,34 @@ mod tests {
             w.contains("export DATASTORE_TYPE=\"${DATASTORE_TYPE:-kubernetes}\""),
             "{w}"
         );
+    }
+
+    #[test]
+    fn the_etcd_wrapper_names_the_relation_s_endpoints_and_files_never_their_content() {
+        let etcd = EtcdAccess {
+            endpoints: "https://10.0.0.5:2379,https://10.0.0.6:2379".into(),
+            ca_file: PathBuf::from("/etc/calico/etcd/etcd-ca"),
+            cert_file: PathBuf::from("/etc/calico/etcd/etcd-cert"),
+            key_file: PathBuf::from("/etc/calico/etcd/etcd-key"),
+        };
+        let w = wrapper_for(
+            Path::new("/usr/local/lib/calico-charm/calicoctl"),
+            Path::new("/root/.kube/config"),
+            Some(&etcd),
+        );
+        assert!(
+            w.contains("export DATASTORE_TYPE=\"${DATASTORE_TYPE:-etcdv3}\""),
+            "{w}"
+        );
+        assert!(
+            w.contains("export ETCD_ENDPOINTS=\"${ETCD_ENDPOINTS:-https://10.0.0.5:2379,https://10.0.0.6:2379}\""),
+            "{w}"
+        );
+        assert!(
+            w.contains("ETCD_KEY_FILE:-/etc/calico/etcd/etcd-key}"),
+            "{w}"
+        );
+        assert!(w.contains("run sudo calicoctl"), "{w}");
+        assert!(!w.contains("KUBECONFIG"), "{w}");
     }
 }

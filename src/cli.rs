@@ -84,6 +84,21 @@ pub struct RenderArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Yaml)]
     pub format: Format,
+    /// The datastore: `kubernetes` prints the Kubernetes objects; `etcd` prints the etcd keys
+    /// and values the unit writes (then, for the leader, the Kubernetes workloads), the
+    /// Secret's data left out.
+    #[arg(long, value_enum, default_value_t = DatastoreArg::Kubernetes)]
+    pub datastore: DatastoreArg,
+    /// etcd mode: the etcd relation's connection string, for the workloads' settings.
+    #[arg(long, value_name = "URLS", default_value = "https://ETCD-ADDRESS:2379")]
+    pub etcd_endpoints: String,
+}
+
+/// `--datastore` of `calico-charm render`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatastoreArg {
+    Kubernetes,
+    Etcd,
 }
 
 /// Arguments of `calico-charm validate`.
@@ -214,7 +229,27 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
     let mut warnings = validated.warnings;
     warnings.extend(config::unit_warnings(&validated.config, &facts));
     let desired = render::desired(&validated.config, &facts);
-    let text = format_objects(&desired.objects(), args.format)?;
+    let objects = match args.datastore {
+        DatastoreArg::Kubernetes => desired.objects(),
+        DatastoreArg::Etcd => {
+            let etcd = crate::etcd::EtcdConfig {
+                endpoints: Vec::new(),
+                connection_string: args.etcd_endpoints.clone(),
+                ca_pem: String::new(),
+                cert_pem: String::new(),
+                key_pem: secrecy::SecretString::from(String::new()),
+                version: String::new(),
+            };
+            let mut out = render::etcd::entries(&desired);
+            out.extend(render::etcd::workload_objects(
+                &desired,
+                &validated.config,
+                &etcd,
+            ));
+            out
+        }
+    };
+    let text = format_objects(&objects, args.format)?;
     report(&[], &warnings);
     std::io::stdout()
         .lock()

@@ -330,3 +330,53 @@ fn an_integer_too_large_for_64_bits_is_reported_with_the_other_errors() {
         "{stderr}"
     );
 }
+
+#[test]
+fn render_for_etcd_prints_calicos_keys_and_values_and_no_secret() {
+    let config = golden("as-per-rack.yaml");
+    let out = run(
+        &render_args(
+            &config,
+            "calico/0",
+            "10.0.0.2/24",
+            &[
+                "--node-name",
+                "rack1-host1",
+                "--leader",
+                "--datastore",
+                "etcd",
+                "--etcd-endpoints",
+                "https://10.0.0.9:2379",
+                "--format",
+                "json",
+            ],
+        ),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list: Value = serde_json::from_slice(&out.stdout).expect("a JSON list");
+    let docs = list["items"].as_array().cloned().unwrap_or_default();
+    let keys: Vec<&str> = docs.iter().filter_map(|d| d["key"].as_str()).collect();
+    assert!(keys.contains(&"/calico/resources/v3/projectcalico.org/bgpconfigurations/default"));
+    assert!(keys.contains(&"/calico/resources/v3/projectcalico.org/nodes/rack1-host1"));
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("/calico/resources/v3/projectcalico.org/")),
+        "{keys:?}"
+    );
+    for d in docs.iter().filter(|d| d.get("key").is_some()) {
+        assert_eq!(d["value"]["apiVersion"], "projectcalico.org/v3", "{d}");
+        assert!(d["value"]["metadata"].get("uid").is_none(), "{d}");
+    }
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert!(!kinds.contains(&"CustomResourceDefinition"), "{kinds:?}");
+    let secret = docs
+        .iter()
+        .find(|d| d["kind"] == "Secret")
+        .expect("the Secret");
+    assert_eq!(secret["metadata"]["name"], "calico-etcd-secrets");
+    assert!(secret.get("data").is_none(), "{secret}");
+    let text = text(&out.stdout);
+    assert!(!text.contains("BEGIN"), "a PEM block in render output");
+    assert!(text.contains("https://10.0.0.9:2379"));
+}

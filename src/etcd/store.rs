@@ -367,37 +367,12 @@ impl EtcdStore {
     /// removed, others' fields stay); the Node is created when calico-node has not yet.
     /// Returns the settings afterwards.
     pub async fn apply_node_bgp(&self, node: &str, bgp: &NodeBgp) -> Result<NodeBgp, StoreError> {
-        let mut inner = Map::new();
-        if let Some(a) = bgp.as_number {
-            inner.insert("asNumber".into(), json!(a));
-        }
-        if let Some(id) = &bgp.route_reflector_cluster_id {
-            inner.insert("routeReflectorClusterID".into(), json!(id));
-        }
-        let mut spec = Map::new();
-        if !inner.is_empty() {
-            spec.insert("bgp".into(), Value::Object(inner));
-        }
-        let wanted = Wanted {
-            labels: BTreeMap::new(),
-            spec,
-        };
-        let address = bgp.ipv4_address.clone();
         let result = self
             .update(Kind::Node, node, |existing| {
-                if existing.is_none() && wanted.spec.is_empty() && address.is_none() {
+                if existing.is_none() && *bgp == NodeBgp::default() {
                     return None;
                 }
-                let mut v = layout::merge(Kind::Node, node, existing, &wanted, &Created::now());
-                // The address is set, never owned: calico-node writes its own when it starts
-                // on a node without one, and a unit that stops setting it leaves it.
-                if let Some(ip) = &address {
-                    if !v.pointer("/spec/bgp").is_some_and(Value::is_object) {
-                        v["spec"]["bgp"] = json!({});
-                    }
-                    v["spec"]["bgp"]["ipv4Address"] = json!(ip);
-                }
-                Some(v)
+                Some(node_value(existing, node, bgp, &Created::now()))
             })
             .await?;
         Ok(result.map(|(v, _)| node_bgp_of(&v)).unwrap_or_default())
@@ -418,6 +393,41 @@ impl EtcdStore {
         .await
         .map(drop)
     }
+}
+
+/// The Node to store (pure): `existing` (calico-node's, if any) with the charm's `spec.bgp`
+/// fields merged in. `asNumber` and `routeReflectorClusterID` are owned (removed when no
+/// longer wanted); `ipv4Address` is set, never owned: calico-node writes its own when it
+/// starts on a node without one, and a unit that stops setting it leaves it.
+pub fn node_value(existing: Option<&Value>, node: &str, bgp: &NodeBgp, created: &Created) -> Value {
+    let mut inner = Map::new();
+    if let Some(a) = bgp.as_number {
+        inner.insert("asNumber".into(), json!(a));
+    }
+    if let Some(id) = &bgp.route_reflector_cluster_id {
+        inner.insert("routeReflectorClusterID".into(), json!(id));
+    }
+    let mut spec = Map::new();
+    if !inner.is_empty() {
+        spec.insert("bgp".into(), Value::Object(inner));
+    }
+    let wanted = Wanted {
+        labels: BTreeMap::new(),
+        spec,
+    };
+    let mut v = layout::merge(Kind::Node, node, existing, &wanted, created);
+    if let Some(ip) = &bgp.ipv4_address
+        && let Some(spec) = v.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        let entry = spec.entry("bgp").or_insert_with(|| json!({}));
+        if !entry.is_object() {
+            *entry = json!({});
+        }
+        if let Some(b) = entry.as_object_mut() {
+            b.insert("ipv4Address".into(), json!(ip));
+        }
+    }
+    v
 }
 
 /// The charm's fields of a stored Node's `spec.bgp`.

@@ -222,6 +222,7 @@ mod tests {
                 wrapper: dir.join("bin/calicoctl"),
                 dir: dir.join("lib"),
                 kubeconfig: dir.join("kubeconfig"),
+                etcd: None,
             },
             cni_dir: dir.join("cni"),
         };

@@ -6,6 +6,7 @@
 //! - [`cni`]: the CNI config document, and [`mtu`] the MTU it and the workloads carry.
 
 pub mod cni;
+pub mod etcd;
 pub mod mtu;
 pub mod workloads;
 
