@@ -601,6 +601,7 @@ fn leader(pools: &[(&str, &str)], peers: &[&str], annotations: &[(&str, &str)]) 
                 .collect(),
         },
         workloads: None,
+        node_status: None,
     }
 }
 

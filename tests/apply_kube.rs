@@ -178,6 +178,7 @@ fn unit(unit: u32, node: &str, peers: &[&str], annotations: &[(&str, &str)]) -> 
                 .collect(),
         },
         workloads: None,
+        node_status: None,
     }
 }
 

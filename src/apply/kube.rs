@@ -27,7 +27,7 @@ use super::readiness::{calico_node_pod, pod_ready};
 use super::retry::{Budget, RetryLayer, RetrySettings, describe_error};
 use super::workloads::{KubeWorkloads, NodeAgent, ObjectRef, WorkloadKind, WorkloadObject};
 use crate::calico::{
-    BGPConfiguration, BGPPeer, FIELD_MANAGER, IPAMBlock, IPPool, NODE_ANNOTATIONS,
+    BGPConfiguration, BGPPeer, CalicoNodeStatus, FIELD_MANAGER, IPAMBlock, IPPool, NODE_ANNOTATIONS,
 };
 use crate::render::workloads::{CALICO_NODE_SELECTOR, NAMESPACE};
 
@@ -346,6 +346,34 @@ impl KubeDatastore {
     }
     fn peers(&self) -> Api<BGPPeer> {
         Api::all(self.client.clone())
+    }
+
+    /// This node's `CalicoNodeStatus`, if there is one.
+    pub async fn get_node_status(&self, name: &str) -> DsResult<Option<CalicoNodeStatus>> {
+        Api::<CalicoNodeStatus>::all(self.client.clone())
+            .get_opt(name)
+            .await
+            .map_err(|e| {
+                classify(
+                    e,
+                    &format!("CalicoNodeStatus/{name}"),
+                    "CalicoNodeStatus",
+                    Op::Object,
+                )
+            })
+    }
+
+    /// Server-side apply of the charm's fields of a `CalicoNodeStatus` (its `status` is
+    /// calico-node's and is left alone).
+    pub async fn apply_node_status(&self, object: &CalicoNodeStatus) -> DsResult<CalicoNodeStatus> {
+        let api = Api::<CalicoNodeStatus>::all(self.client.clone());
+        ssa(&api, "CalicoNodeStatus", &object.name_any(), object).await
+    }
+
+    /// Delete a `CalicoNodeStatus` read before (same uid).
+    pub async fn delete_node_status(&self, object: &CalicoNodeStatus) -> DsResult<()> {
+        let api = Api::<CalicoNodeStatus>::all(self.client.clone());
+        delete_exact(&api, "CalicoNodeStatus", &object.name_any(), object.uid()).await
     }
 
     async fn list_typed<K>(&self, api: Api<K>, kind: &str, lp: &ListParams) -> DsResult<Vec<K>>
