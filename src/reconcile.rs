@@ -348,6 +348,25 @@ pub fn reconcile(
             tracing::warn!("Workload warning: {warning}");
         }
     }
+    // The leader's Typha decision needs the cluster's node count (one small list).
+    // A leader that cannot count waits (the next hook retries) rather than add or remove
+    // Typha on a guess.
+    let facts = if facts.leader && config.typha.needs_node_count() {
+        match cluster.node_count() {
+            None => facts,
+            Some(Ok(nodes)) => facts.with_cluster_nodes(Some(nodes)),
+            Some(Err(outcome)) => {
+                log_outcome(&outcome);
+                inputs.outcome = Some(&outcome);
+                let status = status::unit_status(&inputs);
+                report.facts = Some(facts);
+                report.outcome = Some(outcome.clone());
+                return finish(tools, report, status, version);
+            }
+        }
+    } else {
+        facts
+    };
     // RENDER (pure) then APPLY through the seam; the CNI config file is this unit's own.
     let desired = crate::render::desired(&config, &facts);
     let mut outcome = cluster.converge(&desired);

@@ -47,6 +47,14 @@ pub trait Cluster {
         None
     }
 
+    /// How many Nodes the cluster has (the leader asks, for Typha, unless `typha=false`):
+    /// `Err` with what to report when the API could not tell. Defaults to `None`: this seam
+    /// does not count (doubles), which renders as no nodes
+    /// ([`crate::render::workloads::typha::decide`]).
+    fn node_count(&self) -> Option<Result<u64, Outcome>> {
+        None
+    }
+
     /// What calico-node reports in `node`'s `CalicoNodeStatus` (the `bgp-status` action):
     /// `None` when this seam cannot ask, `Ok(None)` when there is no report yet.
     #[allow(clippy::type_complexity)]
@@ -239,6 +247,36 @@ impl Cluster for KubeCluster {
     /// This node's CNI config directory: `CALICO_CHARM_CNI_DIR`, else `/etc/cni/net.d`.
     fn cni_dir(&self) -> Option<PathBuf> {
         Some(crate::host::cni::cni_dir())
+    }
+
+    /// One metadata list of Nodes ([`KubeDatastore::count_nodes`]); `None` when no client
+    /// can be built (the converge then reports why), `Err` with the outcome (`waiting` or
+    /// `blocked`, as a converge words it) when the API did not answer.
+    fn node_count(&self) -> Option<Result<u64, Outcome>> {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(err) => {
+                return Some(Err(Outcome {
+                    waiting: vec![format!("Cannot start the Kubernetes client: {err}")],
+                    ..Outcome::default()
+                }));
+            }
+        };
+        runtime.block_on(async {
+            // Without a client the converge cannot apply anything either, and says why
+            // (waiting for the kubeconfig, or an unusable one): no count, no guess.
+            let ds: KubeDatastore = connect_with(&self.kubeconfig, self.retry.clone())
+                .await
+                .ok()?;
+            Some(
+                ds.count_nodes()
+                    .await
+                    .map_err(|e| super::converge::failed_read(ds.name(), "Node", e)),
+            )
+        })
     }
 
     /// What the leader's last converge read from `/version`.

@@ -168,7 +168,10 @@ pub fn desired(config: &CharmConfig, facts: &UnitFacts) -> Desired {
             node_name: facts.node_name.clone(),
             annotations,
         },
-        workloads: facts.leader.then(|| workloads::render(config)),
+        workloads: facts.leader.then(|| {
+            let plan = workloads::typha::decide(config.typha, facts.cluster_nodes);
+            workloads::render_for(config, plan)
+        }),
         node_status: crate::nodestatus::supported(crate::render::workloads::node_version(config))
             .then(|| crate::nodestatus::desired(&facts.owner(), &facts.node_name)),
     }
