@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use crate::apply::Cluster;
 use crate::config::options::RawConfig;
 use crate::config::{ConfigError, Image, Validated};
+use crate::host::Host;
 use crate::juju::env::UnknownDispatchPath;
 use crate::juju::tools::ToolStats;
 use crate::juju::{Event, HookEnv, HookTools, RelationKind, Subprocess, ToolError};
@@ -133,10 +134,14 @@ impl Report {
 
 /// Entry point of `calico-charm dispatch`: the thin edge around [`run`].
 pub fn dispatch_main() -> anyhow::Result<ExitCode> {
-    dispatch_with(&crate::apply::KubeCluster::from_env())
+    dispatch_with(
+        &crate::apply::KubeCluster::from_env(),
+        Some(&Host::from_env()),
+    )
 }
 
-/// `dispatch` with a given cluster seam: read the environment, set up logging, start the
+/// `dispatch` with a given cluster seam and machine (`None`: leave this machine's files and
+/// settings alone): read the environment, set up logging, start the
 /// hook's deadline ([`crate::deadline`]), run the event.
 ///
 /// - A fault is logged (juju-log) and returned, so `main` prints it on stderr and exits 1.
@@ -144,7 +149,7 @@ pub fn dispatch_main() -> anyhow::Result<ExitCode> {
 ///   than the cap, ends the hook `waiting` with that cause and exit 0: the next hook retries.
 /// - A panic (a defect) is caught here and reported as `blocked` with its cause, exit 0, so the
 ///   unit never stays in `maintenance` with a dead hook.
-pub fn dispatch_with(cluster: &dyn Cluster) -> anyhow::Result<ExitCode> {
+pub fn dispatch_with(cluster: &dyn Cluster, host: Option<&Host>) -> anyhow::Result<ExitCode> {
     let env = HookEnv::from_process();
     crate::juju::log::init(env.in_juju());
     let budget = crate::apply::retry::RetrySettings::from_env().budget;
@@ -155,7 +160,7 @@ pub fn dispatch_with(cluster: &dyn Cluster) -> anyhow::Result<ExitCode> {
     guarded(&tools, || {
         env.event(argv0.as_deref())
             .map_err(Fault::from)
-            .and_then(|event| run(&event, &env, &tools, cluster))
+            .and_then(|event| run(&event, &env, &tools, cluster, host))
     })
 }
 
@@ -226,12 +231,15 @@ fn install_panic_hook() {
     }));
 }
 
-/// Handle one event: the testable body of `dispatch`.
+/// Handle one event: the testable body of `dispatch`. `cluster` is the Kubernetes edge,
+/// `host` this machine's (the CNI config file, kernel settings, calicoctl); `None` leaves
+/// the machine alone.
 pub fn run(
     event: &Event,
     env: &HookEnv,
     tools: &impl HookTools,
     cluster: &dyn Cluster,
+    host: Option<&Host>,
 ) -> Result<Report, Fault> {
     match event {
         Event::Install
@@ -240,13 +248,13 @@ pub fn run(
         | Event::UpgradeCharm
         | Event::UpdateStatus
         | Event::LeaderElected
-        | Event::LeaderSettingsChanged => reconcile(event, env, tools, cluster),
+        | Event::LeaderSettingsChanged => reconcile(event, env, tools, cluster, host),
         Event::Relation { endpoint, .. }
             if endpoint == CNI_ENDPOINT || endpoint == crate::peers::PEER_ENDPOINT =>
         {
-            reconcile(event, env, tools, cluster)
+            reconcile(event, env, tools, cluster, host)
         }
-        Event::Stop | Event::Remove => stop(event, env, cluster),
+        Event::Stop | Event::Remove => stop(event, env, cluster, host),
         Event::Action(name) => action(event, name, env, tools, cluster),
         Event::Relation { .. } | Event::Other(_) => {
             tracing::info!("{event}: nothing to do");
@@ -261,6 +269,7 @@ pub fn reconcile(
     env: &HookEnv,
     tools: &impl HookTools,
     cluster: &dyn Cluster,
+    host: Option<&Host>,
 ) -> Result<Report, Fault> {
     let mut report = Report::new(event);
     // update-status is a periodic check: do not flap the status through maintenance every 5 min.
@@ -305,7 +314,7 @@ pub fn reconcile(
     let validated = match validated {
         Err(errors) => {
             log_bounded(&errors, "Invalid config", true);
-            if cluster.agent()
+            if crate::agent::hook::enabled(host)
                 && let Some(unit) = env.unit_name.as_deref()
             {
                 let first = errors.first().map(ToString::to_string).unwrap_or_default();
@@ -361,8 +370,7 @@ pub fn reconcile(
     // The leader's Typha decision needs the cluster's node count (one small list).
     // A leader that cannot count waits (the next hook retries) rather than add or remove
     // Typha on a guess.
-    let agent_state = cluster
-        .agent()
+    let agent_state = crate::agent::hook::enabled(host)
         .then(|| crate::agent::hook::read_state(&facts.owner()))
         .flatten();
     let now = crate::agent::files::now();
@@ -394,7 +402,7 @@ pub fn reconcile(
     // The agent gets what this hook decided before the hook applies it (both then push the
     // same state). With the agent in sync with it, update-status asks Kubernetes nothing.
     let mut agent_in_sync = false;
-    if cluster.agent() {
+    if crate::agent::hook::enabled(host) {
         let for_agent = crate::agent::hook::desired_for(&desired, &facts.unit_name, facts.leader);
         crate::agent::hook::publish(&for_agent, *event == Event::UpgradeCharm);
         agent_in_sync = *event == Event::UpdateStatus
@@ -408,8 +416,8 @@ pub fn reconcile(
     } else {
         cluster.converge(&desired)
     };
-    if let Some(dir) = cluster.cni_dir() {
-        outcome.merge(write_cni_config(&dir, &config, &facts));
+    if let Some(host) = host {
+        outcome.merge(write_cni_config(&host.cni_dir, &config, &facts));
     }
     let server_version = if agent_in_sync {
         agent_state.as_ref().and_then(|s| s.kubernetes)
@@ -426,7 +434,7 @@ pub fn reconcile(
         tracing::warn!("Support warning: {warning}");
         inputs.config_warnings += 1;
     }
-    if let Some(host) = cluster.host() {
+    if let Some(host) = host {
         outcome.merge(host.reconcile(&config));
         // update-status skips the tool call (one every 5 minutes on every unit); any other
         // hook installs or replaces calicoctl, and Juju runs upgrade-charm when a resource
@@ -547,14 +555,19 @@ fn action(
 /// `stop` and `remove`: remove what this unit owns from the cluster, through the same seam.
 /// Juju itself shows `maintenance` during these hooks; a cleanup the cluster could not finish
 /// is logged and the hook still succeeds (a failing remove hook would wedge the removal).
-pub fn stop(event: &Event, env: &HookEnv, cluster: &dyn Cluster) -> Result<Report, Fault> {
+pub fn stop(
+    event: &Event,
+    env: &HookEnv,
+    cluster: &dyn Cluster,
+    host: Option<&Host>,
+) -> Result<Report, Fault> {
     let mut report = Report::new(event);
     // The stopping Desired depends only on the unit's name and node: no hook tool is needed
     // (a failing network-get must not wedge a removal), so leadership and address are not
     // asked for and are recorded as "not leader" and the unspecified address.
     let unit_name = env.unit_name.clone().unwrap_or_default();
     // The agent goes first: it would re-create what this hook removes.
-    if cluster.agent() && !unit_name.is_empty() {
+    if crate::agent::hook::enabled(host) && !unit_name.is_empty() {
         crate::agent::hook::uninstall(&unit_name.replace('/', "-"));
     }
     let node_name = match checked_node_name(env) {
@@ -570,8 +583,8 @@ pub fn stop(event: &Event, env: &HookEnv, cluster: &dyn Cluster) -> Result<Repor
     let facts = UnitFacts::new(&unit_name, node_name, unspecified, false)?;
     let desired = crate::render::stopping(&facts);
     let mut outcome = cluster.stop(&desired);
-    if let (Event::Remove, Some(dir)) = (event, cluster.cni_dir()) {
-        outcome.merge(remove_cni_config(&dir));
+    if let (Event::Remove, Some(host)) = (event, host) {
+        outcome.merge(remove_cni_config(&host.cni_dir));
     }
     log_outcome(&outcome);
     if outcome.waiting.is_empty() && outcome.blocked.is_empty() {

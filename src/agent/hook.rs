@@ -1,5 +1,5 @@
-//! What the hooks do about the agent (only when the cluster seam says the agent is in use,
-//! [`crate::apply::Cluster::agent`]):
+//! What the hooks do about the agent (only on a machine the hook manages, and unless
+//! `CALICO_CHARM_AGENT=off`: [`enabled`]):
 //!
 //! - a hook that rendered (valid config, the principal's kubeconfig published) writes the
 //!   desired state *before* it converges, so that the agent and the hook push the same state
@@ -17,6 +17,15 @@ use std::path::Path;
 use super::files::{self, AgentDesired, AgentState, DESIRED_FILE, STATE_FILE};
 use super::{systemd, unit_dir};
 use crate::render::Desired;
+
+/// `off` turns the agent off (the hooks then neither write its files nor call systemctl).
+pub const AGENT_ENV: &str = "CALICO_CHARM_AGENT";
+
+/// Whether the hooks run the agent: only when they manage this machine (`host`; test doubles
+/// of the Juju side pass none) and `CALICO_CHARM_AGENT` is not `off`.
+pub fn enabled(host: Option<&crate::host::Host>) -> bool {
+    host.is_some() && std::env::var(AGENT_ENV).map_or(true, |v| v.trim() != "off")
+}
 
 /// The desired state for this hook's render.
 pub fn desired_for(desired: &Desired, unit: &str, leader: bool) -> AgentDesired {

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::converge::{ConvergeOptions, check_node_agent, converge_with, waiting_for_node};
+use super::datastore::CalicoDatastore;
 use super::kube::connect_with;
 use super::kubeconfig::kubeconfig_path;
 use super::retry::RetrySettings;
-use super::{Datastore, DatastoreError, KubeDatastore};
+use super::workloads::KubeWorkloads;
+use super::{DatastoreError, KubeDatastore};
 use crate::problems::Outcome;
 use crate::render::Desired;
 
@@ -28,22 +30,9 @@ pub trait Cluster {
         self.converge(desired)
     }
 
-    /// The directory of this node's CNI config (`10-calico.conflist`), if this seam manages
-    /// the node's files too. Defaults to `None`: doubles that only record converges leave the
-    /// machine's files alone.
-    fn cni_dir(&self) -> Option<PathBuf> {
-        None
-    }
-
     /// The cluster's Kubernetes version (`major`, `minor` of the API server's `/version`), when
     /// the last converge read it. Defaults to `None` (no check).
     fn server_version(&self) -> Option<(u32, u32)> {
-        None
-    }
-
-    /// This machine, if this seam manages it too (the kernel settings Felix needs, the
-    /// `vxlan.calico` offload). Defaults to `None`, like [`Cluster::cni_dir`].
-    fn host(&self) -> Option<crate::host::Host> {
         None
     }
 
@@ -53,12 +42,6 @@ pub trait Cluster {
     /// ([`crate::render::workloads::typha::decide`]).
     fn node_count(&self) -> Option<Result<u64, Outcome>> {
         None
-    }
-
-    /// Whether this unit runs the agent ([`crate::agent`]): the hooks write its desired
-    /// state, install its service and read its state. Defaults to `false` (doubles).
-    fn agent(&self) -> bool {
-        false
     }
 
     /// What calico-node reports in `node`'s `CalicoNodeStatus` (the `bgp-status` action):
@@ -71,9 +54,6 @@ pub trait Cluster {
         None
     }
 }
-
-/// `off` turns the agent off (the hooks then neither write its files nor call systemctl).
-pub const AGENT_ENV: &str = "CALICO_CHARM_AGENT";
 
 /// Converge through the Kubernetes API, one hook at a time.
 #[derive(Clone, Debug)]
@@ -127,13 +107,11 @@ impl KubeCluster {
                 };
             }
         };
-        let mut outcome = converge_with(desired, &ds, &self.options).await;
+        let mut outcome = converge_with(desired, &ds, &ds, &self.options).await;
         // The leader renders the workloads: it checks them against the cluster's Kubernetes
         // (`/version`, one GET; a failure only leaves the check out).
         if desired.workloads.is_some()
-            && let Ok(info) = ds.client().apiserver_version().await
-            && let Some(v) =
-                crate::config::support::parse_kubernetes_version(&info.major, &info.minor)
+            && let Ok(Some(v)) = ds.kubernetes_version().await
             && let Ok(mut slot) = self.server_version.lock()
         {
             *slot = Some(v);
@@ -253,11 +231,6 @@ impl Cluster for KubeCluster {
         self.clone().without_node_agent_check().converge(desired)
     }
 
-    /// This node's CNI config directory: `CALICO_CHARM_CNI_DIR`, else `/etc/cni/net.d`.
-    fn cni_dir(&self) -> Option<PathBuf> {
-        Some(crate::host::cni::cni_dir())
-    }
-
     /// One metadata list of Nodes ([`KubeDatastore::count_nodes`]); `None` when no client
     /// can be built (the converge then reports why), `Err` with the outcome (`waiting` or
     /// `blocked`, as a converge words it) when the API did not answer.
@@ -288,19 +261,9 @@ impl Cluster for KubeCluster {
         })
     }
 
-    /// The agent runs unless `CALICO_CHARM_AGENT=off`.
-    fn agent(&self) -> bool {
-        std::env::var(AGENT_ENV).map_or(true, |v| v.trim() != "off")
-    }
-
     /// What the leader's last converge read from `/version`.
     fn server_version(&self) -> Option<(u32, u32)> {
         self.server_version.lock().ok().and_then(|v| *v)
-    }
-
-    /// This machine ([`crate::host::Host::from_env`]).
-    fn host(&self) -> Option<crate::host::Host> {
-        Some(crate::host::Host::from_env())
     }
 
     /// One GET of `CalicoNodeStatus/<node>`.
