@@ -516,8 +516,7 @@ impl Session {
     }
 
     async fn leader_facts(&mut self, client: &Client) {
-        let ds = crate::apply::KubeDatastore::from_client(client.clone());
-        if let Ok(n) = ds.count_nodes().await {
+        if let Ok(n) = crate::apply::kube::count_nodes(client).await {
             self.state.nodes = Some(n);
         }
         if self.state.kubernetes.is_none()
