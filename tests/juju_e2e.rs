@@ -1,9 +1,5 @@
-//! The packed charm run as the Juju unit agent runs it, against the hook-tool emulator.
-//!
-//! Until the apply layer is wired into `reconcile::dispatch_main`, the binary uses the
-//! `NoCluster` seam: it applies nothing and reports nothing pending. So here `active "Ready"`
-//! means: config valid, `cidr`/`cni-conf-file` published on every cni relation, a remote unit
-//! published its kubeconfig-hash, unit facts gathered and the objects rendered.
+//! The packed charm run as the Juju unit agent runs it, against the hook-tool emulator and,
+//! where a test needs the cluster, a test API server named by `KUBECONFIG`.
 
 mod juju_harness;
 
@@ -18,9 +14,8 @@ fn pair(status: &str, message: &str) -> (String, String) {
     (status.to_string(), message.to_string())
 }
 
-/// The status of a unit with nothing pending. With the `NoCluster` seam that is the end of
-/// every successful reconcile; once apply is wired, the unit also needs a reachable API (a
-/// test API server named by KUBECONFIG, see `Unit::set_env`), its Node and calico-node.
+/// The status of a unit with nothing pending: it also needs a reachable API (a test API
+/// server named by KUBECONFIG, see `Unit::set_env`), its Node and calico-node.
 fn ready() -> (String, String) {
     pair("active", "Ready")
 }

@@ -11,7 +11,7 @@ use super::kubeconfig::kubeconfig_path;
 use super::retry::RetrySettings;
 use super::workloads::KubeWorkloads;
 use super::{DatastoreError, KubeDatastore};
-use crate::problems::Outcome;
+use crate::problems::{Cause, Outcome};
 use crate::render::Desired;
 
 /// The seam where the cluster is changed, as the reconcile sees it: [`KubeCluster`] in the
@@ -96,13 +96,13 @@ impl KubeCluster {
             // (syntax, plain HTTP, proxy-url, a bad token, a failing plugin) needs the operator.
             Err(err) if err.is_transient() => {
                 return Outcome {
-                    waiting: vec![format!("Waiting for kubeconfig: {err}")],
+                    waiting: vec![Cause::KubeconfigPending(err.to_string()).to_string()],
                     ..Outcome::default()
                 };
             }
             Err(err) => {
                 return Outcome {
-                    blocked: vec![format!("Unusable kubeconfig: {err}")],
+                    blocked: vec![Cause::KubeconfigUnusable(err.to_string()).to_string()],
                     ..Outcome::default()
                 };
             }
@@ -216,7 +216,7 @@ impl Cluster for KubeCluster {
         {
             Ok(runtime) => runtime.block_on(self.converge_async(desired)),
             Err(err) => Outcome {
-                waiting: vec![format!("Cannot start the Kubernetes client: {err}")],
+                waiting: vec![Cause::ClientStart(err.to_string()).to_string()],
                 ..Outcome::default()
             },
         }
@@ -239,7 +239,7 @@ impl Cluster for KubeCluster {
             Ok(r) => r,
             Err(err) => {
                 return Some(Err(Outcome {
-                    waiting: vec![format!("Cannot start the Kubernetes client: {err}")],
+                    waiting: vec![Cause::ClientStart(err.to_string()).to_string()],
                     ..Outcome::default()
                 }));
             }
