@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod apply;
 pub mod asn;
 pub mod calico;

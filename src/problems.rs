@@ -233,14 +233,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_status_module_says_the_same_kubeconfig_wait() {
-        assert_eq!(
-            crate::status::WAITING_FOR_KUBECONFIG,
-            Cause::KubeconfigNotPublished.to_string()
-        );
-    }
-
-    #[test]
     fn every_cause_is_in_the_readme_status_table_as_it_reads() {
         let readme = include_str!("../README.md");
         let examples = Cause::examples();

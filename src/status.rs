@@ -258,6 +258,14 @@ mod tests {
     }
 
     #[test]
+    fn the_kubeconfig_wait_is_the_cause_of_the_same_name() {
+        assert_eq!(
+            WAITING_FOR_KUBECONFIG,
+            crate::problems::Cause::KubeconfigNotPublished.to_string()
+        );
+    }
+
+    #[test]
     fn active_when_nothing_is_pending() {
         let outcome = Outcome {
             changed: vec!["IPPool/ipv4".into()],
