@@ -168,3 +168,62 @@ impl IPAMBlockSpec {
         self.allocations.iter().any(Option::is_some)
     }
 }
+
+/// Spec of a `CalicoNodeStatus` (Calico 3.22 or later): which reports calico-node writes back
+/// for one node, and how often. The charm keeps one per unit, for its node, requesting the
+/// `BGP` class only ([`crate::nodestatus`]).
+#[derive(
+    CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema,
+)]
+#[kube(
+    group = "crd.projectcalico.org",
+    version = "v1",
+    kind = "CalicoNodeStatus",
+    plural = "caliconodestatuses",
+    status = "CalicoNodeStatusStatus"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CalicoNodeStatusSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
+    pub update_period_seconds: Option<u32>,
+}
+
+/// What calico-node reports in a `CalicoNodeStatus` (the parts the charm reads).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CalicoNodeStatusStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<NodeBgpStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated: Option<String>,
+}
+
+/// `status.bgp`: one entry per BGP session BIRD has configured.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeBgpStatus {
+    #[serde(default, rename = "peersV4", skip_serializing_if = "Option::is_none")]
+    pub peers_v4: Option<Vec<BgpPeerStatus>>,
+    #[serde(default, rename = "peersV6", skip_serializing_if = "Option::is_none")]
+    pub peers_v6: Option<Vec<BgpPeerStatus>>,
+}
+
+/// One session as calico-node reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BgpPeerStatus {
+    #[serde(default, rename = "peerIP", skip_serializing_if = "Option::is_none")]
+    pub peer_ip: Option<String>,
+    /// BIRD's session state: `Idle`, `Connect`, `Active`, `OpenSent`, `OpenConfirm`,
+    /// `Established`, `Close`, or empty when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// `NodeMesh`, `NodePeer` or `GlobalPeer`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}

@@ -22,6 +22,7 @@ pub mod etcd;
 pub mod host;
 pub mod juju;
 pub mod mode;
+pub mod nodestatus;
 pub mod peers;
 pub mod problems;
 pub mod reconcile;

@@ -10,6 +10,7 @@
 //! Also the `topology` and `bgp-status` actions.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,8 @@ use crate::unit::UnitFacts;
 pub const PEER_ENDPOINT: &str = "calico";
 /// The application-data key holding every unit's problems.
 pub const PROBLEMS_KEY: &str = "topology-problems";
+/// The application-data key holding every unit's expected session peers.
+pub const SESSIONS_KEY: &str = "topology-sessions";
 
 /// One problem as a unit sees it (published by the leader).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +48,10 @@ pub struct Bgp {
     pub problems: Vec<UnitProblem>,
     /// The whole topology, when this unit computed it (the leader).
     pub topology: Option<Topology>,
+    /// The peers of the sessions the model expects this unit's calico-node to have: `None`
+    /// when the leader has not published them (yet, or not for this unit: see
+    /// [`bounded_sessions_json`]).
+    pub expected_peers: Option<Vec<IpAddr>>,
 }
 
 /// This unit's address with its subnet's prefix (from `network-get cni`, see
@@ -166,6 +173,39 @@ pub fn bounded_problems_json(by_unit: &BTreeMap<String, Vec<UnitProblem>>) -> St
     serde_json::to_string(&out).unwrap_or_else(|_| "{}".into())
 }
 
+/// Each unit's expected session peers, in the model's order.
+pub fn sessions_by_unit(t: &Topology) -> BTreeMap<String, Vec<IpAddr>> {
+    t.nodes
+        .iter()
+        .map(|n| (n.unit.clone(), n.sessions.iter().map(|s| s.peer).collect()))
+        .collect()
+}
+
+/// `topology-sessions` as JSON, units left out (logged; they then judge calico-node's report
+/// alone) once the value would pass [`MAX_PROBLEMS_JSON`]. A full mesh of about 300 IPv4
+/// nodes fits.
+pub fn bounded_sessions_json(by_unit: &BTreeMap<String, Vec<IpAddr>>) -> String {
+    let mut out: BTreeMap<&str, &Vec<IpAddr>> = BTreeMap::new();
+    let mut size = 2;
+    let mut left_out = 0;
+    for (unit, peers) in by_unit {
+        let entry = serde_json::to_string(peers).map(|j| j.len()).unwrap_or(0) + unit.len() + 4;
+        if size + entry > MAX_PROBLEMS_JSON {
+            left_out += 1;
+            continue;
+        }
+        size += entry;
+        out.insert(unit, peers);
+    }
+    if left_out > 0 {
+        tracing::info!(
+            "{SESSIONS_KEY}: the expected sessions of {left_out} units are left out (too large \
+             for the application data); those units judge calico-node's report alone"
+        );
+    }
+    serde_json::to_string(&out).unwrap_or_else(|_| "{}".into())
+}
+
 /// Publish this unit's facts; on the leader compute the topology and publish every unit's
 /// problems; read this unit's.
 pub fn sync(
@@ -196,8 +236,14 @@ pub fn sync(
                 log_topology(&t);
                 let by_unit = problems_by_unit(&t);
                 let json = bounded_problems_json(&by_unit);
-                tools.relation_set_app(&rid, &[(PROBLEMS_KEY, &json)])?;
+                let sessions = sessions_by_unit(&t);
+                let sessions_json = bounded_sessions_json(&sessions);
+                tools.relation_set_app(
+                    &rid,
+                    &[(PROBLEMS_KEY, &json), (SESSIONS_KEY, &sessions_json)],
+                )?;
                 bgp.problems = by_unit.get(&facts.unit_name).cloned().unwrap_or_default();
+                bgp.expected_peers = sessions.get(&facts.unit_name).cloned();
                 bgp.topology = Some(t);
             }
             Err(e) => tracing::warn!("topology: cannot compute it from the units' facts: {e}"),
@@ -211,6 +257,12 @@ pub fn sync(
                     bgp.problems = by_unit.remove(&facts.unit_name).unwrap_or_default();
                 }
                 Err(e) => tracing::warn!("{PROBLEMS_KEY} from the leader is unreadable: {e}"),
+            }
+        }
+        if let Some(json) = bag.get(SESSIONS_KEY) {
+            match serde_json::from_str::<BTreeMap<String, Vec<IpAddr>>>(json) {
+                Ok(mut by_unit) => bgp.expected_peers = by_unit.remove(&facts.unit_name),
+                Err(e) => tracing::warn!("{SESSIONS_KEY} from the leader is unreadable: {e}"),
             }
         }
     }
@@ -380,10 +432,13 @@ pub fn action_topology(
 }
 
 /// `bgp-status`: this unit's sessions, expected (the model) and actual.
+/// `report` is what calico-node reported in this node's `CalicoNodeStatus` (`None`: the
+/// charm could not ask, e.g. no cluster; `Ok(None)`: no report yet).
 pub fn action_bgp_status(
     tools: &impl HookTools,
     config: &CharmConfig,
     facts: &UnitFacts,
+    report: Option<Result<Option<Vec<crate::nodestatus::Reported>>, String>>,
 ) -> Result<(), ToolError> {
     let t = match local_topology(tools, config, facts)? {
         Ok((t, _)) => t,
@@ -410,13 +465,38 @@ pub fn action_bgp_status(
         expected.push("no BGP sessions".to_string());
     }
     let expected = expected.join("\n");
-    let version = config.calico_node_image.version().to_string();
-    let actual = if crate::config::release::CalicoVersion::parse_tag(&version)
-        .is_some_and(|v| v.at_least(crate::config::release::CalicoVersion::new(3, 22, 0)))
-    {
-        "unavailable: reading CalicoNodeStatus is not implemented yet".to_string()
-    } else {
+    let version = crate::render::workloads::node_version(config);
+    let expected_peers: Vec<IpAddr> = node.sessions.iter().map(|s| s.peer).collect();
+    let actual = if !crate::nodestatus::supported(version) {
         format!("unavailable: calico-node {version} has no CalicoNodeStatus (Calico 3.22 or later)")
+    } else {
+        match report {
+            None => "unavailable: the Kubernetes API was not asked".to_string(),
+            Some(Err(e)) => format!("unavailable: {e}"),
+            Some(Ok(None)) => format!(
+                "unavailable: calico-node has not reported on {} yet (CalicoNodeStatus/{})",
+                facts.node_name, facts.node_name
+            ),
+            Some(Ok(Some(reported))) => {
+                let mut lines: Vec<String> = reported
+                    .iter()
+                    .map(|r| {
+                        let state = if r.state.is_empty() {
+                            "unknown"
+                        } else {
+                            &r.state
+                        };
+                        format!("{} {state}", r.peer)
+                    })
+                    .collect();
+                if lines.is_empty() {
+                    lines.push("no BGP sessions".to_string());
+                }
+                let health = crate::nodestatus::compare(Some(&expected_peers), &reported);
+                lines.push(health.message());
+                lines.join("\n")
+            }
+        }
     };
     let problems: Vec<String> = t
         .problems_of(&facts.unit_name)

@@ -28,6 +28,9 @@ pub struct Outcome {
     pub waiting: Vec<String>,
     /// The operator must act (access denied, an object refused); short causes.
     pub blocked: Vec<String>,
+    /// The BGP sessions calico-node reported in this node's `CalicoNodeStatus`, when it has
+    /// written a report ([`crate::nodestatus`]; Calico 3.22 or later).
+    pub bgp_sessions: Option<Vec<crate::nodestatus::Reported>>,
 }
 
 impl Outcome {
@@ -44,6 +47,9 @@ impl Outcome {
             if !self.blocked.contains(&b) {
                 self.blocked.push(b);
             }
+        }
+        if other.bgp_sessions.is_some() {
+            self.bgp_sessions = other.bgp_sessions;
         }
     }
 

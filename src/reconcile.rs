@@ -247,7 +247,7 @@ pub fn run(
             reconcile(event, env, tools, cluster)
         }
         Event::Stop | Event::Remove => stop(event, env, cluster),
-        Event::Action(name) => action(event, name, env, tools),
+        Event::Action(name) => action(event, name, env, tools, cluster),
         Event::Relation { .. } | Event::Other(_) => {
             tracing::info!("{event}: nothing to do");
             Ok(Report::new(event))
@@ -348,6 +348,25 @@ pub fn reconcile(
             tracing::warn!("Workload warning: {warning}");
         }
     }
+    // The leader's Typha decision needs the cluster's node count (one small list).
+    // A leader that cannot count waits (the next hook retries) rather than add or remove
+    // Typha on a guess.
+    let facts = if facts.leader && config.typha.needs_node_count() {
+        match cluster.node_count() {
+            None => facts,
+            Some(Ok(nodes)) => facts.with_cluster_nodes(Some(nodes)),
+            Some(Err(outcome)) => {
+                log_outcome(&outcome);
+                inputs.outcome = Some(&outcome);
+                let status = status::unit_status(&inputs);
+                report.facts = Some(facts);
+                report.outcome = Some(outcome.clone());
+                return finish(tools, report, status, version);
+            }
+        }
+    } else {
+        facts
+    };
     // RENDER (pure) then APPLY through the seam; the CNI config file is this unit's own.
     let desired = crate::render::desired(&config, &facts);
     let mut outcome = cluster.converge(&desired);
@@ -378,10 +397,44 @@ pub fn reconcile(
     let bgp = crate::peers::sync(tools, &config, &facts)?;
     log_outcome(&outcome);
     inputs.outcome = Some(&outcome);
-    let status = crate::peers::status_with(status::unit_status(&inputs), &bgp);
+    let status = with_sessions(event, &config, status::unit_status(&inputs), &outcome, &bgp);
+    let status = crate::peers::status_with(status, &bgp);
     report.facts = Some(facts);
     report.outcome = Some(outcome.clone());
     finish(tools, report, status, version)
+}
+
+/// The status with this node's BGP sessions as calico-node reports them, compared with the
+/// model's ([`crate::nodestatus`]). Releases without `CalicoNodeStatus` leave it as it is and
+/// say so in the log, on every hook but `update-status` (whose every line is one more
+/// `juju-log` process every 5 minutes on every unit; the `bgp-status` action says it too).
+fn with_sessions(
+    event: &Event,
+    config: &crate::config::CharmConfig,
+    status: UnitStatus,
+    outcome: &Outcome,
+    bgp: &crate::peers::Bgp,
+) -> UnitStatus {
+    let version = crate::render::workloads::node_version(config);
+    if !crate::nodestatus::supported(version) {
+        if *event != Event::UpdateStatus {
+            tracing::info!(
+                "BGP session state unavailable: calico-node {version} has no CalicoNodeStatus \
+                 (Calico 3.22 or later)"
+            );
+        }
+        return status;
+    }
+    let Some(reported) = &outcome.bgp_sessions else {
+        return status;
+    };
+    let health = crate::nodestatus::compare(bgp.expected_peers.as_deref(), reported);
+    if health.healthy() {
+        tracing::debug!("{}", health.message());
+    } else {
+        tracing::warn!("{}", health.message());
+    }
+    crate::nodestatus::status_with(status, &health)
 }
 
 /// An action (`actions/<name>`): `topology` and `bgp-status` read the config, this unit's
@@ -391,6 +444,7 @@ fn action(
     name: &str,
     env: &HookEnv,
     tools: &impl HookTools,
+    cluster: &dyn Cluster,
 ) -> Result<Report, Fault> {
     let report = Report::new(event);
     if name != "topology" && name != "bgp-status" {
@@ -417,7 +471,10 @@ fn action(
     if name == "topology" {
         crate::peers::action_topology(tools, &config, &facts)?;
     } else {
-        crate::peers::action_bgp_status(tools, &config, &facts)?;
+        let report = crate::nodestatus::supported(crate::render::workloads::node_version(&config))
+            .then(|| cluster.node_status_report(&facts.node_name))
+            .flatten();
+        crate::peers::action_bgp_status(tools, &config, &facts, report)?;
     }
     Ok(report)
 }

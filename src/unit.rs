@@ -17,6 +17,8 @@ pub struct UnitFacts {
     /// The prefix length of the binding's subnet (`24` of `10.0.0.0/24`), when Juju gave it.
     pub address_prefix: Option<u8>,
     pub leader: bool,
+    /// The cluster's Node count, when the leader read it (for Typha); `None` otherwise.
+    pub cluster_nodes: Option<u64>,
 }
 
 /// A unit name that is not `<application>/<N>`.
@@ -61,7 +63,14 @@ impl UnitFacts {
             address,
             address_prefix: None,
             leader,
+            cluster_nodes: None,
         })
+    }
+
+    /// The same facts with the cluster's Node count (the leader's, for Typha).
+    pub fn with_cluster_nodes(mut self, nodes: Option<u64>) -> UnitFacts {
+        self.cluster_nodes = nodes;
+        self
     }
 
     /// The same facts with the binding subnet's prefix length (ignored when too long for the

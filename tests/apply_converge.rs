@@ -590,6 +590,7 @@ fn leader(pools: &[(&str, &str)], peers: &[&str], annotations: &[(&str, &str)]) 
                 .collect(),
         },
         workloads: None,
+        node_status: None,
     }
 }
 

@@ -178,6 +178,7 @@ fn unit(unit: u32, node: &str, peers: &[&str], annotations: &[(&str, &str)]) -> 
                 .collect(),
         },
         workloads: None,
+        node_status: None,
     }
 }
 
@@ -1075,9 +1076,10 @@ fn rendered_objects_land_exactly_and_a_no_op_hook_costs_one_request_per_object()
         assert_eq!(out, Outcome::default());
         let requests = s.request_count();
         // Reads: the node, the owned-peer list; the leader also lists pools, reads the
-        // BGPConfiguration, discovers served CRDs and lists its workloads of 6 kinds.
+        // BGPConfiguration, discovers served CRDs and lists its workloads of 8 kinds (the 6
+        // of Calico's pods and RBAC, and Typha's Service and PodDisruptionBudget).
         let reads = if want.workloads.is_some() {
-            2 + 1 + 1 + 2 + 6
+            2 + 1 + 1 + 2 + 8
         } else {
             2
         };

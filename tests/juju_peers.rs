@@ -330,3 +330,247 @@ fn topology_runs_on_the_leader_and_bgp_status_on_any_unit() {
         json!("Mesh_10_0_0_3 10.0.0.3 AS 64512 iBGP calico/1 passive")
     );
 }
+
+const V3_32: &str = "docker.io/calico/node:v3.32.1";
+
+/// A peer unit running Calico v3.32.1 (which has CalicoNodeStatus).
+fn current_unit(
+    name: &str,
+    address: &str,
+    node: &str,
+    leader: bool,
+    server: &TestApiServer,
+) -> Unit {
+    let unit = peer_unit(name, address, node, leader, server);
+    unit.set_config("calico-node-image", json!(V3_32));
+    unit.set_config(
+        "calico-policy-image",
+        json!("docker.io/calico/kube-controllers:v3.32.1"),
+    );
+    unit
+}
+
+const NODE_STATUS: &str = "/apis/crd.projectcalico.org/v1/caliconodestatuses";
+
+/// Write `status.bgp` of `CalicoNodeStatus/<node>` as calico-node does: a plain update (the
+/// CRD declares no status subresource) with calico-node's own identity, so that RBAC checks
+/// the grant the charm gives it.
+fn report_as_calico_node(server: &TestApiServer, node: &str, peers: &[(&str, &str)]) {
+    let client = server
+        .plane()
+        .blocking_client("sa-calico-node")
+        .expect("client");
+    let path = format!("{NODE_STATUS}/{node}");
+    let (code, body) = client.get(&path).expect("get");
+    assert_eq!(code, 200, "calico-node reads its CalicoNodeStatus: {body}");
+    let mut object: Value = serde_json::from_str(&body).expect("json");
+    let established = peers.iter().filter(|p| p.1 == "Established").count();
+    object["status"] = json!({
+        "lastUpdated": "2026-12-02T00:00:00Z",
+        "bgp": {
+            "numberEstablishedV4": established,
+            "numberNotEstablishedV4": peers.len() - established,
+            "numberEstablishedV6": 0,
+            "numberNotEstablishedV6": 0,
+            "peersV4": peers.iter().map(|(ip, state)| json!({
+                "peerIP": ip, "state": state, "type": "NodeMesh", "since": "00:00:00"
+            })).collect::<Vec<_>>(),
+        },
+    });
+    let (code, body) = client
+        .request("PUT", &path, "application/json", Some(&object.to_string()))
+        .expect("put");
+    assert_eq!(
+        code, 200,
+        "calico-node may update its CalicoNodeStatus: {body}"
+    );
+}
+
+fn resource_version(object: &Value) -> String {
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn calico_node_status_shows_whether_the_sessions_are_up_and_goes_with_the_unit() {
+    let Some(server) = envtest!(Options::default()) else {
+        return;
+    };
+    for n in ["node-0", "node-1", "node-2"] {
+        server.add_ready_node(n, None, V3_32);
+    }
+    let u0 = current_unit("calico/0", "10.0.0.2/24", "node-0", true, &server);
+    let u1 = current_unit("calico/1", "10.0.0.3/24", "node-1", false, &server);
+    let u2 = current_unit("calico/2", "10.0.0.4/24", "node-2", false, &server);
+    let all = [&u0, &u1, &u2];
+    // The leader first: it creates Calico's CRDs and calico-node's RBAC.
+    hooks(&all, "config-changed");
+    share(&all);
+    hooks(&[&u0], "update-status");
+    share(&all);
+    hooks(&[&u1], "update-status");
+    // Each unit keeps one for its node, asking for the BGP class.
+    let status = server
+        .get(
+            "crd.projectcalico.org/v1",
+            "CalicoNodeStatus",
+            None,
+            "node-1",
+        )
+        .expect("CalicoNodeStatus/node-1");
+    assert_eq!(
+        status["spec"],
+        json!({"node": "node-1", "classes": ["BGP"], "updatePeriodSeconds": 60})
+    );
+    assert_eq!(
+        status["metadata"]["labels"]["calico.juju.is/unit"],
+        json!("calico-1")
+    );
+    // No report yet: the status says nothing about sessions.
+    assert_eq!(u1.status(), ("active".to_string(), "Ready".to_string()));
+
+    // calico-node reports the mesh session to calico/2 still Active.
+    report_as_calico_node(
+        &server,
+        "node-1",
+        &[("10.0.0.2", "Established"), ("10.0.0.4", "Active")],
+    );
+    hooks(&[&u1], "update-status");
+    assert_eq!(
+        u1.status(),
+        (
+            "waiting".to_string(),
+            "BGP: 1 of 2 sessions not established: 10.0.0.4 (Active)".to_string()
+        )
+    );
+    // Both up: Ready with the count; the charm's hook writes nothing to the object, and
+    // calico-node's report survives it.
+    report_as_calico_node(
+        &server,
+        "node-1",
+        &[("10.0.0.2", "Established"), ("10.0.0.4", "Established")],
+    );
+    let before = server
+        .get(
+            "crd.projectcalico.org/v1",
+            "CalicoNodeStatus",
+            None,
+            "node-1",
+        )
+        .expect("object");
+    hooks(&[&u1], "update-status");
+    assert_eq!(
+        u1.status(),
+        (
+            "active".to_string(),
+            "Ready (BGP 2/2 established)".to_string()
+        )
+    );
+    hooks(&[&u1], "config-changed");
+    let after = server
+        .get(
+            "crd.projectcalico.org/v1",
+            "CalicoNodeStatus",
+            None,
+            "node-1",
+        )
+        .expect("object");
+    assert_eq!(resource_version(&before), resource_version(&after));
+    assert_eq!(after["status"]["bgp"]["numberEstablishedV4"], json!(2));
+    // A session calico-node has that the model does not expect is named as such.
+    report_as_calico_node(
+        &server,
+        "node-1",
+        &[
+            ("10.0.0.2", "Established"),
+            ("10.0.0.4", "Established"),
+            ("10.0.0.9", "Connect"),
+        ],
+    );
+    hooks(&[&u1], "update-status");
+    assert_eq!(
+        u1.status(),
+        (
+            "waiting".to_string(),
+            "BGP: 2/2 established; 1 unexpected session: 10.0.0.9 (unexpected: not in the model, Connect)"
+                .to_string()
+        )
+    );
+    // bgp-status shows both sides.
+    let run = u1.action("bgp-status", json!({}));
+    assert_ok(&u1, &run);
+    let set = u1.action_records().last().expect("record")["set"].clone();
+    assert_eq!(
+        set["actual"],
+        json!(
+            "10.0.0.2 Established\n10.0.0.4 Established\n10.0.0.9 Connect\nBGP: 2/2 established; 1 unexpected session: 10.0.0.9 (unexpected: not in the model, Connect)"
+        )
+    );
+
+    // An operator's own CalicoNodeStatus for the same node is left alone; calico/1's goes
+    // with it.
+    server
+        .insert(json!({
+            "apiVersion": "crd.projectcalico.org/v1", "kind": "CalicoNodeStatus",
+            "metadata": {"name": "node-1-debug"},
+            "spec": {"node": "node-1", "classes": ["Agent", "BGP", "Routes"], "updatePeriodSeconds": 10},
+        }))
+        .expect("insert");
+    assert_ok(&u1, &u1.hook("stop"));
+    assert!(
+        server
+            .get(
+                "crd.projectcalico.org/v1",
+                "CalicoNodeStatus",
+                None,
+                "node-1"
+            )
+            .is_none(),
+        "the stopped unit's CalicoNodeStatus is deleted"
+    );
+    assert!(
+        server
+            .get(
+                "crd.projectcalico.org/v1",
+                "CalicoNodeStatus",
+                None,
+                "node-1-debug"
+            )
+            .is_some()
+    );
+    assert!(
+        server
+            .get(
+                "crd.projectcalico.org/v1",
+                "CalicoNodeStatus",
+                None,
+                "node-2"
+            )
+            .is_some(),
+        "other units' stay"
+    );
+}
+
+#[test]
+fn releases_without_calico_node_status_log_that_session_state_is_unavailable() {
+    let Some(server) = server_for(&["node-0"]) else {
+        return;
+    };
+    let u0 = peer_unit("calico/0", "10.0.0.2/24", "node-0", true, &server);
+    hooks(&[&u0], "config-changed");
+    assert!(
+        u0.logs().iter().any(|l| l.message
+            == "BGP session state unavailable: calico-node v3.6.1 has no CalicoNodeStatus (Calico 3.22 or later)"),
+        "{}",
+        u0.transcript()
+    );
+    assert!(
+        server
+            .list("crd.projectcalico.org/v1", "CalicoNodeStatus", None)
+            .is_empty(),
+        "no CalicoNodeStatus on 3.6.1"
+    );
+    assert_eq!(u0.status().0, "active");
+}

@@ -23,6 +23,7 @@ mod charm_config;
 
 use calico_charm::config::CharmConfig;
 use calico_charm::render::workloads;
+use calico_charm::render::workloads::typha::TyphaPlan;
 use support::apiserver::{Options, TestApiServer};
 use support::envtest::BlockingClient;
 
@@ -220,6 +221,73 @@ fn kube_controllers_calls(current: bool) -> Vec<Call> {
     calls
 }
 
+/// What calico-typha calls: its syncers' reads (what calico-node would otherwise watch
+/// itself), its own Service's endpoints (connection rebalancing) and the datastore
+/// initialisation at start-up.
+fn typha_calls(current: bool) -> Vec<Call> {
+    let mut calls = Vec::new();
+    for path in [
+        "/api/v1/nodes",
+        "/api/v1/pods",
+        "/api/v1/namespaces",
+        "/api/v1/serviceaccounts",
+        "/api/v1/services",
+        "/api/v1/endpoints",
+        "/apis/networking.k8s.io/v1/networkpolicies",
+    ] {
+        calls.extend(list_watch(path));
+    }
+    calls.push(get("/api/v1/namespaces/kube-system/endpoints/calico-typha"));
+    calls.push(get("/api/v1/namespaces/kube-system/services/calico-typha"));
+    for plural in [
+        "bgpconfigurations",
+        "bgppeers",
+        "blockaffinities",
+        "clusterinformations",
+        "felixconfigurations",
+        "globalnetworkpolicies",
+        "globalnetworksets",
+        "hostendpoints",
+        "ipamblocks",
+        "ippools",
+        "networkpolicies",
+    ] {
+        calls.extend(read(&calico(plural), "default"));
+    }
+    calls.push(create(&calico("clusterinformations")));
+    calls.push(update(&calico("clusterinformations"), "default"));
+    if current {
+        calls.extend(list_watch("/apis/discovery.k8s.io/v1/endpointslices"));
+        for plural in [
+            "bgpfilters",
+            "ipreservations",
+            "networksets",
+            "tiers",
+            "caliconodestatuses",
+        ] {
+            calls.extend(read(&calico(plural), "default"));
+        }
+        calls.push(create(&calico("tiers")));
+    }
+    calls
+}
+
+/// Calls Typha must not make: it only reads and fans out (no Node, pod, IPAM or policy
+/// writes, unlike calico-node).
+fn typha_forbidden_calls() -> Vec<Call> {
+    let mut calls = forbidden_calls();
+    calls.extend([
+        patch(format!("/api/v1/nodes/{NODE}/status")),
+        patch("/api/v1/namespaces/default/pods/p/status"),
+        create(&calico("ipamblocks")),
+        create(&calico("ippools")),
+        update(&calico("felixconfigurations"), "default"),
+        create(&calico("bgppeers")),
+        get("/api/v1/namespaces/kube-system/configmaps/calico-config"),
+    ]);
+    calls
+}
+
 /// Calls no Calico component may make.
 fn forbidden_calls() -> Vec<Call> {
     vec![
@@ -305,7 +373,12 @@ fn watch_status(client: &BlockingClient, path: &str) -> u16 {
 
 /// Apply the workloads' accounts, roles and bindings for `config` as the admin.
 fn install_rbac(server: &TestApiServer, config: &CharmConfig) {
-    let w = workloads::render(config);
+    install_rbac_with(server, config, TyphaPlan::Absent);
+}
+
+/// The same, with Typha as `plan` says.
+fn install_rbac_with(server: &TestApiServer, config: &CharmConfig, plan: TyphaPlan) {
+    let w = workloads::render_for(config, plan);
     for sa in &w.service_accounts {
         server.insert(sa).expect("service account");
     }
@@ -382,4 +455,67 @@ fn the_default_releases_roles_allow_what_calico_calls_and_nothing_else() {
 #[test]
 fn the_current_releases_roles_allow_what_calico_calls_and_nothing_else() {
     least_privilege(&charm_config::current(), true);
+}
+
+/// Typha's own account may make exactly its calls; calico-node may find it (get its Service
+/// and Endpoints) only once Typha is deployed.
+fn typha_least_privilege(config: &CharmConfig, current: bool) {
+    let Some(server) = envtest!(Options::default()) else {
+        return;
+    };
+    server.add_ready_node(NODE, None, "docker.io/calico/node:v3.6.1");
+    let plane = server.plane();
+    let client = |user: &str| plane.blocking_client(user).expect("client");
+    let discovery = vec![
+        get("/api/v1/namespaces/kube-system/endpoints/calico-typha"),
+        get("/api/v1/namespaces/kube-system/services/calico-typha"),
+    ];
+
+    // Without Typha: its identity gets nothing, and calico-node no discovery.
+    install_rbac(&server, config);
+    let before = check(&client("sa-calico-typha"), &typha_calls(current), true);
+    assert_eq!(before, Vec::<String>::new(), "typha allowed without Typha");
+    let before = check(&client("sa-calico-node"), &discovery, true);
+    assert_eq!(
+        before,
+        Vec::<String>::new(),
+        "discovery allowed without Typha"
+    );
+
+    install_rbac_with(&server, config, TyphaPlan::Replicas(3));
+    let denied = check(&client("sa-calico-typha"), &typha_calls(current), false);
+    assert_eq!(
+        denied,
+        Vec::<String>::new(),
+        "calls Typha makes were denied"
+    );
+    let allowed = check(&client("sa-calico-typha"), &typha_forbidden_calls(), true);
+    assert_eq!(
+        allowed,
+        Vec::<String>::new(),
+        "calls Typha must not make were allowed"
+    );
+    let denied = check(&client("sa-calico-node"), &discovery, false);
+    assert_eq!(
+        denied,
+        Vec::<String>::new(),
+        "calico-node cannot find Typha"
+    );
+    // calico-node keeps everything it had.
+    let denied = check(
+        &client("sa-calico-node"),
+        &calico_node_calls(current),
+        false,
+    );
+    assert_eq!(denied, Vec::<String>::new(), "calico-node lost a call");
+}
+
+#[test]
+fn typhas_role_allows_what_typha_calls_and_nothing_else_in_the_default_release() {
+    typha_least_privilege(&charm_config::defaults(), false);
+}
+
+#[test]
+fn typhas_role_allows_what_typha_calls_and_nothing_else_in_the_current_release() {
+    typha_least_privilege(&charm_config::current(), true);
 }

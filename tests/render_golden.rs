@@ -20,7 +20,13 @@ use calico_charm::unit::UnitFacts;
 use serde::Deserialize;
 use serde_json::Value;
 
-const CHARM_KINDS: [&str; 4] = ["IPPool", "BGPConfiguration", "BGPPeer", "Node"];
+const CHARM_KINDS: [&str; 5] = [
+    "IPPool",
+    "BGPConfiguration",
+    "BGPPeer",
+    "Node",
+    "CalicoNodeStatus",
+];
 
 fn golden(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden")).join(path)

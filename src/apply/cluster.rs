@@ -8,7 +8,7 @@ use super::converge::{ConvergeOptions, check_node_agent, converge_with, waiting_
 use super::kube::connect_with;
 use super::kubeconfig::kubeconfig_path;
 use super::retry::RetrySettings;
-use super::{Datastore, KubeDatastore};
+use super::{Datastore, DatastoreError, KubeDatastore};
 use crate::problems::Outcome;
 use crate::render::Desired;
 
@@ -44,6 +44,24 @@ pub trait Cluster {
     /// This machine, if this seam manages it too (the kernel settings Felix needs, the
     /// `vxlan.calico` offload). Defaults to `None`, like [`Cluster::cni_dir`].
     fn host(&self) -> Option<crate::host::Host> {
+        None
+    }
+
+    /// How many Nodes the cluster has (the leader asks, for Typha, unless `typha=false`):
+    /// `Err` with what to report when the API could not tell. Defaults to `None`: this seam
+    /// does not count (doubles), which renders as no nodes
+    /// ([`crate::render::workloads::typha::decide`]).
+    fn node_count(&self) -> Option<Result<u64, Outcome>> {
+        None
+    }
+
+    /// What calico-node reports in `node`'s `CalicoNodeStatus` (the `bgp-status` action):
+    /// `None` when this seam cannot ask, `Ok(None)` when there is no report yet.
+    #[allow(clippy::type_complexity)]
+    fn node_status_report(
+        &self,
+        _node: &str,
+    ) -> Option<Result<Option<Vec<crate::nodestatus::Reported>>, String>> {
         None
     }
 }
@@ -123,7 +141,86 @@ impl KubeCluster {
         if self.check_node_agent && !api_failed && !node_missing {
             outcome.merge(check_node_agent(&ds, &desired.node.node_name).await);
         }
+        if !api_failed {
+            match &desired.node_status {
+                Some(want) if !node_missing => {
+                    outcome.bgp_sessions = keep_node_status(&ds, want).await;
+                }
+                Some(_) => {}
+                // Stopping: the unit's own report goes with it.
+                None if !self.check_node_agent => {
+                    remove_node_status(&ds, &desired.owner, &desired.node.node_name).await;
+                }
+                None => {}
+            }
+        }
         outcome
+    }
+
+    /// What calico-node reports on `node` now (for the `bgp-status` action): `Ok(None)`
+    /// when there is no report (yet).
+    pub async fn read_node_status_async(
+        &self,
+        node: &str,
+    ) -> Result<Option<Vec<crate::nodestatus::Reported>>, String> {
+        let ds: KubeDatastore = connect_with(&self.kubeconfig, self.retry.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let live = ds.get_node_status(node).await.map_err(|e| e.to_string())?;
+        Ok(live.and_then(|l| crate::nodestatus::reported(l.status.as_ref())))
+    }
+}
+
+/// Keep this node's `CalicoNodeStatus` as the charm wants it (one GET; a write only when
+/// it is absent or differs) and return calico-node's report in it. A failure is logged and
+/// leaves the status without BGP session state: the rest of the hook has already reported
+/// what the API said.
+async fn keep_node_status(
+    ds: &KubeDatastore,
+    want: &crate::calico::CalicoNodeStatus,
+) -> Option<Vec<crate::nodestatus::Reported>> {
+    let name = want.metadata.name.clone().unwrap_or_default();
+    let live = match ds.get_node_status(&name).await {
+        Ok(live) => live,
+        Err(err) => {
+            tracing::warn!("BGP session state unavailable: {err}");
+            return None;
+        }
+    };
+    match live {
+        Some(live) if crate::nodestatus::matches(&live, want) => {
+            let report = crate::nodestatus::reported(live.status.as_ref());
+            if report.is_none() {
+                tracing::info!("BGP session state: calico-node has not reported on {name} yet");
+            }
+            report
+        }
+        _ => match ds.apply_node_status(want).await {
+            Ok(applied) => {
+                tracing::info!("applied CalicoNodeStatus/{name}");
+                crate::nodestatus::reported(applied.status.as_ref())
+            }
+            Err(err) => {
+                tracing::warn!("BGP session state unavailable: {err}");
+                None
+            }
+        },
+    }
+}
+
+/// `stop`/`remove`: delete this unit's `CalicoNodeStatus` if it owns it (a foreign object of
+/// the same name is left alone). Failures are logged: a removal must not wedge.
+async fn remove_node_status(ds: &KubeDatastore, owner: &str, node: &str) {
+    match ds.get_node_status(node).await {
+        Ok(Some(live)) if crate::nodestatus::owned_by(&live, owner) => {
+            match ds.delete_node_status(&live).await {
+                Ok(()) => tracing::info!("deleted CalicoNodeStatus/{node}"),
+                Err(err) => tracing::warn!("CalicoNodeStatus/{node} not deleted: {err}"),
+            }
+        }
+        Ok(_) => {}
+        Err(DatastoreError::KindMissing { .. }) => {}
+        Err(err) => tracing::warn!("CalicoNodeStatus/{node} not checked: {err}"),
     }
 }
 
@@ -152,6 +249,36 @@ impl Cluster for KubeCluster {
         Some(crate::host::cni::cni_dir())
     }
 
+    /// One metadata list of Nodes ([`KubeDatastore::count_nodes`]); `None` when no client
+    /// can be built (the converge then reports why), `Err` with the outcome (`waiting` or
+    /// `blocked`, as a converge words it) when the API did not answer.
+    fn node_count(&self) -> Option<Result<u64, Outcome>> {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(err) => {
+                return Some(Err(Outcome {
+                    waiting: vec![format!("Cannot start the Kubernetes client: {err}")],
+                    ..Outcome::default()
+                }));
+            }
+        };
+        runtime.block_on(async {
+            // Without a client the converge cannot apply anything either, and says why
+            // (waiting for the kubeconfig, or an unusable one): no count, no guess.
+            let ds: KubeDatastore = connect_with(&self.kubeconfig, self.retry.clone())
+                .await
+                .ok()?;
+            Some(
+                ds.count_nodes()
+                    .await
+                    .map_err(|e| super::converge::failed_read(ds.name(), "Node", e)),
+            )
+        })
+    }
+
     /// What the leader's last converge read from `/version`.
     fn server_version(&self) -> Option<(u32, u32)> {
         self.server_version.lock().ok().and_then(|v| *v)
@@ -160,5 +287,21 @@ impl Cluster for KubeCluster {
     /// This machine ([`crate::host::Host::from_env`]).
     fn host(&self) -> Option<crate::host::Host> {
         Some(crate::host::Host::from_env())
+    }
+
+    /// One GET of `CalicoNodeStatus/<node>`.
+    fn node_status_report(
+        &self,
+        node: &str,
+    ) -> Option<Result<Option<Vec<crate::nodestatus::Reported>>, String>> {
+        Some(
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(self.read_node_status_async(node)),
+                Err(err) => Err(format!("cannot start the Kubernetes client: {err}")),
+            },
+        )
     }
 }

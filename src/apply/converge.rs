@@ -109,6 +109,14 @@ pub async fn check_node_agent<D: Datastore>(ds: &D, node: &str) -> Outcome {
     out
 }
 
+/// The outcome of one failed datastore read outside a converge (`waiting` for an API that
+/// did not answer, `blocked` for a denial), worded as converge words it.
+pub fn failed_read(datastore: &str, kind: &str, err: DatastoreError) -> Outcome {
+    let mut out = Outcome::default();
+    let _ = record_fatal(&mut out, datastore, kind, err);
+    out
+}
+
 /// Marker: the converge stopped; the cause is in the outcome.
 struct Abort;
 
@@ -771,6 +779,13 @@ pub fn workload_objects(workloads: &Workloads) -> Vec<WorkloadObject> {
     );
     objects.extend(
         workloads
+            .services
+            .iter()
+            .cloned()
+            .map(WorkloadObject::Service),
+    );
+    objects.extend(
+        workloads
             .daemon_sets
             .iter()
             .cloned()
@@ -782,6 +797,13 @@ pub fn workload_objects(workloads: &Workloads) -> Vec<WorkloadObject> {
             .iter()
             .cloned()
             .map(WorkloadObject::Deployment),
+    );
+    objects.extend(
+        workloads
+            .pod_disruption_budgets
+            .iter()
+            .cloned()
+            .map(WorkloadObject::PodDisruptionBudget),
     );
     for object in &mut objects {
         let labels = object.meta_mut().labels.get_or_insert_with(BTreeMap::new);

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
@@ -69,19 +70,23 @@ pub enum WorkloadKind {
     ClusterRole,
     ClusterRoleBinding,
     ConfigMap,
+    Service,
     DaemonSet,
     Deployment,
+    PodDisruptionBudget,
 }
 
 impl WorkloadKind {
     /// Every kind, in apply order.
-    pub const ALL: [WorkloadKind; 6] = [
+    pub const ALL: [WorkloadKind; 8] = [
         WorkloadKind::ServiceAccount,
         WorkloadKind::ClusterRole,
         WorkloadKind::ClusterRoleBinding,
         WorkloadKind::ConfigMap,
+        WorkloadKind::Service,
         WorkloadKind::DaemonSet,
         WorkloadKind::Deployment,
+        WorkloadKind::PodDisruptionBudget,
     ];
 
     /// The Kubernetes `kind`.
@@ -93,6 +98,8 @@ impl WorkloadKind {
             WorkloadKind::ConfigMap => "ConfigMap",
             WorkloadKind::DaemonSet => "DaemonSet",
             WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::Service => "Service",
+            WorkloadKind::PodDisruptionBudget => "PodDisruptionBudget",
         }
     }
 
@@ -114,6 +121,8 @@ pub enum WorkloadObject {
     ConfigMap(ConfigMap),
     DaemonSet(DaemonSet),
     Deployment(Deployment),
+    Service(Service),
+    PodDisruptionBudget(PodDisruptionBudget),
 }
 
 impl WorkloadObject {
@@ -125,6 +134,8 @@ impl WorkloadObject {
             WorkloadObject::ConfigMap(_) => WorkloadKind::ConfigMap,
             WorkloadObject::DaemonSet(_) => WorkloadKind::DaemonSet,
             WorkloadObject::Deployment(_) => WorkloadKind::Deployment,
+            WorkloadObject::Service(_) => WorkloadKind::Service,
+            WorkloadObject::PodDisruptionBudget(_) => WorkloadKind::PodDisruptionBudget,
         }
     }
 
@@ -137,6 +148,8 @@ impl WorkloadObject {
             WorkloadObject::ConfigMap(o) => &o.metadata,
             WorkloadObject::DaemonSet(o) => &o.metadata,
             WorkloadObject::Deployment(o) => &o.metadata,
+            WorkloadObject::Service(o) => &o.metadata,
+            WorkloadObject::PodDisruptionBudget(o) => &o.metadata,
         }
     }
 
@@ -149,6 +162,8 @@ impl WorkloadObject {
             WorkloadObject::ConfigMap(o) => &mut o.metadata,
             WorkloadObject::DaemonSet(o) => &mut o.metadata,
             WorkloadObject::Deployment(o) => &mut o.metadata,
+            WorkloadObject::Service(o) => &mut o.metadata,
+            WorkloadObject::PodDisruptionBudget(o) => &mut o.metadata,
         }
     }
 

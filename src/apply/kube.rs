@@ -11,7 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
@@ -28,8 +29,8 @@ use super::kubeconfig::KubeconfigError;
 use super::readiness::{calico_node_pod, pod_ready};
 use super::retry::{Budget, RetryLayer, RetrySettings, describe_error};
 use crate::calico::{
-    BGPConfiguration, BGPPeer, FIELD_MANAGER, IPAMBlock, IPPool, MANAGED_BY, MANAGED_BY_LABEL,
-    NODE_ANNOTATIONS, UNIT_LABEL,
+    BGPConfiguration, BGPPeer, CalicoNodeStatus, FIELD_MANAGER, IPAMBlock, IPPool, MANAGED_BY,
+    MANAGED_BY_LABEL, NODE_ANNOTATIONS, UNIT_LABEL,
 };
 use crate::render::workloads::{CALICO_NODE_SELECTOR, NAMESPACE};
 
@@ -345,6 +346,34 @@ impl KubeDatastore {
         Api::all(self.client.clone())
     }
 
+    /// This node's `CalicoNodeStatus`, if there is one.
+    pub async fn get_node_status(&self, name: &str) -> DsResult<Option<CalicoNodeStatus>> {
+        Api::<CalicoNodeStatus>::all(self.client.clone())
+            .get_opt(name)
+            .await
+            .map_err(|e| {
+                classify(
+                    e,
+                    &format!("CalicoNodeStatus/{name}"),
+                    "CalicoNodeStatus",
+                    Op::Object,
+                )
+            })
+    }
+
+    /// Server-side apply of the charm's fields of a `CalicoNodeStatus` (its `status` is
+    /// calico-node's and is left alone).
+    pub async fn apply_node_status(&self, object: &CalicoNodeStatus) -> DsResult<CalicoNodeStatus> {
+        let api = Api::<CalicoNodeStatus>::all(self.client.clone());
+        ssa(&api, "CalicoNodeStatus", &object.name_any(), object).await
+    }
+
+    /// Delete a `CalicoNodeStatus` read before (same uid).
+    pub async fn delete_node_status(&self, object: &CalicoNodeStatus) -> DsResult<()> {
+        let api = Api::<CalicoNodeStatus>::all(self.client.clone());
+        delete_exact(&api, "CalicoNodeStatus", &object.name_any(), object.uid()).await
+    }
+
     async fn list_typed<K>(&self, api: Api<K>, kind: &str, lp: &ListParams) -> DsResult<Vec<K>>
     where
         K: Resource + DeserializeOwned + Clone + Debug,
@@ -608,6 +637,18 @@ impl Datastore for KubeDatastore {
                 )
                 .await?,
             ),
+            WorkloadObject::Service(o) => {
+                object_ref(&ssa(&Api::<Service>::namespaced(c, &namespace), kind, &name, o).await?)
+            }
+            WorkloadObject::PodDisruptionBudget(o) => object_ref(
+                &ssa(
+                    &Api::<PodDisruptionBudget>::namespaced(c, &namespace),
+                    kind,
+                    &name,
+                    o,
+                )
+                .await?,
+            ),
         };
         Ok(self.workload_ref(object, stored))
     }
@@ -635,6 +676,14 @@ impl Datastore for KubeDatastore {
                 self.list_owned(Api::<Deployment>::namespaced(c, NAMESPACE))
                     .await
             }
+            WorkloadKind::Service => {
+                self.list_owned(Api::<Service>::namespaced(c, NAMESPACE))
+                    .await
+            }
+            WorkloadKind::PodDisruptionBudget => {
+                self.list_owned(Api::<PodDisruptionBudget>::namespaced(c, NAMESPACE))
+                    .await
+            }
         }
     }
 
@@ -658,6 +707,16 @@ impl Datastore for KubeDatastore {
             }
             "Deployment" => {
                 delete_exact(&Api::<Deployment>::namespaced(c, ns), kind, name, uid).await
+            }
+            "Service" => delete_exact(&Api::<Service>::namespaced(c, ns), kind, name, uid).await,
+            "PodDisruptionBudget" => {
+                delete_exact(
+                    &Api::<PodDisruptionBudget>::namespaced(c, ns),
+                    kind,
+                    name,
+                    uid,
+                )
+                .await
             }
             other => Err(DatastoreError::Other {
                 object: object.display(),
@@ -685,5 +744,35 @@ impl Datastore for KubeDatastore {
                 Err(reason) => NodeAgent::NotReady(reason),
             },
         })
+    }
+}
+
+impl KubeDatastore {
+    /// How many Node objects the cluster has, for Typha's decision and replicas
+    /// ([`crate::render::workloads::typha`]). One metadata-only list with `limit=1` answers it from
+    /// `remainingItemCount`; when the server leaves that out, the metadata is paged through
+    /// 500 at a time. Never reads every Node's full object.
+    pub async fn count_nodes(&self) -> DsResult<u64> {
+        let api = Api::<Node>::all(self.client.clone());
+        let fail = |e| classify(e, "Node", "Node", Op::Kind);
+        let first = api
+            .list_metadata(&ListParams::default().limit(1))
+            .await
+            .map_err(fail)?;
+        let seen = first.items.len() as u64;
+        if let Some(rest) = first.metadata.remaining_item_count {
+            return Ok(seen + u64::try_from(rest).unwrap_or(0));
+        }
+        let mut count = seen;
+        let mut token = first.metadata.continue_.filter(|t| !t.is_empty());
+        while let Some(t) = token {
+            let page = api
+                .list_metadata(&ListParams::default().limit(500).continue_token(&t))
+                .await
+                .map_err(fail)?;
+            count += page.items.len() as u64;
+            token = page.metadata.continue_.filter(|t| !t.is_empty());
+        }
+        Ok(count)
     }
 }

@@ -7,6 +7,7 @@
 //! - [`warnings`]: valid but suspicious settings, of the whole config and of one unit.
 //! - [`peers`]: what one unit's BGP peers and AS number are under a config.
 //! - [`release`], [`support`]: what each Calico release supports, and on which Kubernetes.
+//! - [`typha`]: the option `typha`.
 
 pub mod cidr;
 pub mod image;
@@ -14,6 +15,7 @@ pub mod options;
 pub mod peers;
 pub mod release;
 pub mod support;
+pub mod typha;
 mod validate;
 pub mod warnings;
 
@@ -91,6 +93,8 @@ pub struct CharmConfig {
     /// `image-registry`, without a trailing `/`; `None` when empty. The two image fields
     /// above already carry it (see [`apply_registry`]).
     pub image_registry: Option<String>,
+    /// `typha`: whether the leader deploys calico-typha ([`typha::TyphaMode`]).
+    pub typha: typha::TyphaMode,
 }
 
 /// A problem with one option: `Display` is `<option>: <what is wrong and what is expected>`.

@@ -610,7 +610,7 @@ mod tests {
         let specs = specs().expect("embedded config.yaml parses");
         let get = |n: &str| specs.iter().find(|s| s.name == n).expect(n);
         // The seed's table, by hand.
-        let table: [(&str, OptionType, Option<serde_json::Value>); 22] = [
+        let table: [(&str, OptionType, Option<serde_json::Value>); 23] = [
             (
                 "calico-node-image",
                 OptionType::String,
@@ -662,6 +662,7 @@ mod tests {
                 Some(json!(true)),
             ),
             ("image-registry", OptionType::String, Some(json!(""))),
+            ("typha", OptionType::String, Some(json!("auto"))),
         ];
         assert_eq!(specs.len(), table.len());
         for (name, kind, default) in table {

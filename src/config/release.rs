@@ -71,6 +71,14 @@ pub const SERVICE_LOADBALANCER_IPS: CalicoVersion = CalicoVersion::new(3, 18, 0)
 /// Felix's `ChecksumOffloadBroken` feature-detection override, which turns off checksum
 /// offload on `vxlan.calico` (projectcalico/felix PR #2811, 2021-05; v3.20).
 pub const CHECKSUM_OFFLOAD_OVERRIDE: CalicoVersion = CalicoVersion::new(3, 20, 0);
+/// Typha's HTTP liveness/readiness probes on port 9098 (before: `calico-typha check ...`;
+/// `_includes/v3.6` vs `v3.7/charts/calico/templates/calico-typha.yaml`).
+pub const TYPHA_HTTP_PROBES: CalicoVersion = CalicoVersion::new(3, 7, 0);
+/// Typha runs as non-root without privilege escalation (in the v3.10 manifest, not in v3.7).
+pub const TYPHA_NON_ROOT: CalicoVersion = CalicoVersion::new(3, 10, 0);
+/// Typha's graceful shutdown: `TYPHA_SHUTDOWNTIMEOUTSECS`, a 300 s grace period and a 100%
+/// surge (projectcalico/calico PR #6973, tigera/operator PR #2303, 2022-11; v3.25).
+pub const TYPHA_GRACEFUL_SHUTDOWN: CalicoVersion = CalicoVersion::new(3, 25, 0);
 /// The first release whose RBAC the charm knows without the v2.6-migration reads
 /// (`globalfelixconfigs`, `globalbgpconfigs`).
 pub const NO_LEGACY_READS: CalicoVersion = CalicoVersion::new(3, 32, 0);

@@ -197,6 +197,13 @@ impl Check<'_> {
     }
 
     /// `image-registry`: `None` when empty; a trailing `/` is dropped.
+    fn typha(&mut self, option: &str) -> Option<super::typha::TyphaMode> {
+        let s = self.string(option)?;
+        super::typha::TyphaMode::parse(&s)
+            .map_err(|m| self.error(option, m))
+            .ok()
+    }
+
     fn image_registry(&mut self, option: &str) -> Option<Option<String>> {
         let s = self.string(option)?;
         let t = s.trim().trim_end_matches('/');
@@ -784,6 +791,7 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
     let ignore_loose_rpf = c.boolean("ignore-loose-rpf");
     let disable_vxlan_tx_checksumming = c.boolean("disable-vxlan-tx-checksumming");
     let image_registry = c.image_registry("image-registry");
+    let typha = c.typha("typha");
     let (
         Some(calico_node_image),
         Some(calico_policy_image),
@@ -831,6 +839,7 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
         Some(ignore_loose_rpf),
         Some(disable_vxlan_tx_checksumming),
         Some(image_registry),
+        Some(typha),
     ) = (
         bgp_service_cluster_ips,
         bgp_service_external_ips,
@@ -838,6 +847,7 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
         ignore_loose_rpf,
         disable_vxlan_tx_checksumming,
         image_registry,
+        typha,
     )
     else {
         return Err(c.errors);
@@ -876,6 +886,7 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
         ignore_loose_rpf,
         disable_vxlan_tx_checksumming,
         image_registry,
+        typha,
     };
     release_errors(&config, &mut c);
     if !c.errors.is_empty() {

@@ -50,6 +50,8 @@ pub struct Desired {
     pub node: NodeBgp,
     /// Leader only: CRDs, RBAC, ConfigMap, calico-node, calico-kube-controllers.
     pub workloads: Option<Workloads>,
+    /// This node's `CalicoNodeStatus` (Calico 3.22 or later, [`crate::nodestatus`]).
+    pub node_status: Option<crate::calico::CalicoNodeStatus>,
 }
 
 /// The BGPPeer name: `calico-0-10.0.0.1-64512` (as the earlier Python charm named them).
@@ -166,7 +168,12 @@ pub fn desired(config: &CharmConfig, facts: &UnitFacts) -> Desired {
             node_name: facts.node_name.clone(),
             annotations,
         },
-        workloads: facts.leader.then(|| workloads::render(config)),
+        workloads: facts.leader.then(|| {
+            let plan = workloads::typha::decide(config.typha, facts.cluster_nodes);
+            workloads::render_for(config, plan)
+        }),
+        node_status: crate::nodestatus::supported(crate::render::workloads::node_version(config))
+            .then(|| crate::nodestatus::desired(&facts.owner(), &facts.node_name)),
     }
 }
 
@@ -203,6 +210,7 @@ pub fn stopping(facts: &UnitFacts) -> Desired {
             annotations: BTreeMap::new(),
         },
         workloads: None,
+        node_status: None,
     }
 }
 
@@ -219,7 +227,8 @@ impl NodeBgp {
 
 impl Desired {
     /// Every object in apply order: the CRDs (so that the output can be applied as it is on
-    /// a fresh cluster), pools, BGPConfiguration, peers, the Node, then the other workloads.
+    /// a fresh cluster), pools, BGPConfiguration, peers, the Node, its CalicoNodeStatus, then
+    /// the other workloads.
     pub fn objects(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
         let (crds, workloads) = match &self.workloads {
@@ -239,6 +248,11 @@ impl Desired {
                 .filter_map(|p| serde_json::to_value(p).ok()),
         );
         out.push(self.node.object());
+        out.extend(
+            self.node_status
+                .iter()
+                .filter_map(|s| serde_json::to_value(s).ok()),
+        );
         out.extend(workloads);
         out
     }

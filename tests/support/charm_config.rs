@@ -37,6 +37,7 @@ pub fn defaults() -> CharmConfig {
         ignore_loose_rpf: false,
         disable_vxlan_tx_checksumming: true,
         image_registry: None,
+        typha: calico_charm::config::typha::TyphaMode::Auto,
     }
 }
 

@@ -62,6 +62,11 @@ pub const USERS: &[(&str, &str, &str)] = &[
         "sa-calico-cni-plugin",
         "system:serviceaccounts,system:serviceaccounts:kube-system",
     ),
+    (
+        "system:serviceaccount:kube-system:calico-typha",
+        "sa-calico-typha",
+        "system:serviceaccounts,system:serviceaccounts:kube-system",
+    ),
 ];
 
 /// The bearer token of a user in [`USERS`] (random per control plane).

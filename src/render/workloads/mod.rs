@@ -22,11 +22,13 @@ pub mod crds;
 pub mod etcd;
 pub mod pods;
 pub mod rbac;
+pub mod typha;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -70,13 +72,24 @@ pub struct Workloads {
     pub config_maps: Vec<ConfigMap>,
     pub daemon_sets: Vec<DaemonSet>,
     pub deployments: Vec<Deployment>,
+    /// calico-typha's Service, when Typha runs ([`typha`]).
+    pub services: Vec<Service>,
+    /// calico-typha's PodDisruptionBudget, when Typha runs.
+    pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
 }
 
-/// Build the workloads for a configuration (pure, deterministic), for the Calico release
-/// of `calico-node-image` ([`node_version`]).
+/// Build the workloads for a configuration without Typha (pure, deterministic), for the
+/// Calico release of `calico-node-image` ([`node_version`]).
 pub fn render(config: &CharmConfig) -> Workloads {
+    render_for(config, typha::TyphaPlan::Absent)
+}
+
+/// Build the workloads with Typha as `plan` says ([`typha::decide`]): with Typha, its
+/// objects, the ConfigMap's `typha_service_name: calico-typha`, calico-node's
+/// `FELIX_TYPHAK8SSERVICENAME` (from the ConfigMap) and its Typha-discovery rule.
+pub fn render_for(config: &CharmConfig, plan: typha::TyphaPlan) -> Workloads {
     let v = node_version(config);
-    Workloads {
+    let mut w = Workloads {
         crds: crds::crds(),
         service_accounts: rbac::service_accounts(v),
         cluster_roles: rbac::cluster_roles(v),
@@ -84,7 +97,36 @@ pub fn render(config: &CharmConfig) -> Workloads {
         config_maps: vec![pods::config_map(config)],
         daemon_sets: vec![pods::calico_node(config)],
         deployments: vec![pods::kube_controllers(config)],
+        services: Vec::new(),
+        pod_disruption_budgets: Vec::new(),
+    };
+    if let typha::TyphaPlan::Replicas(replicas) = plan {
+        let t = typha::objects(config, replicas);
+        for cm in &mut w.config_maps {
+            cm.data.get_or_insert_with(BTreeMap::new).insert(
+                "typha_service_name".to_string(),
+                typha::CALICO_TYPHA.to_string(),
+            );
+        }
+        let hash = pods::config_hash(&w.config_maps[0]);
+        for ds in &mut w.daemon_sets {
+            pods::use_typha(ds, &hash);
+        }
+        for role in &mut w.cluster_roles {
+            if role.metadata.name.as_deref() == Some(CALICO_NODE) {
+                role.rules
+                    .get_or_insert_with(Vec::new)
+                    .push(typha::discovery_rule());
+            }
+        }
+        w.service_accounts.push(t.service_account);
+        w.cluster_roles.push(t.cluster_role);
+        w.cluster_role_bindings.push(t.cluster_role_binding);
+        w.services.push(t.service);
+        w.deployments.push(t.deployment);
+        w.pod_disruption_budgets.push(t.pod_disruption_budget);
     }
+    w
 }
 
 /// What the charm should log (at WARNING) about rendering the workloads for this
@@ -159,8 +201,10 @@ impl Workloads {
         out.extend(self.cluster_roles.iter().map(to_json));
         out.extend(self.cluster_role_bindings.iter().map(to_json));
         out.extend(self.config_maps.iter().map(to_json));
+        out.extend(self.services.iter().map(to_json));
         out.extend(self.daemon_sets.iter().map(to_json));
         out.extend(self.deployments.iter().map(to_json));
+        out.extend(self.pod_disruption_budgets.iter().map(to_json));
         out
     }
 }

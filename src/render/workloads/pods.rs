@@ -566,6 +566,25 @@ pub fn calico_node(config: &CharmConfig) -> DaemonSet {
     }
 }
 
+/// Point calico-node at Typha: `FELIX_TYPHAK8SSERVICENAME` from the ConfigMap's
+/// `typha_service_name` (Felix reads it at start, so the pods roll with the new hash).
+pub(crate) fn use_typha(ds: &mut DaemonSet, config_hash: &str) {
+    let spec = &mut ds.spec;
+    if let Some(meta) = spec.template.metadata.as_mut() {
+        meta.annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(CONFIG_HASH.to_string(), config_hash.to_string());
+    }
+    if let Some(pod) = spec.template.spec.as_mut() {
+        for c in pod.containers.iter_mut().filter(|c| c.name == CALICO_NODE) {
+            c.env.get_or_insert_with(Vec::new).push(env_config_map(
+                "FELIX_TYPHAK8SSERVICENAME",
+                "typha_service_name",
+            ));
+        }
+    }
+}
+
 /// The Deployment `calico-kube-controllers`.
 pub fn kube_controllers(config: &CharmConfig) -> Deployment {
     Deployment {

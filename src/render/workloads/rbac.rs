@@ -70,7 +70,7 @@ pub fn service_accounts(v: CalicoVersion) -> Vec<ServiceAccount> {
 }
 
 /// The Calico kinds calico-node reads (Felix, confd, startup) in a release.
-fn calico_node_read_kinds(v: CalicoVersion) -> Vec<&'static str> {
+pub fn calico_node_read_kinds(v: CalicoVersion) -> Vec<&'static str> {
     let mut kinds = vec![
         "bgpconfigurations",
         "bgppeers",

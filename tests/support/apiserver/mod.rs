@@ -1142,6 +1142,22 @@ async fn reset_async(admin: &kube::Client, options: &Options) -> Result<(), Stri
     let _ = Api::<ClusterRoleBinding>::all(admin.clone())
         .delete_collection(&now, &charm)
         .await;
+    let _ = Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(
+        admin.clone(),
+        "kube-system",
+    )
+    .delete_collection(&now, &charm)
+    .await;
+    // Services have no delete-collection: one by one.
+    let services =
+        Api::<k8s_openapi::api::core::v1::Service>::namespaced(admin.clone(), "kube-system");
+    if let Ok(list) = services.list_metadata(&charm).await {
+        for s in list.items {
+            if let Some(name) = s.metadata.name {
+                let _ = services.delete(&name, &now).await;
+            }
+        }
+    }
     // No controller creates the namespaces' `default` ServiceAccount here; pods need one.
     for ns in ["default", "kube-system"] {
         let _ = insert(
