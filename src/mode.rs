@@ -69,7 +69,8 @@ pub struct Decision {
 }
 
 /// The warning while a Kubernetes-datastore deployment has an etcd relation.
-pub const IGNORED_ETCD: &str = "etcd relation ignored: Calico's data is in the Kubernetes datastore (chosen at deployment); remove the relation";
+pub const IGNORED_ETCD: &str =
+    "etcd relation ignored: the datastore is Kubernetes, chosen at deployment; remove the relation";
 
 /// Why no datastore can be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -209,10 +210,7 @@ pub fn select(
             tracing::error!(
                 "{ETCD_RELATION_REMOVED}: relate calico to etcd again (juju integrate calico:etcd etcd:db); the datastore is never switched implicitly"
             );
-            Selected::Stop(UnitStatus::new(
-                StatusKind::Blocked,
-                ETCD_RELATION_REMOVED,
-            ))
+            Selected::Stop(UnitStatus::new(StatusKind::Blocked, ETCD_RELATION_REMOVED))
         }
         EtcdRelation::Waiting(m) => Selected::Stop(UnitStatus::new(StatusKind::Waiting, m)),
         EtcdRelation::Invalid(m) => {

@@ -242,7 +242,9 @@ pub fn run(
         | Event::LeaderElected
         | Event::LeaderSettingsChanged => reconcile(event, env, tools, cluster),
         Event::Relation { endpoint, .. }
-            if endpoint == CNI_ENDPOINT || endpoint == crate::peers::PEER_ENDPOINT =>
+            if endpoint == CNI_ENDPOINT
+                || endpoint == crate::peers::PEER_ENDPOINT
+                || endpoint == crate::etcd::ENDPOINT =>
         {
             reconcile(event, env, tools, cluster)
         }
@@ -348,10 +350,43 @@ pub fn reconcile(
             tracing::warn!("Workload warning: {warning}");
         }
     }
+    // DATASTORE: chosen once, at the first hook that gets this far (see `crate::mode`), and
+    // never switched implicitly.
+    let peer_relation = tools
+        .relation_ids(crate::peers::PEER_ENDPOINT)?
+        .into_iter()
+        .next();
+    let application = facts
+        .unit_name
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let broken = match event {
+        Event::Relation {
+            endpoint,
+            kind: RelationKind::Broken,
+        } if endpoint == crate::etcd::ENDPOINT => env.relation_id.as_deref(),
+        _ => None,
+    };
+    let (etcd, datastore_warning) = match crate::mode::select(
+        tools,
+        facts.leader,
+        &application,
+        peer_relation.as_deref(),
+        broken,
+    )? {
+        crate::mode::Selected::Stop(status) => {
+            report.facts = Some(facts);
+            return finish(tools, report, status, version);
+        }
+        crate::mode::Selected::Kubernetes { warning } => (None, warning),
+        crate::mode::Selected::Etcd(config) => (Some(config), None),
+    };
     // The leader's Typha decision needs the cluster's node count (one small list).
     // A leader that cannot count waits (the next hook retries) rather than add or remove
     // Typha on a guess.
-    let facts = if facts.leader && config.typha.needs_node_count() {
+    let facts = if facts.leader && config.typha.needs_node_count() && etcd.is_none() {
         match cluster.node_count() {
             None => facts,
             Some(Ok(nodes)) => facts.with_cluster_nodes(Some(nodes)),
@@ -368,10 +403,28 @@ pub fn reconcile(
         facts
     };
     // RENDER (pure) then APPLY through the seam; the CNI config file is this unit's own.
-    let desired = crate::render::desired(&config, &facts);
-    let mut outcome = cluster.converge(&desired);
+    let mut desired = crate::render::desired(&config, &facts);
+    if let (Some(etcd), Some(workloads)) = (etcd.as_deref(), desired.workloads.as_mut()) {
+        let cni = crate::render::workloads::etcd::cni_etcd(
+            &etcd.connection_string,
+            &crate::etcd::relation::credentials_dir(),
+        );
+        crate::render::workloads::etcd::for_etcd(workloads, &config, &cni, etcd);
+    }
+    let mut outcome = match etcd.as_deref() {
+        None => cluster.converge(&desired),
+        Some(etcd) => {
+            // The CNI plugin and calicoctl read the credentials from files (0600).
+            let mut outcome = match cluster.host() {
+                Some(_) => write_etcd_credentials(etcd),
+                None => Outcome::default(),
+            };
+            outcome.merge(cluster.converge_etcd(&desired, etcd));
+            outcome
+        }
+    };
     if let Some(dir) = cluster.cni_dir() {
-        outcome.merge(write_cni_config(&dir, &config, &facts));
+        outcome.merge(write_cni_config(&dir, &config, &facts, etcd.as_deref()));
     }
     if facts.leader
         && let Some(kubernetes) = cluster.server_version()
@@ -390,7 +443,9 @@ pub fn reconcile(
         // is attached.
         if *event != Event::UpdateStatus {
             let resource = calicoctl_resource(tools)?;
-            outcome.merge(host.calicoctl.reconcile(resource.as_deref()));
+            let mut calicoctl = host.calicoctl.clone();
+            calicoctl.etcd = etcd.as_deref().map(calicoctl_etcd);
+            outcome.merge(calicoctl.reconcile(resource.as_deref()));
         }
     }
     // The peer relation: publish this unit's BGP facts; the leader checks the whole topology.
@@ -399,6 +454,7 @@ pub fn reconcile(
     inputs.outcome = Some(&outcome);
     let status = with_sessions(event, &config, status::unit_status(&inputs), &outcome, &bgp);
     let status = crate::peers::status_with(status, &bgp);
+    let status = with_warning(status, datastore_warning.as_deref());
     report.facts = Some(facts);
     report.outcome = Some(outcome.clone());
     finish(tools, report, status, version)
@@ -500,7 +556,27 @@ pub fn stop(event: &Event, env: &HookEnv, cluster: &dyn Cluster) -> Result<Repor
     let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
     let facts = UnitFacts::new(&unit_name, node_name, unspecified, false)?;
     let desired = crate::render::stopping(&facts);
-    let mut outcome = cluster.stop(&desired);
+    // etcd mode leaves the relation's data in this unit's files (asking Juju nothing here).
+    let etcd_dir = crate::etcd::relation::credentials_dir();
+    let etcd = cluster
+        .host()
+        .and_then(|_| crate::etcd::relation::read_credentials(&etcd_dir));
+    let mut outcome = match &etcd {
+        Some(etcd) => cluster.stop_etcd(&desired, etcd),
+        None => cluster.stop(&desired),
+    };
+    if let (Event::Remove, Some(_)) = (event, &etcd) {
+        match crate::etcd::relation::remove_credentials(&etcd_dir) {
+            Ok(true) => outcome
+                .deleted
+                .push(format!("files {}/etcd-*", etcd_dir.display())),
+            Ok(false) => {}
+            Err(err) => outcome.waiting.push(format!(
+                "Cannot remove the etcd credentials in {}: {err}",
+                etcd_dir.display()
+            )),
+        }
+    }
     if let (Event::Remove, Some(dir)) = (event, cluster.cni_dir()) {
         outcome.merge(remove_cni_config(&dir));
     }
@@ -760,8 +836,61 @@ fn calicoctl_resource(tools: &impl HookTools) -> Result<Option<PathBuf>, Fault> 
 
 /// Write `10-calico.conflist` for this node when its content changed (atomically, 0644).
 /// A failure is the operator's to look at (`blocked`): the node has no pod networking.
-fn write_cni_config(dir: &Path, config: &crate::config::CharmConfig, facts: &UnitFacts) -> Outcome {
-    let content = crate::render::cni::render(config, &facts.node_name);
+/// An `active` status with a warning appended (`Ready (<warning>)`); any other status is
+/// more pressing and stays as it is.
+fn with_warning(status: UnitStatus, warning: Option<&str>) -> UnitStatus {
+    match warning {
+        Some(w) if status.kind == StatusKind::Active => {
+            UnitStatus::new(StatusKind::Active, format!("{} ({w})", status.message))
+        }
+        _ => status,
+    }
+}
+
+/// calicoctl's etcd settings: the relation's endpoints and this unit's credential files.
+fn calicoctl_etcd(etcd: &crate::etcd::EtcdConfig) -> crate::calicoctl::EtcdAccess {
+    let [ca, cert, key] =
+        crate::etcd::relation::credential_paths(&crate::etcd::relation::credentials_dir());
+    crate::calicoctl::EtcdAccess {
+        endpoints: etcd.connection_string.clone(),
+        ca_file: ca,
+        cert_file: cert,
+        key_file: key,
+    }
+}
+
+/// etcd mode: write the relation's credentials to this unit's files (0600).
+fn write_etcd_credentials(etcd: &crate::etcd::EtcdConfig) -> Outcome {
+    let dir = crate::etcd::relation::credentials_dir();
+    match crate::etcd::relation::write_credentials(&dir, etcd) {
+        Ok(true) => Outcome {
+            changed: vec![format!("files {}/etcd-*", dir.display())],
+            ..Outcome::default()
+        },
+        Ok(false) => Outcome::default(),
+        Err(err) => Outcome {
+            blocked: vec![format!(
+                "Cannot write the etcd credentials in {}: {err}",
+                dir.display()
+            )],
+            ..Outcome::default()
+        },
+    }
+}
+
+fn write_cni_config(
+    dir: &Path,
+    config: &crate::config::CharmConfig,
+    facts: &UnitFacts,
+    etcd: Option<&crate::etcd::EtcdConfig>,
+) -> Outcome {
+    let cni = etcd.map(|e| {
+        crate::render::workloads::etcd::cni_etcd(
+            &e.connection_string,
+            &crate::etcd::relation::credentials_dir(),
+        )
+    });
+    let content = crate::render::cni::render_for(config, &facts.node_name, cni.as_ref());
     match crate::host::cni::write_conflist(dir, &content) {
         Ok(true) => Outcome {
             changed: vec![format!("file {}", dir.join(CONFLIST_NAME).display())],

@@ -24,11 +24,16 @@ fn pair(status: &str, message: &str) -> (String, String) {
 /// A unit related to its principal (kubeconfig published) with a Kubernetes API where its
 /// node runs a ready calico-node pod, and its credential files in its own directory.
 /// `None` when the envtest tests are skipped.
-fn unit(name: &str, leader: bool) -> Option<(Unit, TestApiServer)> {
+fn etcd_unit(name: &str, leader: bool, crds: bool) -> Option<(Unit, TestApiServer)> {
     if support::etcd::skip(module_path!()) {
         return None;
     }
-    let server = envtest!(Options::without_crds())?;
+    let options = if crds {
+        Options::default()
+    } else {
+        Options::without_crds()
+    };
+    let server = envtest!(options)?;
     server.add_ready_node(NODE, None, "docker.io/calico/node:v3.6.1");
     let mut unit = Unit::new(name);
     unit.set_leader(leader);
@@ -77,7 +82,7 @@ fn env_of(daemonset: &Value, container: &str) -> BTreeMap<String, Value> {
 
 #[test]
 fn a_deployment_related_to_etcd_runs_calico_on_etcd() {
-    let Some((unit, server)) = unit("calico/0", true) else {
+    let Some((unit, server)) = etcd_unit("calico/0", true, false) else {
         return;
     };
     let etcd = Etcd::shared();
@@ -196,7 +201,7 @@ fn a_deployment_related_to_etcd_runs_calico_on_etcd() {
 
 #[test]
 fn peers_are_pruned_by_prefix_pools_drain_and_others_objects_stay() {
-    let Some((unit, _server)) = unit("calico/1", true) else {
+    let Some((unit, _server)) = etcd_unit("calico/1", true, false) else {
         return;
     };
     let etcd = Etcd::shared();
@@ -339,7 +344,7 @@ fn peers_are_pruned_by_prefix_pools_drain_and_others_objects_stay() {
 
 #[test]
 fn etcd_down_waits_and_a_certificate_etcd_refuses_blocks() {
-    let Some((unit, _server)) = unit("calico/2", true) else {
+    let Some((unit, _server)) = etcd_unit("calico/2", true, false) else {
         return;
     };
     let etcd = Etcd::shared();
@@ -394,17 +399,11 @@ fn etcd_down_waits_and_a_certificate_etcd_refuses_blocks() {
 #[test]
 fn the_datastore_never_switches_implicitly() {
     // A Kubernetes-datastore deployment later related to etcd: stays, with a warning.
-    let Some((unit, server)) = unit("calico/3", true) else {
+    let Some((unit, server)) = etcd_unit("calico/3", true, true) else {
         return;
     };
     let etcd = Etcd::shared();
     let _guard = etcd.lock();
-    drop(server);
-    let server = envtest!(Options::default()).expect("api server");
-    server.add_ready_node(NODE, None, "docker.io/calico/node:v3.6.1");
-    server
-        .write_kubeconfig(&unit.kubeconfig())
-        .expect("write kubeconfig");
     assert_ok(&unit, &unit.hook("install"));
     assert_eq!(
         unit.status(),
@@ -432,7 +431,7 @@ fn the_datastore_never_switches_implicitly() {
     drop(server);
 
     // An etcd deployment that loses the relation: blocked, nothing written to Kubernetes.
-    let Some((unit, server)) = unit("calico/4", true) else {
+    let Some((unit, server)) = etcd_unit("calico/4", true, false) else {
         return;
     };
     let rid = relate_etcd(&unit, &etcd.relation_data());
@@ -458,7 +457,9 @@ fn the_datastore_never_switches_implicitly() {
     assert!(
         server
             .list("apiextensions.k8s.io/v1", "CustomResourceDefinition", None)
-            .is_empty()
+            .iter()
+            .all(|c| c["metadata"]["labels"]["app.kubernetes.io/managed-by"] != "calico-charm"),
+        "the charm created CRDs in etcd mode"
     );
     assert_eq!(
         unit.charm_state().get("datastore").map(String::as_str),
@@ -468,7 +469,7 @@ fn the_datastore_never_switches_implicitly() {
 
 #[test]
 fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
-    let Some((unit, server)) = unit("calico/0", true) else {
+    let Some((unit, server)) = etcd_unit("calico/0", true, false) else {
         return;
     };
     let etcd = Etcd::shared();

@@ -28,6 +28,22 @@ pub trait Cluster {
         self.converge(desired)
     }
 
+    /// Converge with Calico's data in etcd (etcd mode): the same as [`Cluster::converge`],
+    /// the Calico objects written to the etcd `etcd` names, the workloads to Kubernetes.
+    /// Defaults to `blocked`: a seam without an etcd datastore (test doubles).
+    fn converge_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
+        let _ = (desired, etcd);
+        Outcome {
+            blocked: vec!["this cluster seam has no etcd datastore".to_string()],
+            ..Outcome::default()
+        }
+    }
+
+    /// `stop`/`remove` in etcd mode. Defaults to [`Cluster::converge_etcd`].
+    fn stop_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
+        self.converge_etcd(desired, etcd)
+    }
+
     /// The directory of this node's CNI config (`10-calico.conflist`), if this seam manages
     /// the node's files too. Defaults to `None`: doubles that only record converges leave the
     /// machine's files alone.
