@@ -21,6 +21,18 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "calico-charm";
 /// Label naming the unit that owns a per-unit object (`calico-0` for `calico/0`).
 pub const UNIT_LABEL: &str = "calico.juju.is/unit";
+/// The labels that mark an object as the charm's: [`MANAGED_BY_LABEL`], and for a per-unit
+/// object (a unit's BGP peers) [`UNIT_LABEL`] naming its owner. The one place they are
+/// made: rendering stamps them, converge re-stamps what it applies and selects by them.
+pub fn charm_labels(owner: Option<&str>) -> std::collections::BTreeMap<String, String> {
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+    if let Some(owner) = owner {
+        labels.insert(UNIT_LABEL.to_string(), owner.to_string());
+    }
+    labels
+}
+
 /// Field manager used for server-side apply.
 pub const FIELD_MANAGER: &str = "calico-charm";
 

@@ -19,6 +19,7 @@ use std::process::ExitCode;
 use crate::apply::Cluster;
 use crate::config::options::RawConfig;
 use crate::config::{ConfigError, Image, Validated};
+use crate::host::Host;
 use crate::juju::env::UnknownDispatchPath;
 use crate::juju::tools::ToolStats;
 use crate::juju::{Event, HookEnv, HookTools, RelationKind, Subprocess, ToolError};
@@ -133,10 +134,14 @@ impl Report {
 
 /// Entry point of `calico-charm dispatch`: the thin edge around [`run`].
 pub fn dispatch_main() -> anyhow::Result<ExitCode> {
-    dispatch_with(&crate::apply::KubeCluster::from_env())
+    dispatch_with(
+        &crate::apply::KubeCluster::from_env(),
+        Some(&Host::from_env()),
+    )
 }
 
-/// `dispatch` with a given cluster seam: read the environment, set up logging, start the
+/// `dispatch` with a given cluster seam and machine (`None`: leave this machine's files and
+/// settings alone): read the environment, set up logging, start the
 /// hook's deadline ([`crate::deadline`]), run the event.
 ///
 /// - A fault is logged (juju-log) and returned, so `main` prints it on stderr and exits 1.
@@ -144,7 +149,7 @@ pub fn dispatch_main() -> anyhow::Result<ExitCode> {
 ///   than the cap, ends the hook `waiting` with that cause and exit 0: the next hook retries.
 /// - A panic (a defect) is caught here and reported as `blocked` with its cause, exit 0, so the
 ///   unit never stays in `maintenance` with a dead hook.
-pub fn dispatch_with(cluster: &dyn Cluster) -> anyhow::Result<ExitCode> {
+pub fn dispatch_with(cluster: &dyn Cluster, host: Option<&Host>) -> anyhow::Result<ExitCode> {
     let env = HookEnv::from_process();
     crate::juju::log::init(env.in_juju());
     let budget = crate::apply::retry::RetrySettings::from_env().budget;
@@ -155,7 +160,7 @@ pub fn dispatch_with(cluster: &dyn Cluster) -> anyhow::Result<ExitCode> {
     guarded(&tools, || {
         env.event(argv0.as_deref())
             .map_err(Fault::from)
-            .and_then(|event| run(&event, &env, &tools, cluster))
+            .and_then(|event| run(&event, &env, &tools, cluster, host))
     })
 }
 
@@ -226,12 +231,15 @@ fn install_panic_hook() {
     }));
 }
 
-/// Handle one event: the testable body of `dispatch`.
+/// Handle one event: the testable body of `dispatch`. `cluster` is the Kubernetes edge,
+/// `host` this machine's (the CNI config file, kernel settings, calicoctl); `None` leaves
+/// the machine alone.
 pub fn run(
     event: &Event,
     env: &HookEnv,
     tools: &impl HookTools,
     cluster: &dyn Cluster,
+    host: Option<&Host>,
 ) -> Result<Report, Fault> {
     match event {
         Event::Install
@@ -240,15 +248,15 @@ pub fn run(
         | Event::UpgradeCharm
         | Event::UpdateStatus
         | Event::LeaderElected
-        | Event::LeaderSettingsChanged => reconcile(event, env, tools, cluster),
+        | Event::LeaderSettingsChanged => reconcile(event, env, tools, cluster, host),
         Event::Relation { endpoint, .. }
             if endpoint == CNI_ENDPOINT
                 || endpoint == crate::peers::PEER_ENDPOINT
                 || endpoint == crate::etcd::ENDPOINT =>
         {
-            reconcile(event, env, tools, cluster)
+            reconcile(event, env, tools, cluster, host)
         }
-        Event::Stop | Event::Remove => stop(event, env, cluster),
+        Event::Stop | Event::Remove => stop(event, env, cluster, host),
         Event::Action(name) => action(event, name, env, tools, cluster),
         Event::Relation { .. } | Event::Other(_) => {
             tracing::info!("{event}: nothing to do");
@@ -263,6 +271,7 @@ pub fn reconcile(
     env: &HookEnv,
     tools: &impl HookTools,
     cluster: &dyn Cluster,
+    host: Option<&Host>,
 ) -> Result<Report, Fault> {
     let mut report = Report::new(event);
     // update-status is a periodic check: do not flap the status through maintenance every 5 min.
@@ -415,7 +424,7 @@ pub fn reconcile(
         None => cluster.converge(&desired),
         Some(etcd) => {
             // The CNI plugin and calicoctl read the credentials from files (0600).
-            let mut outcome = match cluster.host() {
+            let mut outcome = match host {
                 Some(_) => write_etcd_credentials(etcd),
                 None => Outcome::default(),
             };
@@ -423,8 +432,13 @@ pub fn reconcile(
             outcome
         }
     };
-    if let Some(dir) = cluster.cni_dir() {
-        outcome.merge(write_cni_config(&dir, &config, &facts, etcd.as_deref()));
+    if let Some(host) = host {
+        outcome.merge(write_cni_config(
+            &host.cni_dir,
+            &config,
+            &facts,
+            etcd.as_deref(),
+        ));
     }
     if facts.leader
         && let Some(kubernetes) = cluster.server_version()
@@ -436,7 +450,7 @@ pub fn reconcile(
         tracing::warn!("Support warning: {warning}");
         inputs.config_warnings += 1;
     }
-    if let Some(host) = cluster.host() {
+    if let Some(host) = host {
         outcome.merge(host.reconcile(&config));
         // update-status skips the tool call (one every 5 minutes on every unit); any other
         // hook installs or replaces calicoctl, and Juju runs upgrade-charm when a resource
@@ -538,7 +552,12 @@ fn action(
 /// `stop` and `remove`: remove what this unit owns from the cluster, through the same seam.
 /// Juju itself shows `maintenance` during these hooks; a cleanup the cluster could not finish
 /// is logged and the hook still succeeds (a failing remove hook would wedge the removal).
-pub fn stop(event: &Event, env: &HookEnv, cluster: &dyn Cluster) -> Result<Report, Fault> {
+pub fn stop(
+    event: &Event,
+    env: &HookEnv,
+    cluster: &dyn Cluster,
+    host: Option<&Host>,
+) -> Result<Report, Fault> {
     let mut report = Report::new(event);
     // The stopping Desired depends only on the unit's name and node: no hook tool is needed
     // (a failing network-get must not wedge a removal), so leadership and address are not
@@ -558,9 +577,7 @@ pub fn stop(event: &Event, env: &HookEnv, cluster: &dyn Cluster) -> Result<Repor
     let desired = crate::render::stopping(&facts);
     // etcd mode leaves the relation's data in this unit's files (asking Juju nothing here).
     let etcd_dir = crate::etcd::relation::credentials_dir();
-    let etcd = cluster
-        .host()
-        .and_then(|_| crate::etcd::relation::read_credentials(&etcd_dir));
+    let etcd = host.and_then(|_| crate::etcd::relation::read_credentials(&etcd_dir));
     let mut outcome = match &etcd {
         Some(etcd) => cluster.stop_etcd(&desired, etcd),
         None => cluster.stop(&desired),
@@ -577,8 +594,8 @@ pub fn stop(event: &Event, env: &HookEnv, cluster: &dyn Cluster) -> Result<Repor
             )),
         }
     }
-    if let (Event::Remove, Some(dir)) = (event, cluster.cni_dir()) {
-        outcome.merge(remove_cni_config(&dir));
+    if let (Event::Remove, Some(host)) = (event, host) {
+        outcome.merge(remove_cni_config(&host.cni_dir));
     }
     log_outcome(&outcome);
     if outcome.waiting.is_empty() && outcome.blocked.is_empty() {

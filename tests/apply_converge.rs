@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use calico_charm::apply::datastore::{
-    Datastore, DatastoreError, DsResult, NodeAgent, ObjectRef, WorkloadKind, WorkloadObject,
+use calico_charm::apply::datastore::{CalicoDatastore, DatastoreError, DsResult, Labels};
+use calico_charm::apply::workloads::{
+    KubeWorkloads, NodeAgent, ObjectRef, WorkloadKind, WorkloadObject,
 };
 use calico_charm::apply::{ConvergeOptions, Outcome, check_node_agent, converge_with};
 use calico_charm::calico::{
@@ -255,7 +256,7 @@ fn apply_labelled<T: Resource + Clone, S: PartialEq>(
     stored
 }
 
-impl Datastore for Mem {
+impl CalicoDatastore for Mem {
     fn name(&self) -> &'static str {
         "Kubernetes API"
     }
@@ -308,16 +309,16 @@ impl Datastore for Mem {
         Ok(self.with(|s| s.blocks.clone()))
     }
 
-    async fn list_owned_peers(&self, owner: &str) -> DsResult<Vec<BGPPeer>> {
-        self.call("list_owned_peers", owner)?;
+    async fn list_peers(&self, labels: &Labels) -> DsResult<Vec<BGPPeer>> {
+        let owner = labels.get(UNIT_LABEL).cloned().unwrap_or_default();
+        self.call("list_owned_peers", &owner)?;
         self.calico("BGPPeer")?;
         Ok(self.with(|s| {
             s.peers
                 .values()
                 .filter(|p| {
                     let l = labels_of(&p.metadata);
-                    l.get(UNIT_LABEL).map(String::as_str) == Some(owner)
-                        && l.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+                    labels.iter().all(|(k, v)| l.get(k) == Some(v))
                 })
                 .cloned()
                 .collect()
@@ -436,7 +437,9 @@ impl Datastore for Mem {
             Ok(())
         })
     }
+}
 
+impl KubeWorkloads for Mem {
     async fn missing_crds(&self, crds: &[CustomResourceDefinition]) -> DsResult<Vec<String>> {
         self.call("missing_crds", "")?;
         Ok(self.with(|s| {
@@ -483,7 +486,11 @@ impl Datastore for Mem {
         }))
     }
 
-    async fn list_owned_workloads(&self, kind: WorkloadKind) -> DsResult<Vec<ObjectRef>> {
+    async fn list_workloads(
+        &self,
+        kind: WorkloadKind,
+        labels: &Labels,
+    ) -> DsResult<Vec<ObjectRef>> {
         self.call("list_owned_workloads", kind.as_str())?;
         Ok(self.with(|s| {
             s.workloads
@@ -491,7 +498,7 @@ impl Datastore for Mem {
                 .map(|(r, _)| r.clone())
                 .filter(|r| {
                     r.kind == kind.as_str()
-                        && r.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
+                        && labels.iter().all(|(k, v)| r.labels.get(k) == Some(v))
                 })
                 .collect()
         }))
@@ -512,6 +519,10 @@ impl Datastore for Mem {
     async fn node_agent(&self, node: &str) -> DsResult<NodeAgent> {
         self.call("node_agent", node)?;
         Ok(self.with(|s| s.agents.get(node).cloned().unwrap_or(NodeAgent::Missing)))
+    }
+
+    async fn kubernetes_version(&self) -> DsResult<Option<(u32, u32)>> {
+        Ok(None)
     }
 }
 
@@ -617,7 +628,7 @@ fn run(desired: &Desired, ds: &Mem) -> Outcome {
         .enable_time()
         .build()
         .unwrap()
-        .block_on(converge_with(desired, ds, &fast()))
+        .block_on(converge_with(desired, ds, ds, &fast()))
 }
 
 fn index_of(log: &[String], entry: &str) -> usize {

@@ -101,7 +101,7 @@ fn hook(env: &Env, desired: &Desired) -> Outcome {
 fn hook_with(env: &Env, desired: &Desired, retry: RetrySettings) -> Outcome {
     rt().block_on(async {
         let ds = connect(env, retry).await;
-        converge_with(desired, &ds, &options()).await
+        converge_with(desired, &ds, &ds, &options()).await
     })
 }
 
@@ -672,7 +672,7 @@ fn converge_units(env: &Env, wants: Vec<Desired>) -> Vec<Outcome> {
                     ..fast_retry()
                 };
                 let ds = connect_with(&kubeconfig, retry).await.unwrap();
-                (i, converge_with(&want, &ds, &options()).await)
+                (i, converge_with(&want, &ds, &ds, &options()).await)
             });
         }
         let mut outs = tasks.join_all().await;

@@ -81,16 +81,31 @@ fn env_of(daemonset: &Value, container: &str) -> BTreeMap<String, Value> {
 }
 
 #[test]
-fn a_deployment_related_to_etcd_runs_calico_on_etcd() {
+fn a_deployment_related_to_etcd_runs_calico_on_etcd_through_faults_and_never_switches() {
     let Some((unit, server)) = etcd_unit("calico/0", true, false) else {
         return;
     };
     let etcd = Etcd::shared();
     let _guard = etcd.lock();
-    let rid = relate_etcd(&unit, &etcd.relation_data());
-    for hook in ["install", "leader-elected", "config-changed", "start"] {
-        assert_ok(&unit, &unit.hook(hook));
-    }
+    // Related, nothing published yet; then part of it.
+    let rid = relate_etcd(&unit, &BTreeMap::new());
+    assert_ok(&unit, &unit.hook("install"));
+    assert_eq!(unit.status(), pair("waiting", "Waiting for etcd"));
+    let mut partial = BTreeMap::new();
+    partial.insert("connection_string".to_string(), etcd.url.clone());
+    unit.set_remote_bag(&rid, "etcd/0", &partial);
+    assert_ok(
+        &unit,
+        &unit.endpoint_hook("etcd", "changed", &rid, "etcd/0"),
+    );
+    assert_eq!(
+        unit.status(),
+        pair(
+            "waiting",
+            "Waiting for etcd: no client_cert, client_key, client_ca yet"
+        )
+    );
+    unit.set_remote_bag(&rid, "etcd/0", &etcd.relation_data());
     assert_ok(
         &unit,
         &unit.endpoint_hook("etcd", "changed", &rid, "etcd/0"),
@@ -118,7 +133,8 @@ fn a_deployment_related_to_etcd_runs_calico_on_etcd() {
     assert_eq!(bgp["spec"]["asNumber"], 64512);
     assert_eq!(bgp["spec"]["nodeToNodeMeshEnabled"], true);
     let node = etcd.get(&format!("{R}nodes/{NODE}")).unwrap();
-    assert_eq!(node["spec"]["bgp"]["ipv4Address"], "10.0.0.5/32");
+    // The binding's address with its subnet's prefix (the emulator's network-get: /24).
+    assert_eq!(node["spec"]["bgp"]["ipv4Address"], "10.0.0.5/24");
     // Nothing of Calico's in the Kubernetes datastore: no CRDs created.
     assert!(
         server
@@ -193,10 +209,57 @@ fn a_deployment_related_to_etcd_runs_calico_on_etcd() {
 
     // A no-op hook writes nothing to etcd.
     let before = etcd.revision();
-    assert_ok(&unit, &unit.hook("update-status"));
     assert_ok(&unit, &unit.hook("config-changed"));
     assert_eq!(etcd.revision(), before, "a no-op hook wrote to etcd");
     assert_eq!(unit.status(), pair("active", "Ready"));
+
+    // etcd down: waiting with the cause, exit 0, within the hook's bounds; then back.
+    etcd.stop();
+    let started = std::time::Instant::now();
+    let run = unit.endpoint_hook("etcd", "changed", &rid, "etcd/0");
+    assert_ok(&unit, &run);
+    let (status, message) = unit.status();
+    assert_eq!(status, "waiting", "{message}");
+    assert!(message.starts_with("etcd unavailable"), "{message}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    etcd.start().expect("etcd back");
+    assert_ok(&unit, &unit.hook("update-status"));
+    assert_eq!(
+        unit.status(),
+        pair("active", "Ready"),
+        "{}",
+        unit.transcript()
+    );
+
+    unit.set_remote_bag(&rid, "etcd/0", &etcd.wrong_cert_relation_data());
+    assert_ok(
+        &unit,
+        &unit.endpoint_hook("etcd", "changed", &rid, "etcd/0"),
+    );
+    let (status, message) = unit.status();
+    assert_eq!(status, "blocked", "{message}");
+    assert!(message.starts_with("etcd denied access"), "{message}");
+
+    // The relation goes: blocked, and nothing is written to the Kubernetes datastore.
+    unit.set_remote_bag(&rid, "etcd/0", &etcd.relation_data());
+    unit.edit_state("relations.json", |r| r[&rid]["dead"] = json!(true));
+    assert_ok(&unit, &unit.endpoint_hook("etcd", "broken", &rid, "etcd/0"));
+    unit.remove_relation(&rid);
+    assert_eq!(
+        unit.status(),
+        pair("blocked", "etcd relation removed: Calico's data is in etcd")
+    );
+    assert!(
+        server
+            .list("apiextensions.k8s.io/v1", "CustomResourceDefinition", None)
+            .iter()
+            .all(|c| c["metadata"]["labels"]["app.kubernetes.io/managed-by"] != "calico-charm"),
+        "the charm created CRDs in etcd mode"
+    );
+    assert_eq!(
+        unit.charm_state().get("datastore").map(String::as_str),
+        Some("etcd")
+    );
 }
 
 #[test]
@@ -238,6 +301,7 @@ fn peers_are_pruned_by_prefix_pools_drain_and_others_objects_stay() {
             "1:\n- address: 10.0.0.1\n  as-number: 65000\n- address: 10.0.0.2\n  as-number: 65000\n"
         ),
     );
+    unit.set_config("unit-as-numbers", json!("1: 64600\n"));
     assert_ok(&unit, &unit.hook("config-changed"));
     assert_eq!(
         unit.status(),
@@ -326,8 +390,6 @@ fn peers_are_pruned_by_prefix_pools_drain_and_others_objects_stay() {
     );
 
     // stop then remove: the unit's peers and node settings go; the credentials too.
-    unit.set_config("unit-as-numbers", json!("1: 64600\n"));
-    assert_ok(&unit, &unit.hook("config-changed"));
     assert_eq!(
         etcd.get(&format!("{R}nodes/{NODE}")).unwrap()["spec"]["bgp"]["asNumber"],
         64600
@@ -343,63 +405,9 @@ fn peers_are_pruned_by_prefix_pools_drain_and_others_objects_stay() {
 }
 
 #[test]
-fn etcd_down_waits_and_a_certificate_etcd_refuses_blocks() {
-    let Some((unit, _server)) = etcd_unit("calico/2", true, false) else {
-        return;
-    };
-    let etcd = Etcd::shared();
-    let _guard = etcd.lock();
-    let rid = relate_etcd(&unit, &BTreeMap::new());
-    // Related, nothing published yet.
-    assert_ok(&unit, &unit.hook("install"));
-    assert_eq!(unit.status(), pair("waiting", "Waiting for etcd"));
-    let mut partial = BTreeMap::new();
-    partial.insert("connection_string".to_string(), etcd.url.clone());
-    unit.set_remote_bag(&rid, "etcd/0", &partial);
-    assert_ok(
-        &unit,
-        &unit.endpoint_hook("etcd", "changed", &rid, "etcd/0"),
-    );
-    assert_eq!(
-        unit.status(),
-        pair(
-            "waiting",
-            "Waiting for etcd: no client_cert, client_key, client_ca yet"
-        )
-    );
-
-    unit.set_remote_bag(&rid, "etcd/0", &etcd.relation_data());
-    etcd.stop();
-    let started = std::time::Instant::now();
-    let run = unit.endpoint_hook("etcd", "changed", &rid, "etcd/0");
-    assert_ok(&unit, &run);
-    let (status, message) = unit.status();
-    assert_eq!(status, "waiting", "{message}");
-    assert!(message.starts_with("etcd unavailable"), "{message}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(20));
-    etcd.start().expect("etcd back");
-    assert_ok(&unit, &unit.hook("update-status"));
-    assert_eq!(
-        unit.status(),
-        pair("active", "Ready"),
-        "{}",
-        unit.transcript()
-    );
-
-    unit.set_remote_bag(&rid, "etcd/0", &etcd.wrong_cert_relation_data());
-    assert_ok(
-        &unit,
-        &unit.endpoint_hook("etcd", "changed", &rid, "etcd/0"),
-    );
-    let (status, message) = unit.status();
-    assert_eq!(status, "blocked", "{message}");
-    assert!(message.starts_with("etcd denied access"), "{message}");
-}
-
-#[test]
-fn the_datastore_never_switches_implicitly() {
+fn an_etcd_relation_added_later_never_switches_the_datastore() {
     // A Kubernetes-datastore deployment later related to etcd: stays, with a warning.
-    let Some((unit, server)) = etcd_unit("calico/3", true, true) else {
+    let Some((unit, _server)) = etcd_unit("calico/3", true, true) else {
         return;
     };
     let etcd = Etcd::shared();
@@ -427,43 +435,6 @@ fn the_datastore_never_switches_implicitly() {
     assert_eq!(
         unit.charm_state().get("datastore").map(String::as_str),
         Some("kubernetes")
-    );
-    drop(server);
-
-    // An etcd deployment that loses the relation: blocked, nothing written to Kubernetes.
-    let Some((unit, server)) = etcd_unit("calico/4", true, false) else {
-        return;
-    };
-    let rid = relate_etcd(&unit, &etcd.relation_data());
-    assert_ok(&unit, &unit.hook("install"));
-    assert_eq!(
-        unit.status(),
-        pair("active", "Ready"),
-        "{}",
-        unit.transcript()
-    );
-    unit.edit_state("relations.json", |r| r[&rid]["dead"] = json!(true));
-    assert_ok(&unit, &unit.endpoint_hook("etcd", "broken", &rid, "etcd/0"));
-    unit.remove_relation(&rid);
-    assert_eq!(
-        unit.status(),
-        pair("blocked", "etcd relation removed: Calico's data is in etcd")
-    );
-    assert_ok(&unit, &unit.hook("config-changed"));
-    assert_eq!(
-        unit.status(),
-        pair("blocked", "etcd relation removed: Calico's data is in etcd")
-    );
-    assert!(
-        server
-            .list("apiextensions.k8s.io/v1", "CustomResourceDefinition", None)
-            .iter()
-            .all(|c| c["metadata"]["labels"]["app.kubernetes.io/managed-by"] != "calico-charm"),
-        "the charm created CRDs in etcd mode"
-    );
-    assert_eq!(
-        unit.charm_state().get("datastore").map(String::as_str),
-        Some("etcd")
     );
 }
 
@@ -530,17 +501,24 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
                        "data": {"etcd_endpoints": "https://10.0.0.99:2379",
                                 "etcd_key": "/calico-secrets/etcd-key"}}))
         .expect("configmap");
-    let rid = relate_etcd(&unit, &etcd.relation_data());
-    let revision_before = etcd.revision();
-    let _ = revision_before;
+    // A second peer of today's charm that the config still asks for.
+    etcd.put(
+        &format!("{R}bgppeers/calico-0-10.0.0.2-65000"),
+        &calicoctl(
+            "BGPPeer",
+            "calico-0-10.0.0.2-65000",
+            json!({"node": NODE, "peerIP": "10.0.0.2", "asNumber": 65000}),
+        ),
+    );
+    unit.set_config(
+        "global-bgp-peers",
+        json!("- address: 10.0.0.2\n  as-number: 65000\n"),
+    );
+    relate_etcd(&unit, &etcd.relation_data());
 
     // juju refresh: upgrade-charm, then config-changed.
     assert_ok(&unit, &unit.hook("upgrade-charm"));
     assert_ok(&unit, &unit.hook("config-changed"));
-    assert_ok(
-        &unit,
-        &unit.endpoint_hook("etcd", "changed", &rid, "etcd/0"),
-    );
     assert_eq!(
         unit.status(),
         pair("active", "Ready"),
@@ -561,10 +539,15 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
         "calico-charm"
     );
     assert_eq!(pool["spec"]["blockSize"], 26, "others' fields kept");
+    // The wanted peer adopted (same uid, now labelled); the unwanted one pruned.
+    assert_eq!(names(etcd, "bgppeers"), ["calico-0-10.0.0.2-65000"]);
+    let peer = etcd
+        .get(&format!("{R}bgppeers/calico-0-10.0.0.2-65000"))
+        .unwrap();
+    assert_eq!(peer["metadata"]["uid"], "uid-calico-0-10.0.0.2-65000");
     assert_eq!(
-        names(etcd, "bgppeers"),
-        Vec::<String>::new(),
-        "no peers configured"
+        peer["metadata"]["labels"]["calico.juju.is/unit"],
+        "calico-0"
     );
     let bgp = etcd.get(&format!("{R}bgpconfigurations/default")).unwrap();
     assert_eq!(bgp["metadata"]["uid"], "uid-default");

@@ -386,6 +386,11 @@ fn report_as_calico_node(server: &TestApiServer, node: &str, peers: &[(&str, &st
     );
 }
 
+/// `CalicoNodeStatus/<name>`, if it exists.
+fn node_status(server: &TestApiServer, name: &str) -> Option<Value> {
+    server.get("crd.projectcalico.org/v1", "CalicoNodeStatus", None, name)
+}
+
 fn resource_version(object: &Value) -> String {
     object["metadata"]["resourceVersion"]
         .as_str()
@@ -412,14 +417,7 @@ fn calico_node_status_shows_whether_the_sessions_are_up_and_goes_with_the_unit()
     share(&all);
     hooks(&[&u1], "update-status");
     // Each unit keeps one for its node, asking for the BGP class.
-    let status = server
-        .get(
-            "crd.projectcalico.org/v1",
-            "CalicoNodeStatus",
-            None,
-            "node-1",
-        )
-        .expect("CalicoNodeStatus/node-1");
+    let status = node_status(&server, "node-1").expect("CalicoNodeStatus/node-1");
     assert_eq!(
         status["spec"],
         json!({"node": "node-1", "classes": ["BGP"], "updatePeriodSeconds": 60})
@@ -452,14 +450,7 @@ fn calico_node_status_shows_whether_the_sessions_are_up_and_goes_with_the_unit()
         "node-1",
         &[("10.0.0.2", "Established"), ("10.0.0.4", "Established")],
     );
-    let before = server
-        .get(
-            "crd.projectcalico.org/v1",
-            "CalicoNodeStatus",
-            None,
-            "node-1",
-        )
-        .expect("object");
+    let before = node_status(&server, "node-1").expect("object");
     hooks(&[&u1], "update-status");
     assert_eq!(
         u1.status(),
@@ -469,14 +460,7 @@ fn calico_node_status_shows_whether_the_sessions_are_up_and_goes_with_the_unit()
         )
     );
     hooks(&[&u1], "config-changed");
-    let after = server
-        .get(
-            "crd.projectcalico.org/v1",
-            "CalicoNodeStatus",
-            None,
-            "node-1",
-        )
-        .expect("object");
+    let after = node_status(&server, "node-1").expect("object");
     assert_eq!(resource_version(&before), resource_version(&after));
     assert_eq!(after["status"]["bgp"]["numberEstablishedV4"], json!(2));
     // A session calico-node has that the model does not expect is named as such.
@@ -520,35 +504,12 @@ fn calico_node_status_shows_whether_the_sessions_are_up_and_goes_with_the_unit()
         .expect("insert");
     assert_ok(&u1, &u1.hook("stop"));
     assert!(
-        server
-            .get(
-                "crd.projectcalico.org/v1",
-                "CalicoNodeStatus",
-                None,
-                "node-1"
-            )
-            .is_none(),
+        node_status(&server, "node-1").is_none(),
         "the stopped unit's CalicoNodeStatus is deleted"
     );
+    assert!(node_status(&server, "node-1-debug").is_some());
     assert!(
-        server
-            .get(
-                "crd.projectcalico.org/v1",
-                "CalicoNodeStatus",
-                None,
-                "node-1-debug"
-            )
-            .is_some()
-    );
-    assert!(
-        server
-            .get(
-                "crd.projectcalico.org/v1",
-                "CalicoNodeStatus",
-                None,
-                "node-2"
-            )
-            .is_some(),
+        node_status(&server, "node-2").is_some(),
         "other units' stay"
     );
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use calico_charm::apply::Cluster;
 use calico_charm::config::options::RawConfig;
-use calico_charm::juju::{Event, HookEnv, HookTools, LogLevel, NetworkInfo, ToolError};
+use calico_charm::juju::{Event, HookEnv, HookTools, NetworkInfo, ToolError};
 use calico_charm::problems::Outcome;
 use calico_charm::reconcile::{self, Fault};
 use calico_charm::render::{Desired, Pools};
@@ -124,19 +124,12 @@ impl HookTools for Tools {
     fn application_version_set(&self, _version: &str) -> Result<(), ToolError> {
         self.call("application-version-set")
     }
-    fn juju_log(&self, _level: LogLevel, _message: &str) -> Result<(), ToolError> {
-        self.call("juju-log")
-    }
     fn state_get(&self, _key: &str) -> Result<Option<String>, ToolError> {
         self.call("state-get")?;
         Ok(None)
     }
     fn state_set(&self, _key: &str, _value: &str) -> Result<(), ToolError> {
         self.call("state-set")
-    }
-    fn action_get(&self) -> Result<serde_json::Value, ToolError> {
-        self.call("action-get")?;
-        Ok(json!({}))
     }
     fn action_set(&self, _results: &[(&str, &str)]) -> Result<(), ToolError> {
         self.call("action-set")
@@ -195,7 +188,14 @@ fn the_cluster_gets_what_render_wants_and_active_follows_a_settled_outcome() {
         },
         ..Recorder::default()
     };
-    let report = reconcile::run(&Event::ConfigChanged, &env("calico/0"), &tools, &cluster).unwrap();
+    let report = reconcile::run(
+        &Event::ConfigChanged,
+        &env("calico/0"),
+        &tools,
+        &cluster,
+        None,
+    )
+    .unwrap();
     assert_eq!(
         report.status,
         Some(UnitStatus::new(StatusKind::Active, "Ready"))
@@ -225,7 +225,14 @@ fn unreachable_api_is_waiting_with_the_cause_and_not_a_fault() {
         },
         ..Recorder::default()
     };
-    let report = reconcile::run(&Event::UpdateStatus, &env("calico/2"), &tools, &cluster).unwrap();
+    let report = reconcile::run(
+        &Event::UpdateStatus,
+        &env("calico/2"),
+        &tools,
+        &cluster,
+        None,
+    )
+    .unwrap();
     assert_eq!(
         report.status,
         Some(UnitStatus::new(
@@ -253,7 +260,7 @@ fn denied_access_is_blocked() {
         },
         ..Recorder::default()
     };
-    let report = reconcile::run(&Event::Start, &env("calico/0"), &tools, &cluster).unwrap();
+    let report = reconcile::run(&Event::Start, &env("calico/0"), &tools, &cluster, None).unwrap();
     assert_eq!(
         report.status,
         Some(UnitStatus::new(
@@ -267,7 +274,8 @@ fn denied_access_is_blocked() {
 fn nothing_reaches_the_cluster_before_the_kubeconfig_hash_or_with_invalid_config() {
     let cluster = Recorder::default();
     let waiting = Tools::default();
-    let report = reconcile::run(&Event::Install, &env("calico/0"), &waiting, &cluster).unwrap();
+    let report =
+        reconcile::run(&Event::Install, &env("calico/0"), &waiting, &cluster, None).unwrap();
     assert_eq!(
         report.status,
         Some(UnitStatus::new(
@@ -278,8 +286,14 @@ fn nothing_reaches_the_cluster_before_the_kubeconfig_hash_or_with_invalid_config
     let mut invalid = Tools::ready(true);
     invalid.config.insert("vxlan".into(), json!("Always"));
     invalid.config.insert("ipip".into(), json!("Always"));
-    let report =
-        reconcile::run(&Event::ConfigChanged, &env("calico/0"), &invalid, &cluster).unwrap();
+    let report = reconcile::run(
+        &Event::ConfigChanged,
+        &env("calico/0"),
+        &invalid,
+        &cluster,
+        None,
+    )
+    .unwrap();
     let status = report.status.unwrap();
     assert_eq!(status.kind, StatusKind::Blocked);
     assert!(status.message.starts_with("Invalid config: "), "{status}");
@@ -295,7 +309,7 @@ fn stop_converges_to_the_stopping_desired_through_stop() {
     let tools = Tools::ready(true);
     let cluster = Recorder::default();
     for event in [Event::Stop, Event::Remove] {
-        reconcile::run(&event, &env("calico/5"), &tools, &cluster).unwrap();
+        reconcile::run(&event, &env("calico/5"), &tools, &cluster, None).unwrap();
     }
     let stopped = cluster.stopped.borrow();
     assert_eq!(stopped.len(), 2);
@@ -326,6 +340,7 @@ fn a_missing_tool_is_a_fault_naming_it() {
         &env("calico/0"),
         &tools,
         &Recorder::default(),
+        None,
     )
     .unwrap_err();
     assert!(matches!(err, Fault::Tool(ToolError::Missing { ref tool }) if tool == "relation-ids"));
@@ -340,6 +355,7 @@ fn a_bad_unit_name_is_a_fault() {
         &env("Calico"),
         &tools,
         &Recorder::default(),
+        None,
     )
     .unwrap_err();
     assert!(err.to_string().starts_with("JUJU_UNIT_NAME: "), "{err}");
@@ -353,6 +369,7 @@ fn unknown_hooks_call_no_tool() {
         &env("calico/0"),
         &tools,
         &Recorder::default(),
+        None,
     )
     .unwrap();
     assert!(report.status.is_none());
@@ -370,6 +387,7 @@ fn the_published_cidr_is_the_normalised_one() {
         &env("calico/0"),
         &tools,
         &Recorder::default(),
+        None,
     )
     .unwrap();
     let sets = tools.sets.borrow();
@@ -402,7 +420,7 @@ fn a_panic_is_caught_at_the_edge_and_reported_blocked_with_its_cause() {
     let tools = Tools::ready(false);
     let env = env("calico/0");
     let result = reconcile::guarded(&tools, || {
-        reconcile::run(&Event::ConfigChanged, &env, &tools, &Panicking)
+        reconcile::run(&Event::ConfigChanged, &env, &tools, &Panicking, None)
     });
     assert!(result.is_ok(), "exit 0, not a failed hook: {result:?}");
     let statuses = tools.statuses.borrow();

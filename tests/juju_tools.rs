@@ -5,10 +5,23 @@ mod juju_harness;
 
 use std::time::Duration;
 
-use calico_charm::juju::{HookTools, LogLevel, Subprocess, ToolError};
+use calico_charm::juju::{HookTools, Subprocess, ToolError};
 use calico_charm::status::{StatusKind, UnitStatus};
 use juju_harness::{KUBECONFIG_HASH, Unit};
 use serde_json::json;
+
+/// Run one emulated hook tool directly, in the environment of hook `hook` of `unit` (for the
+/// tools the charm itself never calls: state-get/state-set, juju-log's flag handling).
+fn tool(unit: &Unit, hook: &str, name: &str, args: &[&str]) -> Result<String, ToolError> {
+    let env: Vec<(String, String)> = unit.hook_env(hook).into_iter().collect();
+    calico_charm::juju::tools::run_tool_with(name, args, Duration::from_secs(30), &env)
+}
+
+fn state_get(unit: &Unit, hook: &str, key: &str) -> Option<String> {
+    let out = tool(unit, hook, "state-get", &["--format=json", "--", key]).unwrap();
+    let value: Option<String> = serde_json::from_str(&out).unwrap();
+    value.filter(|v| !v.is_empty())
+}
 
 /// A client whose tools see the environment of hook `hook` of `unit`.
 fn client(unit: &Unit, hook: &str) -> Subprocess {
@@ -92,11 +105,14 @@ fn writes_are_buffered_until_the_hook_succeeds() {
             ],
         )
         .unwrap();
-    tools.state_set("pools", "ipv4").unwrap();
+    tool(&unit, "config-changed", "state-set", &["--", "pools=ipv4"]).unwrap();
     // This hook sees its own pending writes.
     let own = tools.relation_get(&rid, "calico/0").unwrap();
     assert_eq!(own.get("cidr").map(String::as_str), Some("10.1.0.0/16"));
-    assert_eq!(tools.state_get("pools").unwrap().as_deref(), Some("ipv4"));
+    assert_eq!(
+        state_get(&unit, "config-changed", "pools").as_deref(),
+        Some("ipv4")
+    );
     // The hook fails: nothing is committed.
     unit.end("config-changed", 1);
     assert_eq!(unit.local_data(&rid).get("cidr"), None);
@@ -117,7 +133,7 @@ fn writes_are_buffered_until_the_hook_succeeds() {
             ],
         )
         .unwrap();
-    tools.state_set("pools", "ipv4").unwrap();
+    tool(&unit, "config-changed", "state-set", &["--", "pools=ipv4"]).unwrap();
     unit.end("config-changed", 0);
     assert_eq!(
         unit.local_data(&rid).get("cidr").map(String::as_str),
@@ -125,8 +141,11 @@ fn writes_are_buffered_until_the_hook_succeeds() {
     );
     unit.begin("update-status");
     let next = client(&unit, "update-status");
-    assert_eq!(next.state_get("pools").unwrap().as_deref(), Some("ipv4"));
-    assert_eq!(next.state_get("absent").unwrap(), None);
+    assert_eq!(
+        state_get(&unit, "update-status", "pools").as_deref(),
+        Some("ipv4")
+    );
+    assert_eq!(state_get(&unit, "update-status", "absent"), None);
     // `key=` deletes a relation key.
     next.relation_set(&rid, &[("cidr", "")]).unwrap();
     unit.end("update-status", 0);
@@ -149,7 +168,13 @@ fn status_version_and_log_are_immediate() {
         .status_set(&UnitStatus::new(StatusKind::Blocked, "-x is not a cidr"))
         .unwrap();
     tools.application_version_set("v3.26.1").unwrap();
-    tools.juju_log(LogLevel::Warning, "--not a flag").unwrap();
+    tool(
+        &unit,
+        "install",
+        "juju-log",
+        &["--log-level", "WARNING", "--", "--not a flag"],
+    )
+    .unwrap();
     unit.end("install", 1);
     let statuses = unit.statuses();
     assert!(
@@ -206,9 +231,9 @@ fn errors_name_the_tool() {
 fn state_values_are_limited_like_juju() {
     let unit = Unit::tools_only("calico/0");
     unit.begin("install");
-    let tools = client(&unit, "install");
     let big = "x".repeat(65537);
-    let err = tools.state_set("k", &big).unwrap_err();
+    let pair = format!("k={big}");
+    let err = tool(&unit, "install", "state-set", &["--", &pair]).unwrap_err();
     assert!(err.to_string().contains("state-set"), "{err}");
     unit.end("install", 0);
 }

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::converge::{ConvergeOptions, check_node_agent, converge_with, waiting_for_node};
+use super::datastore::CalicoDatastore;
 use super::kube::connect_with;
 use super::kubeconfig::kubeconfig_path;
 use super::retry::RetrySettings;
-use super::{Datastore, DatastoreError, KubeDatastore};
+use super::workloads::KubeWorkloads;
+use super::{DatastoreError, KubeDatastore};
 use crate::problems::Outcome;
 use crate::render::Desired;
 
@@ -44,22 +46,9 @@ pub trait Cluster {
         self.converge_etcd(desired, etcd)
     }
 
-    /// The directory of this node's CNI config (`10-calico.conflist`), if this seam manages
-    /// the node's files too. Defaults to `None`: doubles that only record converges leave the
-    /// machine's files alone.
-    fn cni_dir(&self) -> Option<PathBuf> {
-        None
-    }
-
     /// The cluster's Kubernetes version (`major`, `minor` of the API server's `/version`), when
     /// the last converge read it. Defaults to `None` (no check).
     fn server_version(&self) -> Option<(u32, u32)> {
-        None
-    }
-
-    /// This machine, if this seam manages it too (the kernel settings Felix needs, the
-    /// `vxlan.calico` offload). Defaults to `None`, like [`Cluster::cni_dir`].
-    fn host(&self) -> Option<crate::host::Host> {
         None
     }
 
@@ -134,13 +123,11 @@ impl KubeCluster {
                 };
             }
         };
-        let mut outcome = converge_with(desired, &ds, &self.options).await;
+        let mut outcome = converge_with(desired, &ds, &ds, &self.options).await;
         // The leader renders the workloads: it checks them against the cluster's Kubernetes
         // (`/version`, one GET; a failure only leaves the check out).
         if desired.workloads.is_some()
-            && let Ok(info) = ds.client().apiserver_version().await
-            && let Some(v) =
-                crate::config::support::parse_kubernetes_version(&info.major, &info.minor)
+            && let Ok(Some(v)) = ds.kubernetes_version().await
             && let Ok(mut slot) = self.server_version.lock()
         {
             *slot = Some(v);
@@ -169,6 +156,75 @@ impl KubeCluster {
                 }
                 None => {}
             }
+        }
+        outcome
+    }
+
+    /// etcd mode: Calico's data to etcd (`etcd`, the relation's endpoints and credentials),
+    /// the workloads to Kubernetes, then calico-node's state as on the Kubernetes datastore.
+    pub async fn converge_etcd_async(
+        &self,
+        desired: &Desired,
+        etcd: &crate::etcd::EtcdConfig,
+    ) -> Outcome {
+        let ds: KubeDatastore = match connect_with(&self.kubeconfig, self.retry.clone()).await {
+            Ok(ds) => ds,
+            Err(err) if err.is_transient() => {
+                return Outcome {
+                    waiting: vec![format!("Waiting for kubeconfig: {err}")],
+                    ..Outcome::default()
+                };
+            }
+            Err(err) => {
+                return Outcome {
+                    blocked: vec![format!("Unusable kubeconfig: {err}")],
+                    ..Outcome::default()
+                };
+            }
+        };
+        let store = match crate::etcd::EtcdClient::new(etcd, crate::etcd::EtcdSettings::from_env())
+        {
+            Ok(client) => crate::etcd::store::EtcdStore::new(client),
+            Err(err) => {
+                let cause = match err {
+                    crate::etcd::EtcdError::Setup(m) | crate::etcd::EtcdError::Other(m) => m,
+                    other => other.to_string(),
+                };
+                return Outcome {
+                    blocked: vec![format!(
+                        "{} cannot be used: {cause}",
+                        crate::etcd::datastore::NAME
+                    )],
+                    ..Outcome::default()
+                };
+            }
+        };
+        // The earlier charm's peers of this unit become this unit's (then kept or pruned).
+        match store
+            .adopt_legacy_peers(&desired.owner, &desired.node.node_name)
+            .await
+        {
+            Ok(adopted) => {
+                for name in adopted {
+                    tracing::info!("adopted the earlier charm's BGPPeer {name}");
+                }
+            }
+            Err(err) => tracing::warn!("cannot adopt the earlier charm's peers: {err}"),
+        }
+        let mut outcome = converge_with(desired, &store, &ds, &self.options).await;
+        if desired.workloads.is_some()
+            && let Ok(Some(v)) = ds.kubernetes_version().await
+            && let Ok(mut slot) = self.server_version.lock()
+        {
+            *slot = Some(v);
+        }
+        let failed = outcome
+            .waiting
+            .iter()
+            .chain(&outcome.blocked)
+            .any(|m| m.starts_with(ds.name()) || m.starts_with(crate::etcd::datastore::NAME));
+        if self.check_node_agent && !failed {
+            outcome.merge(check_node_agent(&ds, &desired.node.node_name).await);
         }
         outcome
     }
@@ -260,9 +316,24 @@ impl Cluster for KubeCluster {
         self.clone().without_node_agent_check().converge(desired)
     }
 
-    /// This node's CNI config directory: `CALICO_CHARM_CNI_DIR`, else `/etc/cni/net.d`.
-    fn cni_dir(&self) -> Option<PathBuf> {
-        Some(crate::host::cni::cni_dir())
+    fn converge_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(self.converge_etcd_async(desired, etcd)),
+            Err(err) => Outcome {
+                waiting: vec![format!("Cannot start the etcd client: {err}")],
+                ..Outcome::default()
+            },
+        }
+    }
+
+    /// `stop`/`remove` in etcd mode: the same without waiting for calico-node.
+    fn stop_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
+        self.clone()
+            .without_node_agent_check()
+            .converge_etcd(desired, etcd)
     }
 
     /// One metadata list of Nodes ([`KubeDatastore::count_nodes`]); `None` when no client
@@ -298,11 +369,6 @@ impl Cluster for KubeCluster {
     /// What the leader's last converge read from `/version`.
     fn server_version(&self) -> Option<(u32, u32)> {
         self.server_version.lock().ok().and_then(|v| *v)
-    }
-
-    /// This machine ([`crate::host::Host::from_env`]).
-    fn host(&self) -> Option<crate::host::Host> {
-        Some(crate::host::Host::from_env())
     }
 
     /// One GET of `CalicoNodeStatus/<node>`.

@@ -21,11 +21,15 @@ use std::time::Duration;
 use ipnetwork::IpNetwork;
 
 use super::Outcome;
-use super::datastore::{Datastore, DatastoreError, NodeAgent, ObjectRef, WorkloadObject};
+use super::datastore::{CalicoDatastore, DatastoreError};
 use super::pools::{choose_pool_name, contains, overlaps, parse_cidr};
+use super::workloads::{
+    KUBERNETES_API, KubeWorkloads, NodeAgent, ObjectRef, WorkloadKind, WorkloadObject,
+};
 use crate::apply::readiness::waiting_message;
 use crate::calico::{
     BGPConfiguration, BGPPeer, IPPool, MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATIONS, UNIT_LABEL,
+    charm_labels,
 };
 use crate::render::workloads::Workloads;
 use crate::render::{Desired, Pools};
@@ -69,19 +73,25 @@ impl ConvergeOptions {
 }
 
 /// Converge with [`ConvergeOptions::from_env`].
-pub async fn converge<D: Datastore>(desired: &Desired, ds: &D) -> Outcome {
-    converge_with(desired, ds, &ConvergeOptions::from_env()).await
+pub async fn converge<C: CalicoDatastore, W: KubeWorkloads>(
+    desired: &Desired,
+    calico: &C,
+    kube: &W,
+) -> Outcome {
+    converge_with(desired, calico, kube, &ConvergeOptions::from_env()).await
 }
 
 /// Converge `desired` into `ds`. Never fails: what could not be done is in the [`Outcome`]'s
 /// `waiting` (outside the charm, retry on a later hook) or `blocked` (the operator must act).
-pub async fn converge_with<D: Datastore>(
+pub async fn converge_with<C: CalicoDatastore, W: KubeWorkloads>(
     desired: &Desired,
-    ds: &D,
+    calico: &C,
+    kube: &W,
     options: &ConvergeOptions,
 ) -> Outcome {
     let mut run = Run {
-        ds,
+        ds: calico,
+        kube,
         desired,
         options,
         out: Outcome::default(),
@@ -94,16 +104,16 @@ pub async fn converge_with<D: Datastore>(
 
 /// Fold the state of this node's calico-node into an outcome: `waiting` unless it is
 /// Running and Ready. Call after [`converge`] on hooks that report status (not on stop).
-pub async fn check_node_agent<D: Datastore>(ds: &D, node: &str) -> Outcome {
+pub async fn check_node_agent<W: KubeWorkloads>(kube: &W, node: &str) -> Outcome {
     let mut out = Outcome::default();
-    match ds.node_agent(node).await {
+    match kube.node_agent(node).await {
         Ok(NodeAgent::Ready) => {}
         Ok(NodeAgent::Missing) => out
             .waiting
             .push(waiting_message(node, "no calico-node pod")),
         Ok(NodeAgent::NotReady(reason)) => out.waiting.push(waiting_message(node, &reason)),
         Err(err) => {
-            let _ = record_fatal(&mut out, ds.name(), "Pod", err);
+            let _ = record_fatal(&mut out, KUBERNETES_API, "Pod", err);
         }
     }
     out
@@ -120,8 +130,9 @@ pub fn failed_read(datastore: &str, kind: &str, err: DatastoreError) -> Outcome 
 /// Marker: the converge stopped; the cause is in the outcome.
 struct Abort;
 
-struct Run<'a, D> {
-    ds: &'a D,
+struct Run<'a, C, W> {
+    ds: &'a C,
+    kube: &'a W,
     desired: &'a Desired,
     options: &'a ConvergeOptions,
     out: Outcome,
@@ -225,9 +236,14 @@ fn unlabelled(peer: &BGPPeer) -> bool {
         .is_none_or(|labels| labels.keys().all(|k| k.contains("projectcalico.org/")))
 }
 
-impl<D: Datastore> Run<'_, D> {
+impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
     fn fail(&mut self, kind: &str, err: DatastoreError) -> Result<(), Abort> {
         record_fatal(&mut self.out, self.ds.name(), kind, err)
+    }
+
+    /// A failure of the Kubernetes workloads seam.
+    fn fail_kube(&mut self, kind: &str, err: DatastoreError) -> Result<(), Abort> {
+        record_fatal(&mut self.out, KUBERNETES_API, kind, err)
     }
 
     fn changed(&mut self, what: String) {
@@ -277,7 +293,7 @@ impl<D: Datastore> Run<'_, D> {
     /// before applying (for pruning afterwards).
     async fn apply_workloads(&mut self, workloads: &Workloads) -> Result<Vec<ObjectRef>, Abort> {
         if !workloads.crds.is_empty() {
-            match self.ds.missing_crds(&workloads.crds).await {
+            match self.kube.missing_crds(&workloads.crds).await {
                 Ok(missing) => {
                     for crd in workloads.crds.iter().filter(|c| {
                         c.metadata
@@ -286,23 +302,23 @@ impl<D: Datastore> Run<'_, D> {
                             .is_some_and(|n| missing.contains(n))
                     }) {
                         let name = crd.metadata.name.clone().unwrap_or_default();
-                        match self.ds.create_crd(crd).await {
+                        match self.kube.create_crd(crd).await {
                             Ok(true) => self.changed(format!("CustomResourceDefinition/{name}")),
                             Ok(false) => {}
-                            Err(err) => self.fail("CustomResourceDefinition", err)?,
+                            Err(err) => self.fail_kube("CustomResourceDefinition", err)?,
                         }
                     }
                 }
-                Err(err) => self.fail("CustomResourceDefinition", err)?,
+                Err(err) => self.fail_kube("CustomResourceDefinition", err)?,
             }
         }
 
         let objects = workload_objects(workloads);
         let mut owned = Vec::new();
-        for kind in super::datastore::WorkloadKind::ALL {
-            match self.ds.list_owned_workloads(kind).await {
+        for kind in WorkloadKind::ALL {
+            match self.kube.list_workloads(kind, &charm_labels(None)).await {
                 Ok(list) => owned.extend(list),
-                Err(err) => self.fail(kind.as_str(), err)?,
+                Err(err) => self.fail_kube(kind.as_str(), err)?,
             }
         }
         for object in &objects {
@@ -312,13 +328,13 @@ impl<D: Datastore> Run<'_, D> {
                 .iter()
                 .find(|o| o.kind == kind && o.namespace == namespace && o.name == name)
                 .and_then(|o| o.resource_version.clone());
-            match self.ds.apply_workload(object).await {
+            match self.kube.apply_workload(object).await {
                 Ok(after) => {
                     if before.is_none() || before != after.resource_version {
                         self.changed(format!("{kind}/{name}"));
                     }
                 }
-                Err(err) => self.fail(kind, err)?,
+                Err(err) => self.fail_kube(kind, err)?,
             }
         }
         Ok(owned)
@@ -352,9 +368,9 @@ impl<D: Datastore> Run<'_, D> {
             if wanted.contains(&key) || !managed_by_charm(&object.labels) {
                 continue;
             }
-            match self.ds.delete_workload(&object).await {
+            match self.kube.delete_workload(&object).await {
                 Ok(()) => self.out.deleted.push(object.display()),
-                Err(err) => self.fail(&object.kind, err)?,
+                Err(err) => self.fail_kube(&object.kind, err)?,
             }
         }
         Ok(())
@@ -466,7 +482,7 @@ impl<D: Datastore> Run<'_, D> {
     /// Apply every desired peer. Returns the peers owned before (for pruning).
     async fn apply_peers(&mut self) -> Result<Vec<BGPPeer>, Abort> {
         let owner = self.desired.owner.clone();
-        let owned = match self.ds.list_owned_peers(&owner).await {
+        let owned = match self.ds.list_peers(&charm_labels(Some(&owner))).await {
             // The server filtered by label; keep only what really carries them.
             Ok(list) => list
                 .into_iter()
@@ -481,8 +497,7 @@ impl<D: Datastore> Run<'_, D> {
             let name = want.metadata.name.clone().unwrap_or_default();
             let mut object = BGPPeer::new(&name, want.spec.clone());
             let mut labels = want.metadata.labels.clone().unwrap_or_default();
-            labels.insert(UNIT_LABEL.to_string(), owner.clone());
-            labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+            labels.extend(charm_labels(Some(&owner)));
             object.metadata.labels = Some(labels);
             object.metadata.annotations = want.metadata.annotations.clone();
 
@@ -620,7 +635,7 @@ impl<D: Datastore> Run<'_, D> {
             spec.disabled.get_or_insert(false);
             let mut object = IPPool::new(&name, spec);
             let mut labels = want.metadata.labels.clone().unwrap_or_default();
-            labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+            labels.extend(charm_labels(None));
             object.metadata.labels = Some(labels);
             object.metadata.annotations = want.metadata.annotations.clone();
             match self.ds.apply_pool(&object).await {
@@ -779,6 +794,13 @@ pub fn workload_objects(workloads: &Workloads) -> Vec<WorkloadObject> {
     );
     objects.extend(
         workloads
+            .secrets
+            .iter()
+            .cloned()
+            .map(WorkloadObject::Secret),
+    );
+    objects.extend(
+        workloads
             .services
             .iter()
             .cloned()
@@ -807,7 +829,7 @@ pub fn workload_objects(workloads: &Workloads) -> Vec<WorkloadObject> {
     );
     for object in &mut objects {
         let labels = object.meta_mut().labels.get_or_insert_with(BTreeMap::new);
-        labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+        labels.extend(charm_labels(None));
     }
     objects
 }

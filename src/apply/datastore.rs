@@ -1,20 +1,49 @@
-//! The seam between converge and a Calico datastore.
+//! The Calico datastore seam: what converge reads and writes of Calico's own data.
 //!
-//! [`Datastore`] names the few operations converge needs, in Calico's terms, so that a later
-//! etcdv3 datastore can implement the same trait. [`super::kube::KubeDatastore`] (Calico's
-//! Kubernetes datastore, KDD) is the only implementation in the binary; tests implement it
-//! with an in-memory double.
+//! [`CalicoDatastore`] holds exactly what Calico keeps in its datastore and the charm
+//! manages: IP pools, BGP peers, the BGP configuration, a node's BGP settings, and (read
+//! only) IPAM blocks. It is datastore-neutral: its signatures use only the Calico resource
+//! types of [`crate::calico`] and plain values (names, labels, key/value settings), so that
+//! Calico's Kubernetes datastore (KDD, [`super::kube::KubeDatastore`]) and its etcd v3
+//! datastore can both implement it. The Kubernetes objects that *run* Calico (CRDs, RBAC,
+//! the DaemonSet, the Deployment, pod readiness) are a separate seam,
+//! [`super::workloads::KubeWorkloads`], because they live in Kubernetes whichever datastore
+//! Calico uses.
+//!
+//! ## Contract for an implementation
+//!
+//! - **Objects.** Every object is passed and returned as the [`crate::calico`] type. An
+//!   implementation reads and writes `metadata.name`, `metadata.labels`,
+//!   `metadata.annotations`, `metadata.uid` (identity for guarded deletes),
+//!   `metadata.resourceVersion` (any opaque revision that changes on every write) and
+//!   `spec`. `metadata.managedFields` is optional: KDD returns the API server's; a store
+//!   that keeps none leaves it `None`, and the planner then compares values only.
+//! - **Observe by one list per kind.** [`CalicoDatastore::list_pools`] returns every pool
+//!   (the leader matches pools by CIDR, and pools are few); [`CalicoDatastore::list_peers`]
+//!   returns the peers carrying *all* of the given labels (a label selector, never every
+//!   peer of the cluster). Gets by name are for single objects (the BGP configuration, a
+//!   node) and for the rare check before a peer is adopted.
+//! - **Writes are idempotent** and touch only what the charm owns: `apply_*` creates the
+//!   object or updates exactly the fields present in the argument (an unset `Option` field
+//!   is not the charm's and must be left as it is); a field the charm set earlier and no
+//!   longer sets may be dropped (server-side apply does this; a store without field
+//!   ownership may keep it). Converge can be re-run from any state a killed hook left.
+//! - **Deletes are guarded**: `delete_*` take the object as last read and must delete
+//!   nothing but that very object (same `uid`); already gone is success.
+//! - **Errors** are classified into [`DatastoreError`], transient faults already retried
+//!   within the hook's budget.
+//! - **Node BGP settings** are named by the keys of [`crate::calico::NODE_ANNOTATIONS`] and
+//!   [`crate::calico::NODE_SET_ONLY_ANNOTATIONS`] (KDD keeps them as Node annotations; an
+//!   etcd store maps them to the Calico Node's `spec.bgp` fields: `asNumber`,
+//!   `routeReflectorClusterID`, `ipv4Address`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-
 use crate::calico::{BGPConfiguration, BGPPeer, IPAMBlock, IPPool};
+
+/// Labels as plain key/value pairs: what [`CalicoDatastore::list_peers`] selects by.
+pub type Labels = BTreeMap<String, String>;
 
 /// Why a datastore operation failed, already classified for converge.
 ///
@@ -50,168 +79,12 @@ pub enum DatastoreError {
     Other { object: String, reason: String },
 }
 
-/// The state of this node's calico-node agent, as its pod reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NodeAgent {
-    /// Running and Ready.
-    Ready,
-    /// There is no calico-node pod on the node (yet).
-    Missing,
-    /// The pod exists but is not Running and Ready; the reason read from the pod
-    /// (`ImagePullBackOff`, `CrashLoopBackOff`, `ContainersNotReady`, `Pending`, ...).
-    NotReady(String),
-}
-
-/// Kinds of the Kubernetes objects that run Calico (see [`crate::render::workloads::Workloads`]),
-/// other than CRDs, which are created only when absent and never pruned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum WorkloadKind {
-    ServiceAccount,
-    ClusterRole,
-    ClusterRoleBinding,
-    ConfigMap,
-    Service,
-    DaemonSet,
-    Deployment,
-    PodDisruptionBudget,
-}
-
-impl WorkloadKind {
-    /// Every kind, in apply order.
-    pub const ALL: [WorkloadKind; 8] = [
-        WorkloadKind::ServiceAccount,
-        WorkloadKind::ClusterRole,
-        WorkloadKind::ClusterRoleBinding,
-        WorkloadKind::ConfigMap,
-        WorkloadKind::Service,
-        WorkloadKind::DaemonSet,
-        WorkloadKind::Deployment,
-        WorkloadKind::PodDisruptionBudget,
-    ];
-
-    /// The Kubernetes `kind`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkloadKind::ServiceAccount => "ServiceAccount",
-            WorkloadKind::ClusterRole => "ClusterRole",
-            WorkloadKind::ClusterRoleBinding => "ClusterRoleBinding",
-            WorkloadKind::ConfigMap => "ConfigMap",
-            WorkloadKind::DaemonSet => "DaemonSet",
-            WorkloadKind::Deployment => "Deployment",
-            WorkloadKind::Service => "Service",
-            WorkloadKind::PodDisruptionBudget => "PodDisruptionBudget",
-        }
-    }
-
-    /// Whether objects of this kind live in a namespace.
-    pub fn namespaced(self) -> bool {
-        !matches!(
-            self,
-            WorkloadKind::ClusterRole | WorkloadKind::ClusterRoleBinding
-        )
-    }
-}
-
-/// One workload object to apply.
-#[derive(Clone, Debug)]
-pub enum WorkloadObject {
-    ServiceAccount(ServiceAccount),
-    ClusterRole(ClusterRole),
-    ClusterRoleBinding(ClusterRoleBinding),
-    ConfigMap(ConfigMap),
-    DaemonSet(DaemonSet),
-    Deployment(Deployment),
-    Service(Service),
-    PodDisruptionBudget(PodDisruptionBudget),
-}
-
-impl WorkloadObject {
-    pub fn kind(&self) -> WorkloadKind {
-        match self {
-            WorkloadObject::ServiceAccount(_) => WorkloadKind::ServiceAccount,
-            WorkloadObject::ClusterRole(_) => WorkloadKind::ClusterRole,
-            WorkloadObject::ClusterRoleBinding(_) => WorkloadKind::ClusterRoleBinding,
-            WorkloadObject::ConfigMap(_) => WorkloadKind::ConfigMap,
-            WorkloadObject::DaemonSet(_) => WorkloadKind::DaemonSet,
-            WorkloadObject::Deployment(_) => WorkloadKind::Deployment,
-            WorkloadObject::Service(_) => WorkloadKind::Service,
-            WorkloadObject::PodDisruptionBudget(_) => WorkloadKind::PodDisruptionBudget,
-        }
-    }
-
-    /// The object's metadata.
-    pub fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        match self {
-            WorkloadObject::ServiceAccount(o) => &o.metadata,
-            WorkloadObject::ClusterRole(o) => &o.metadata,
-            WorkloadObject::ClusterRoleBinding(o) => &o.metadata,
-            WorkloadObject::ConfigMap(o) => &o.metadata,
-            WorkloadObject::DaemonSet(o) => &o.metadata,
-            WorkloadObject::Deployment(o) => &o.metadata,
-            WorkloadObject::Service(o) => &o.metadata,
-            WorkloadObject::PodDisruptionBudget(o) => &o.metadata,
-        }
-    }
-
-    /// The object's metadata, to edit.
-    pub fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        match self {
-            WorkloadObject::ServiceAccount(o) => &mut o.metadata,
-            WorkloadObject::ClusterRole(o) => &mut o.metadata,
-            WorkloadObject::ClusterRoleBinding(o) => &mut o.metadata,
-            WorkloadObject::ConfigMap(o) => &mut o.metadata,
-            WorkloadObject::DaemonSet(o) => &mut o.metadata,
-            WorkloadObject::Deployment(o) => &mut o.metadata,
-            WorkloadObject::Service(o) => &mut o.metadata,
-            WorkloadObject::PodDisruptionBudget(o) => &mut o.metadata,
-        }
-    }
-
-    /// Where the object lives: `(namespace, name)`; the namespace is empty for cluster-scoped
-    /// kinds and defaults to [`crate::render::workloads::NAMESPACE`] for namespaced ones.
-    pub fn key(&self) -> (String, String) {
-        let meta = self.meta();
-        let namespace = if self.kind().namespaced() {
-            meta.namespace
-                .clone()
-                .unwrap_or_else(|| crate::render::workloads::NAMESPACE.to_string())
-        } else {
-            String::new()
-        };
-        (namespace, meta.name.clone().unwrap_or_default())
-    }
-}
-
-/// A reference to an existing object: what pruning needs to delete it safely.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ObjectRef {
-    /// Kubernetes `kind`.
-    pub kind: String,
-    /// Empty for cluster-scoped objects.
-    pub namespace: String,
-    pub name: String,
-    /// Deletes are made conditional on this uid, so a replaced object is never deleted.
-    pub uid: Option<String>,
-    pub resource_version: Option<String>,
-    pub labels: BTreeMap<String, String>,
-}
-
-impl ObjectRef {
-    /// `Kind/name` as reported in an [`super::Outcome`].
-    pub fn display(&self) -> String {
-        format!("{}/{}", self.kind, self.name)
-    }
-}
-
-/// A value returned by a [`Datastore`] operation.
+/// A value returned by a [`CalicoDatastore`] or [`super::workloads::KubeWorkloads`]
+/// operation.
 pub type DsResult<T> = Result<T, DatastoreError>;
 
-/// The operations converge needs, in Calico's terms.
-///
-/// Every write is idempotent (server-side apply, conditional deletes), so converge can be
-/// re-run from any state a killed hook left. Deletes take the object as last read and must
-/// delete nothing but that very object (same uid).
-pub trait Datastore: Sync {
+/// Calico's datastore, as converge needs it (see the module documentation for the contract).
+pub trait CalicoDatastore: Sync {
     /// How operator-facing messages name this datastore (`Kubernetes API`).
     fn name(&self) -> &'static str;
 
@@ -226,9 +99,9 @@ pub trait Datastore: Sync {
     /// Every IPAM block (read only when a pool is being removed).
     fn list_ipam_blocks(&self) -> impl Future<Output = DsResult<Vec<IPAMBlock>>> + Send;
 
-    /// The BGP peers labelled as owned by `owner` (a unit, `calico-0`) and managed by the
-    /// charm: a label-selected list, never every peer in the cluster.
-    fn list_owned_peers(&self, owner: &str) -> impl Future<Output = DsResult<Vec<BGPPeer>>> + Send;
+    /// The BGP peers carrying every one of `labels` (the charm passes its managed-by label
+    /// and the unit's owner label): a label-selected list, never every peer in the cluster.
+    fn list_peers(&self, labels: &Labels) -> impl Future<Output = DsResult<Vec<BGPPeer>>> + Send;
     /// One peer by name.
     fn get_peer(&self, name: &str) -> impl Future<Output = DsResult<Option<BGPPeer>>> + Send;
     /// Apply a peer; returns the stored peer.
@@ -266,31 +139,4 @@ pub trait Datastore: Sync {
         node: &str,
         keys: &[String],
     ) -> impl Future<Output = DsResult<()>> + Send;
-
-    /// Names of those CRDs that the cluster does not serve yet.
-    fn missing_crds(
-        &self,
-        crds: &[CustomResourceDefinition],
-    ) -> impl Future<Output = DsResult<Vec<String>>> + Send;
-    /// Create a CRD; `Ok(false)` if it already existed (it is then left untouched).
-    fn create_crd(
-        &self,
-        crd: &CustomResourceDefinition,
-    ) -> impl Future<Output = DsResult<bool>> + Send;
-    /// Apply a workload object; returns a reference to the stored object.
-    fn apply_workload(
-        &self,
-        object: &WorkloadObject,
-    ) -> impl Future<Output = DsResult<ObjectRef>> + Send;
-    /// The objects of a kind labelled as managed by the charm (label-selected; namespaced
-    /// kinds only in [`crate::render::workloads::NAMESPACE`]).
-    fn list_owned_workloads(
-        &self,
-        kind: WorkloadKind,
-    ) -> impl Future<Output = DsResult<Vec<ObjectRef>>> + Send;
-    /// Delete this workload object (as read: same uid). Already gone is success.
-    fn delete_workload(&self, object: &ObjectRef) -> impl Future<Output = DsResult<()>> + Send;
-
-    /// The state of calico-node on this node.
-    fn node_agent(&self, node: &str) -> impl Future<Output = DsResult<NodeAgent>> + Send;
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -22,15 +22,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::datastore::{
-    Datastore, DatastoreError, DsResult, NodeAgent, ObjectRef, WorkloadKind, WorkloadObject,
-};
+use super::datastore::{CalicoDatastore, DatastoreError, DsResult, Labels};
 use super::kubeconfig::KubeconfigError;
 use super::readiness::{calico_node_pod, pod_ready};
 use super::retry::{Budget, RetryLayer, RetrySettings, describe_error};
+use super::workloads::{KubeWorkloads, NodeAgent, ObjectRef, WorkloadKind, WorkloadObject};
 use crate::calico::{
-    BGPConfiguration, BGPPeer, CalicoNodeStatus, FIELD_MANAGER, IPAMBlock, IPPool, MANAGED_BY,
-    MANAGED_BY_LABEL, NODE_ANNOTATIONS, UNIT_LABEL,
+    BGPConfiguration, BGPPeer, CalicoNodeStatus, FIELD_MANAGER, IPAMBlock, IPPool, NODE_ANNOTATIONS,
 };
 use crate::render::workloads::{CALICO_NODE_SELECTOR, NAMESPACE};
 
@@ -334,8 +332,13 @@ fn calico_annotations(node: &Node) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn owned_selector() -> String {
-    format!("{MANAGED_BY_LABEL}={MANAGED_BY}")
+/// A label selector holding every one of `labels` (`k1=v1,k2=v2`).
+fn selector(labels: &Labels) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl KubeDatastore {
@@ -384,12 +387,12 @@ impl KubeDatastore {
             .map_err(|e| classify(e, kind, kind, Op::Kind))
     }
 
-    async fn list_owned<K>(&self, api: Api<K>) -> DsResult<Vec<ObjectRef>>
+    async fn list_labelled<K>(&self, api: Api<K>, labels: &Labels) -> DsResult<Vec<ObjectRef>>
     where
         K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
     {
         let kind = K::kind(&()).to_string();
-        let lp = ListParams::default().labels(&owned_selector());
+        let lp = ListParams::default().labels(&selector(labels));
         Ok(self
             .list_typed(api, &kind, &lp)
             .await?
@@ -407,7 +410,7 @@ impl KubeDatastore {
     }
 }
 
-impl Datastore for KubeDatastore {
+impl CalicoDatastore for KubeDatastore {
     fn name(&self) -> &'static str {
         "Kubernetes API"
     }
@@ -445,10 +448,8 @@ impl Datastore for KubeDatastore {
         .await
     }
 
-    async fn list_owned_peers(&self, owner: &str) -> DsResult<Vec<BGPPeer>> {
-        let lp = ListParams::default().labels(&format!(
-            "{UNIT_LABEL}={owner},{MANAGED_BY_LABEL}={MANAGED_BY}"
-        ));
+    async fn list_peers(&self, labels: &Labels) -> DsResult<Vec<BGPPeer>> {
+        let lp = ListParams::default().labels(&selector(labels));
         self.list_typed(self.peers(), "BGPPeer", &lp).await
     }
 
@@ -537,7 +538,9 @@ impl Datastore for KubeDatastore {
             .map(|_| ())
             .map_err(|e| classify(e, &format!("Node/{node}"), "Node", Op::Object))
     }
+}
 
+impl KubeWorkloads for KubeDatastore {
     async fn missing_crds(&self, crds: &[CustomResourceDefinition]) -> DsResult<Vec<String>> {
         // One discovery request per group/version instead of one GET per CRD.
         let mut served: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -625,6 +628,9 @@ impl Datastore for KubeDatastore {
             WorkloadObject::ConfigMap(o) => object_ref(
                 &ssa(&Api::<ConfigMap>::namespaced(c, &namespace), kind, &name, o).await?,
             ),
+            WorkloadObject::Secret(o) => {
+                object_ref(&ssa(&Api::<Secret>::namespaced(c, &namespace), kind, &name, o).await?)
+            }
             WorkloadObject::DaemonSet(o) => object_ref(
                 &ssa(&Api::<DaemonSet>::namespaced(c, &namespace), kind, &name, o).await?,
             ),
@@ -653,35 +659,46 @@ impl Datastore for KubeDatastore {
         Ok(self.workload_ref(object, stored))
     }
 
-    async fn list_owned_workloads(&self, kind: WorkloadKind) -> DsResult<Vec<ObjectRef>> {
+    async fn list_workloads(
+        &self,
+        kind: WorkloadKind,
+        labels: &Labels,
+    ) -> DsResult<Vec<ObjectRef>> {
         let c = self.client.clone();
         match kind {
             WorkloadKind::ServiceAccount => {
-                self.list_owned(Api::<ServiceAccount>::namespaced(c, NAMESPACE))
+                self.list_labelled(Api::<ServiceAccount>::namespaced(c, NAMESPACE), labels)
                     .await
             }
-            WorkloadKind::ClusterRole => self.list_owned(Api::<ClusterRole>::all(c)).await,
+            WorkloadKind::ClusterRole => {
+                self.list_labelled(Api::<ClusterRole>::all(c), labels).await
+            }
             WorkloadKind::ClusterRoleBinding => {
-                self.list_owned(Api::<ClusterRoleBinding>::all(c)).await
+                self.list_labelled(Api::<ClusterRoleBinding>::all(c), labels)
+                    .await
             }
             WorkloadKind::ConfigMap => {
-                self.list_owned(Api::<ConfigMap>::namespaced(c, NAMESPACE))
+                self.list_labelled(Api::<ConfigMap>::namespaced(c, NAMESPACE), labels)
+                    .await
+            }
+            WorkloadKind::Secret => {
+                self.list_labelled(Api::<Secret>::namespaced(c, NAMESPACE), labels)
                     .await
             }
             WorkloadKind::DaemonSet => {
-                self.list_owned(Api::<DaemonSet>::namespaced(c, NAMESPACE))
+                self.list_labelled(Api::<DaemonSet>::namespaced(c, NAMESPACE), labels)
                     .await
             }
             WorkloadKind::Deployment => {
-                self.list_owned(Api::<Deployment>::namespaced(c, NAMESPACE))
+                self.list_labelled(Api::<Deployment>::namespaced(c, NAMESPACE), labels)
                     .await
             }
             WorkloadKind::Service => {
-                self.list_owned(Api::<Service>::namespaced(c, NAMESPACE))
+                self.list_labelled(Api::<Service>::namespaced(c, NAMESPACE), labels)
                     .await
             }
             WorkloadKind::PodDisruptionBudget => {
-                self.list_owned(Api::<PodDisruptionBudget>::namespaced(c, NAMESPACE))
+                self.list_labelled(Api::<PodDisruptionBudget>::namespaced(c, NAMESPACE), labels)
                     .await
             }
         }
@@ -702,6 +719,7 @@ impl Datastore for KubeDatastore {
             "ConfigMap" => {
                 delete_exact(&Api::<ConfigMap>::namespaced(c, ns), kind, name, uid).await
             }
+            "Secret" => delete_exact(&Api::<Secret>::namespaced(c, ns), kind, name, uid).await,
             "DaemonSet" => {
                 delete_exact(&Api::<DaemonSet>::namespaced(c, ns), kind, name, uid).await
             }
@@ -744,6 +762,18 @@ impl Datastore for KubeDatastore {
                 Err(reason) => NodeAgent::NotReady(reason),
             },
         })
+    }
+
+    async fn kubernetes_version(&self) -> DsResult<Option<(u32, u32)>> {
+        let info = self
+            .client
+            .apiserver_version()
+            .await
+            .map_err(|e| classify(e, "/version", "Version", Op::Object))?;
+        Ok(crate::config::support::parse_kubernetes_version(
+            &info.major,
+            &info.minor,
+        ))
     }
 }
 

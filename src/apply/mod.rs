@@ -1,7 +1,10 @@
 //! Applying a [`crate::render::Desired`] to the datastore.
 //!
-//! - [`datastore::Datastore`]: the seam, in Calico's terms; [`kube::KubeDatastore`] implements
-//!   it on the Kubernetes API (Calico's KDD), the only datastore today.
+//! - [`datastore::CalicoDatastore`]: the Calico datastore seam (pools, peers, the BGP
+//!   configuration, node BGP settings, IPAM blocks), datastore-neutral;
+//!   [`workloads::KubeWorkloads`]: the Kubernetes objects that run Calico (CRDs, RBAC, the
+//!   DaemonSet, the Deployment, pod readiness). [`kube::KubeDatastore`] implements both on
+//!   the Kubernetes API (Calico's KDD).
 //! - [`kube::connect`]: a client from the kubeconfig Juju's principal writes.
 //! - [`converge()`]: server-side apply of what one unit wants, pruning what it no longer wants.
 //! - [`Cluster`]: the reconcile's seam, [`KubeCluster`] on the Kubernetes API (sync, one runtime per hook).
@@ -15,10 +18,12 @@ pub mod kubeconfig;
 pub mod pools;
 pub mod readiness;
 pub mod retry;
+pub mod workloads;
 
 pub use crate::problems::Outcome;
 pub use cluster::{Cluster, KubeCluster};
 pub use converge::{ConvergeOptions, check_node_agent, converge, converge_with};
-pub use datastore::{Datastore, DatastoreError, NodeAgent};
+pub use datastore::{CalicoDatastore, DatastoreError, Labels};
 pub use kube::{ApplyError, KubeDatastore, connect};
 pub use kubeconfig::kubeconfig_path;
+pub use workloads::{KubeWorkloads, NodeAgent};

@@ -1,8 +1,8 @@
 //! This machine, as the charm sees it beside calico-node: the kernel settings Felix depends
-//! on and the `vxlan.calico` interface. The decisions are pure functions of values
-//! ([`rpf_blocked`], [`vxlan_checksum_step`]); [`Host`] reads and changes the machine
-//! (paths overridable for tests), reached from the reconcile through
-//! [`crate::apply::Cluster::host`].
+//! on, the `vxlan.calico` interface, the CNI config file ([`cni`]) and calicoctl. The
+//! decisions are pure functions of values ([`rpf_blocked`], [`vxlan_checksum_step`]);
+//! [`Host`] reads and changes the machine (paths overridable for tests), the node edge the
+//! reconcile is given beside the cluster seam.
 
 pub mod cni;
 
@@ -77,10 +77,13 @@ pub struct Host {
     pub ethtool: PathBuf,
     /// Where calicoctl is installed from the charm resource.
     pub calicoctl: crate::calicoctl::Install,
+    /// This node's CNI config directory ([`cni::cni_dir`]).
+    pub cni_dir: PathBuf,
 }
 
 impl Host {
-    /// From [`PROC_SYS_ENV`], [`SYS_CLASS_NET_ENV`], [`ETHTOOL_ENV`], else the real places.
+    /// From [`PROC_SYS_ENV`], [`SYS_CLASS_NET_ENV`], [`ETHTOOL_ENV`], [`cni::CNI_DIR_ENV`],
+    /// else the real places.
     pub fn from_env() -> Host {
         let var = |name: &str, default: &str| {
             std::env::var_os(name)
@@ -92,6 +95,7 @@ impl Host {
             sys_class_net: var(SYS_CLASS_NET_ENV, "/sys/class/net"),
             ethtool: var(ETHTOOL_ENV, "ethtool"),
             calicoctl: crate::calicoctl::Install::from_env(),
+            cni_dir: cni::cni_dir(),
         }
     }
 
@@ -220,6 +224,7 @@ mod tests {
                 kubeconfig: dir.join("kubeconfig"),
                 etcd: None,
             },
+            cni_dir: dir.join("cni"),
         };
         assert_eq!(host.rp_filter(), None);
         std::fs::write(proc_sys.join(RP_FILTER), "2\n").unwrap();

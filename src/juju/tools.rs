@@ -130,14 +130,10 @@ pub trait HookTools {
     fn status_set(&self, status: &UnitStatus) -> Result<(), ToolError>;
     /// `application-version-set <version>`.
     fn application_version_set(&self, version: &str) -> Result<(), ToolError>;
-    /// `juju-log --log-level <LEVEL> <message>`.
-    fn juju_log(&self, level: LogLevel, message: &str) -> Result<(), ToolError>;
     /// `state-get --format=json <key>`: `None` when the key is absent.
     fn state_get(&self, key: &str) -> Result<Option<String>, ToolError>;
     /// `state-set key=value`.
     fn state_set(&self, key: &str, value: &str) -> Result<(), ToolError>;
-    /// `action-get --format=json`: the action's parameters.
-    fn action_get(&self) -> Result<serde_json::Value, ToolError>;
     /// `action-set key=value ...`.
     fn action_set(&self, results: &[(&str, &str)]) -> Result<(), ToolError>;
     /// `action-fail <message>`.
@@ -528,12 +524,6 @@ impl HookTools for Subprocess {
             .map(drop)
     }
 
-    fn juju_log(&self, level: LogLevel, message: &str) -> Result<(), ToolError> {
-        let message = crate::redact::log_line(message);
-        self.run("juju-log", &["--log-level", level.as_str(), "--", &message])
-            .map(drop)
-    }
-
     fn state_get(&self, key: &str) -> Result<Option<String>, ToolError> {
         // A missing key prints `""` (or `null`): both mean absent here.
         let value: Option<String> = self.json("state-get", &["--", key])?;
@@ -543,10 +533,6 @@ impl HookTools for Subprocess {
     fn state_set(&self, key: &str, value: &str) -> Result<(), ToolError> {
         let pair = format!("{key}={value}");
         self.run("state-set", &["--", &pair]).map(drop)
-    }
-
-    fn action_get(&self) -> Result<serde_json::Value, ToolError> {
-        self.json("action-get", &[])
     }
 
     fn action_set(&self, results: &[(&str, &str)]) -> Result<(), ToolError> {

@@ -63,22 +63,10 @@ pub fn peer_name(owner: &str, peer: &Peer) -> String {
     )
 }
 
-fn labels(owner: Option<&str>) -> BTreeMap<String, String> {
-    let mut l = BTreeMap::new();
-    l.insert(
-        calico::MANAGED_BY_LABEL.to_string(),
-        calico::MANAGED_BY.to_string(),
-    );
-    if let Some(o) = owner {
-        l.insert(calico::UNIT_LABEL.to_string(), o.to_string());
-    }
-    l
-}
-
 fn meta(name: String, owner: Option<&str>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
-        labels: Some(labels(owner)),
+        labels: Some(calico::charm_labels(owner)),
         ..ObjectMeta::default()
     }
 }

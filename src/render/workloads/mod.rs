@@ -34,7 +34,6 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
-use crate::calico::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::config::CharmConfig;
 use crate::config::release as version;
 
@@ -215,8 +214,7 @@ impl Workloads {
 
 /// The labels every workload object carries, plus `extra`.
 pub(crate) fn labels(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
-    let mut l = BTreeMap::new();
-    l.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+    let mut l = crate::calico::charm_labels(None);
     for (k, v) in extra {
         l.insert((*k).to_string(), (*v).to_string());
     }
