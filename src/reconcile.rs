@@ -463,7 +463,7 @@ pub fn reconcile(
         }
     }
     // The peer relation: publish this unit's BGP facts; the leader checks the whole topology.
-    let bgp = crate::peers::sync(tools, &config, &facts)?;
+    let bgp = crate::peers::sync_on(tools, &config, &facts, peer_relation.as_deref())?;
     log_outcome(&outcome);
     inputs.outcome = Some(&outcome);
     let status = with_sessions(event, &config, status::unit_status(&inputs), &outcome, &bgp);
