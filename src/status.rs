@@ -80,8 +80,6 @@ pub struct Inputs<'a> {
     pub kubeconfig_ready: bool,
     /// What the apply step reported; `None` when it did not run.
     pub outcome: Option<&'a crate::problems::Outcome>,
-    /// Things still in progress that the charm itself is doing (maintenance), if any.
-    pub in_progress: &'a [String],
 }
 
 /// `"<first>"`, or `"<first> (+N more, see juju debug-log)"`.
@@ -114,12 +112,6 @@ pub fn unit_status(inputs: &Inputs<'_>) -> UnitStatus {
                 .map(|m| (StatusKind::Blocked, m.as_str())),
         );
     }
-    conditions.extend(
-        inputs
-            .in_progress
-            .iter()
-            .map(|m| (StatusKind::Maintenance, m.as_str())),
-    );
     if !inputs.cni_related {
         conditions.push((StatusKind::Waiting, WAITING_FOR_CNI));
     } else if !inputs.kubeconfig_ready {
@@ -251,10 +243,8 @@ mod tests {
             ],
             ..Outcome::default()
         };
-        let busy = ["Draining".to_string()];
         let status = unit_status(&Inputs {
             outcome: Some(&both),
-            in_progress: &busy,
             ..ready()
         });
         assert_eq!(
@@ -264,12 +254,6 @@ mod tests {
                 "Kubernetes API denied access: forbidden (+1 more, see juju debug-log)"
             )
         );
-        let status = unit_status(&Inputs {
-            outcome: Some(&outcome),
-            in_progress: &busy,
-            ..ready()
-        });
-        assert_eq!(status, UnitStatus::new(StatusKind::Maintenance, "Draining"));
     }
 
     #[test]

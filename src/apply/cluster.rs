@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::converge::{ConvergeOptions, check_node_agent, converge_with, waiting_for_node};
+use super::converge::{ConvergeOptions, check_node_agent, converge_detailed};
 use super::datastore::CalicoDatastore;
 use super::kube::connect_with;
 use super::kubeconfig::kubeconfig_path;
@@ -123,7 +123,8 @@ impl KubeCluster {
                 };
             }
         };
-        let mut outcome = converge_with(desired, &ds, &ds, &self.options).await;
+        let converged = converge_detailed(desired, &ds, &ds, &self.options).await;
+        let mut outcome = converged.outcome;
         // The leader renders the workloads: it checks them against the cluster's Kubernetes
         // (`/version`, one GET; a failure only leaves the check out).
         if desired.workloads.is_some()
@@ -132,16 +133,12 @@ impl KubeCluster {
         {
             *slot = Some(v);
         }
-        let api_failed = outcome
-            .waiting
-            .iter()
-            .chain(&outcome.blocked)
-            .any(|m| m.starts_with(ds.name()));
+        let api_failed = converged.unreachable;
         // No calico-node pod can run on a node that has not registered: one cause is enough.
-        let node_missing = outcome
-            .waiting
-            .contains(&waiting_for_node(&desired.node.node_name));
-        if self.check_node_agent && !api_failed && !node_missing {
+        let node_missing = converged.node_missing;
+        // The leader saw calico-node's DaemonSet settled with every pod ready: no list of
+        // this node's pods is needed.
+        if self.check_node_agent && !api_failed && !node_missing && !converged.calico_node_ready {
             outcome.merge(check_node_agent(&ds, &desired.node.node_name).await);
         }
         if !api_failed {
@@ -211,19 +208,15 @@ impl KubeCluster {
             }
             Err(err) => tracing::warn!("cannot adopt the earlier charm's peers: {err}"),
         }
-        let mut outcome = converge_with(desired, &store, &ds, &self.options).await;
+        let converged = converge_detailed(desired, &store, &ds, &self.options).await;
+        let mut outcome = converged.outcome;
         if desired.workloads.is_some()
             && let Ok(Some(v)) = ds.kubernetes_version().await
             && let Ok(mut slot) = self.server_version.lock()
         {
             *slot = Some(v);
         }
-        let failed = outcome
-            .waiting
-            .iter()
-            .chain(&outcome.blocked)
-            .any(|m| m.starts_with(ds.name()) || m.starts_with(crate::etcd::datastore::NAME));
-        if self.check_node_agent && !failed {
+        if self.check_node_agent && !converged.unreachable && !converged.calico_node_ready {
             outcome.merge(check_node_agent(&ds, &desired.node.node_name).await);
         }
         outcome

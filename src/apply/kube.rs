@@ -49,14 +49,8 @@ impl ApplyError {
     }
 }
 
-/// A client from the kubeconfig at `path`, with retries per [`RetrySettings::from_env`].
 /// The `User-Agent` of every request the charm makes: `calico-charm/<version>`.
 pub const USER_AGENT: &str = concat!("calico-charm/", env!("CARGO_PKG_VERSION"));
-
-/// Needs a Tokio runtime.
-pub async fn connect(path: &Path) -> Result<KubeDatastore, ApplyError> {
-    connect_with(path, RetrySettings::from_env()).await
-}
 
 /// A client from the kubeconfig at `path`: TLS verified against the kubeconfig's CA, the
 /// kubeconfig's token or client certificate, timeouts and retries per `settings`.
@@ -107,14 +101,6 @@ pub struct KubeDatastore {
 }
 
 impl KubeDatastore {
-    /// A datastore on an existing client (its retries are the client's own business).
-    pub fn from_client(client: Client) -> Self {
-        KubeDatastore {
-            client,
-            budget: Budget::new(RetrySettings::default()),
-        }
-    }
-
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -311,7 +297,7 @@ where
     }
 }
 
-fn object_ref<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef {
+fn object_ref<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> ObjectRef {
     let meta = object.meta();
     ObjectRef {
         kind: K::kind(&()).to_string(),
@@ -320,6 +306,7 @@ fn object_ref<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef {
         uid: meta.uid.clone(),
         resource_version: meta.resource_version.clone(),
         labels: meta.labels.clone().unwrap_or_default(),
+        live: serde_json::to_value(object).unwrap_or_default(),
     }
 }
 
@@ -389,7 +376,7 @@ impl KubeDatastore {
 
     async fn list_labelled<K>(&self, api: Api<K>, labels: &Labels) -> DsResult<Vec<ObjectRef>>
     where
-        K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+        K: Resource<DynamicType = ()> + DeserializeOwned + Serialize + Clone + Debug,
     {
         let kind = K::kind(&()).to_string();
         let lp = ListParams::default().labels(&selector(labels));

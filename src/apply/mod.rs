@@ -5,7 +5,7 @@
 //!   [`workloads::KubeWorkloads`]: the Kubernetes objects that run Calico (CRDs, RBAC, the
 //!   DaemonSet, the Deployment, pod readiness). [`kube::KubeDatastore`] implements both on
 //!   the Kubernetes API (Calico's KDD).
-//! - [`kube::connect`]: a client from the kubeconfig Juju's principal writes.
+//! - [`kube::connect_with`]: a client from the kubeconfig Juju's principal writes.
 //! - [`converge()`]: server-side apply of what one unit wants, pruning what it no longer wants.
 //! - [`Cluster`]: the reconcile's seam, [`KubeCluster`] on the Kubernetes API (sync, one runtime per hook).
 //! - [`retry`]: bounded, jittered retries of transient API faults within a per-hook budget.
@@ -13,8 +13,10 @@
 pub mod cluster;
 pub mod converge;
 pub mod datastore;
+pub mod fields;
 pub mod kube;
 pub mod kubeconfig;
+pub mod plan;
 pub mod pools;
 pub mod readiness;
 pub mod retry;
@@ -22,8 +24,8 @@ pub mod workloads;
 
 pub use crate::problems::Outcome;
 pub use cluster::{Cluster, KubeCluster};
-pub use converge::{ConvergeOptions, check_node_agent, converge, converge_with};
+pub use converge::{ConvergeOptions, check_node_agent, converge_with};
 pub use datastore::{CalicoDatastore, DatastoreError, Labels};
-pub use kube::{ApplyError, KubeDatastore, connect};
+pub use kube::{ApplyError, KubeDatastore};
 pub use kubeconfig::kubeconfig_path;
 pub use workloads::{KubeWorkloads, NodeAgent};

@@ -108,3 +108,57 @@ pub fn node_pod_ready(pods: &[Pod], node: &str) -> Result<(), String> {
         None => Err("no calico-node pod".to_string()),
     }
 }
+
+/// Whether a DaemonSet (as stored, JSON) has settled with every pod it schedules updated,
+/// ready and available: its controller has seen the current spec (`observedGeneration`),
+/// and `desiredNumberScheduled` (at least one) equals `updatedNumberScheduled`,
+/// `numberReady` and `numberAvailable`, with none unavailable. Then the calico-node pod of
+/// any node it schedules is Running and Ready, and need not be listed. (A node the
+/// controller has not scheduled a pod for yet is not counted: the leader's own node, the
+/// only one this is asked for, is long scheduled.)
+pub fn daemon_set_ready(live: &serde_json::Value) -> bool {
+    let number = |path: &str| live.pointer(path).and_then(serde_json::Value::as_i64);
+    let generation = number("/metadata/generation");
+    let desired = number("/status/desiredNumberScheduled").unwrap_or(0);
+    generation.is_some()
+        && generation == number("/status/observedGeneration")
+        && desired > 0
+        && number("/status/updatedNumberScheduled") == Some(desired)
+        && number("/status/numberReady") == Some(desired)
+        && number("/status/numberAvailable") == Some(desired)
+        && number("/status/numberUnavailable").unwrap_or(0) == 0
+}
+
+#[cfg(test)]
+mod daemon_set_tests {
+    use super::daemon_set_ready;
+    use serde_json::json;
+
+    #[test]
+    fn only_a_settled_daemon_set_with_every_pod_ready_counts() {
+        let ds = |generation: i64, observed: i64, ready: i64, unavailable: Option<i64>| {
+            let mut status = json!({
+                "observedGeneration": observed, "desiredNumberScheduled": 3,
+                "updatedNumberScheduled": 3, "numberReady": ready, "numberAvailable": ready,
+            });
+            if let Some(u) = unavailable {
+                status["numberUnavailable"] = json!(u);
+            }
+            json!({"metadata": {"generation": generation}, "status": status})
+        };
+        assert!(daemon_set_ready(&ds(2, 2, 3, None)));
+        assert!(daemon_set_ready(&ds(2, 2, 3, Some(0))));
+        assert!(!daemon_set_ready(&ds(2, 2, 2, Some(1))), "a pod not ready");
+        assert!(
+            !daemon_set_ready(&ds(3, 2, 3, None)),
+            "the controller has not seen the spec"
+        );
+        assert!(
+            !daemon_set_ready(&json!({"metadata": {"generation": 1}})),
+            "no status"
+        );
+        let none = json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1,
+            "desiredNumberScheduled": 0, "updatedNumberScheduled": 0, "numberReady": 0, "numberAvailable": 0}});
+        assert!(!daemon_set_ready(&none), "no pod scheduled at all");
+    }
+}

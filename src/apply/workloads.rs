@@ -113,6 +113,22 @@ impl WorkloadObject {
         }
     }
 
+    /// The object as the charm sends it (JSON), to compare with what is stored.
+    pub fn to_json(&self) -> Option<serde_json::Value> {
+        match self {
+            WorkloadObject::ServiceAccount(o) => serde_json::to_value(o),
+            WorkloadObject::ClusterRole(o) => serde_json::to_value(o),
+            WorkloadObject::ClusterRoleBinding(o) => serde_json::to_value(o),
+            WorkloadObject::ConfigMap(o) => serde_json::to_value(o),
+            WorkloadObject::Secret(o) => serde_json::to_value(o),
+            WorkloadObject::DaemonSet(o) => serde_json::to_value(o),
+            WorkloadObject::Deployment(o) => serde_json::to_value(o),
+            WorkloadObject::Service(o) => serde_json::to_value(o),
+            WorkloadObject::PodDisruptionBudget(o) => serde_json::to_value(o),
+        }
+        .ok()
+    }
+
     /// The object's metadata.
     pub fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         match self {
@@ -170,6 +186,9 @@ pub struct ObjectRef {
     pub uid: Option<String>,
     pub resource_version: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// The whole object as stored (JSON, with `metadata.managedFields`), when it was listed:
+    /// what the planner compares the wanted object with. `Null` when not known.
+    pub live: serde_json::Value,
 }
 
 impl ObjectRef {
