@@ -27,6 +27,8 @@
 //! appending each call to a record. The Python emulator of the e2e tests costs tens of ms per
 //! call, which would swamp the charm's own time.
 //!
+//! `CALICO_BENCH_SCALE=1` runs the 1000-node benchmark instead (`benches/scale.rs`).
+//!
 //! Knobs: `CALICO_BENCH_REQUESTS=1` (also list the requests of one run per scenario),
 //! `CALICO_BENCH_RUNS` (measured runs per scenario, default 15), `CALICO_BENCH_UNITS`
 //! (size of the large cluster, default 500), `CALICO_BENCH_QUICK=1` (3 runs, 50 units),
@@ -36,6 +38,9 @@
 #[path = "../tests/support/mod.rs"]
 #[allow(dead_code)]
 mod support;
+
+#[path = "scale/mod.rs"]
+mod scale;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -352,6 +357,8 @@ impl Bench {
             .env("KUBECONFIG", &self.kubeconfig)
             .env("NODENAME", node_name(unit.index))
             .env("CALICO_CHARM_CNI_DIR", &unit.cni)
+            // The agent is measured by benches/scale.rs; these figures are the hooks' alone.
+            .env("CALICO_CHARM_AGENT", "off")
             .stdin(Stdio::null())
             .stderr(stderr)
             .output()
@@ -799,6 +806,9 @@ fn main() {
 
 fn run() -> BenchResult<()> {
     let settings = Settings::from_env();
+    if std::env::var("CALICO_BENCH_SCALE").is_ok_and(|v| !v.is_empty() && v != "0") {
+        return scale::run(&settings.binary);
+    }
     let root = tempfile::Builder::new()
         .prefix("calico-bench-")
         .tempdir()

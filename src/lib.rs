@@ -11,6 +11,7 @@
 //! Kubernetes API), `host` (this machine: sysctls, interfaces, the CNI config file) and
 //! `calicoctl` (its install) do I/O, each behind a small seam that tests can swap.
 
+pub mod agent;
 pub mod apply;
 pub mod asn;
 pub mod calico;

@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the hook or action Juju asked for (JUJU_DISPATCH_PATH).
     Dispatch,
+    /// The long-running agent between hooks (run by systemd, installed by the charm).
+    Agent(calico_charm::agent::run::AgentArgs),
     /// Print the objects the charm would apply for a configuration, without a cluster.
     Render(calico_charm::cli::RenderArgs),
     /// Check a configuration and print its errors and warnings.
@@ -32,6 +34,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Dispatch => calico_charm::reconcile::dispatch_main(),
+        Command::Agent(args) => {
+            calico_charm::juju::log::init(false);
+            calico_charm::agent::run::main(&args)
+        }
         Command::Render(args) => calico_charm::cli::render(&args),
         Command::Validate(args) => calico_charm::cli::validate(&args),
         Command::Topology(args) => calico_charm::topology::command::run(&args),

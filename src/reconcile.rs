@@ -316,6 +316,16 @@ pub fn reconcile(
     let validated = match validated {
         Err(errors) => {
             log_bounded(&errors, "Invalid config", true);
+            if crate::agent::hook::enabled(host)
+                && let Some(unit) = env.unit_name.as_deref()
+            {
+                let first = errors.first().map(ToString::to_string).unwrap_or_default();
+                crate::agent::hook::stop_acting(
+                    unit,
+                    &unit.replace('/', "-"),
+                    &format!("invalid config: {first}"),
+                );
+            }
             report.config_errors = errors;
             let status = status::unit_status(&status::Inputs {
                 config_errors: &report.config_errors,
@@ -395,7 +405,22 @@ pub fn reconcile(
     // The leader's Typha decision needs the cluster's node count (one small list).
     // A leader that cannot count waits (the next hook retries) rather than add or remove
     // Typha on a guess.
-    let facts = if facts.leader && config.typha.needs_node_count() && etcd.is_none() {
+    // The agent converges the Kubernetes datastore: not in etcd mode.
+    let agent_on = crate::agent::hook::enabled(host) && etcd.is_none();
+    let agent_state = agent_on
+        .then(|| crate::agent::hook::read_state(&facts.owner()))
+        .flatten();
+    let now = crate::agent::files::now();
+    // update-status with a live agent: the Node count is the agent's (no request).
+    let agent_nodes = agent_state
+        .as_ref()
+        .filter(|s| *event == Event::UpdateStatus && s.alive(now))
+        .and_then(|s| s.nodes);
+    // Typha serves the Kubernetes datastore only: no count in etcd mode.
+    let typha_count = facts.leader && config.typha.needs_node_count() && etcd.is_none();
+    let facts = if typha_count && agent_nodes.is_some() {
+        facts.with_cluster_nodes(agent_nodes)
+    } else if typha_count {
         match cluster.node_count() {
             None => facts,
             Some(Ok(nodes)) => facts.with_cluster_nodes(Some(nodes)),
@@ -420,16 +445,32 @@ pub fn reconcile(
         );
         crate::render::workloads::etcd::for_etcd(workloads, &config, &cni, etcd);
     }
-    let mut outcome = match etcd.as_deref() {
-        None => cluster.converge(&desired),
-        Some(etcd) => {
-            // The CNI plugin and calicoctl read the credentials from files (0600).
-            let mut outcome = match host {
-                Some(_) => write_etcd_credentials(etcd),
-                None => Outcome::default(),
-            };
-            outcome.merge(cluster.converge_etcd(&desired, etcd));
-            outcome
+    // The agent gets what this hook decided before the hook applies it (both then push the
+    // same state). With the agent in sync with it, update-status asks Kubernetes nothing.
+    let mut agent_in_sync = false;
+    if agent_on {
+        let for_agent = crate::agent::hook::desired_for(&desired, &facts.unit_name, facts.leader);
+        crate::agent::hook::publish(&for_agent, *event == Event::UpgradeCharm);
+        agent_in_sync = *event == Event::UpdateStatus
+            && agent_state
+                .as_ref()
+                .is_some_and(|s| s.in_sync(&for_agent.generation, now));
+    }
+    let mut outcome = if agent_in_sync {
+        tracing::debug!("agent in sync: no Kubernetes request this update-status");
+        agent_outcome(agent_state.as_ref(), &facts.node_name)
+    } else {
+        match etcd.as_deref() {
+            None => cluster.converge(&desired),
+            Some(etcd) => {
+                // The CNI plugin and calicoctl read the credentials from files (0600).
+                let mut outcome = match host {
+                    Some(_) => write_etcd_credentials(etcd),
+                    None => Outcome::default(),
+                };
+                outcome.merge(cluster.converge_etcd(&desired, etcd));
+                outcome
+            }
         }
     };
     if let Some(host) = host {
@@ -440,8 +481,13 @@ pub fn reconcile(
             etcd.as_deref(),
         ));
     }
+    let server_version = if agent_in_sync {
+        agent_state.as_ref().and_then(|s| s.kubernetes)
+    } else {
+        cluster.server_version()
+    };
     if facts.leader
-        && let Some(kubernetes) = cluster.server_version()
+        && let Some(kubernetes) = server_version
         && let Some(warning) = crate::config::support::support_warning(
             crate::render::workloads::node_version(&config),
             kubernetes,
@@ -467,11 +513,33 @@ pub fn reconcile(
     log_outcome(&outcome);
     inputs.outcome = Some(&outcome);
     let status = with_sessions(event, &config, status::unit_status(&inputs), &outcome, &bgp);
-    let status = crate::peers::status_with(status, &bgp);
+    let mut status = crate::peers::status_with(status, &bgp);
+    if status.kind == StatusKind::Active
+        && let Some(note) = crate::agent::hook::status_note(agent_state.as_ref())
+    {
+        status.message = format!("{} ({note})", status.message);
+    }
     let status = with_warning(status, datastore_warning.as_deref());
     report.facts = Some(facts);
     report.outcome = Some(outcome.clone());
     finish(tools, report, status, version)
+}
+
+/// The outcome of an update-status the agent answered: calico-node's readiness as the
+/// agent watches it (the same words as [`crate::apply::check_node_agent`]).
+fn agent_outcome(state: Option<&crate::agent::files::AgentState>, node: &str) -> Outcome {
+    let mut out = Outcome::default();
+    match state.and_then(|s| s.node_agent.as_deref()) {
+        Some("ready") | None => {}
+        Some("missing") => out.waiting.push(crate::apply::readiness::waiting_message(
+            node,
+            "no calico-node pod",
+        )),
+        Some(reason) => out
+            .waiting
+            .push(crate::apply::readiness::waiting_message(node, reason)),
+    }
+    out
 }
 
 /// The status with this node's BGP sessions as calico-node reports them, compared with the
@@ -563,6 +631,10 @@ pub fn stop(
     // (a failing network-get must not wedge a removal), so leadership and address are not
     // asked for and are recorded as "not leader" and the unspecified address.
     let unit_name = env.unit_name.clone().unwrap_or_default();
+    // The agent goes first: it would re-create what this hook removes.
+    if crate::agent::hook::enabled(host) && !unit_name.is_empty() {
+        crate::agent::hook::uninstall(&unit_name.replace('/', "-"));
+    }
     let node_name = match checked_node_name(env) {
         Ok(name) => name,
         Err(Fault::NodeName(problem)) => {

@@ -770,26 +770,31 @@ impl KubeDatastore {
     /// `remainingItemCount`; when the server leaves that out, the metadata is paged through
     /// 500 at a time. Never reads every Node's full object.
     pub async fn count_nodes(&self) -> DsResult<u64> {
-        let api = Api::<Node>::all(self.client.clone());
-        let fail = |e| classify(e, "Node", "Node", Op::Kind);
-        let first = api
-            .list_metadata(&ListParams::default().limit(1))
+        count_nodes(&self.client).await
+    }
+}
+
+/// [`KubeDatastore::count_nodes`] on any client (the agent's).
+pub async fn count_nodes(client: &Client) -> DsResult<u64> {
+    let api = Api::<Node>::all(client.clone());
+    let fail = |e| classify(e, "Node", "Node", Op::Kind);
+    let first = api
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .map_err(fail)?;
+    let seen = first.items.len() as u64;
+    if let Some(rest) = first.metadata.remaining_item_count {
+        return Ok(seen + u64::try_from(rest).unwrap_or(0));
+    }
+    let mut count = seen;
+    let mut token = first.metadata.continue_.filter(|t| !t.is_empty());
+    while let Some(t) = token {
+        let page = api
+            .list_metadata(&ListParams::default().limit(500).continue_token(&t))
             .await
             .map_err(fail)?;
-        let seen = first.items.len() as u64;
-        if let Some(rest) = first.metadata.remaining_item_count {
-            return Ok(seen + u64::try_from(rest).unwrap_or(0));
-        }
-        let mut count = seen;
-        let mut token = first.metadata.continue_.filter(|t| !t.is_empty());
-        while let Some(t) = token {
-            let page = api
-                .list_metadata(&ListParams::default().limit(500).continue_token(&t))
-                .await
-                .map_err(fail)?;
-            count += page.items.len() as u64;
-            token = page.metadata.continue_.filter(|t| !t.is_empty());
-        }
-        Ok(count)
+        count += page.items.len() as u64;
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
     }
+    Ok(count)
 }

@@ -263,6 +263,19 @@ impl Unit {
         for tool in TOOLS {
             symlink(".hooktool", tools_dir.join(tool)).expect("link tool");
         }
+        // A stand-in systemctl (first on PATH) that records its calls, one line each, in
+        // `systemctl.calls` beside the unit's dirs: the charm installs its agent's service
+        // with it, and no test touches this machine's systemd.
+        let systemctl = tools_dir.join("systemctl");
+        fs::write(
+            &systemctl,
+            format!(
+                "#!/bin/sh\nprintf '%s\\n' \"$*\" >>{}\n",
+                tmp.path().join("systemctl.calls").display()
+            ),
+        )
+        .expect("write systemctl");
+        fs::set_permissions(&systemctl, fs::Permissions::from_mode(0o755)).expect("chmod");
 
         // Never touch this machine's CNI dir or a real cluster: the CNI config goes to a dir
         // of this unit and the kubeconfig is this unit's own file (absent until a test writes
@@ -277,6 +290,15 @@ impl Unit {
         extra_env.insert(
             "KUBECONFIG".to_string(),
             tmp.path().join("kubeconfig").display().to_string(),
+        );
+        // The agent's files and unit file go to this unit's dirs too.
+        extra_env.insert(
+            calico_charm::agent::DIR_ENV.to_string(),
+            tmp.path().join("calico-agent").display().to_string(),
+        );
+        extra_env.insert(
+            calico_charm::agent::systemd::SYSTEMD_DIR_ENV.to_string(),
+            tmp.path().join("systemd").display().to_string(),
         );
         // Nor this machine's sysctls and interfaces: a strict rp_filter and no vxlan.calico
         // unless a test says otherwise (Unit::set_rp_filter, Unit::host_dir).
@@ -409,6 +431,26 @@ impl Unit {
     /// Keep `thing` alive as long as this unit.
     pub fn keep_alive(&mut self, thing: impl std::any::Any) {
         self.keep.push(Box::new(thing));
+    }
+
+    /// The calls the stand-in `systemctl` received, one per line (`enable calico-...`).
+    pub fn systemctl_calls(&self) -> Vec<String> {
+        fs::read_to_string(self._tmp.path().join("systemctl.calls"))
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    /// This unit's agent directory (desired.json, state.json).
+    pub fn agent_dir(&self) -> PathBuf {
+        self._tmp
+            .path()
+            .join("calico-agent")
+            .join(self.name.replace('/', "-"))
+    }
+
+    /// This unit's systemd unit-file directory.
+    pub fn systemd_dir(&self) -> PathBuf {
+        self._tmp.path().join("systemd")
     }
 
     /// Where the charm writes its CNI config in this unit's hooks.
