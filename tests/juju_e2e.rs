@@ -153,8 +153,12 @@ fn hook_tool_protocol_of_one_reconcile() {
             "relation-get",
             "is-leader",
             "network-get",
-            "resource-get",
+            // The peer relation, the datastore remembered (none yet: not the leader, it
+            // follows what the leader would choose), the etcd relation.
             "relation-ids",
+            "state-get",
+            "relation-ids",
+            "resource-get",
             "status-set",
             "application-version-set",
         ]
@@ -659,9 +663,10 @@ fn dispatch_outside_juju_says_what_is_missing() {
 }
 
 /// Without a peer relation (Juju creates it once metadata declares it; the harness does not)
-/// the peer step costs one `relation-ids calico`.
+/// the peer step costs one `relation-ids calico`; the datastore choice `state-get datastore`
+/// and `relation-ids etcd`.
 #[test]
-fn a_quiet_update_status_makes_eleven_tool_calls() {
+fn a_quiet_update_status_makes_thirteen_tool_calls() {
     let Some((unit, _)) = related_unit("calico/0", true) else {
         return;
     };
@@ -683,6 +688,8 @@ fn a_quiet_update_status_makes_eleven_tool_calls() {
             "relation-get",
             "is-leader",
             "network-get",
+            "relation-ids",
+            "state-get",
             "relation-ids",
             "status-set",
             "application-version-set",

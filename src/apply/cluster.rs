@@ -30,6 +30,22 @@ pub trait Cluster {
         self.converge(desired)
     }
 
+    /// Converge with Calico's data in etcd (etcd mode): the same as [`Cluster::converge`],
+    /// the Calico objects written to the etcd `etcd` names, the workloads to Kubernetes.
+    /// Defaults to `blocked`: a seam without an etcd datastore (test doubles).
+    fn converge_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
+        let _ = (desired, etcd);
+        Outcome {
+            blocked: vec!["this cluster seam has no etcd datastore".to_string()],
+            ..Outcome::default()
+        }
+    }
+
+    /// `stop`/`remove` in etcd mode. Defaults to [`Cluster::converge_etcd`].
+    fn stop_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
+        self.converge_etcd(desired, etcd)
+    }
+
     /// The cluster's Kubernetes version (`major`, `minor` of the API server's `/version`), when
     /// the last converge read it. Defaults to `None` (no check).
     fn server_version(&self) -> Option<(u32, u32)> {
@@ -141,6 +157,71 @@ impl KubeCluster {
         outcome
     }
 
+    /// etcd mode: Calico's data to etcd (`etcd`, the relation's endpoints and credentials),
+    /// the workloads to Kubernetes, then calico-node's state as on the Kubernetes datastore.
+    pub async fn converge_etcd_async(
+        &self,
+        desired: &Desired,
+        etcd: &crate::etcd::EtcdConfig,
+    ) -> Outcome {
+        let ds: KubeDatastore = match connect_with(&self.kubeconfig, self.retry.clone()).await {
+            Ok(ds) => ds,
+            Err(err) if err.is_transient() => {
+                return Outcome {
+                    waiting: vec![format!("Waiting for kubeconfig: {err}")],
+                    ..Outcome::default()
+                };
+            }
+            Err(err) => {
+                return Outcome {
+                    blocked: vec![format!("Unusable kubeconfig: {err}")],
+                    ..Outcome::default()
+                };
+            }
+        };
+        let store = match crate::etcd::EtcdClient::new(etcd, crate::etcd::EtcdSettings::from_env())
+        {
+            Ok(client) => crate::etcd::store::EtcdStore::new(client),
+            Err(err) => {
+                let cause = match err {
+                    crate::etcd::EtcdError::Setup(m) | crate::etcd::EtcdError::Other(m) => m,
+                    other => other.to_string(),
+                };
+                return Outcome {
+                    blocked: vec![format!(
+                        "{} cannot be used: {cause}",
+                        crate::etcd::datastore::NAME
+                    )],
+                    ..Outcome::default()
+                };
+            }
+        };
+        // The earlier charm's peers of this unit become this unit's (then kept or pruned).
+        match store
+            .adopt_legacy_peers(&desired.owner, &desired.node.node_name)
+            .await
+        {
+            Ok(adopted) => {
+                for name in adopted {
+                    tracing::info!("adopted the earlier charm's BGPPeer {name}");
+                }
+            }
+            Err(err) => tracing::warn!("cannot adopt the earlier charm's peers: {err}"),
+        }
+        let converged = converge_detailed(desired, &store, &ds, &self.options).await;
+        let mut outcome = converged.outcome;
+        if desired.workloads.is_some()
+            && let Ok(Some(v)) = ds.kubernetes_version().await
+            && let Ok(mut slot) = self.server_version.lock()
+        {
+            *slot = Some(v);
+        }
+        if self.check_node_agent && !converged.unreachable && !converged.calico_node_ready {
+            outcome.merge(check_node_agent(&ds, &desired.node.node_name).await);
+        }
+        outcome
+    }
+
     /// What calico-node reports on `node` now (for the `bgp-status` action): `Ok(None)`
     /// when there is no report (yet).
     pub async fn read_node_status_async(
@@ -226,6 +307,26 @@ impl Cluster for KubeCluster {
     /// calico-node, since the unit is going away.
     fn stop(&self, desired: &Desired) -> Outcome {
         self.clone().without_node_agent_check().converge(desired)
+    }
+
+    fn converge_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(self.converge_etcd_async(desired, etcd)),
+            Err(err) => Outcome {
+                waiting: vec![format!("Cannot start the etcd client: {err}")],
+                ..Outcome::default()
+            },
+        }
+    }
+
+    /// `stop`/`remove` in etcd mode: the same without waiting for calico-node.
+    fn stop_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
+        self.clone()
+            .without_node_agent_check()
+            .converge_etcd(desired, etcd)
     }
 
     /// One metadata list of Nodes ([`KubeDatastore::count_nodes`]); `None` when no client

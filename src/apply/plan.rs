@@ -244,6 +244,13 @@ pub fn workload_objects(workloads: &Workloads) -> Vec<WorkloadObject> {
     );
     objects.extend(
         workloads
+            .secrets
+            .iter()
+            .cloned()
+            .map(WorkloadObject::Secret),
+    );
+    objects.extend(
+        workloads
             .services
             .iter()
             .cloned()
