@@ -178,17 +178,10 @@ pub(crate) fn report(errors: &[ConfigError], warnings: &[Warning]) {
     }
 }
 
-/// This machine's host name, lowercased as the kubelet names its Node.
+/// This machine's host name ([`crate::juju::network::host_name`]).
 fn host_name() -> anyhow::Result<String> {
-    for path in ["/proc/sys/kernel/hostname", "/etc/hostname"] {
-        if let Ok(s) = std::fs::read_to_string(path) {
-            let s = s.trim();
-            if !s.is_empty() {
-                return Ok(s.to_ascii_lowercase());
-            }
-        }
-    }
-    anyhow::bail!("cannot determine this host's name: pass --node-name")
+    crate::juju::network::host_name()
+        .ok_or_else(|| anyhow::anyhow!("cannot determine this host's name: pass --node-name"))
 }
 
 /// Serialize objects in the chosen format.

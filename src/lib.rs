@@ -3,13 +3,16 @@
 //! Data flows one way on every hook:
 //!
 //! ```text
-//! juju (env + hook tools) -> config (parse, validate) -> render (pure) -> apply (kube) -> status
+//! juju (env + hook tools) -> config (parse, validate) -> render (pure)
+//!   -> apply (observe, plan (pure), execute) -> status (pure)
 //! ```
 //!
 //! Pure modules (`unit`, `config`, `asn`, `render`, `calico`, `problems`, `status`,
 //! `topology`) take and return values. Only `juju` (hook tools as subprocesses), `apply` (the
 //! Kubernetes API), `host` (this machine: sysctls, interfaces, the CNI config file) and
 //! `calicoctl` (its install) do I/O, each behind a small seam that tests can swap.
+
+#![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod apply;

@@ -69,7 +69,8 @@ pub struct Decision {
 }
 
 /// The warning while a Kubernetes-datastore deployment has an etcd relation.
-pub const IGNORED_ETCD: &str = "etcd relation ignored: Calico's data is in the Kubernetes datastore (chosen at deployment); remove the relation";
+pub const IGNORED_ETCD: &str =
+    "etcd relation ignored: the datastore is Kubernetes, chosen at deployment; remove the relation";
 
 /// Why no datastore can be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -124,9 +125,13 @@ pub fn resolve(
     leader: bool,
     application: &str,
     peer_relation: Option<&str>,
+    broken: Option<&str>,
 ) -> Result<Result<Decision, ModeError>, ToolError> {
     let remembered = tools.state_get(STATE_KEY)?;
-    let etcd_related = !tools.relation_ids(crate::etcd::ENDPOINT)?.is_empty();
+    let etcd_related = tools
+        .relation_ids(crate::etcd::ENDPOINT)?
+        .iter()
+        .any(|r| Some(r.as_str()) != broken);
     // The peer data is read only when this unit has nothing remembered, or leads (to publish).
     let published = match peer_relation {
         Some(rid) if remembered.is_none() || leader => tools
@@ -154,6 +159,66 @@ pub fn resolve(
         tools.relation_set_app(rid, &[(STATE_KEY, decision.datastore.as_str())])?;
     }
     Ok(Ok(decision))
+}
+
+/// The status while an etcd deployment has no etcd relation.
+pub const ETCD_RELATION_REMOVED: &str = "etcd relation removed: Calico's data is in etcd";
+
+/// The datastore this hook uses, ready to converge, or the status that stops the hook.
+#[derive(Debug)]
+pub enum Selected {
+    /// Calico's Kubernetes datastore; `warning` for the status (an ignored etcd relation).
+    Kubernetes { warning: Option<String> },
+    /// Calico's etcd, with what the relation gives.
+    Etcd(Box<crate::etcd::EtcdConfig>),
+    /// Nothing can be converged: the status says why (`waiting`: etcd has published nothing
+    /// yet; `blocked`: the relation is gone or unusable, or the remembered choice unknown).
+    Stop(crate::status::UnitStatus),
+}
+
+/// Choose the datastore ([`resolve`]) and, in etcd mode, read the relation. `broken` is the
+/// relation broken this hook (`etcd-relation-broken`), which counts as gone.
+pub fn select(
+    tools: &impl HookTools,
+    leader: bool,
+    application: &str,
+    peer_relation: Option<&str>,
+    broken: Option<&str>,
+) -> Result<Selected, ToolError> {
+    use crate::etcd::relation::EtcdRelation;
+    use crate::status::{StatusKind, UnitStatus};
+    let decision = match resolve(tools, leader, application, peer_relation, broken)? {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("{e}");
+            return Ok(Selected::Stop(UnitStatus::new(
+                StatusKind::Blocked,
+                e.to_string(),
+            )));
+        }
+    };
+    if let Some(w) = &decision.warning {
+        tracing::warn!("{w}");
+    }
+    if decision.datastore == DatastoreType::Kubernetes {
+        return Ok(Selected::Kubernetes {
+            warning: decision.warning,
+        });
+    }
+    Ok(match crate::etcd::relation::read(tools, broken)? {
+        EtcdRelation::Absent => {
+            tracing::error!(
+                "{ETCD_RELATION_REMOVED}: relate calico to etcd again (juju integrate calico:etcd etcd:db); the datastore is never switched implicitly"
+            );
+            Selected::Stop(UnitStatus::new(StatusKind::Blocked, ETCD_RELATION_REMOVED))
+        }
+        EtcdRelation::Waiting(m) => Selected::Stop(UnitStatus::new(StatusKind::Waiting, m)),
+        EtcdRelation::Invalid(m) => {
+            tracing::error!("{m}");
+            Selected::Stop(UnitStatus::new(StatusKind::Blocked, m))
+        }
+        EtcdRelation::Ready(config) => Selected::Etcd(Box::new(config)),
+    })
 }
 
 #[cfg(test)]

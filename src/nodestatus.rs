@@ -92,13 +92,7 @@ pub fn owned_by(live: &CalicoNodeStatus, owner: &str) -> bool {
         .is_some_and(|o| o == owner)
 }
 
-/// One session as calico-node reported it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reported {
-    pub peer: IpAddr,
-    /// BIRD's state; empty when calico-node does not know it.
-    pub state: String,
-}
+pub use crate::problems::Reported;
 
 /// The sessions in a report (IPv4 and IPv6), or `None` when calico-node has not written one
 /// yet. Entries without a readable peer address are left out.

@@ -213,7 +213,19 @@ pub fn sync(
     config: &CharmConfig,
     facts: &UnitFacts,
 ) -> Result<Bgp, ToolError> {
-    let Some(rid) = tools.relation_ids(PEER_ENDPOINT)?.into_iter().next() else {
+    let rid = tools.relation_ids(PEER_ENDPOINT)?.into_iter().next();
+    sync_on(tools, config, facts, rid.as_deref())
+}
+
+/// [`sync`] on the peer relation `relation` already looked up this hook (`None`: there is
+/// none yet).
+pub fn sync_on(
+    tools: &impl HookTools,
+    config: &CharmConfig,
+    facts: &UnitFacts,
+    relation: Option<&str>,
+) -> Result<Bgp, ToolError> {
+    let Some(rid) = relation.map(str::to_string) else {
         return Ok(Bgp::default());
     };
     let network = bind_network(facts);

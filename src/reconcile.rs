@@ -250,7 +250,9 @@ pub fn run(
         | Event::LeaderElected
         | Event::LeaderSettingsChanged => reconcile(event, env, tools, cluster, host),
         Event::Relation { endpoint, .. }
-            if endpoint == CNI_ENDPOINT || endpoint == crate::peers::PEER_ENDPOINT =>
+            if endpoint == CNI_ENDPOINT
+                || endpoint == crate::peers::PEER_ENDPOINT
+                || endpoint == crate::etcd::ENDPOINT =>
         {
             reconcile(event, env, tools, cluster, host)
         }
@@ -367,10 +369,45 @@ pub fn reconcile(
             tracing::warn!("Workload warning: {warning}");
         }
     }
+    // DATASTORE: chosen once, at the first hook that gets this far (see `crate::mode`), and
+    // never switched implicitly.
+    let peer_relation = tools
+        .relation_ids(crate::peers::PEER_ENDPOINT)?
+        .into_iter()
+        .next();
+    let application = facts
+        .unit_name
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let broken = match event {
+        Event::Relation {
+            endpoint,
+            kind: RelationKind::Broken,
+        } if endpoint == crate::etcd::ENDPOINT => env.relation_id.as_deref(),
+        _ => None,
+    };
+    let (etcd, datastore_warning) = match crate::mode::select(
+        tools,
+        facts.leader,
+        &application,
+        peer_relation.as_deref(),
+        broken,
+    )? {
+        crate::mode::Selected::Stop(status) => {
+            report.facts = Some(facts);
+            return finish(tools, report, status, version);
+        }
+        crate::mode::Selected::Kubernetes { warning } => (None, warning),
+        crate::mode::Selected::Etcd(config) => (Some(config), None),
+    };
     // The leader's Typha decision needs the cluster's node count (one small list).
     // A leader that cannot count waits (the next hook retries) rather than add or remove
     // Typha on a guess.
-    let agent_state = crate::agent::hook::enabled(host)
+    // The agent converges the Kubernetes datastore: not in etcd mode.
+    let agent_on = crate::agent::hook::enabled(host) && etcd.is_none();
+    let agent_state = agent_on
         .then(|| crate::agent::hook::read_state(&facts.owner()))
         .flatten();
     let now = crate::agent::files::now();
@@ -379,9 +416,11 @@ pub fn reconcile(
         .as_ref()
         .filter(|s| *event == Event::UpdateStatus && s.alive(now))
         .and_then(|s| s.nodes);
-    let facts = if facts.leader && config.typha.needs_node_count() && agent_nodes.is_some() {
+    // Typha serves the Kubernetes datastore only: no count in etcd mode.
+    let typha_count = facts.leader && config.typha.needs_node_count() && etcd.is_none();
+    let facts = if typha_count && agent_nodes.is_some() {
         facts.with_cluster_nodes(agent_nodes)
-    } else if facts.leader && config.typha.needs_node_count() {
+    } else if typha_count {
         match cluster.node_count() {
             None => facts,
             Some(Ok(nodes)) => facts.with_cluster_nodes(Some(nodes)),
@@ -398,11 +437,18 @@ pub fn reconcile(
         facts
     };
     // RENDER (pure) then APPLY through the seam; the CNI config file is this unit's own.
-    let desired = crate::render::desired(&config, &facts);
+    let mut desired = crate::render::desired(&config, &facts);
+    if let (Some(etcd), Some(workloads)) = (etcd.as_deref(), desired.workloads.as_mut()) {
+        let cni = crate::render::workloads::etcd::cni_etcd(
+            &etcd.connection_string,
+            &crate::etcd::relation::credentials_dir(),
+        );
+        crate::render::workloads::etcd::for_etcd(workloads, &config, &cni, etcd);
+    }
     // The agent gets what this hook decided before the hook applies it (both then push the
     // same state). With the agent in sync with it, update-status asks Kubernetes nothing.
     let mut agent_in_sync = false;
-    if crate::agent::hook::enabled(host) {
+    if agent_on {
         let for_agent = crate::agent::hook::desired_for(&desired, &facts.unit_name, facts.leader);
         crate::agent::hook::publish(&for_agent, *event == Event::UpgradeCharm);
         agent_in_sync = *event == Event::UpdateStatus
@@ -414,10 +460,26 @@ pub fn reconcile(
         tracing::debug!("agent in sync: no Kubernetes request this update-status");
         agent_outcome(agent_state.as_ref(), &facts.node_name)
     } else {
-        cluster.converge(&desired)
+        match etcd.as_deref() {
+            None => cluster.converge(&desired),
+            Some(etcd) => {
+                // The CNI plugin and calicoctl read the credentials from files (0600).
+                let mut outcome = match host {
+                    Some(_) => write_etcd_credentials(etcd),
+                    None => Outcome::default(),
+                };
+                outcome.merge(cluster.converge_etcd(&desired, etcd));
+                outcome
+            }
+        }
     };
     if let Some(host) = host {
-        outcome.merge(write_cni_config(&host.cni_dir, &config, &facts));
+        outcome.merge(write_cni_config(
+            &host.cni_dir,
+            &config,
+            &facts,
+            etcd.as_deref(),
+        ));
     }
     let server_version = if agent_in_sync {
         agent_state.as_ref().and_then(|s| s.kubernetes)
@@ -441,11 +503,13 @@ pub fn reconcile(
         // is attached.
         if *event != Event::UpdateStatus {
             let resource = calicoctl_resource(tools)?;
-            outcome.merge(host.calicoctl.reconcile(resource.as_deref()));
+            let mut calicoctl = host.calicoctl.clone();
+            calicoctl.etcd = etcd.as_deref().map(calicoctl_etcd);
+            outcome.merge(calicoctl.reconcile(resource.as_deref()));
         }
     }
     // The peer relation: publish this unit's BGP facts; the leader checks the whole topology.
-    let bgp = crate::peers::sync(tools, &config, &facts)?;
+    let bgp = crate::peers::sync_on(tools, &config, &facts, peer_relation.as_deref())?;
     log_outcome(&outcome);
     inputs.outcome = Some(&outcome);
     let status = with_sessions(event, &config, status::unit_status(&inputs), &outcome, &bgp);
@@ -455,6 +519,7 @@ pub fn reconcile(
     {
         status.message = format!("{} ({note})", status.message);
     }
+    let status = with_warning(status, datastore_warning.as_deref());
     report.facts = Some(facts);
     report.outcome = Some(outcome.clone());
     finish(tools, report, status, version)
@@ -582,7 +647,25 @@ pub fn stop(
     let unspecified = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
     let facts = UnitFacts::new(&unit_name, node_name, unspecified, false)?;
     let desired = crate::render::stopping(&facts);
-    let mut outcome = cluster.stop(&desired);
+    // etcd mode leaves the relation's data in this unit's files (asking Juju nothing here).
+    let etcd_dir = crate::etcd::relation::credentials_dir();
+    let etcd = host.and_then(|_| crate::etcd::relation::read_credentials(&etcd_dir));
+    let mut outcome = match &etcd {
+        Some(etcd) => cluster.stop_etcd(&desired, etcd),
+        None => cluster.stop(&desired),
+    };
+    if let (Event::Remove, Some(_)) = (event, &etcd) {
+        match crate::etcd::relation::remove_credentials(&etcd_dir) {
+            Ok(true) => outcome
+                .deleted
+                .push(format!("files {}/etcd-*", etcd_dir.display())),
+            Ok(false) => {}
+            Err(err) => outcome.waiting.push(format!(
+                "Cannot remove the etcd credentials in {}: {err}",
+                etcd_dir.display()
+            )),
+        }
+    }
     if let (Event::Remove, Some(host)) = (event, host) {
         outcome.merge(remove_cni_config(&host.cni_dir));
     }
@@ -842,8 +925,61 @@ fn calicoctl_resource(tools: &impl HookTools) -> Result<Option<PathBuf>, Fault> 
 
 /// Write `10-calico.conflist` for this node when its content changed (atomically, 0644).
 /// A failure is the operator's to look at (`blocked`): the node has no pod networking.
-fn write_cni_config(dir: &Path, config: &crate::config::CharmConfig, facts: &UnitFacts) -> Outcome {
-    let content = crate::render::cni::render(config, &facts.node_name);
+/// An `active` status with a warning appended (`Ready (<warning>)`); any other status is
+/// more pressing and stays as it is.
+fn with_warning(status: UnitStatus, warning: Option<&str>) -> UnitStatus {
+    match warning {
+        Some(w) if status.kind == StatusKind::Active => {
+            UnitStatus::new(StatusKind::Active, format!("{} ({w})", status.message))
+        }
+        _ => status,
+    }
+}
+
+/// calicoctl's etcd settings: the relation's endpoints and this unit's credential files.
+fn calicoctl_etcd(etcd: &crate::etcd::EtcdConfig) -> crate::calicoctl::EtcdAccess {
+    let [ca, cert, key] =
+        crate::etcd::relation::credential_paths(&crate::etcd::relation::credentials_dir());
+    crate::calicoctl::EtcdAccess {
+        endpoints: etcd.connection_string.clone(),
+        ca_file: ca,
+        cert_file: cert,
+        key_file: key,
+    }
+}
+
+/// etcd mode: write the relation's credentials to this unit's files (0600).
+fn write_etcd_credentials(etcd: &crate::etcd::EtcdConfig) -> Outcome {
+    let dir = crate::etcd::relation::credentials_dir();
+    match crate::etcd::relation::write_credentials(&dir, etcd) {
+        Ok(true) => Outcome {
+            changed: vec![format!("files {}/etcd-*", dir.display())],
+            ..Outcome::default()
+        },
+        Ok(false) => Outcome::default(),
+        Err(err) => Outcome {
+            blocked: vec![format!(
+                "Cannot write the etcd credentials in {}: {err}",
+                dir.display()
+            )],
+            ..Outcome::default()
+        },
+    }
+}
+
+fn write_cni_config(
+    dir: &Path,
+    config: &crate::config::CharmConfig,
+    facts: &UnitFacts,
+    etcd: Option<&crate::etcd::EtcdConfig>,
+) -> Outcome {
+    let cni = etcd.map(|e| {
+        crate::render::workloads::etcd::cni_etcd(
+            &e.connection_string,
+            &crate::etcd::relation::credentials_dir(),
+        )
+    });
+    let content = crate::render::cni::render_for(config, &facts.node_name, cni.as_ref());
     match crate::host::cni::write_conflist(dir, &content) {
         Ok(true) => Outcome {
             changed: vec![format!("file {}", dir.join(CONFLIST_NAME).display())],

@@ -60,7 +60,8 @@ pub fn working() -> UnitStatus {
     UnitStatus::new(StatusKind::Maintenance, "Configuring Calico")
 }
 
-/// Message while no remote cni unit has published a kubeconfig-hash.
+/// Message while no remote cni unit has published a kubeconfig-hash
+/// ([`crate::problems::Cause::KubeconfigNotPublished`]).
 pub const WAITING_FOR_KUBECONFIG: &str = "Waiting for Kubernetes config.";
 /// Message while the unit has no cni relation (its principal is gone or not yet related).
 pub const WAITING_FOR_CNI: &str = "Waiting for cni relation";
@@ -253,6 +254,14 @@ mod tests {
                 StatusKind::Blocked,
                 "Kubernetes API denied access: forbidden (+1 more, see juju debug-log)"
             )
+        );
+    }
+
+    #[test]
+    fn the_kubeconfig_wait_is_the_cause_of_the_same_name() {
+        assert_eq!(
+            WAITING_FOR_KUBECONFIG,
+            crate::problems::Cause::KubeconfigNotPublished.to_string()
         );
     }
 

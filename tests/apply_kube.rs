@@ -1072,10 +1072,11 @@ fn rendered_objects_land_exactly_and_a_no_op_hook_costs_one_request_per_object()
         assert_eq!(out, Outcome::default());
         let requests = s.request_count();
         // Reads: the node, the owned-peer list; the leader also lists pools, reads the
-        // BGPConfiguration, discovers served CRDs and lists its workloads of 8 kinds (the 6
-        // of Calico's pods and RBAC, and Typha's Service and PodDisruptionBudget).
+        // BGPConfiguration, discovers served CRDs and lists its workloads of 9 kinds (the 6
+        // of Calico's pods and RBAC, Typha's Service and PodDisruptionBudget, and the etcd
+        // mode's Secret).
         let reads = if want.workloads.is_some() {
-            2 + 1 + 1 + 2 + 8
+            2 + 1 + 1 + 2 + 9
         } else {
             2
         };

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use calico_charm::apply::kubeconfig::kubeconfig_path_from;
-use calico_charm::apply::pools::{choose_pool_name, contains, overlaps, parse_cidr};
+use calico_charm::apply::pools::{choose_pool_name, contains, normalise_cidr, overlaps};
 use calico_charm::apply::retry::{
     BASE_DELAY_ENV, BUDGET_ENV, Budget, RetryLayer, RetrySettings, TIMEOUT_ENV, retry_after,
     retryable_status, transient_error,
@@ -305,9 +305,9 @@ fn kubeconfig_path_prefers_the_environment() {
 
 #[test]
 fn pool_ranges_and_names() {
-    let n = |s| parse_cidr(s).unwrap();
+    let n = |s| normalise_cidr(s).unwrap();
     assert_eq!(n("10.1.2.3/16").to_string(), "10.1.0.0/16");
-    assert_eq!(parse_cidr("nonsense"), None);
+    assert_eq!(normalise_cidr("nonsense"), None);
     assert!(contains(n("10.0.0.0/8"), n("10.1.0.0/26")));
     assert!(!contains(n("10.1.0.0/26"), n("10.0.0.0/8")));
     assert!(overlaps(n("10.1.0.0/26"), n("10.0.0.0/8")));

@@ -1,9 +1,5 @@
-//! The packed charm run as the Juju unit agent runs it, against the hook-tool emulator.
-//!
-//! Until the apply layer is wired into `reconcile::dispatch_main`, the binary uses the
-//! `NoCluster` seam: it applies nothing and reports nothing pending. So here `active "Ready"`
-//! means: config valid, `cidr`/`cni-conf-file` published on every cni relation, a remote unit
-//! published its kubeconfig-hash, unit facts gathered and the objects rendered.
+//! The packed charm run as the Juju unit agent runs it, against the hook-tool emulator and,
+//! where a test needs the cluster, a test API server named by `KUBECONFIG`.
 
 mod juju_harness;
 
@@ -18,9 +14,8 @@ fn pair(status: &str, message: &str) -> (String, String) {
     (status.to_string(), message.to_string())
 }
 
-/// The status of a unit with nothing pending. With the `NoCluster` seam that is the end of
-/// every successful reconcile; once apply is wired, the unit also needs a reachable API (a
-/// test API server named by KUBECONFIG, see `Unit::set_env`), its Node and calico-node.
+/// The status of a unit with nothing pending: it also needs a reachable API (a test API
+/// server named by KUBECONFIG, see `Unit::set_env`), its Node and calico-node.
 fn ready() -> (String, String) {
     pair("active", "Ready")
 }
@@ -158,8 +153,12 @@ fn hook_tool_protocol_of_one_reconcile() {
             "relation-get",
             "is-leader",
             "network-get",
-            "resource-get",
+            // The peer relation, the datastore remembered (none yet: not the leader, it
+            // follows what the leader would choose), the etcd relation.
             "relation-ids",
+            "state-get",
+            "relation-ids",
+            "resource-get",
             "status-set",
             "application-version-set",
         ]
@@ -664,9 +663,10 @@ fn dispatch_outside_juju_says_what_is_missing() {
 }
 
 /// Without a peer relation (Juju creates it once metadata declares it; the harness does not)
-/// the peer step costs one `relation-ids calico`.
+/// the peer step costs one `relation-ids calico`; the datastore choice `state-get datastore`
+/// and `relation-ids etcd`.
 #[test]
-fn a_quiet_update_status_makes_eleven_tool_calls() {
+fn a_quiet_update_status_makes_thirteen_tool_calls() {
     let Some((unit, _)) = related_unit("calico/0", true) else {
         return;
     };
@@ -688,6 +688,8 @@ fn a_quiet_update_status_makes_eleven_tool_calls() {
             "relation-get",
             "is-leader",
             "network-get",
+            "relation-ids",
+            "state-get",
             "relation-ids",
             "status-set",
             "application-version-set",

@@ -11,7 +11,7 @@ use super::kubeconfig::kubeconfig_path;
 use super::retry::RetrySettings;
 use super::workloads::KubeWorkloads;
 use super::{DatastoreError, KubeDatastore};
-use crate::problems::Outcome;
+use crate::problems::{Cause, Outcome};
 use crate::render::Desired;
 
 /// The seam where the cluster is changed, as the reconcile sees it: [`KubeCluster`] in the
@@ -28,6 +28,22 @@ pub trait Cluster {
     /// sense for a unit going away.
     fn stop(&self, desired: &Desired) -> Outcome {
         self.converge(desired)
+    }
+
+    /// Converge with Calico's data in etcd (etcd mode): the same as [`Cluster::converge`],
+    /// the Calico objects written to the etcd `etcd` names, the workloads to Kubernetes.
+    /// Defaults to `blocked`: a seam without an etcd datastore (test doubles).
+    fn converge_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
+        let _ = (desired, etcd);
+        Outcome {
+            blocked: vec!["this cluster seam has no etcd datastore".to_string()],
+            ..Outcome::default()
+        }
+    }
+
+    /// `stop`/`remove` in etcd mode. Defaults to [`Cluster::converge_etcd`].
+    fn stop_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
+        self.converge_etcd(desired, etcd)
     }
 
     /// The cluster's Kubernetes version (`major`, `minor` of the API server's `/version`), when
@@ -96,13 +112,13 @@ impl KubeCluster {
             // (syntax, plain HTTP, proxy-url, a bad token, a failing plugin) needs the operator.
             Err(err) if err.is_transient() => {
                 return Outcome {
-                    waiting: vec![format!("Waiting for kubeconfig: {err}")],
+                    waiting: vec![Cause::KubeconfigPending(err.to_string()).to_string()],
                     ..Outcome::default()
                 };
             }
             Err(err) => {
                 return Outcome {
-                    blocked: vec![format!("Unusable kubeconfig: {err}")],
+                    blocked: vec![Cause::KubeconfigUnusable(err.to_string()).to_string()],
                     ..Outcome::default()
                 };
             }
@@ -137,6 +153,71 @@ impl KubeCluster {
                 }
                 None => {}
             }
+        }
+        outcome
+    }
+
+    /// etcd mode: Calico's data to etcd (`etcd`, the relation's endpoints and credentials),
+    /// the workloads to Kubernetes, then calico-node's state as on the Kubernetes datastore.
+    pub async fn converge_etcd_async(
+        &self,
+        desired: &Desired,
+        etcd: &crate::etcd::EtcdConfig,
+    ) -> Outcome {
+        let ds: KubeDatastore = match connect_with(&self.kubeconfig, self.retry.clone()).await {
+            Ok(ds) => ds,
+            Err(err) if err.is_transient() => {
+                return Outcome {
+                    waiting: vec![format!("Waiting for kubeconfig: {err}")],
+                    ..Outcome::default()
+                };
+            }
+            Err(err) => {
+                return Outcome {
+                    blocked: vec![format!("Unusable kubeconfig: {err}")],
+                    ..Outcome::default()
+                };
+            }
+        };
+        let store = match crate::etcd::EtcdClient::new(etcd, crate::etcd::EtcdSettings::from_env())
+        {
+            Ok(client) => crate::etcd::store::EtcdStore::new(client),
+            Err(err) => {
+                let cause = match err {
+                    crate::etcd::EtcdError::Setup(m) | crate::etcd::EtcdError::Other(m) => m,
+                    other => other.to_string(),
+                };
+                return Outcome {
+                    blocked: vec![format!(
+                        "{} cannot be used: {cause}",
+                        crate::etcd::datastore::NAME
+                    )],
+                    ..Outcome::default()
+                };
+            }
+        };
+        // The earlier charm's peers of this unit become this unit's (then kept or pruned).
+        match store
+            .adopt_legacy_peers(&desired.owner, &desired.node.node_name)
+            .await
+        {
+            Ok(adopted) => {
+                for name in adopted {
+                    tracing::info!("adopted the earlier charm's BGPPeer {name}");
+                }
+            }
+            Err(err) => tracing::warn!("cannot adopt the earlier charm's peers: {err}"),
+        }
+        let converged = converge_detailed(desired, &store, &ds, &self.options).await;
+        let mut outcome = converged.outcome;
+        if desired.workloads.is_some()
+            && let Ok(Some(v)) = ds.kubernetes_version().await
+            && let Ok(mut slot) = self.server_version.lock()
+        {
+            *slot = Some(v);
+        }
+        if self.check_node_agent && !converged.unreachable && !converged.calico_node_ready {
+            outcome.merge(check_node_agent(&ds, &desired.node.node_name).await);
         }
         outcome
     }
@@ -216,7 +297,7 @@ impl Cluster for KubeCluster {
         {
             Ok(runtime) => runtime.block_on(self.converge_async(desired)),
             Err(err) => Outcome {
-                waiting: vec![format!("Cannot start the Kubernetes client: {err}")],
+                waiting: vec![Cause::ClientStart(err.to_string()).to_string()],
                 ..Outcome::default()
             },
         }
@@ -226,6 +307,26 @@ impl Cluster for KubeCluster {
     /// calico-node, since the unit is going away.
     fn stop(&self, desired: &Desired) -> Outcome {
         self.clone().without_node_agent_check().converge(desired)
+    }
+
+    fn converge_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(self.converge_etcd_async(desired, etcd)),
+            Err(err) => Outcome {
+                waiting: vec![format!("Cannot start the etcd client: {err}")],
+                ..Outcome::default()
+            },
+        }
+    }
+
+    /// `stop`/`remove` in etcd mode: the same without waiting for calico-node.
+    fn stop_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
+        self.clone()
+            .without_node_agent_check()
+            .converge_etcd(desired, etcd)
     }
 
     /// One metadata list of Nodes ([`KubeDatastore::count_nodes`]); `None` when no client
@@ -239,7 +340,7 @@ impl Cluster for KubeCluster {
             Ok(r) => r,
             Err(err) => {
                 return Some(Err(Outcome {
-                    waiting: vec![format!("Cannot start the Kubernetes client: {err}")],
+                    waiting: vec![Cause::ClientStart(err.to_string()).to_string()],
                     ..Outcome::default()
                 }));
             }

@@ -30,6 +30,7 @@ use super::plan::{
 use super::workloads::{KUBERNETES_API, KubeWorkloads, NodeAgent, WorkloadKind};
 use crate::apply::readiness::waiting_message;
 use crate::calico::{BGPPeer, charm_labels};
+use crate::problems::{Cause, Severity};
 use crate::render::workloads::{CALICO_NODE, Workloads};
 use crate::render::{Desired, Pools};
 
@@ -180,60 +181,41 @@ fn record_fatal(
     kind: &str,
     err: DatastoreError,
 ) -> Result<(), Abort> {
-    match err {
-        DatastoreError::Unavailable(cause) => {
-            push_unique(
-                &mut out.waiting,
-                format!("{datastore} unavailable: {cause}"),
-            );
-            Err(Abort)
-        }
-        DatastoreError::Denied(cause) => {
-            push_unique(
-                &mut out.blocked,
-                format!("{datastore} denied access: {cause}"),
-            );
-            Err(Abort)
-        }
-        DatastoreError::Setup(cause) => {
-            push_unique(
-                &mut out.blocked,
-                format!("{datastore} cannot be used: {cause}"),
-            );
-            Err(Abort)
-        }
+    let datastore = datastore.to_string();
+    let (cause, fatal) = match err {
+        DatastoreError::Unavailable(cause) => (Cause::Unavailable { datastore, cause }, true),
+        DatastoreError::Denied(cause) => (Cause::Denied { datastore, cause }, true),
+        DatastoreError::Setup(cause) => (Cause::Unusable { datastore, cause }, true),
         DatastoreError::KindMissing { kind: missing } => {
             if is_calico_kind(&missing) || is_calico_kind(kind) {
-                push_unique(&mut out.waiting, WAITING_FOR_CRDS.to_string());
+                (Cause::CrdsMissing, true)
             } else {
-                push_unique(
-                    &mut out.waiting,
-                    format!("Waiting for {datastore} to serve {missing}"),
-                );
+                (
+                    Cause::KindNotServed {
+                        datastore,
+                        kind: missing,
+                    },
+                    true,
+                )
             }
-            Err(Abort)
         }
-        DatastoreError::NotFound { object } => {
-            // Only reached where absence is not expected; say so and go on.
-            push_unique(
-                &mut out.waiting,
-                format!("{object} disappeared; will retry"),
-            );
-            Ok(())
-        }
-        DatastoreError::Invalid { object, reason } => {
-            push_unique(&mut out.blocked, format!("{object} rejected: {reason}"));
-            Ok(())
-        }
-        DatastoreError::Conflict { object, reason } => {
-            push_unique(&mut out.waiting, format!("{object} conflict: {reason}"));
-            Ok(())
-        }
-        DatastoreError::Other { object, reason } => {
-            push_unique(&mut out.blocked, format!("{object}: {reason}"));
-            Ok(())
-        }
-    }
+        // Only reached where absence is not expected; say so and go on.
+        DatastoreError::NotFound { object } => (Cause::Disappeared { object }, false),
+        DatastoreError::Invalid { object, reason } => (Cause::Rejected { object, reason }, false),
+        DatastoreError::Conflict { object, reason } => (Cause::Conflict { object, reason }, false),
+        DatastoreError::Other { object, reason } => (Cause::Refused { object, reason }, false),
+    };
+    record(out, cause);
+    if fatal { Err(Abort) } else { Ok(()) }
+}
+
+/// Add a cause to the outcome's `waiting` or `blocked`, once.
+pub(crate) fn record(out: &mut Outcome, cause: Cause) {
+    let list = match cause.severity() {
+        Severity::Waiting => &mut out.waiting,
+        Severity::Blocked => &mut out.blocked,
+    };
+    push_unique(list, cause.to_string());
 }
 
 fn push_unique(list: &mut Vec<String>, message: String) {
@@ -546,9 +528,13 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
         for ((pool, cidr), drained) in plan.stale_pools.iter().zip(drained) {
             let name = pool.metadata.name.clone().unwrap_or_default();
             if !drained {
-                self.out
-                    .waiting
-                    .push(format!("Draining IP pool {name} ({cidr})"));
+                self.out.waiting.push(
+                    Cause::Draining {
+                        pool: name,
+                        cidr: cidr.to_string(),
+                    }
+                    .to_string(),
+                );
                 continue;
             }
             match self.ds.delete_pool(pool).await {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -615,6 +615,9 @@ impl KubeWorkloads for KubeDatastore {
             WorkloadObject::ConfigMap(o) => object_ref(
                 &ssa(&Api::<ConfigMap>::namespaced(c, &namespace), kind, &name, o).await?,
             ),
+            WorkloadObject::Secret(o) => {
+                object_ref(&ssa(&Api::<Secret>::namespaced(c, &namespace), kind, &name, o).await?)
+            }
             WorkloadObject::DaemonSet(o) => object_ref(
                 &ssa(&Api::<DaemonSet>::namespaced(c, &namespace), kind, &name, o).await?,
             ),
@@ -665,6 +668,10 @@ impl KubeWorkloads for KubeDatastore {
                 self.list_labelled(Api::<ConfigMap>::namespaced(c, NAMESPACE), labels)
                     .await
             }
+            WorkloadKind::Secret => {
+                self.list_labelled(Api::<Secret>::namespaced(c, NAMESPACE), labels)
+                    .await
+            }
             WorkloadKind::DaemonSet => {
                 self.list_labelled(Api::<DaemonSet>::namespaced(c, NAMESPACE), labels)
                     .await
@@ -699,6 +706,7 @@ impl KubeWorkloads for KubeDatastore {
             "ConfigMap" => {
                 delete_exact(&Api::<ConfigMap>::namespaced(c, ns), kind, name, uid).await
             }
+            "Secret" => delete_exact(&Api::<Secret>::namespaced(c, ns), kind, name, uid).await,
             "DaemonSet" => {
                 delete_exact(&Api::<DaemonSet>::namespaced(c, ns), kind, name, uid).await
             }

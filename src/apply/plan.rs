@@ -14,12 +14,13 @@ use ipnetwork::IpNetwork;
 use serde::Serialize;
 
 use super::fields::up_to_date;
-use super::pools::{choose_pool_name, contains, overlaps, parse_cidr};
+use super::pools::{choose_pool_name, contains, normalise_cidr, overlaps};
 use super::workloads::{ObjectRef, WorkloadObject};
 use crate::calico::{
     BGPConfiguration, BGPPeer, IPAMBlock, IPPool, MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATIONS,
     NODE_SET_ONLY_ANNOTATIONS, UNIT_LABEL, charm_labels, is_charm_node_annotation,
 };
+use crate::problems::Cause;
 use crate::render::workloads::Workloads;
 use crate::render::{Desired, Pools};
 
@@ -101,7 +102,10 @@ pub struct Plan {
 
 /// The waiting cause while this unit's Node has not registered.
 pub fn waiting_for_node(node: &str) -> String {
-    format!("Waiting for node {node} to register")
+    Cause::NodeUnregistered {
+        node: node.to_string(),
+    }
+    .to_string()
 }
 
 /// Decide everything (pure, deterministic).
@@ -240,6 +244,13 @@ pub fn workload_objects(workloads: &Workloads) -> Vec<WorkloadObject> {
     );
     objects.extend(
         workloads
+            .secrets
+            .iter()
+            .cloned()
+            .map(WorkloadObject::Secret),
+    );
+    objects.extend(
+        workloads
             .services
             .iter()
             .cloned()
@@ -329,18 +340,21 @@ fn plan_pools(plan: &mut Plan, pools: &[IPPool], existing: &[IPPool]) {
     }
     for want in pools {
         let rendered = want.metadata.name.clone().unwrap_or_default();
-        let Some(cidr) = parse_cidr(&want.spec.cidr) else {
-            plan.blocked.push(format!(
-                "IPPool/{rendered} rejected: invalid cidr {:?}",
-                want.spec.cidr
-            ));
+        let Some(cidr) = normalise_cidr(&want.spec.cidr) else {
+            plan.blocked.push(
+                Cause::Rejected {
+                    object: format!("IPPool/{rendered}"),
+                    reason: format!("invalid cidr {:?}", want.spec.cidr),
+                }
+                .to_string(),
+            );
             complete = false;
             continue;
         };
         plan.desired_cidrs.push(cidr);
         let found = existing.iter().find(|p| {
             !kept.contains(p.metadata.name.as_deref().unwrap_or_default())
-                && parse_cidr(&p.spec.cidr) == Some(cidr)
+                && normalise_cidr(&p.spec.cidr) == Some(cidr)
         });
         let name = match found {
             Some(p) => p.metadata.name.clone().unwrap_or_default(),
@@ -375,7 +389,7 @@ fn plan_pools(plan: &mut Plan, pools: &[IPPool], existing: &[IPPool]) {
     plan.stale_pools = existing
         .iter()
         .filter(|p| !kept.contains(p.metadata.name.as_deref().unwrap_or_default()))
-        .filter_map(|p| match parse_cidr(&p.spec.cidr) {
+        .filter_map(|p| match normalise_cidr(&p.spec.cidr) {
             Some(cidr) => Some((p.clone(), cidr)),
             None => {
                 // Not a range we can reason about: leave it alone.
@@ -401,7 +415,7 @@ pub fn drained(
     let in_use: Vec<Option<IpNetwork>> = blocks
         .iter()
         .filter(|b| b.spec.in_use())
-        .map(|b| parse_cidr(&b.spec.cidr))
+        .map(|b| normalise_cidr(&b.spec.cidr))
         .collect();
     stale
         .iter()
@@ -509,9 +523,13 @@ fn plan_peers(
             }),
             Some(Some(existing)) => {
                 if !may_take(existing, want, owner, &desired.node.node_name) {
-                    plan.blocked.push(format!(
-                        "BGPPeer/{name} exists and is not managed by {owner}; rename or delete it"
-                    ));
+                    plan.blocked.push(
+                        Cause::PeerTaken {
+                            name: name.clone(),
+                            owner: owner.clone(),
+                        }
+                        .to_string(),
+                    );
                     continue;
                 }
                 plan.peers.push(Apply {
@@ -800,10 +818,10 @@ mod tests {
             },
         };
         let stale = |cidr: &str| {
-            let net = parse_cidr(cidr).unwrap_or_else(|| panic!("{cidr}"));
+            let net = normalise_cidr(cidr).unwrap_or_else(|| panic!("{cidr}"));
             (pool("old", cidr), net)
         };
-        let kept = [parse_cidr("10.1.0.0/24").unwrap_or_else(|| panic!())];
+        let kept = [normalise_cidr("10.1.0.0/24").unwrap_or_else(|| panic!())];
         let cases: [(&str, Vec<IPAMBlock>, &[IpNetwork], bool); 6] = [
             ("no blocks: drained", vec![], &[], true),
             (

@@ -1,30 +1,10 @@
-//! Pure helpers for matching IP pools by CIDR and naming new ones.
+//! Naming new IP pools (the CIDR helpers they are matched with are [`crate::config::cidr`]).
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-/// Parse a CIDR and normalise it to its network address (`10.1.2.3/16` → `10.1.0.0/16`), so
-/// that pools compare by the range they cover, not by spelling.
-pub fn parse_cidr(text: &str) -> Option<IpNetwork> {
-    let net: IpNetwork = text.trim().parse().ok()?;
-    IpNetwork::new(net.network(), net.prefix()).ok()
-}
-
-/// Whether `outer` covers all of `inner` (same family).
-pub fn contains(outer: IpNetwork, inner: IpNetwork) -> bool {
-    let same_family = matches!(
-        (outer.network(), inner.network()),
-        (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_))
-    );
-    same_family && outer.prefix() <= inner.prefix() && outer.contains(inner.network())
-}
-
-/// Whether two ranges share any address.
-pub fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
-    contains(a, b) || contains(b, a)
-}
+pub use crate::config::cidr::{contains, normalise_cidr, overlaps};
 
 /// A DNS-1123-safe rendering of a CIDR: `10.1.0.0/16` → `10-1-0-0-16`, as Calico names IPAM
 /// blocks.

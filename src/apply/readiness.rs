@@ -9,7 +9,11 @@ use crate::render::workloads::{APP_LABEL, CALICO_NODE};
 /// Operator-facing status message for a pod that is not ready:
 /// `Waiting for calico-node on <node>: <reason>`.
 pub fn waiting_message(node: &str, reason: &str) -> String {
-    format!("Waiting for calico-node on {node}: {reason}")
+    crate::problems::Cause::CalicoNode {
+        node: node.to_string(),
+        reason: reason.to_string(),
+    }
+    .to_string()
 }
 
 fn is_calico_node(pod: &Pod) -> bool {

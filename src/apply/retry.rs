@@ -2,7 +2,8 @@
 //!
 //! A hook holds the machine lock, so the principal waits while we retry: every request of a
 //! hook draws from one [`Budget`] (30 s of wall time, however the time is spent). Transient faults (connection refused or
-//! reset, timeouts, 429, 5xx) are retried with exponential backoff and full-range jitter,
+//! reset, timeouts, 429, 5xx) are retried with exponential backoff, jittered to ½–1 of it
+//! (so that units retrying together spread out, yet none retries at once),
 //! honouring `Retry-After`; once the budget is spent the last answer is passed on, and
 //! converge reports `waiting`. [`RetryLayer`] does this for every request of a kube
 //! `Client`.

@@ -38,6 +38,8 @@ pub enum WorkloadKind {
     ClusterRole,
     ClusterRoleBinding,
     ConfigMap,
+    /// etcd mode only: `calico-etcd-secrets`.
+    Secret,
     Service,
     DaemonSet,
     Deployment,
@@ -46,11 +48,12 @@ pub enum WorkloadKind {
 
 impl WorkloadKind {
     /// Every kind, in apply order.
-    pub const ALL: [WorkloadKind; 8] = [
+    pub const ALL: [WorkloadKind; 9] = [
         WorkloadKind::ServiceAccount,
         WorkloadKind::ClusterRole,
         WorkloadKind::ClusterRoleBinding,
         WorkloadKind::ConfigMap,
+        WorkloadKind::Secret,
         WorkloadKind::Service,
         WorkloadKind::DaemonSet,
         WorkloadKind::Deployment,
@@ -64,6 +67,7 @@ impl WorkloadKind {
             WorkloadKind::ClusterRole => "ClusterRole",
             WorkloadKind::ClusterRoleBinding => "ClusterRoleBinding",
             WorkloadKind::ConfigMap => "ConfigMap",
+            WorkloadKind::Secret => "Secret",
             WorkloadKind::DaemonSet => "DaemonSet",
             WorkloadKind::Deployment => "Deployment",
             WorkloadKind::Service => "Service",
@@ -87,6 +91,7 @@ pub enum WorkloadObject {
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
     ConfigMap(ConfigMap),
+    Secret(k8s_openapi::api::core::v1::Secret),
     DaemonSet(DaemonSet),
     Deployment(Deployment),
     Service(Service),
@@ -100,6 +105,7 @@ impl WorkloadObject {
             WorkloadObject::ClusterRole(_) => WorkloadKind::ClusterRole,
             WorkloadObject::ClusterRoleBinding(_) => WorkloadKind::ClusterRoleBinding,
             WorkloadObject::ConfigMap(_) => WorkloadKind::ConfigMap,
+            WorkloadObject::Secret(_) => WorkloadKind::Secret,
             WorkloadObject::DaemonSet(_) => WorkloadKind::DaemonSet,
             WorkloadObject::Deployment(_) => WorkloadKind::Deployment,
             WorkloadObject::Service(_) => WorkloadKind::Service,
@@ -114,6 +120,7 @@ impl WorkloadObject {
             WorkloadObject::ClusterRole(o) => serde_json::to_value(o),
             WorkloadObject::ClusterRoleBinding(o) => serde_json::to_value(o),
             WorkloadObject::ConfigMap(o) => serde_json::to_value(o),
+            WorkloadObject::Secret(o) => serde_json::to_value(o),
             WorkloadObject::DaemonSet(o) => serde_json::to_value(o),
             WorkloadObject::Deployment(o) => serde_json::to_value(o),
             WorkloadObject::Service(o) => serde_json::to_value(o),
@@ -129,6 +136,7 @@ impl WorkloadObject {
             WorkloadObject::ClusterRole(o) => &o.metadata,
             WorkloadObject::ClusterRoleBinding(o) => &o.metadata,
             WorkloadObject::ConfigMap(o) => &o.metadata,
+            WorkloadObject::Secret(o) => &o.metadata,
             WorkloadObject::DaemonSet(o) => &o.metadata,
             WorkloadObject::Deployment(o) => &o.metadata,
             WorkloadObject::Service(o) => &o.metadata,
@@ -143,6 +151,7 @@ impl WorkloadObject {
             WorkloadObject::ClusterRole(o) => &mut o.metadata,
             WorkloadObject::ClusterRoleBinding(o) => &mut o.metadata,
             WorkloadObject::ConfigMap(o) => &mut o.metadata,
+            WorkloadObject::Secret(o) => &mut o.metadata,
             WorkloadObject::DaemonSet(o) => &mut o.metadata,
             WorkloadObject::Deployment(o) => &mut o.metadata,
             WorkloadObject::Service(o) => &mut o.metadata,

@@ -8,7 +8,7 @@ use ipnetwork::IpNetwork;
 use super::options::shorten;
 
 /// Parse a CIDR strictly: an address, `/`, a prefix length, no host bits set.
-pub fn parse_cidr(text: &str) -> Result<IpNetwork, String> {
+pub fn parse_cidr_option(text: &str) -> Result<IpNetwork, String> {
     let t = text.trim();
     let shown = shorten(format!("{t:?}"));
     let Some((addr, prefix)) = t.split_once('/') else {
@@ -59,8 +59,25 @@ pub(super) fn ipv4_mapped(net: IpNetwork) -> Option<IpNetwork> {
     IpNetwork::new(IpAddr::V4(v4), v6.prefix() - 96).ok()
 }
 
-pub(super) fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
-    a.is_ipv4() == b.is_ipv4() && (a.contains(b.network()) || b.contains(a.network()))
+/// A CIDR as a datastore stores it, read leniently and normalised to its network address
+/// (`10.1.2.3/16` → `10.1.0.0/16`), so that pools compare by the range they cover, not by
+/// spelling. `None` when it is no CIDR at all. (Options are read by the strict
+/// [`parse_cidr_option`].)
+pub fn normalise_cidr(text: &str) -> Option<IpNetwork> {
+    let net: IpNetwork = text.trim().parse().ok()?;
+    IpNetwork::new(net.network(), net.prefix()).ok()
+}
+
+/// Whether `outer` covers all of `inner` (same family).
+pub fn contains(outer: IpNetwork, inner: IpNetwork) -> bool {
+    outer.is_ipv4() == inner.is_ipv4()
+        && outer.prefix() <= inner.prefix()
+        && outer.contains(inner.network())
+}
+
+/// Whether two ranges share any address.
+pub fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
+    contains(a, b) || contains(b, a)
 }
 
 /// Ranges a pool may not overlap, with what they are.

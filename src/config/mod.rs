@@ -28,7 +28,7 @@ use crate::asn::AsNumber;
 pub use crate::problems::{ConfigError, Warning};
 use options::shorten;
 
-pub use cidr::parse_cidr;
+pub use cidr::parse_cidr_option;
 pub use image::{Image, apply_registry};
 pub use peers::{effective_peers, effective_peers_with_source, node_as_number};
 pub use validate::{MAX_MAP_ENTRIES, MAX_OPTION_BYTES, MAX_PEER_ENTRIES, validate};

@@ -25,8 +25,9 @@ impl fmt::Display for CalicoVersion {
     }
 }
 
-/// The release the reference (`../shared/reference/calico.md`) describes; assumed when the
-/// image tag says nothing usable.
+/// The newest release the charm's objects were checked against (Calico v3.32.1, its
+/// manifests at <https://github.com/projectcalico/calico/tree/v3.32.1/manifests>); assumed
+/// when the image tag says nothing usable.
 pub const CURRENT: CalicoVersion = CalicoVersion::new(3, 32, 1);
 
 /// The oldest line the charm renders for: its documented default image is v3.6.1.

@@ -35,7 +35,10 @@ fn defaults_are_valid_and_typed() {
     assert_eq!(c.ipip, EncapMode::Never);
     assert_eq!(c.vxlan, EncapMode::Never);
     assert!(c.nat_outgoing && c.manage_pools && c.node_to_node_mesh);
-    assert_eq!(c.cidrs, vec![parse_cidr("192.168.0.0/16").expect("cidr")]);
+    assert_eq!(
+        c.cidrs,
+        vec![parse_cidr_option("192.168.0.0/16").expect("cidr")]
+    );
     assert_eq!(c.global_as_number, AsNumber(64512));
     assert!(c.subnet_as_numbers.is_empty() && c.global_bgp_peers.is_empty());
     assert_eq!(c.veth_mtu, None);

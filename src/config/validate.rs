@@ -8,7 +8,7 @@ use ipnetwork::IpNetwork;
 use serde_json::Value;
 
 use super::cidr::{
-    IPV4_BLOCK_PREFIX, IPV6_BLOCK_PREFIX, ipv4_mapped, overlaps, parse_cidr, reserved_ranges,
+    IPV4_BLOCK_PREFIX, IPV6_BLOCK_PREFIX, ipv4_mapped, overlaps, parse_cidr_option, reserved_ranges,
 };
 use super::options::{self, RawConfig, shorten, show};
 use super::warnings::config_warnings;
@@ -16,7 +16,7 @@ use super::{CharmConfig, ConfigError, EncapMode, Image, Peer, Validated, Warning
 use crate::asn::AsNumber;
 
 /// Collects every problem while reading options.
-pub(super) struct Check<'a> {
+struct Check<'a> {
     raw: &'a RawConfig,
     errors: Vec<ConfigError>,
     warnings: Vec<Warning>,
@@ -41,7 +41,7 @@ impl Check<'_> {
         });
     }
 
-    pub(super) fn warn(&mut self, option: &str, message: impl Into<String>) {
+    fn warn(&mut self, option: &str, message: impl Into<String>) {
         self.warnings.push(Warning {
             option: option.to_string(),
             message: options::one_line(&message.into()),
@@ -128,7 +128,7 @@ impl Check<'_> {
                 );
                 continue;
             }
-            let net = match parse_cidr(entry) {
+            let net = match parse_cidr_option(entry) {
                 Ok(n) => n,
                 Err(m) => {
                     self.error(option, m);
@@ -185,7 +185,7 @@ impl Check<'_> {
             if entry.is_empty() {
                 continue;
             }
-            match parse_cidr(entry) {
+            match parse_cidr_option(entry) {
                 Ok(net) if out.contains(&net) => {
                     self.error(option, format!("{net} is listed twice"));
                 }
@@ -353,7 +353,7 @@ impl Check<'_> {
 
     fn subnet_key(&mut self, option: &str, key: &serde_yaml::Value) -> Option<IpNetwork> {
         match key {
-            serde_yaml::Value::String(s) => parse_cidr(s)
+            serde_yaml::Value::String(s) => parse_cidr_option(s)
                 .map_err(|m| self.error(option, format!("subnet {m}")))
                 .ok(),
             other => {
@@ -892,7 +892,7 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
-    config_warnings(&config, &mut c);
+    c.warnings.extend(config_warnings(&config));
     Ok(Validated {
         config,
         warnings: c.warnings,

@@ -5,16 +5,25 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use super::validate::Check;
 use super::{CharmConfig, Peer, Warning};
 use crate::unit::UnitFacts;
 
-pub(super) fn config_warnings(config: &CharmConfig, c: &mut Check<'_>) {
+/// A warning on one line (an operator reads one line per problem).
+fn warning(option: &str, message: impl Into<String>) -> Warning {
+    Warning {
+        option: option.to_string(),
+        message: super::options::one_line(&message.into()),
+    }
+}
+
+/// Warnings about the configuration as a whole (part of [`super::validate()`]).
+pub(super) fn config_warnings(config: &CharmConfig) -> Vec<Warning> {
+    let mut out = Vec::new();
     if config.ipip.enabled()
         && let Some(v6) = config.cidrs.iter().find(|n| n.is_ipv6())
     {
         let v4 = config.cidrs.iter().any(IpNetwork::is_ipv4);
-        c.warn(
+        out.push(warning(
             "ipip",
             if v4 {
                 format!(
@@ -27,17 +36,17 @@ pub(super) fn config_warnings(config: &CharmConfig, c: &mut Check<'_>) {
                     config.ipip.as_str()
                 )
             },
-        );
+        ));
     }
     let any_peers = !config.global_bgp_peers.is_empty()
         || config.subnet_bgp_peers.iter().any(|(_, p)| !p.is_empty())
         || config.unit_bgp_peers.values().any(|p| !p.is_empty());
     if !config.node_to_node_mesh && !any_peers {
-        c.warn(
+        out.push(warning(
             "node-to-node-mesh",
             "false while no BGP peers are configured (global-bgp-peers, subnet-bgp-peers, unit-bgp-peers are empty): \
              nodes will not exchange pod routes",
-        );
+        ));
     }
     if config.node_to_node_mesh && !config.route_reflector_cluster_ids.is_empty() {
         let ids: Vec<String> = config
@@ -45,15 +54,16 @@ pub(super) fn config_warnings(config: &CharmConfig, c: &mut Check<'_>) {
             .keys()
             .map(u32::to_string)
             .collect();
-        c.warn(
+        out.push(warning(
             "route-reflector-cluster-ids",
             format!(
                 "units {} are route reflectors while node-to-node-mesh is true: route reflectors never join the mesh, \
                  so they reach other nodes only through BGP peers; set node-to-node-mesh=false for route reflection",
                 ids.join(", ")
             ),
-        );
+        ));
     }
+    out
 }
 
 /// Warnings that depend on one unit: its address, id and the peers it ends up with.

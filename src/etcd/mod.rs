@@ -11,6 +11,7 @@
 //! `client_key`, `client_ca` (PEM text).
 
 pub mod client;
+pub mod datastore;
 pub mod layout;
 pub mod relation;
 pub mod store;

@@ -28,8 +28,13 @@ pub const WAITING_FOR_ETCD: &str = "Waiting for etcd";
 
 /// Read the relation: the first remote unit that published a connection string (every etcd
 /// unit publishes the same data), else the first one with any data.
-pub fn read(tools: &impl HookTools) -> Result<EtcdRelation, ToolError> {
-    let Some(rid) = tools.relation_ids(ENDPOINT)?.into_iter().next() else {
+/// `broken` names a relation being broken this hook (Juju still lists it): it counts as gone.
+pub fn read(tools: &impl HookTools, broken: Option<&str>) -> Result<EtcdRelation, ToolError> {
+    let Some(rid) = tools
+        .relation_ids(ENDPOINT)?
+        .into_iter()
+        .find(|r| Some(r.as_str()) != broken)
+    else {
         return Ok(EtcdRelation::Absent);
     };
     let mut best: Option<std::collections::BTreeMap<String, String>> = None;
@@ -67,6 +72,9 @@ pub const DEFAULT_DIR: &str = "/etc/calico/etcd";
 pub const CA_FILE: &str = "etcd-ca";
 pub const CERT_FILE: &str = "etcd-cert";
 pub const KEY_FILE: &str = "etcd-key";
+/// The connection string, beside the credentials, so that `stop`/`remove` (which ask Juju
+/// nothing) can reach etcd to clean up.
+pub const ENDPOINTS_FILE: &str = "etcd-endpoints";
 
 /// The credential files' directory: `CALICO_CHARM_ETCD_DIR`, else [`DEFAULT_DIR`].
 pub fn credentials_dir() -> PathBuf {
@@ -116,13 +124,34 @@ pub fn write_credentials(dir: &Path, config: &EtcdConfig) -> std::io::Result<boo
     let mut changed = write_private(&ca, config.ca_pem.as_bytes())?;
     changed |= write_private(&cert, config.cert_pem.as_bytes())?;
     changed |= write_private(&key, config.key_pem.expose_secret().as_bytes())?;
+    changed |= write_private(
+        &dir.join(ENDPOINTS_FILE),
+        format!("{}\n", config.connection_string).as_bytes(),
+    )?;
     Ok(changed)
+}
+
+/// The relation's data as the last hook wrote it below `dir` (for `stop`/`remove`); `None`
+/// when the files are missing or unusable (the unit never ran in etcd mode).
+pub fn read_credentials(dir: &Path) -> Option<EtcdConfig> {
+    let [ca, cert, key] = credential_paths(dir);
+    let read = |p: &Path| fs::read_to_string(p).ok();
+    let mut data = std::collections::BTreeMap::new();
+    data.insert(
+        super::KEY_CONNECTION_STRING.to_string(),
+        read(&dir.join(ENDPOINTS_FILE))?.trim().to_string(),
+    );
+    data.insert(super::KEY_CLIENT_CA.to_string(), read(&ca)?);
+    data.insert(super::KEY_CLIENT_CERT.to_string(), read(&cert)?);
+    data.insert(super::KEY_CLIENT_KEY.to_string(), read(&key)?);
+    from_relation(&data).ok()
 }
 
 /// Remove the credential files (stop/remove). `Ok(true)` when any was there.
 pub fn remove_credentials(dir: &Path) -> std::io::Result<bool> {
     let mut removed = false;
-    for path in credential_paths(dir) {
+    let [ca, cert, key] = credential_paths(dir);
+    for path in [ca, cert, key, dir.join(ENDPOINTS_FILE)] {
         match fs::remove_file(&path) {
             Ok(()) => removed = true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -147,16 +176,17 @@ mod tests {
         let config = EtcdConfig {
             endpoints: vec![],
             connection_string: "https://10.0.0.1:2379".into(),
-            ca_pem: "CA\n".into(),
-            cert_pem: "CERT\n".into(),
-            key_pem: SecretString::from("KEY\n"),
+            ca_pem: "-----BEGIN CERTIFICATE-----\nCA\n".into(),
+            cert_pem: "-----BEGIN CERTIFICATE-----\nCERT\n".into(),
+            key_pem: SecretString::from("-----BEGIN PRIVATE KEY-----\nKEY\n"),
             version: String::new(),
         };
         assert!(write_credentials(&dir, &config).unwrap());
-        for (path, text) in credential_paths(&dir)
-            .iter()
-            .zip(["CA\n", "CERT\n", "KEY\n"])
-        {
+        for (path, text) in credential_paths(&dir).iter().zip([
+            "-----BEGIN CERTIFICATE-----\nCA\n",
+            "-----BEGIN CERTIFICATE-----\nCERT\n",
+            "-----BEGIN PRIVATE KEY-----\nKEY\n",
+        ]) {
             assert_eq!(fs::read_to_string(path).unwrap(), text);
             assert_eq!(
                 fs::metadata(path).unwrap().permissions().mode() & 0o777,
@@ -168,6 +198,12 @@ mod tests {
             0o700
         );
         assert!(!write_credentials(&dir, &config).unwrap());
+        let back = read_credentials(&dir).expect("read back");
+        assert_eq!(back.connection_string, "https://10.0.0.1:2379");
+        assert_eq!(
+            back.key_pem.expose_secret(),
+            "-----BEGIN PRIVATE KEY-----\nKEY\n"
+        );
         // A file someone made readable is rewritten private.
         let key = dir.join(KEY_FILE);
         fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();

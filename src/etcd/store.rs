@@ -303,6 +303,39 @@ impl EtcdStore {
         Ok(out)
     }
 
+    /// Adopt the earlier charm's peers of this unit: those named `<owner>-<address>-<as>`
+    /// (its naming, [`crate::render::peer_name`]) for `node`, carrying no labels of their own.
+    /// They get the charm's labels, so the converge then keeps the wanted ones and prunes
+    /// the rest like any peer of this unit. Returns the names adopted.
+    pub async fn adopt_legacy_peers(
+        &self,
+        owner: &str,
+        node: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut adopted = Vec::new();
+        for peer in self.list_peers_with_prefix(owner).await? {
+            let name = peer.metadata.name.clone().unwrap_or_default();
+            let unlabelled = peer
+                .metadata
+                .labels
+                .as_ref()
+                .is_none_or(|l| l.keys().all(|k| k.contains("projectcalico.org/")));
+            if !unlabelled
+                || peer.spec.node.as_deref() != Some(node)
+                || !legacy_peer_name(owner, &name)
+            {
+                continue;
+            }
+            let wanted = Wanted {
+                labels: crate::calico::charm_labels(Some(owner)),
+                spec: Map::new(),
+            };
+            self.apply(Kind::BGPPeer, &name, &wanted).await?;
+            adopted.push(name);
+        }
+        Ok(adopted)
+    }
+
     /// One peer.
     pub async fn get_peer(&self, name: &str) -> Result<Option<BGPPeer>, StoreError> {
         match self.read(Kind::BGPPeer, name).await? {
@@ -428,6 +461,23 @@ pub fn node_value(existing: Option<&Value>, node: &str, bgp: &NodeBgp, created: 
         }
     }
     v
+}
+
+/// Whether `name` is `<owner>-<address with : as ->-<AS number>`.
+fn legacy_peer_name(owner: &str, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(owner).and_then(|r| r.strip_prefix('-')) else {
+        return false;
+    };
+    let Some((address, asn)) = rest.rsplit_once('-') else {
+        return false;
+    };
+    !asn.is_empty()
+        && asn.bytes().all(|b| b.is_ascii_digit())
+        && (address.parse::<std::net::Ipv4Addr>().is_ok()
+            || address
+                .replace('-', ":")
+                .parse::<std::net::Ipv6Addr>()
+                .is_ok())
 }
 
 /// The charm's fields of a stored Node's `spec.bgp`.

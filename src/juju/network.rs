@@ -88,9 +88,17 @@ pub fn node_name(nodename_env: Option<&str>) -> Option<String> {
     if let Some(name) = nodename_env.map(str::trim).filter(|n| !n.is_empty()) {
         return Some(name.to_string());
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let host = host.trim().to_ascii_lowercase();
-    (!host.is_empty()).then_some(host)
+    host_name()
+}
+
+/// This machine's host name, lower-cased as the kubelet names its Node: the kernel's
+/// (`/proc/sys/kernel/hostname`), else `/etc/hostname`. The one reader of it.
+pub fn host_name() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|s| s.trim().to_ascii_lowercase())
+        .find(|s| !s.is_empty())
 }
 
 /// Check a Kubernetes node name: a lowercase RFC 1123 subdomain of at most 253 characters.

@@ -37,7 +37,7 @@ pub const CNI_VERSION_V3_6: &str = "0.3.0";
 
 /// The CNI spec version for the configured Calico release.
 pub fn cni_version(config: &CharmConfig) -> &'static str {
-    if crate::render::workloads::node_version(config).at_least(crate::config::release::AFTER_V3_6) {
+    if crate::config::release::node_version(config).at_least(crate::config::release::AFTER_V3_6) {
         CNI_VERSION
     } else {
         CNI_VERSION_V3_6
@@ -63,9 +63,9 @@ fn families(config: &CharmConfig) -> (bool, bool) {
 
 /// The MTU written into the CNI config: the veth MTU; when unset, 0 from Calico 3.17
 /// (auto-detection: the plugin then uses the MTU Felix detected), 1440 before (see
-/// [`crate::render::workloads::effective_mtu`]).
+/// [`crate::render::mtu::effective_mtu`]).
 pub fn cni_mtu(config: &CharmConfig) -> u32 {
-    crate::render::workloads::effective_mtu(config)
+    crate::render::mtu::effective_mtu(config)
 }
 
 /// Whether `install-cni` appends a newline to the template when it writes the file: the
@@ -74,8 +74,7 @@ pub fn cni_mtu(config: &CharmConfig) -> u32 {
 /// `k8s-install/scripts/install-cni.sh`, projectcalico/cni-plugin), which ends in a newline
 /// of its own; the Go installer writes the substituted template as it is.
 fn installer_appends_newline(config: &CharmConfig) -> bool {
-    !crate::render::workloads::node_version(config)
-        .at_least(crate::config::release::GO_CNI_INSTALLER)
+    !crate::config::release::node_version(config).at_least(crate::config::release::GO_CNI_INSTALLER)
 }
 
 /// The conflist with `install-cni`'s placeholders (pure, deterministic): the value of the

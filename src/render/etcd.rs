@@ -109,13 +109,10 @@ pub fn workload_objects(
         &crate::etcd::relation::credentials_dir(),
     );
     super::workloads::etcd::for_etcd(&mut w, config, &cni, etcd);
-    let mut secret = serde_json::to_value(super::workloads::etcd::secret(etcd)).unwrap_or_default();
-    if let Some(m) = secret.as_object_mut() {
-        m.remove("data");
+    for s in &mut w.secrets {
+        s.data = None;
     }
     let mut out = w.crd_objects();
-    // The Secret goes before the pods that mount it.
-    out.push(secret);
     out.extend(w.objects_without_crds());
     out
 }

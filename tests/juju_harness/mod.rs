@@ -520,6 +520,95 @@ impl Unit {
         rid
     }
 
+    /// Create relation `<endpoint>:<id>` with one remote unit of another application (the
+    /// `etcd` relation with `etcd/0`), whose bag holds Juju's address keys plus `remote`.
+    pub fn relate(
+        &self,
+        endpoint: &str,
+        id: u32,
+        remote_unit: &str,
+        remote: &BTreeMap<String, String>,
+    ) -> String {
+        let rid = format!("{endpoint}:{id}");
+        let mut remote_bag = json!({
+            "private-address": "10.0.0.9",
+            "ingress-address": "10.0.0.9",
+            "egress-subnets": "10.0.0.9/32",
+        });
+        for (k, v) in remote {
+            remote_bag[k] = json!(v);
+        }
+        let app = remote_unit
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let endpoint = endpoint.to_string();
+        let remote_unit = remote_unit.to_string();
+        self.update("relations.json", |r| {
+            r[&rid] = json!({
+                "endpoint": endpoint,
+                "remote-app": app,
+                "remote-units": {remote_unit: remote_bag},
+                "local": {
+                    "private-address": "10.0.0.5",
+                    "ingress-address": "10.0.0.5",
+                    "egress-subnets": "10.0.0.5/32",
+                },
+                "app": {},
+                "remote-app-data": {},
+            })
+        });
+        rid
+    }
+
+    /// Replace the whole bag of `remote_unit` on relation `rid` (Juju's address keys kept).
+    pub fn set_remote_bag(&self, rid: &str, remote_unit: &str, bag: &BTreeMap<String, String>) {
+        let remote_unit = remote_unit.to_string();
+        self.update("relations.json", |r| {
+            let mut new = json!({
+                "private-address": "10.0.0.9",
+                "ingress-address": "10.0.0.9",
+                "egress-subnets": "10.0.0.9/32",
+            });
+            for (k, v) in bag {
+                new[k] = json!(v);
+            }
+            r[rid]["remote-units"][&remote_unit] = new;
+        });
+    }
+
+    /// Run `<endpoint>-relation-<kind>` for relation `rid` with `remote_unit`.
+    pub fn endpoint_hook(
+        &self,
+        endpoint: &str,
+        kind: &str,
+        rid: &str,
+        remote_unit: &str,
+    ) -> HookRun {
+        let hook = format!("{endpoint}-relation-{kind}");
+        let remote = match kind {
+            "created" | "broken" => String::new(),
+            _ => remote_unit.to_string(),
+        };
+        let mut env = BTreeMap::new();
+        env.insert("JUJU_RELATION".to_string(), endpoint.to_string());
+        env.insert("JUJU_RELATION_ID".to_string(), rid.to_string());
+        env.insert("JUJU_REMOTE_UNIT".to_string(), remote);
+        env.insert(
+            "JUJU_REMOTE_APP".to_string(),
+            remote_unit
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        if kind == "departed" {
+            env.insert("JUJU_DEPARTING_UNIT".to_string(), remote_unit.to_string());
+        }
+        self.run(&hook, env)
+    }
+
     /// Change a key in the principal's bag (empty value deletes it).
     pub fn set_remote(&self, rid: &str, key: &str, value: &str) {
         let principal = self.principal.clone();

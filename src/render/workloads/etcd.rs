@@ -2,7 +2,8 @@
 //! ([`super::render`]) changed where etcd mode differs, in the charm's own code (no upstream
 //! manifest is copied; the facts and their sources are in `docs/etcd.md`).
 //!
-//! - No Calico CRDs: Calico's data is in etcd (an existing CRD is left alone, as ever).
+//! - No Calico CRDs: Calico's data is in etcd (an existing CRD is left alone, as ever); no
+//!   Typha, which fans out the Kubernetes datastore only.
 //! - No Calico CRDs: Calico's data is in etcd (an existing CRD is left alone, as ever).
 //! - Secret `calico-etcd-secrets` (kube-system): keys `etcd-ca`, `etcd-cert`, `etcd-key`, as
 //!   the earlier charm and Calico's etcd manifest name them, so an upgrade adopts it.
@@ -164,8 +165,11 @@ pub fn for_etcd(
     cni: &CniEtcd,
     config: &EtcdConfig,
 ) {
-    // Calico's data is in etcd: no component reads Calico's CRDs.
+    // Calico's data is in etcd: no component reads Calico's CRDs; Typha serves the
+    // Kubernetes datastore only.
+    *workloads = super::render(charm);
     workloads.crds.clear();
+    workloads.secrets = vec![secret(config)];
     for cm in &mut workloads.config_maps {
         if cm.metadata.name.as_deref() != Some(CONFIG_MAP) {
             continue;

@@ -75,6 +75,8 @@ pub struct Workloads {
     pub services: Vec<Service>,
     /// calico-typha's PodDisruptionBudget, when Typha runs.
     pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
+    /// etcd mode: `calico-etcd-secrets`, the etcd client credentials ([`etcd`]).
+    pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
 }
 
 /// Build the workloads for a configuration without Typha (pure, deterministic), for the
@@ -98,6 +100,7 @@ pub fn render_for(config: &CharmConfig, plan: typha::TyphaPlan) -> Workloads {
         deployments: vec![pods::kube_controllers(config)],
         services: Vec::new(),
         pod_disruption_budgets: Vec::new(),
+        secrets: Vec::new(),
     };
     if let typha::TyphaPlan::Replicas(replicas) = plan {
         let t = typha::objects(config, replicas);
@@ -200,6 +203,7 @@ impl Workloads {
         out.extend(self.cluster_roles.iter().map(to_json));
         out.extend(self.cluster_role_bindings.iter().map(to_json));
         out.extend(self.config_maps.iter().map(to_json));
+        out.extend(self.secrets.iter().map(to_json));
         out.extend(self.services.iter().map(to_json));
         out.extend(self.daemon_sets.iter().map(to_json));
         out.extend(self.deployments.iter().map(to_json));

@@ -1,7 +1,7 @@
 //! ConfigMap `calico-config`, DaemonSet `calico-node`, Deployment `calico-kube-controllers`,
 //! the images they pull and the MTU.
 //!
-//! Decisions where the issue is silent:
+//! Why they are shaped as they are:
 //! - `calico_backend` is always `bird`: every BGP option of the charm (mesh, peers, AS
 //!   numbers, route reflectors) needs BIRD, and VXLAN works alongside it.
 //! - IP: the unit's cni-binding address, which every unit writes on its own Node
@@ -13,7 +13,7 @@
 //!   3.7).
 //! - Everything that differs between Calico releases is gated on [`node_version`] (the
 //!   `calico-node-image` tag); the cut-overs and their sources are in
-//!   [`super::version`] and `docs/workloads-versions.md`.
+//!   [`crate::config::release`] and `docs/workloads-versions.md`.
 //! - The `AS` variable is never set: the charm sets each node's AS through annotations.
 //! - Init containers `upgrade-ipam` (migrates host-local IPAM data, which this charm never
 //!   used) and `ebpf-bootstrap` (eBPF dataplane, not used) are omitted.
