@@ -663,8 +663,12 @@ fn converge_units(env: &Env, wants: Vec<Desired>) -> Vec<Outcome> {
             tasks.spawn(async move {
                 // All units at once against a real server on a small machine: a budget no
                 // fault test here needs to be short.
+                // Per-attempt deadlines are as generous: fifty answers queued on two busy
+                // cores can take longer than the 2 s the fault tests use.
                 let retry = RetrySettings {
                     budget: Duration::from_secs(30),
+                    attempt_timeout: Duration::from_secs(10),
+                    connect_timeout: Duration::from_secs(5),
                     ..fast_retry()
                 };
                 let ds = connect_with(&kubeconfig, retry).await.unwrap();
