@@ -40,6 +40,9 @@ pub struct Outcome {
     /// The BGP sessions calico-node reported in this node's `CalicoNodeStatus`, when it has
     /// written a report ([`crate::nodestatus`]; Calico 3.22 or later).
     pub bgp_sessions: Option<Vec<Reported>>,
+    /// The workloads were applied with adoption on ([`crate::render::workloads::Workloads::adopt`])
+    /// and every object is now the charm's alone: the leader remembers it.
+    pub workloads_adopted: bool,
 }
 
 impl Outcome {
@@ -60,6 +63,7 @@ impl Outcome {
         if other.bgp_sessions.is_some() {
             self.bgp_sessions = other.bgp_sessions;
         }
+        self.workloads_adopted |= other.workloads_adopted;
     }
 
     /// Nothing pending: no `waiting`, no `blocked`.

@@ -456,6 +456,19 @@ pub fn reconcile(
                 .as_ref()
                 .is_some_and(|s| s.in_sync(&for_agent.generation, now));
     }
+    // The leader adopts the workload objects of others (today's Calico charm's) until it
+    // has done so once: on any hook but update-status (which keeps its few tool calls;
+    // upgrade-charm, leader-elected and config-changed come first anyway).
+    let adopting = match desired.workloads.as_mut() {
+        Some(workloads) if *event != Event::UpdateStatus => {
+            let done = tools
+                .state_get(crate::render::workloads::ADOPTED_STATE_KEY)?
+                .is_some();
+            workloads.adopt = !done;
+            !done
+        }
+        _ => false,
+    };
     let mut outcome = if agent_in_sync {
         tracing::debug!("agent in sync: no Kubernetes request this update-status");
         agent_outcome(agent_state.as_ref(), &facts.node_name)
@@ -473,6 +486,9 @@ pub fn reconcile(
             }
         }
     };
+    if adopting && outcome.workloads_adopted {
+        tools.state_set(crate::render::workloads::ADOPTED_STATE_KEY, "true")?;
+    }
     if let Some(host) = host {
         outcome.merge(write_cni_config(
             &host.cni_dir,
