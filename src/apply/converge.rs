@@ -30,12 +30,9 @@ use super::plan::{
 use super::workloads::{KUBERNETES_API, KubeWorkloads, NodeAgent, WorkloadKind};
 use crate::apply::readiness::waiting_message;
 use crate::calico::{BGPPeer, charm_labels};
-use crate::problems::{Cause, Severity};
+use crate::problems::Cause;
 use crate::render::workloads::{CALICO_NODE, Workloads};
 use crate::render::{Desired, Pools};
-
-/// Message while Calico's CRDs are not installed.
-pub const WAITING_FOR_CRDS: &str = "Waiting for Calico CRDs";
 
 pub use super::plan::waiting_for_node;
 
@@ -131,10 +128,8 @@ pub async fn check_node_agent<W: KubeWorkloads>(kube: &W, node: &str) -> Outcome
     let mut out = Outcome::default();
     match kube.node_agent(node).await {
         Ok(NodeAgent::Ready) => {}
-        Ok(NodeAgent::Missing) => out
-            .waiting
-            .push(waiting_message(node, "no calico-node pod")),
-        Ok(NodeAgent::NotReady(reason)) => out.waiting.push(waiting_message(node, &reason)),
+        Ok(NodeAgent::Missing) => out.push(waiting_message(node, "no calico-node pod")),
+        Ok(NodeAgent::NotReady(reason)) => out.push(waiting_message(node, &reason)),
         Err(err) => {
             let _ = record_fatal(&mut out, KUBERNETES_API, "Pod", err);
         }
@@ -205,23 +200,8 @@ fn record_fatal(
         DatastoreError::Conflict { object, reason } => (Cause::Conflict { object, reason }, false),
         DatastoreError::Other { object, reason } => (Cause::Refused { object, reason }, false),
     };
-    record(out, cause);
+    out.push(cause);
     if fatal { Err(Abort) } else { Ok(()) }
-}
-
-/// Add a cause to the outcome's `waiting` or `blocked`, once.
-pub(crate) fn record(out: &mut Outcome, cause: Cause) {
-    let list = match cause.severity() {
-        Severity::Waiting => &mut out.waiting,
-        Severity::Blocked => &mut out.blocked,
-    };
-    push_unique(list, cause.to_string());
-}
-
-fn push_unique(list: &mut Vec<String>, message: String) {
-    if !list.contains(&message) {
-        list.push(message);
-    }
 }
 
 fn is_calico_kind(kind: &str) -> bool {
@@ -263,11 +243,8 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
 
         let observed = self.observe().await?;
         let plan = plan(desired, &observed);
-        for cause in &plan.waiting {
-            push_unique(&mut self.out.waiting, cause.clone());
-        }
-        for cause in &plan.blocked {
-            push_unique(&mut self.out.blocked, cause.clone());
+        for cause in plan.waiting.iter().chain(&plan.blocked) {
+            self.out.push(cause.clone());
         }
         self.execute(plan).await?;
 
@@ -407,7 +384,7 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 // Said at once: a later read may stop the converge before it plans.
                 if current.is_none() {
                     self.node_missing = true;
-                    push_unique(&mut self.out.waiting, waiting_for_node(node));
+                    self.out.push(waiting_for_node(node));
                 }
                 observed.node = Some(current);
             }
@@ -526,7 +503,7 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 Ok(result) => after = result,
                 Err(DatastoreError::NotFound { .. }) => {
                     self.node_missing = true;
-                    self.out.waiting.push(waiting_for_node(&node));
+                    self.out.push(waiting_for_node(&node));
                     return Ok(());
                 }
                 Err(err) => {
@@ -587,13 +564,10 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
         for ((pool, cidr), drained) in plan.stale_pools.iter().zip(drained) {
             let name = pool.metadata.name.clone().unwrap_or_default();
             if !drained {
-                self.out.waiting.push(
-                    Cause::Draining {
-                        pool: name,
-                        cidr: cidr.to_string(),
-                    }
-                    .to_string(),
-                );
+                self.out.push(Cause::Draining {
+                    pool: name,
+                    cidr: cidr.to_string(),
+                });
                 continue;
             }
             match self.ds.delete_pool(pool).await {

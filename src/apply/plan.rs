@@ -96,16 +96,15 @@ pub struct Plan {
     /// Objects that already match and are left alone (`Kind/name`).
     pub unchanged: Vec<String>,
     /// Operator-facing causes found while planning.
-    pub waiting: Vec<String>,
-    pub blocked: Vec<String>,
+    pub waiting: Vec<Cause>,
+    pub blocked: Vec<Cause>,
 }
 
 /// The waiting cause while this unit's Node has not registered.
-pub fn waiting_for_node(node: &str) -> String {
+pub fn waiting_for_node(node: &str) -> Cause {
     Cause::NodeUnregistered {
         node: node.to_string(),
     }
-    .to_string()
 }
 
 /// Decide everything (pure, deterministic).
@@ -341,13 +340,10 @@ fn plan_pools(plan: &mut Plan, pools: &[IPPool], existing: &[IPPool]) {
     for want in pools {
         let rendered = want.metadata.name.clone().unwrap_or_default();
         let Some(cidr) = normalise_cidr(&want.spec.cidr) else {
-            plan.blocked.push(
-                Cause::Rejected {
-                    object: format!("IPPool/{rendered}"),
-                    reason: format!("invalid cidr {:?}", want.spec.cidr),
-                }
-                .to_string(),
-            );
+            plan.blocked.push(Cause::Rejected {
+                object: format!("IPPool/{rendered}"),
+                reason: format!("invalid cidr {:?}", want.spec.cidr),
+            });
             complete = false;
             continue;
         };
@@ -523,13 +519,10 @@ fn plan_peers(
             }),
             Some(Some(existing)) => {
                 if !may_take(existing, want, owner, &desired.node.node_name) {
-                    plan.blocked.push(
-                        Cause::PeerTaken {
-                            name: name.clone(),
-                            owner: owner.clone(),
-                        }
-                        .to_string(),
-                    );
+                    plan.blocked.push(Cause::PeerTaken {
+                        name: name.clone(),
+                        owner: owner.clone(),
+                    });
                     continue;
                 }
                 plan.peers.push(Apply {
