@@ -19,7 +19,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::problems::Outcome;
+use crate::problems::{Cause, Outcome};
 
 /// The charm resource's name (metadata.yaml).
 pub const RESOURCE: &str = "calicoctl";
@@ -190,10 +190,7 @@ impl Install {
     pub fn reconcile(&self, resource: Option<&Path>) -> Outcome {
         match self.try_reconcile(resource) {
             Ok(outcome) => outcome,
-            Err(err) => Outcome {
-                blocked: vec![format!("Cannot install calicoctl: {err}")],
-                ..Outcome::default()
-            },
+            Err(err) => Outcome::of(Cause::CalicoctlInstall(err)),
         }
     }
 

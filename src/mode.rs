@@ -13,6 +13,7 @@
 //!   remembering it, so it converges to the leader's choice on a later hook.
 
 use crate::juju::{HookTools, ToolError};
+use crate::problems::Cause;
 
 /// `state-get`/`state-set` key, and the peer application-data key.
 pub const STATE_KEY: &str = "datastore";
@@ -64,32 +65,19 @@ pub struct Decision {
     pub remember: bool,
     /// The leader publishes it in the peer application data (absent or different there).
     pub publish: bool,
-    /// An operator-facing warning to show (an etcd relation the datastore ignores).
-    pub warning: Option<String>,
+    /// A note for the status ([`Cause::EtcdIgnored`]: an etcd relation the datastore ignores).
+    pub warning: Option<Cause>,
 }
 
-/// The warning while a Kubernetes-datastore deployment has an etcd relation.
-pub const IGNORED_ETCD: &str =
-    "etcd relation ignored: the datastore is Kubernetes, chosen at deployment; remove the relation";
-
-/// Why no datastore can be used.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ModeError {
-    /// A remembered value the charm does not know (written by hand?): the charm will not guess.
-    #[error(
-        "unknown datastore {0:?} remembered by this unit (state-get datastore): expected kubernetes or etcd"
-    )]
-    Unknown(String),
-}
-
-/// Choose (pure).
-pub fn decide(facts: &ModeFacts) -> Result<Decision, ModeError> {
-    let parse = |v: &Option<String>| -> Result<Option<DatastoreType>, ModeError> {
+/// Choose (pure). A remembered value the charm does not know (written by hand?) is
+/// [`Cause::UnknownDatastore`]: the charm will not guess.
+pub fn decide(facts: &ModeFacts) -> Result<Decision, Cause> {
+    let parse = |v: &Option<String>| -> Result<Option<DatastoreType>, Cause> {
         match v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
             None => Ok(None),
             Some(v) => DatastoreType::parse(v)
                 .map(Some)
-                .ok_or_else(|| ModeError::Unknown(v.chars().take(40).collect())),
+                .ok_or_else(|| Cause::UnknownDatastore(v.chars().take(40).collect())),
         }
     };
     let remembered = parse(&facts.remembered)?;
@@ -108,7 +96,7 @@ pub fn decide(facts: &ModeFacts) -> Result<Decision, ModeError> {
         }
     };
     let warning = (datastore == DatastoreType::Kubernetes && facts.etcd_related)
-        .then(|| IGNORED_ETCD.to_string());
+        .then_some(Cause::EtcdIgnored);
     Ok(Decision {
         datastore,
         remember,
@@ -126,7 +114,7 @@ pub fn resolve(
     application: &str,
     peer_relation: Option<&str>,
     broken: Option<&str>,
-) -> Result<Result<Decision, ModeError>, ToolError> {
+) -> Result<Result<Decision, Cause>, ToolError> {
     let remembered = tools.state_get(STATE_KEY)?;
     let etcd_related = tools
         .relation_ids(crate::etcd::ENDPOINT)?
@@ -161,19 +149,16 @@ pub fn resolve(
     Ok(Ok(decision))
 }
 
-/// The status while an etcd deployment has no etcd relation.
-pub const ETCD_RELATION_REMOVED: &str = "etcd relation removed: Calico's data is in etcd";
-
 /// The datastore this hook uses, ready to converge, or the status that stops the hook.
 #[derive(Debug)]
 pub enum Selected {
     /// Calico's Kubernetes datastore; `warning` for the status (an ignored etcd relation).
-    Kubernetes { warning: Option<String> },
+    Kubernetes { warning: Option<Cause> },
     /// Calico's etcd, with what the relation gives.
     Etcd(Box<crate::etcd::EtcdConfig>),
     /// Nothing can be converged: the status says why (`waiting`: etcd has published nothing
     /// yet; `blocked`: the relation is gone or unusable, or the remembered choice unknown).
-    Stop(crate::status::UnitStatus),
+    Stop(Cause),
 }
 
 /// Choose the datastore ([`resolve`]) and, in etcd mode, read the relation. `broken` is the
@@ -186,15 +171,11 @@ pub fn select(
     broken: Option<&str>,
 ) -> Result<Selected, ToolError> {
     use crate::etcd::relation::EtcdRelation;
-    use crate::status::{StatusKind, UnitStatus};
     let decision = match resolve(tools, leader, application, peer_relation, broken)? {
         Ok(d) => d,
         Err(e) => {
             tracing::error!("{e}");
-            return Ok(Selected::Stop(UnitStatus::new(
-                StatusKind::Blocked,
-                e.to_string(),
-            )));
+            return Ok(Selected::Stop(e));
         }
     };
     if let Some(w) = &decision.warning {
@@ -208,14 +189,15 @@ pub fn select(
     Ok(match crate::etcd::relation::read(tools, broken)? {
         EtcdRelation::Absent => {
             tracing::error!(
-                "{ETCD_RELATION_REMOVED}: relate calico to etcd again (juju integrate calico:etcd etcd:db); the datastore is never switched implicitly"
+                "{}: relate calico to etcd again (juju integrate calico:etcd etcd:db); the datastore is never switched implicitly",
+                Cause::EtcdRelationRemoved
             );
-            Selected::Stop(UnitStatus::new(StatusKind::Blocked, ETCD_RELATION_REMOVED))
+            Selected::Stop(Cause::EtcdRelationRemoved)
         }
-        EtcdRelation::Waiting(m) => Selected::Stop(UnitStatus::new(StatusKind::Waiting, m)),
-        EtcdRelation::Invalid(m) => {
-            tracing::error!("{m}");
-            Selected::Stop(UnitStatus::new(StatusKind::Blocked, m))
+        EtcdRelation::Waiting(cause) => Selected::Stop(cause),
+        EtcdRelation::Invalid(cause) => {
+            tracing::error!("{cause}");
+            Selected::Stop(cause)
         }
         EtcdRelation::Ready(config) => Selected::Etcd(Box::new(config)),
     })
@@ -262,7 +244,7 @@ mod tests {
         let d = decide(&facts(None, Some("kubernetes"), false, true)).unwrap();
         assert_eq!(d.datastore, DatastoreType::Kubernetes);
         assert!(d.remember && !d.publish);
-        assert_eq!(d.warning.as_deref(), Some(IGNORED_ETCD));
+        assert_eq!(d.warning, Some(Cause::EtcdIgnored));
     }
 
     #[test]
@@ -282,7 +264,7 @@ mod tests {
         }
         assert_eq!(
             decide(&facts(Some("consul"), None, true, true)),
-            Err(ModeError::Unknown("consul".into()))
+            Err(Cause::UnknownDatastore("consul".into()))
         );
     }
 }

@@ -11,14 +11,14 @@
 //! is in `apply::cluster`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::IpAddr;
 
 use kube::api::ObjectMeta;
 
 use crate::calico::{self, CalicoNodeStatus, CalicoNodeStatusSpec, CalicoNodeStatusStatus};
 use crate::config::release::CalicoVersion;
-use crate::status::{StatusKind, UnitStatus};
+use crate::problems::Cause;
+use crate::status::{Shown, StatusKind};
 
 /// The first release with `CalicoNodeStatus`: Calico v3.22 introduced the resource (its
 /// reference page, projectcalico/calico `reference/resources/caliconodestatus.md`, and the
@@ -37,9 +37,6 @@ pub const BGP_CLASS: &str = "BGP";
 
 /// The state BIRD reports for a working session.
 pub const ESTABLISHED: &str = "Established";
-
-/// Peers named in full in a status line; the rest are counted.
-const MAX_NAMED: usize = 3;
 
 /// Whether calico-node of this release writes `CalicoNodeStatus`.
 pub fn supported(version: CalicoVersion) -> bool {
@@ -92,7 +89,7 @@ pub fn owned_by(live: &CalicoNodeStatus, owner: &str) -> bool {
         .is_some_and(|o| o == owner)
 }
 
-pub use crate::problems::Reported;
+pub use crate::problems::{Health, Reported, Trouble};
 
 /// The sessions in a report (IPv4 and IPv6), or `None` when calico-node has not written one
 /// yet. Entries without a readable peer address are left out.
@@ -112,57 +109,6 @@ pub fn reported(status: Option<&CalicoNodeStatusStatus>) -> Option<Vec<Reported>
         })
         .collect();
     Some(peers)
-}
-
-/// A session that is not as the model expects.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Trouble {
-    /// Expected and reported, not established: BIRD's state (`Active`, `Connect`, ...).
-    NotEstablished { peer: IpAddr, state: String },
-    /// Expected, absent from calico-node's report.
-    Missing { peer: IpAddr },
-    /// Reported, not expected by the model.
-    Unexpected { peer: IpAddr, state: String },
-}
-
-impl fmt::Display for Trouble {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Trouble::NotEstablished { peer, state } if state.is_empty() => {
-                write!(f, "{peer} (state unknown)")
-            }
-            Trouble::NotEstablished { peer, state } => write!(f, "{peer} ({state})"),
-            Trouble::Missing { peer } => {
-                write!(f, "{peer} (missing: calico-node reports no such session)")
-            }
-            Trouble::Unexpected { peer, state } => {
-                write!(
-                    f,
-                    "{peer} (unexpected: not in the model, {})",
-                    or_unknown(state)
-                )
-            }
-        }
-    }
-}
-
-fn or_unknown(state: &str) -> &str {
-    if state.is_empty() {
-        "state unknown"
-    } else {
-        state
-    }
-}
-
-/// The comparison of a report with the model.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Health {
-    /// Sessions counted: the expected ones (or, without a model, the reported ones).
-    pub total: usize,
-    /// Of those, established.
-    pub established: usize,
-    /// Every session not as expected, in peer-address order.
-    pub troubles: Vec<Trouble>,
 }
 
 /// Compare calico-node's report with the sessions the model expects (`None`: this unit has
@@ -226,90 +172,22 @@ pub fn compare(expected: Option<&[IpAddr]>, reported: &[Reported]) -> Health {
     }
 }
 
-fn named(list: &[&Trouble]) -> String {
-    let mut out: Vec<String> = list
-        .iter()
-        .take(MAX_NAMED)
-        .map(ToString::to_string)
-        .collect();
-    if list.len() > MAX_NAMED {
-        out.push(format!("+{} more", list.len() - MAX_NAMED));
-    }
-    out.join(", ")
-}
-
-impl Health {
-    /// The operator's line: `BGP 4/4 established` when all is well, else `BGP: 1 of 4
-    /// sessions not established: 10.0.0.1 (Active)`, with unexpected sessions after a `;`.
-    pub fn message(&self) -> String {
-        let not: Vec<&Trouble> = self
-            .troubles
-            .iter()
-            .filter(|t| !matches!(t, Trouble::Unexpected { .. }))
-            .collect();
-        let unexpected: Vec<&Trouble> = self
-            .troubles
-            .iter()
-            .filter(|t| matches!(t, Trouble::Unexpected { .. }))
-            .collect();
-        if not.is_empty() && unexpected.is_empty() {
-            return format!("BGP {}/{} established", self.established, self.total);
-        }
-        let mut parts = Vec::new();
-        if !not.is_empty() {
-            let noun = if self.total == 1 {
-                "session"
-            } else {
-                "sessions"
-            };
-            parts.push(format!(
-                "{} of {} {noun} not established: {}",
-                not.len(),
-                self.total,
-                named(&not)
-            ));
-        } else {
-            parts.push(format!("{}/{} established", self.established, self.total));
-        }
-        if !unexpected.is_empty() {
-            let noun = if unexpected.len() == 1 {
-                "session"
-            } else {
-                "sessions"
-            };
-            parts.push(format!(
-                "{} unexpected {noun}: {}",
-                unexpected.len(),
-                named(&unexpected)
-            ));
-        }
-        format!("BGP: {}", parts.join("; "))
-    }
-
-    /// Whether every session is as the model expects.
-    pub fn healthy(&self) -> bool {
-        self.troubles.is_empty()
-    }
-}
-
 /// The unit's status with its sessions: an `active` unit becomes `Ready (BGP 4/4
 /// established)` (the count added to its message), or `waiting` naming the sessions that
 /// are not as expected. Any other status stays as it is: it names a cause that comes first.
 /// A node with no session expected and none reported gets nothing added (the topology's
 /// problems already say a node without sessions is cut off).
-pub fn status_with(status: UnitStatus, health: &Health) -> UnitStatus {
-    if status.kind != StatusKind::Active || (health.total == 0 && health.healthy()) {
+pub fn status_with(status: Shown, health: &Health) -> Shown {
+    if status.kind() != StatusKind::Active || (health.total == 0 && health.healthy()) {
         return status;
     }
     if !health.healthy() {
-        return UnitStatus::new(StatusKind::Waiting, health.message());
+        return Shown::new(Cause::BgpSessions(health.clone()));
     }
-    let message = if status.message == crate::status::READY {
-        format!("{} ({})", status.message, health.message())
-    } else {
-        format!("{}; {}", status.message, health.message())
-    };
-    UnitStatus::new(status.kind, message)
+    status.with_note(Cause::BgpEstablished {
+        established: health.established,
+        total: health.total,
+    })
 }
 
 #[cfg(test)]
@@ -327,8 +205,10 @@ mod tests {
         }
     }
 
-    fn ready() -> UnitStatus {
-        UnitStatus::new(StatusKind::Active, "Ready")
+    use crate::status::UnitStatus;
+
+    fn ready() -> Shown {
+        Shown::new(Cause::Ready)
     }
 
     #[test]
@@ -348,7 +228,7 @@ mod tests {
         let health = compare(Some(&expected), &reported);
         assert!(health.healthy());
         assert_eq!(
-            status_with(ready(), &health),
+            status_with(ready(), &health).unit_status(),
             UnitStatus::new(StatusKind::Active, "Ready (BGP 4/4 established)")
         );
     }
@@ -369,7 +249,7 @@ mod tests {
         ];
         let health = compare(Some(&expected), &reported);
         assert_eq!(
-            status_with(ready(), &health),
+            status_with(ready(), &health).unit_status(),
             UnitStatus::new(
                 StatusKind::Waiting,
                 "BGP: 1 of 4 sessions not established: 10.0.0.1 (Active)"
@@ -398,7 +278,7 @@ mod tests {
             "BGP: 1/1 established; 1 unexpected session: 10.0.0.9 (unexpected: not in the \
              model, Established)"
         );
-        assert_eq!(status_with(ready(), &health).kind, StatusKind::Waiting);
+        assert_eq!(status_with(ready(), &health).kind(), StatusKind::Waiting);
     }
 
     #[test]
@@ -427,19 +307,23 @@ mod tests {
 
     #[test]
     fn other_statuses_and_sessionless_nodes_are_left_alone() {
-        let waiting = UnitStatus::new(StatusKind::Waiting, "Waiting for Calico CRDs");
+        let waiting = Shown::new(Cause::CrdsMissing);
         let health = compare(Some(&[ip("10.0.0.1")]), &[]);
         assert_eq!(status_with(waiting.clone(), &health), waiting);
-        let blocked = UnitStatus::new(StatusKind::Blocked, "Kubernetes API denied access");
+        let blocked = Shown::new(Cause::Denied {
+            datastore: "Kubernetes API".into(),
+            cause: "forbidden".into(),
+        });
         assert_eq!(status_with(blocked.clone(), &health), blocked);
         assert_eq!(status_with(ready(), &compare(Some(&[]), &[])), ready());
-        let warned = UnitStatus::new(
-            StatusKind::Active,
-            "Ready (1 config warning, see juju debug-log)",
+        let warned = ready().with_note(Cause::ConfigWarnings(1));
+        assert_eq!(
+            warned.unit_status().message,
+            "Ready (1 config warning, see juju debug-log)"
         );
         let health = compare(Some(&[ip("10.0.0.1")]), &[rep("10.0.0.1", "Established")]);
         assert_eq!(
-            status_with(warned, &health).message,
+            status_with(warned, &health).unit_status().message,
             "Ready (1 config warning, see juju debug-log); BGP 1/1 established"
         );
     }

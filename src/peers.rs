@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CharmConfig;
 use crate::juju::{HookTools, ToolError};
-use crate::status::{StatusKind, UnitStatus};
+use crate::problems::Cause;
+use crate::status::{Shown, StatusKind};
 use crate::topology::{self, Severity, Topology, UnitInput};
 use crate::unit::UnitFacts;
 
@@ -336,38 +337,24 @@ fn head(message: &str) -> &str {
 
 /// The unit's status with its BGP problems: `blocked` when cut off (unless already blocked
 /// for another cause), a suffix naming the first problem otherwise.
-pub fn status_with(status: UnitStatus, bgp: &Bgp) -> UnitStatus {
+pub fn status_with(status: Shown, bgp: &Bgp) -> Shown {
     if let Some(p) = bgp.problems.iter().find(|p| p.cut_off) {
-        if status.kind == StatusKind::Blocked {
+        if status.kind() == StatusKind::Blocked {
             return status;
         }
-        return UnitStatus::new(
-            StatusKind::Blocked,
-            format!("BGP: {} ({})", head(&p.message), p.kind),
-        );
+        return Shown::new(Cause::BgpCutOff {
+            summary: head(&p.message).to_string(),
+            kind: p.kind.clone(),
+        });
     }
     let Some(first) = bgp.problems.first() else {
         return status;
     };
-    if status.kind != StatusKind::Active {
-        return status;
-    }
-    let more = match bgp.problems.len() - 1 {
-        0 => String::new(),
-        n => format!(" +{n} more"),
-    };
-    let what = if first.severity == "error" {
-        "BGP problem"
-    } else {
-        "BGP warning"
-    };
-    let note = format!("{what}: {}{more}, see the topology action", first.kind);
-    let message = if status.message == crate::status::READY {
-        format!("{} ({note})", status.message)
-    } else {
-        format!("{}; {note}", status.message)
-    };
-    UnitStatus::new(status.kind, message)
+    status.with_note(Cause::BgpNote {
+        error: first.severity == "error",
+        kind: first.kind.clone(),
+        more: bgp.problems.len() - 1,
+    })
 }
 
 /// The largest action result value set (one hook-tool argument).
@@ -568,14 +555,14 @@ mod tests {
 
     #[test]
     fn cut_off_blocks_and_warnings_are_a_suffix() {
-        let ready = UnitStatus::new(StatusKind::Active, "Ready");
+        let ready = Shown::new(Cause::Ready);
         let bgp = Bgp {
             problems: vec![problem("isolated-node", "error", true)],
             ..Bgp::default()
         };
         assert_eq!(
-            status_with(ready.clone(), &bgp),
-            UnitStatus::new(
+            status_with(ready.clone(), &bgp).unit_status(),
+            crate::status::UnitStatus::new(
                 StatusKind::Blocked,
                 "BGP: calico/2 (10.0.0.4) has no BGP session at all (isolated-node)"
             )
@@ -588,12 +575,15 @@ mod tests {
             ..Bgp::default()
         };
         assert_eq!(
-            status_with(ready, &bgp).message,
+            status_with(ready, &bgp).unit_status().message,
             "Ready (BGP warning: rr-cluster-id-zero +1 more, see the topology action)"
         );
-        let waiting = UnitStatus::new(StatusKind::Waiting, "Waiting for Calico CRDs");
+        let waiting = Shown::new(Cause::CrdsMissing);
         assert_eq!(status_with(waiting.clone(), &bgp), waiting);
-        let blocked = UnitStatus::new(StatusKind::Blocked, "Kubernetes API denied access");
+        let blocked = Shown::new(Cause::Denied {
+            datastore: "Kubernetes API".into(),
+            cause: "forbidden".into(),
+        });
         let bgp = Bgp {
             problems: vec![problem("isolated-node", "error", true)],
             ..Bgp::default()

@@ -23,9 +23,9 @@ use crate::host::Host;
 use crate::juju::env::UnknownDispatchPath;
 use crate::juju::tools::ToolStats;
 use crate::juju::{Event, HookEnv, HookTools, RelationKind, Subprocess, ToolError};
-use crate::problems::Outcome;
+use crate::problems::{Cause, Outcome};
 use crate::render::cni::CONFLIST_NAME;
-use crate::status::{self, StatusKind, UnitStatus};
+use crate::status::{self, Shown, StatusKind, UnitStatus};
 use crate::unit::UnitFacts;
 
 /// The endpoint of the kubernetes-cni relation.
@@ -50,9 +50,10 @@ pub enum Fault {
     NoNodeName,
     #[error("the charm's embedded config.yaml is broken: {0}")]
     Embedded(String),
-    /// `NODENAME` (or the host name) is no Kubernetes node name: reported as `blocked`.
+    /// `NODENAME` (or the host name) is no Kubernetes node name ([`Cause::NodeName`]):
+    /// reported as `blocked`.
     #[error("{0}")]
-    NodeName(String),
+    NodeName(Cause),
 }
 
 /// How many problems of one kind are logged in full; the rest are counted.
@@ -180,9 +181,9 @@ pub fn guarded(
                 ToolError::Timeout { .. } | ToolError::OutputTooLarge { .. }
             ) =>
         {
-            let cause = format!("{err}; the next hook retries");
+            let cause = Cause::HookTool(err.to_string());
             tracing::warn!("{cause}");
-            let _ = tools.status_set(&UnitStatus::new(StatusKind::Waiting, cause));
+            let _ = tools.status_set(&cause.into());
             Ok(ExitCode::SUCCESS)
         }
         Ok(Err(fault)) => {
@@ -199,8 +200,7 @@ pub fn guarded(
                 .unwrap_or_else(|| "unknown cause".to_string());
             let cause = crate::redact::status_line(&cause);
             tracing::error!("internal error (a defect of the charm): {cause}");
-            let message = format!("Internal error: {cause} (see juju debug-log)");
-            let _ = tools.status_set(&UnitStatus::new(StatusKind::Blocked, message));
+            let _ = tools.status_set(&Cause::Internal(cause).into());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -354,8 +354,7 @@ pub fn reconcile(
         Ok(facts) => facts,
         Err(Fault::NodeName(problem)) => {
             tracing::error!("{problem}");
-            let status = UnitStatus::new(StatusKind::Blocked, problem);
-            return finish(tools, report, status, version);
+            return finish(tools, report, Shown::new(problem), version);
         }
         Err(other) => return Err(other),
     };
@@ -395,9 +394,9 @@ pub fn reconcile(
         peer_relation.as_deref(),
         broken,
     )? {
-        crate::mode::Selected::Stop(status) => {
+        crate::mode::Selected::Stop(cause) => {
             report.facts = Some(facts);
-            return finish(tools, report, status, version);
+            return finish(tools, report, Shown::new(cause), version);
         }
         crate::mode::Selected::Kubernetes { warning } => (None, warning),
         crate::mode::Selected::Etcd(config) => (Some(config), None),
@@ -485,6 +484,32 @@ pub fn reconcile(
                 .as_ref()
                 .is_some_and(|s| s.in_sync(&for_agent.generation, now));
     }
+    // The leader adopts the workload objects of others (today's Calico charm's) until it
+    // has done so once: on any hook but update-status (which keeps its few tool calls;
+    // upgrade-charm, leader-elected and config-changed come first anyway).
+    let adopting = match desired.workloads.as_mut() {
+        Some(workloads) if *event != Event::UpdateStatus => {
+            let done = tools
+                .state_get(crate::render::workloads::ADOPTED_STATE_KEY)?
+                .is_some();
+            workloads.adopt = !done;
+            !done
+        }
+        _ => false,
+    };
+    // Rendered workloads other than the last settled hook's: read (and apply) every kind now.
+    let rendered = desired
+        .workloads
+        .as_ref()
+        .filter(|_| memo_on)
+        .map(crate::apply::checks::fingerprint);
+    if !reads.is_all() && rendered != memo.as_ref().and_then(|m| m.workloads.clone()) {
+        tracing::debug!("the workloads changed: every kind is read");
+        reads = crate::apply::checks::Reads {
+            pod_verdict: reads.pod_verdict.take(),
+            ..crate::apply::checks::Reads::all()
+        };
+    }
     let mut outcome = if agent_in_sync {
         tracing::debug!("agent in sync: no Kubernetes request this update-status");
         agent_outcome(agent_state.as_ref(), &facts.node_name)
@@ -505,6 +530,9 @@ pub fn reconcile(
             }
         }
     };
+    if adopting && outcome.workloads_adopted {
+        tools.state_set(crate::render::workloads::ADOPTED_STATE_KEY, "true")?;
+    }
     if let Some(host) = host {
         outcome.merge(write_cni_config(
             &host.cni_dir,
@@ -525,6 +553,10 @@ pub fn reconcile(
     if memo_on && !agent_in_sync {
         let mut next = memo.unwrap_or_default();
         next.cursor = next_cursor;
+        // Only a hook that settled has applied what it rendered.
+        if outcome.settled() {
+            next.workloads = rendered;
+        }
         if reads.version && server_version.is_some() {
             next.kubernetes = server_version;
         }
@@ -558,12 +590,12 @@ pub fn reconcile(
     inputs.outcome = Some(&outcome);
     let status = with_sessions(event, &config, status::unit_status(&inputs), &outcome, &bgp);
     let mut status = crate::peers::status_with(status, &bgp);
-    if status.kind == StatusKind::Active
-        && let Some(note) = crate::agent::hook::status_note(agent_state.as_ref())
-    {
-        status.message = format!("{} ({note})", status.message);
+    if let Some(note) = crate::agent::hook::status_note(agent_state.as_ref()) {
+        status = status.with_note(note);
     }
-    let status = with_warning(status, datastore_warning.as_deref());
+    if let Some(warning) = datastore_warning {
+        status = status.with_note(warning);
+    }
     report.facts = Some(facts);
     report.outcome = Some(outcome.clone());
     finish(tools, report, status, version)
@@ -585,10 +617,10 @@ fn agent_outcome(state: Option<&crate::agent::files::AgentState>, node: &str) ->
 fn with_sessions(
     event: &Event,
     config: &crate::config::CharmConfig,
-    status: UnitStatus,
+    status: Shown,
     outcome: &Outcome,
     bgp: &crate::peers::Bgp,
-) -> UnitStatus {
+) -> Shown {
     let version = crate::render::workloads::node_version(config);
     if !crate::nodestatus::supported(version) {
         if *event != Event::UpdateStatus {
@@ -637,7 +669,7 @@ fn action(
     let facts = match unit_facts(env, tools) {
         Ok(facts) => facts,
         Err(Fault::NodeName(problem)) => {
-            tools.action_fail(&problem)?;
+            tools.action_fail(&problem.to_string())?;
             return Ok(report);
         }
         Err(other) => return Err(other),
@@ -699,17 +731,17 @@ pub fn stop(
                 .deleted
                 .push(format!("files {}/etcd-*", etcd_dir.display())),
             Ok(false) => {}
-            Err(err) => outcome.waiting.push(format!(
-                "Cannot remove the etcd credentials in {}: {err}",
-                etcd_dir.display()
-            )),
+            Err(err) => outcome.push(Cause::EtcdCredentialsRemove {
+                dir: etcd_dir.display().to_string(),
+                cause: err.to_string(),
+            }),
         }
     }
     if let (Event::Remove, Some(host)) = (event, host) {
         outcome.merge(remove_cni_config(&host.cni_dir));
     }
     log_outcome(&outcome);
-    if outcome.waiting.is_empty() && outcome.blocked.is_empty() {
+    if outcome.settled() {
         tracing::info!("{event}: removed what {} owned", facts.unit_name);
     } else {
         tracing::warn!(
@@ -735,9 +767,10 @@ fn set_status(
 fn finish(
     tools: &impl HookTools,
     mut report: Report,
-    status: UnitStatus,
+    status: Shown,
     version: Option<String>,
 ) -> Result<Report, Fault> {
+    let status = status.unit_status();
     set_status(tools, &mut report, status.clone())?;
     if let Some(version) = version {
         tools.application_version_set(&version)?;
@@ -916,8 +949,12 @@ pub fn checked_node_name(env: &HookEnv) -> Result<String, Fault> {
     } else {
         "the host name"
     };
-    crate::juju::network::check_node_name(&name)
-        .map_err(|why| Fault::NodeName(format!("{source} {why}")))?;
+    crate::juju::network::check_node_name(&name).map_err(|problem| {
+        Fault::NodeName(Cause::NodeName {
+            setting: source,
+            problem,
+        })
+    })?;
     Ok(name)
 }
 
@@ -962,19 +999,6 @@ fn calicoctl_resource(tools: &impl HookTools) -> Result<Option<PathBuf>, Fault> 
     }
 }
 
-/// Write `10-calico.conflist` for this node when its content changed (atomically, 0644).
-/// A failure is the operator's to look at (`blocked`): the node has no pod networking.
-/// An `active` status with a warning appended (`Ready (<warning>)`); any other status is
-/// more pressing and stays as it is.
-fn with_warning(status: UnitStatus, warning: Option<&str>) -> UnitStatus {
-    match warning {
-        Some(w) if status.kind == StatusKind::Active => {
-            UnitStatus::new(StatusKind::Active, format!("{} ({w})", status.message))
-        }
-        _ => status,
-    }
-}
-
 /// calicoctl's etcd settings: the relation's endpoints and this unit's credential files.
 fn calicoctl_etcd(etcd: &crate::etcd::EtcdConfig) -> crate::calicoctl::EtcdAccess {
     let [ca, cert, key] =
@@ -996,16 +1020,15 @@ fn write_etcd_credentials(etcd: &crate::etcd::EtcdConfig) -> Outcome {
             ..Outcome::default()
         },
         Ok(false) => Outcome::default(),
-        Err(err) => Outcome {
-            blocked: vec![format!(
-                "Cannot write the etcd credentials in {}: {err}",
-                dir.display()
-            )],
-            ..Outcome::default()
-        },
+        Err(err) => Outcome::of(Cause::EtcdCredentialsWrite {
+            dir: dir.display().to_string(),
+            cause: err.to_string(),
+        }),
     }
 }
 
+/// Write `10-calico.conflist` for this node when its content changed (atomically, 0644).
+/// A failure is the operator's to look at (`blocked`): the node has no pod networking.
 fn write_cni_config(
     dir: &Path,
     config: &crate::config::CharmConfig,
@@ -1025,10 +1048,7 @@ fn write_cni_config(
             ..Outcome::default()
         },
         Ok(false) => Outcome::default(),
-        Err(err) => Outcome {
-            blocked: vec![format!("Cannot write the CNI config: {err}")],
-            ..Outcome::default()
-        },
+        Err(err) => Outcome::of(Cause::CniWrite(err.to_string())),
     }
 }
 
@@ -1040,10 +1060,7 @@ fn remove_cni_config(dir: &Path) -> Outcome {
             ..Outcome::default()
         },
         Ok(false) => Outcome::default(),
-        Err(err) => Outcome {
-            waiting: vec![format!("Cannot remove the CNI config: {err}")],
-            ..Outcome::default()
-        },
+        Err(err) => Outcome::of(Cause::CniRemove(err.to_string())),
     }
 }
 
@@ -1054,10 +1071,10 @@ fn log_outcome(outcome: &Outcome) {
     for object in &outcome.deleted {
         tracing::info!("deleted {object}");
     }
-    for cause in &outcome.waiting {
+    for cause in outcome.waiting() {
         tracing::warn!("waiting: {cause}");
     }
-    for cause in &outcome.blocked {
+    for cause in outcome.blocked() {
         tracing::error!("blocked: {cause}");
     }
 }

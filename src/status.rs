@@ -2,25 +2,8 @@
 
 use std::fmt;
 
-/// The four statuses a charm may set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum StatusKind {
-    Maintenance,
-    Blocked,
-    Waiting,
-    Active,
-}
-
-impl StatusKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StatusKind::Maintenance => "maintenance",
-            StatusKind::Blocked => "blocked",
-            StatusKind::Waiting => "waiting",
-            StatusKind::Active => "active",
-        }
-    }
-}
+pub use crate::problems::StatusKind;
+use crate::problems::{Cause, ConfigError, Outcome};
 
 /// A unit status: what `status-set` is called with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +27,12 @@ impl fmt::Display for UnitStatus {
     }
 }
 
+impl From<Cause> for UnitStatus {
+    fn from(cause: Cause) -> Self {
+        Shown::new(cause).unit_status()
+    }
+}
+
 /// How actionable a status is: the higher wins when several hold at once
 /// (blocked > maintenance > waiting > active).
 pub fn precedence(kind: StatusKind) -> u8 {
@@ -57,22 +46,70 @@ pub fn precedence(kind: StatusKind) -> u8 {
 
 /// The status while a hook is working.
 pub fn working() -> UnitStatus {
-    UnitStatus::new(StatusKind::Maintenance, "Configuring Calico")
+    Cause::Configuring.into()
 }
 
-/// Message while no remote cni unit has published a kubeconfig-hash
-/// ([`crate::problems::Cause::KubeconfigNotPublished`]).
-pub const WAITING_FOR_KUBECONFIG: &str = "Waiting for Kubernetes config.";
-/// Message while the unit has no cni relation (its principal is gone or not yet related).
-pub const WAITING_FOR_CNI: &str = "Waiting for cni relation";
-/// Message when everything was applied.
-pub const READY: &str = "Ready";
+/// What a unit shows, as causes: the one that decides its status, how many more of the same
+/// kind there are, and (on an active unit) the notes appended to `Ready`. Code decides on
+/// these; [`Shown::unit_status`] words them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shown {
+    pub cause: Cause,
+    /// Causes of the same kind not shown (counted in the message).
+    pub more: usize,
+    /// Notes on `Ready`, in the order they were added.
+    pub notes: Vec<Cause>,
+}
+
+impl Shown {
+    pub fn new(cause: Cause) -> Self {
+        Shown {
+            cause,
+            more: 0,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn kind(&self) -> StatusKind {
+        self.cause.kind()
+    }
+
+    /// Append a note when the unit is active; any other status is more pressing and stays
+    /// as it is.
+    pub fn with_note(mut self, note: Cause) -> Self {
+        if self.kind() == StatusKind::Active {
+            self.notes.push(note);
+        }
+        self
+    }
+
+    /// The status as `status-set` takes it: `<cause>`, `<cause> (+N more, see juju
+    /// debug-log)`, or `Ready (<note>; <note>) (<note>)`: the config, BGP session and
+    /// topology notes share the first parentheses, the agent's and the datastore's stand in
+    /// their own.
+    pub fn unit_status(&self) -> UnitStatus {
+        let mut message = self.cause.to_string();
+        if self.more > 0 {
+            message.push_str(&format!(" (+{} more, see juju debug-log)", self.more));
+        }
+        let mut joined = false;
+        for note in &self.notes {
+            if note.joins_notes() && joined {
+                message.push_str(&format!("; {note}"));
+            } else {
+                message.push_str(&format!(" ({note})"));
+                joined |= note.joins_notes();
+            }
+        }
+        UnitStatus::new(self.kind(), message)
+    }
+}
 
 /// What is known at the end of a reconcile, from which the unit's status follows.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Inputs<'a> {
     /// Every validation error (empty when the config is valid).
-    pub config_errors: &'a [crate::problems::ConfigError],
+    pub config_errors: &'a [ConfigError],
     /// Number of validation warnings of a valid config.
     pub config_warnings: usize,
     /// The unit has at least one cni relation.
@@ -80,16 +117,7 @@ pub struct Inputs<'a> {
     /// A remote cni unit published a non-empty kubeconfig-hash.
     pub kubeconfig_ready: bool,
     /// What the apply step reported; `None` when it did not run.
-    pub outcome: Option<&'a crate::problems::Outcome>,
-}
-
-/// `"<first>"`, or `"<first> (+N more, see juju debug-log)"`.
-fn first_and_count(first: &str, more: usize) -> String {
-    if more == 0 {
-        first.to_string()
-    } else {
-        format!("{first} (+{more} more, see juju debug-log)")
-    }
+    pub outcome: Option<&'a Outcome>,
 }
 
 /// The one status a unit shows for what a hook found (pure).
@@ -97,60 +125,49 @@ fn first_and_count(first: &str, more: usize) -> String {
 /// Invalid config is reported alone (nothing else ran). Otherwise every condition is collected
 /// and the most actionable kind wins; within a kind the first cause is shown and the others
 /// are counted. With nothing pending the unit is `active "Ready"`, noting config warnings.
-pub fn unit_status(inputs: &Inputs<'_>) -> UnitStatus {
+pub fn unit_status(inputs: &Inputs<'_>) -> Shown {
     if let Some((first, rest)) = inputs.config_errors.split_first() {
-        return UnitStatus::new(
-            StatusKind::Blocked,
-            first_and_count(&format!("Invalid config: {first}"), rest.len()),
-        );
+        return Shown {
+            more: rest.len(),
+            ..Shown::new(Cause::InvalidConfig(first.clone()))
+        };
     }
-    let mut conditions: Vec<(StatusKind, &str)> = Vec::new();
-    if let Some(outcome) = inputs.outcome {
-        conditions.extend(
-            outcome
-                .blocked
-                .iter()
-                .map(|m| (StatusKind::Blocked, m.as_str())),
-        );
-    }
+    let mut conditions: Vec<&Cause> = Vec::new();
+    let outcome = inputs.outcome.map(Outcome::blocked);
+    conditions.extend(outcome.into_iter().flatten());
     if !inputs.cni_related {
-        conditions.push((StatusKind::Waiting, WAITING_FOR_CNI));
+        conditions.push(&Cause::NoCniRelation);
     } else if !inputs.kubeconfig_ready {
-        conditions.push((StatusKind::Waiting, WAITING_FOR_KUBECONFIG));
+        conditions.push(&Cause::KubeconfigNotPublished);
     }
-    if let Some(outcome) = inputs.outcome {
-        conditions.extend(
-            outcome
-                .waiting
-                .iter()
-                .map(|m| (StatusKind::Waiting, m.as_str())),
-        );
-    }
+    let outcome = inputs.outcome.map(Outcome::waiting);
+    conditions.extend(outcome.into_iter().flatten());
     let Some(top) = conditions
         .iter()
-        .map(|(k, _)| *k)
+        .map(|c| c.kind())
         .max_by_key(|k| precedence(*k))
     else {
-        let message = match inputs.config_warnings {
-            0 => READY.to_string(),
-            1 => format!("{READY} (1 config warning, see juju debug-log)"),
-            n => format!("{READY} ({n} config warnings, see juju debug-log)"),
+        let ready = Shown::new(Cause::Ready);
+        return match inputs.config_warnings {
+            0 => ready,
+            n => ready.with_note(Cause::ConfigWarnings(n)),
         };
-        return UnitStatus::new(StatusKind::Active, message);
     };
-    let mut same = conditions
-        .iter()
-        .filter(|(k, _)| *k == top)
-        .map(|(_, m)| *m);
-    let first = same.next().unwrap_or_default();
-    UnitStatus::new(top, first_and_count(first, same.count()))
+    let mut same = conditions.into_iter().filter(|c| c.kind() == top);
+    let first = same.next().cloned().unwrap_or(Cause::Ready);
+    Shown {
+        more: same.count(),
+        ..Shown::new(first)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::problems::ConfigError;
-    use crate::problems::Outcome;
+
+    fn render(inputs: &Inputs<'_>) -> UnitStatus {
+        unit_status(inputs).unit_status()
+    }
 
     fn err(option: &str, message: &str) -> ConfigError {
         ConfigError {
@@ -173,7 +190,7 @@ mod tests {
             "ipip",
             "expected one of Always, CrossSubnet, Never, got \"sometimes\"",
         )];
-        let status = unit_status(&Inputs {
+        let status = render(&Inputs {
             config_errors: &one,
             ..ready()
         });
@@ -185,7 +202,7 @@ mod tests {
             )
         );
         let three = [err("cidr", "bad"), err("vxlan", "bad"), err("ipip", "bad")];
-        let status = unit_status(&Inputs {
+        let status = render(&Inputs {
             config_errors: &three,
             kubeconfig_ready: false,
             ..ready()
@@ -201,15 +218,18 @@ mod tests {
 
     #[test]
     fn waiting_for_the_principal() {
-        let status = unit_status(&Inputs {
+        let status = render(&Inputs {
             kubeconfig_ready: false,
             ..ready()
         });
         assert_eq!(
             status,
-            UnitStatus::new(StatusKind::Waiting, "Waiting for Kubernetes config.")
+            UnitStatus::new(
+                StatusKind::Waiting,
+                "Waiting for kubeconfig: the principal has not published kubeconfig-hash yet"
+            )
         );
-        let status = unit_status(&Inputs {
+        let status = render(&Inputs {
             cni_related: false,
             ..ready()
         });
@@ -222,10 +242,13 @@ mod tests {
     #[test]
     fn outcome_precedence() {
         let outcome = Outcome {
-            waiting: vec!["Kubernetes API unreachable: connection refused".into()],
+            causes: vec![Cause::Unavailable {
+                datastore: "Kubernetes API".into(),
+                cause: "connection refused".into(),
+            }],
             ..Outcome::default()
         };
-        let status = unit_status(&Inputs {
+        let status = render(&Inputs {
             outcome: Some(&outcome),
             ..ready()
         });
@@ -233,18 +256,24 @@ mod tests {
             status,
             UnitStatus::new(
                 StatusKind::Waiting,
-                "Kubernetes API unreachable: connection refused"
+                "Kubernetes API unavailable: connection refused"
             )
         );
         let both = Outcome {
-            waiting: vec!["Waiting for node n1 to register".into()],
-            blocked: vec![
-                "Kubernetes API denied access: forbidden".into(),
-                "BGPPeer calico-0-10.0.0.1-64512 refused: bad".into(),
+            causes: vec![
+                Cause::NodeUnregistered { node: "n1".into() },
+                Cause::Denied {
+                    datastore: "Kubernetes API".into(),
+                    cause: "forbidden".into(),
+                },
+                Cause::Rejected {
+                    object: "BGPPeer/calico-0-10.0.0.1-64512".into(),
+                    reason: "bad".into(),
+                },
             ],
             ..Outcome::default()
         };
-        let status = unit_status(&Inputs {
+        let status = render(&Inputs {
             outcome: Some(&both),
             ..ready()
         });
@@ -258,25 +287,17 @@ mod tests {
     }
 
     #[test]
-    fn the_kubeconfig_wait_is_the_cause_of_the_same_name() {
-        assert_eq!(
-            WAITING_FOR_KUBECONFIG,
-            crate::problems::Cause::KubeconfigNotPublished.to_string()
-        );
-    }
-
-    #[test]
     fn active_when_nothing_is_pending() {
         let outcome = Outcome {
             changed: vec!["IPPool/ipv4".into()],
             ..Outcome::default()
         };
-        let status = unit_status(&Inputs {
+        let status = render(&Inputs {
             outcome: Some(&outcome),
             ..ready()
         });
         assert_eq!(status, UnitStatus::new(StatusKind::Active, "Ready"));
-        let status = unit_status(&Inputs {
+        let status = render(&Inputs {
             config_warnings: 2,
             ..ready()
         });

@@ -709,10 +709,10 @@ fn cidr_change_creates_new_pool_first_then_drains_then_deletes_old() {
     assert_eq!(ds.pool_names(), vec!["ipv4", "ipv4-10-2-0-0-16"]);
     assert_eq!(ds.pool("ipv4").unwrap().spec.disabled, Some(true));
     assert_eq!(
-        out.waiting,
+        out.waiting_messages(),
         vec!["Draining IP pool ipv4 (10.1.0.0/16)".to_string()]
     );
-    assert!(out.blocked.is_empty());
+    assert!(out.blocked().next().is_none());
     assert!(out.changed.contains(&"IPPool/ipv4-10-2-0-0-16".to_string()));
     assert!(out.changed.contains(&"IPPool/ipv4 (disabled)".to_string()));
     let log = ds.log();
@@ -723,7 +723,7 @@ fn cidr_change_creates_new_pool_first_then_drains_then_deletes_old() {
     ds.clear_log();
     let out = run(&want, &ds);
     assert_eq!(
-        out.waiting,
+        out.waiting_messages(),
         vec!["Draining IP pool ipv4 (10.1.0.0/16)".to_string()]
     );
     assert!(!ds.log().iter().any(|l| l.starts_with("disable_pool")));
@@ -770,7 +770,7 @@ fn old_pool_is_untouched_when_the_new_one_is_refused() {
     );
     let out = run(&leader(&[("ipv4", "10.2.0.0/16")], &[], &[]), &ds);
     assert_eq!(
-        out.blocked,
+        out.blocked_messages(),
         vec!["IPPool/ipv4-10-2-0-0-16 rejected: spec.blockSize: Invalid value".to_string()]
     );
     let log = ds.log();
@@ -795,7 +795,7 @@ fn unregistered_node_waits_but_peers_are_still_applied() {
         &ds,
     );
     assert_eq!(
-        out.waiting,
+        out.waiting_messages(),
         vec!["Waiting for node n1 to register".to_string()]
     );
     assert_eq!(ds.peer_names(), vec!["calico-0-10.0.0.1-64512"]);
@@ -812,8 +812,11 @@ fn missing_calico_crds_wait() {
     ds.add_node(NODE, &[]);
     ds.with(|s| s.calico_crds = false);
     let out = run(&leader(&[("ipv4", "10.1.0.0/16")], &["10.0.0.1"], &[]), &ds);
-    assert_eq!(out.waiting, vec!["Waiting for Calico CRDs".to_string()]);
-    assert!(out.blocked.is_empty() && out.changed.is_empty());
+    assert_eq!(
+        out.waiting_messages(),
+        vec!["Waiting for Calico CRDs".to_string()]
+    );
+    assert!(out.blocked().next().is_none() && out.changed.is_empty());
     // Stopped at the first Calico kind.
     assert_eq!(ds.log(), vec!["get_node_bgp n1", "list_pools"]);
 }
@@ -828,7 +831,7 @@ fn unavailable_api_waits_with_the_cause_and_stops() {
     );
     let out = run(&follower(&["10.0.0.1"], &[]), &ds);
     assert_eq!(
-        out.waiting,
+        out.waiting_messages(),
         vec!["Kubernetes API unavailable: HTTP 503: etcdserver: leader changed".to_string()]
     );
     assert_eq!(
@@ -851,7 +854,7 @@ fn denied_access_blocks() {
     );
     let out = run(&follower(&["10.0.0.1"], &[]), &ds);
     assert_eq!(
-        out.blocked,
+        out.blocked_messages(),
         vec![
             "Kubernetes API denied access: nodes \"n1\" is forbidden: User \"x\" cannot get"
                 .to_string()
@@ -873,7 +876,7 @@ fn invalid_peer_is_named_and_the_others_still_apply() {
     );
     let out = run(&follower(&["10.0.0.1", "10.0.0.2"], &[]), &ds);
     assert_eq!(
-        out.blocked,
+        out.blocked_messages(),
         vec![
             "BGPPeer/calico-0-10.0.0.1-64512 rejected: spec.asNumber: Invalid value: must be of type int32"
                 .to_string()
@@ -1049,7 +1052,7 @@ fn node_agent_status_is_folded_into_an_outcome() {
         .unwrap();
     let out = rt.block_on(check_node_agent(&ds, NODE));
     assert_eq!(
-        out.waiting,
+        out.waiting_messages(),
         vec!["Waiting for calico-node on n1: no calico-node pod".to_string()]
     );
     ds.with(|s| {
@@ -1058,7 +1061,7 @@ fn node_agent_status_is_folded_into_an_outcome() {
     });
     let out = rt.block_on(check_node_agent(&ds, NODE));
     assert_eq!(
-        out.waiting,
+        out.waiting_messages(),
         vec!["Waiting for calico-node on n1: ImagePullBackOff".to_string()]
     );
     ds.with(|s| s.agents.insert(NODE.into(), NodeAgent::Ready));

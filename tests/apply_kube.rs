@@ -445,7 +445,7 @@ fn cidr_change_disables_then_deletes_the_old_pool_once_its_blocks_are_gone() {
     let want = leader("n0", "10.2.0.0/16", &[], &[]);
     let out = hook(&env, &want);
     assert_eq!(
-        out.waiting,
+        out.waiting_messages(),
         vec!["Draining IP pool ipv4 (10.1.0.0/16)".to_string()],
         "{out:?}"
     );
@@ -461,7 +461,7 @@ fn cidr_change_disables_then_deletes_the_old_pool_once_its_blocks_are_gone() {
 
     // Still allocated: the next hook waits again.
     let out = hook(&env, &want);
-    assert_eq!(out.waiting.len(), 1, "{out:?}");
+    assert_eq!(out.waiting().count(), 1, "{out:?}");
     assert_eq!(names(s, "IPPool").len(), 2);
 
     s.remove(CALICO, "IPAMBlock", None, "10-1-0-0-26");
@@ -504,12 +504,12 @@ fn api_down_waits_within_the_budget_then_converges_after_recovery() {
     let started = Instant::now();
     let out = hook_with(&env, &want, retry);
     let took = started.elapsed();
-    assert_eq!(out.waiting.len(), 1, "{out:?}");
+    assert_eq!(out.waiting().count(), 1, "{out:?}");
     assert!(
-        out.waiting[0].starts_with("Kubernetes API unavailable: "),
+        out.waiting_messages()[0].starts_with("Kubernetes API unavailable: "),
         "{out:?}"
     );
-    assert!(out.blocked.is_empty());
+    assert!(out.blocked().next().is_none());
     assert!(took < Duration::from_secs(4), "{took:?}");
 
     s.restart().unwrap();
@@ -525,9 +525,9 @@ fn persistent_server_errors_end_in_waiting_with_the_cause() {
     let mut retry = fast_retry();
     retry.budget = Duration::from_millis(500);
     let out = hook_with(&env, &unit(0, "n0", &[], &[]), retry);
-    assert_eq!(out.waiting.len(), 1, "{out:?}");
+    assert_eq!(out.waiting().count(), 1, "{out:?}");
     assert!(
-        out.waiting[0].starts_with("Kubernetes API unavailable: HTTP 503"),
+        out.waiting_messages()[0].starts_with("Kubernetes API unavailable: HTTP 503"),
         "{out:?}"
     );
 }
@@ -537,12 +537,12 @@ fn denied_access_blocks() {
     let Some(env) = env(&["n0"]) else { return };
     env.server.set_access(Access::Deny);
     let out = hook(&env, &unit(0, "n0", &["10.0.0.1"], &[]));
-    assert_eq!(out.blocked.len(), 1, "{out:?}");
+    assert_eq!(out.blocked().count(), 1, "{out:?}");
     assert!(
-        out.blocked[0].starts_with("Kubernetes API denied access: "),
+        out.blocked_messages()[0].starts_with("Kubernetes API denied access: "),
         "{out:?}"
     );
-    assert!(out.waiting.is_empty());
+    assert!(out.waiting().next().is_none());
 }
 
 #[test]
@@ -553,12 +553,12 @@ fn an_invalid_object_blocks_naming_it_and_the_api_reason() {
     want.peers[0].metadata.name = Some("Calico_0_Bad".into());
     want.peers.push(peer(0, "n0", "10.0.0.2", 64512));
     let out = hook(&env, &want);
-    assert_eq!(out.blocked.len(), 1, "{out:?}");
+    assert_eq!(out.blocked().count(), 1, "{out:?}");
     assert!(
-        out.blocked[0].starts_with("BGPPeer/Calico_0_Bad rejected: "),
+        out.blocked_messages()[0].starts_with("BGPPeer/Calico_0_Bad rejected: "),
         "{out:?}"
     );
-    assert!(out.blocked[0].len() > "BGPPeer/Calico_0_Bad rejected: ".len());
+    assert!(out.blocked_messages()[0].len() > "BGPPeer/Calico_0_Bad rejected: ".len());
     assert_eq!(
         names(&env.server, "BGPPeer"),
         vec!["calico-0-10.0.0.2-64512"]
@@ -571,9 +571,9 @@ fn missing_crds_and_unregistered_nodes_wait() {
         return;
     };
     let out = hook(&env, &unit(0, "n0", &["10.0.0.1"], &[]));
-    assert!(out.blocked.is_empty(), "{out:?}");
+    assert!(out.blocked().next().is_none(), "{out:?}");
     assert_eq!(
-        out.waiting,
+        out.waiting_messages(),
         vec![
             "Waiting for node n0 to register".to_string(),
             "Waiting for Calico CRDs".to_string()
@@ -788,11 +788,11 @@ fn calico_node_readiness_is_read_from_its_pod() {
     });
     assert!(n0.settled(), "{n0:?}");
     assert_eq!(
-        n1.waiting,
+        n1.waiting_messages(),
         vec!["Waiting for calico-node on n1: ImagePullBackOff".to_string()]
     );
     assert_eq!(
-        n2.waiting,
+        n2.waiting_messages(),
         vec!["Waiting for calico-node on n2: no calico-node pod".to_string()]
     );
 }
@@ -811,7 +811,7 @@ fn the_cluster_seam_converges_synchronously_from_the_kubeconfig() {
     let out = cluster.converge(&unit(0, "n0", &["10.0.0.1"], &[]));
     assert_eq!(out.changed, vec!["BGPPeer/calico-0-10.0.0.1-64512"]);
     assert_eq!(
-        out.waiting,
+        out.waiting_messages(),
         vec!["Waiting for calico-node on n0: no calico-node pod".to_string()]
     );
     let stop = cluster
@@ -826,10 +826,10 @@ fn the_cluster_seam_converges_synchronously_from_the_kubeconfig() {
         ..cluster
     };
     let out = missing.converge(&unit(0, "n0", &[], &[]));
-    assert_eq!(out.waiting.len(), 1);
+    assert_eq!(out.waiting().count(), 1);
     assert!(
-        out.waiting[0].starts_with("Waiting for kubeconfig: kubeconfig ")
-            && out.waiting[0].ends_with("absent does not exist yet"),
+        out.waiting_messages()[0].starts_with("Waiting for kubeconfig: kubeconfig ")
+            && out.waiting_messages()[0].ends_with("absent does not exist yet"),
         "{out:?}"
     );
 }
@@ -926,9 +926,9 @@ fn a_refused_token_blocks() {
         .write_kubeconfig_with_token(&env.kubeconfig, "not-a-valid-token")
         .unwrap();
     let out = hook(&env, &unit(0, "n0", &[], &[]));
-    assert_eq!(out.blocked.len(), 1, "{out:?}");
+    assert_eq!(out.blocked().count(), 1, "{out:?}");
     assert!(
-        out.blocked[0].starts_with("Kubernetes API denied access: "),
+        out.blocked_messages()[0].starts_with("Kubernetes API denied access: "),
         "{out:?}"
     );
 }
@@ -953,9 +953,9 @@ fn tls_is_verified_even_when_the_kubeconfig_says_skip() {
     let started = Instant::now();
     let out = hook(&env, &unit(0, "n0", &["10.0.0.1"], &[]));
     // An unknown CA cannot heal by itself: blocked, naming what to fix.
-    assert!(out.waiting.is_empty(), "{out:?}");
+    assert!(out.waiting().next().is_none(), "{out:?}");
     assert_eq!(
-        out.blocked,
+        out.blocked_messages(),
         vec![
             "Kubernetes API cannot be used: TLS: the API server's certificate is not signed by \
              the kubeconfig's certificate authority (certificate-authority-data): fix the kubeconfig"
@@ -1166,7 +1166,7 @@ fn writes_whose_answer_is_lost_are_retried_safely() {
     s.drop_response_next_matching(1, "/ippools/ipv4");
     let want = leader("n0", "10.2.0.0/16", &["10.0.0.2"], &[]);
     let out = hook(&env, &want);
-    assert!(out.blocked.is_empty(), "{out:?}");
+    assert!(out.blocked().next().is_none(), "{out:?}");
     let out = hook(&env, &want);
     assert!(out.settled(), "{out:?}");
     assert_eq!(names(s, "BGPPeer"), vec!["calico-0-10.0.0.2-64512"]);

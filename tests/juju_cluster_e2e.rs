@@ -769,12 +769,13 @@ fn dropped_connections_before_and_after_a_write_are_retried() {
         json!("10.0.0.0/24:\n- address: 10.0.1.2\n  as-number: 64513\n"),
     );
     unit.configure(&opts);
-    // The list of owned peers is lost in transit; the new peer's apply and the first prune
-    // are executed but their answers lost.
+    // The list of owned peers is lost in transit; the new peer's create and the first prune
+    // are executed but their answers lost (the create, retried, finds the peer there: it is
+    // the unit's own, and applied).
     server.drop_next_matching(1, "/bgppeers");
     server.add_fault(Fault {
-        path_contains: Some("/bgppeers/".into()),
-        method: Some("PATCH".into()),
+        path_contains: Some("/bgppeers".into()),
+        method: Some("POST".into()),
         remaining: Some(1),
         action: FaultAction::DropResponse,
     });

@@ -426,7 +426,10 @@ fn waits_for_the_principals_kubeconfig_hash() {
     assert_ok(&unit, &unit.hook("install"));
     assert_eq!(
         unit.status(),
-        pair("waiting", "Waiting for Kubernetes config.")
+        pair(
+            "waiting",
+            "Waiting for kubeconfig: the principal has not published kubeconfig-hash yet",
+        )
     );
     // Relation data is published even while waiting: the principal needs it first.
     assert_eq!(
@@ -440,7 +443,10 @@ fn waits_for_the_principals_kubeconfig_hash() {
     assert_ok(&unit, &unit.relation_hook("changed", &rid));
     assert_eq!(
         unit.status(),
-        pair("waiting", "Waiting for Kubernetes config.")
+        pair(
+            "waiting",
+            "Waiting for kubeconfig: the principal has not published kubeconfig-hash yet",
+        )
     );
     unit.set_remote(&rid, "kubeconfig-hash", KUBECONFIG_HASH);
     unit.set_remote(&rid, "service-cidr", "10.152.183.0/24");

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use calico_charm::apply::Cluster;
 use calico_charm::config::options::RawConfig;
 use calico_charm::juju::{Event, HookEnv, HookTools, NetworkInfo, ToolError};
-use calico_charm::problems::Outcome;
+use calico_charm::problems::{Cause, Outcome};
 use calico_charm::reconcile::{self, Fault};
 use calico_charm::render::{Desired, Pools};
 use calico_charm::status::{StatusKind, UnitStatus};
@@ -220,7 +220,10 @@ fn unreachable_api_is_waiting_with_the_cause_and_not_a_fault() {
     let tools = Tools::ready(false);
     let cluster = Recorder {
         answer: Outcome {
-            waiting: vec!["Kubernetes API unreachable: connection refused".into()],
+            causes: vec![Cause::Unavailable {
+                datastore: "Kubernetes API".into(),
+                cause: "connection refused".into(),
+            }],
             ..Outcome::default()
         },
         ..Recorder::default()
@@ -237,7 +240,7 @@ fn unreachable_api_is_waiting_with_the_cause_and_not_a_fault() {
         report.status,
         Some(UnitStatus::new(
             StatusKind::Waiting,
-            "Kubernetes API unreachable: connection refused"
+            "Kubernetes API unavailable: connection refused"
         ))
     );
     // update-status sets only the final status.
@@ -254,8 +257,15 @@ fn denied_access_is_blocked() {
     let tools = Tools::ready(true);
     let cluster = Recorder {
         answer: Outcome {
-            blocked: vec!["Kubernetes API denied access: forbidden".into()],
-            waiting: vec!["Waiting for node worker-1 to register".into()],
+            causes: vec![
+                Cause::Denied {
+                    datastore: "Kubernetes API".into(),
+                    cause: "forbidden".into(),
+                },
+                Cause::NodeUnregistered {
+                    node: "worker-1".into(),
+                },
+            ],
             ..Outcome::default()
         },
         ..Recorder::default()
@@ -280,7 +290,7 @@ fn nothing_reaches_the_cluster_before_the_kubeconfig_hash_or_with_invalid_config
         report.status,
         Some(UnitStatus::new(
             StatusKind::Waiting,
-            "Waiting for Kubernetes config."
+            "Waiting for kubeconfig: the principal has not published kubeconfig-hash yet"
         ))
     );
     let mut invalid = Tools::ready(true);

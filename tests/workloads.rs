@@ -1740,7 +1740,7 @@ fn the_reason_is_read_from_the_pod() {
         Err("Pending".into())
     );
     assert_eq!(
-        readiness::waiting_message("node-1", "ImagePullBackOff"),
+        readiness::waiting_message("node-1", "ImagePullBackOff").to_string(),
         "Waiting for calico-node on node-1: ImagePullBackOff"
     );
 }

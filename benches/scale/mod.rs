@@ -246,10 +246,7 @@ fn measure_round(
     times.extend(s.round(&[&units[solo]], hook, 1)?);
     let (at, aw, _) = s.hook_requests(mark1);
     let mark2 = s.server.plane().audit_mark();
-    let rest: Vec<&Unit> = units[1..]
-        .iter()
-        .filter(|u| u.index != solo)
-        .collect();
+    let rest: Vec<&Unit> = units[1..].iter().filter(|u| u.index != solo).collect();
     times.extend(s.round(&rest, hook, PARALLEL)?);
     let wall = started.elapsed();
     // The audit log is written as requests complete: give it a moment.
@@ -274,7 +271,11 @@ fn measure_round(
         wall.as_secs_f64()
     );
     println!("{}", row.line());
-    let verbs: Vec<String> = row.by_verb.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let verbs: Vec<String> = row
+        .by_verb
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
     println!("  (other non-leaders by verb: {})", verbs.join(", "));
     Ok(row)
 }
@@ -372,7 +373,13 @@ pub fn run(binary: &Path) -> BenchResult<()> {
     println!("\n## {nodes} nodes, {nodes} units, hooks {PARALLEL} at a time\n");
     println!("{HEADER}");
     let solo = nodes / 2;
-    let mut rows = vec![measure_round(&s, &units, solo, "deploy (install)", "install")?];
+    let mut rows = vec![measure_round(
+        &s,
+        &units,
+        solo,
+        "deploy (install)",
+        "install",
+    )?];
 
     // Two agents, as systemd would run them, with every node in the cluster.
     let measured = [0, solo];

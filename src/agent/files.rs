@@ -17,6 +17,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::problems::Cause;
+
 /// The file name of the desired state.
 pub const DESIRED_FILE: &str = "desired.json";
 /// The file name of the agent's state.
@@ -152,34 +154,27 @@ impl AgentState {
 
     /// The note `juju status` gets about the agent, `None` when it has nothing to say
     /// (healthy, nothing corrected).
-    pub fn status_note(&self, now: u64) -> Option<String> {
+    pub fn status_note(&self, now: u64) -> Option<Cause> {
         if !self.alive(now) {
-            return Some("agent not running".to_string());
+            return Some(Cause::AgentNotRunning);
         }
         if !self.acting {
             return None;
         }
         if let Some(c) = self.conflicts.first() {
-            let more = match self.conflicts.len() {
-                1 => String::new(),
-                n => format!(" +{} more", n - 1),
-            };
-            return Some(format!(
-                "agent conflict: {} keeps being changed by {}{more}; not corrected",
-                c.object, c.manager
-            ));
+            return Some(Cause::AgentConflict {
+                object: c.object.clone(),
+                manager: c.manager.clone(),
+                more: self.conflicts.len() - 1,
+            });
         }
         if !self.watches_healthy {
             let cause = self.last_error.as_deref().unwrap_or("reconnecting");
-            return Some(format!("agent watch down: {cause}"));
+            return Some(Cause::AgentWatchDown(cause.to_string()));
         }
-        let age = now.saturating_sub(self.last_sync);
-        (self.corrections > 0).then(|| {
-            format!(
-                "agent: {} drift{} corrected, synced {age}s ago",
-                self.corrections,
-                if self.corrections == 1 { "" } else { "s" }
-            )
+        (self.corrections > 0).then(|| Cause::AgentCorrected {
+            corrections: self.corrections,
+            age: now.saturating_sub(self.last_sync),
         })
     }
 }
@@ -345,7 +340,7 @@ mod tests {
             ..healthy.clone()
         };
         assert_eq!(
-            corrected.status_note(now).as_deref(),
+            corrected.status_note(now).map(|c| c.to_string()).as_deref(),
             Some("agent: 3 drifts corrected, synced 12s ago")
         );
         let conflict = AgentState {
@@ -357,7 +352,7 @@ mod tests {
         };
         assert!(!conflict.in_sync("g", now));
         assert_eq!(
-            conflict.status_note(now).as_deref(),
+            conflict.status_note(now).map(|c| c.to_string()).as_deref(),
             Some(
                 "agent conflict: BGPPeer/calico-0-10.0.0.1-64512 keeps being changed by \
                  kubectl-edit; not corrected"
@@ -368,14 +363,17 @@ mod tests {
             ..healthy.clone()
         };
         assert!(!stale.in_sync("g", now));
-        assert_eq!(stale.status_note(now).as_deref(), Some("agent not running"));
+        assert_eq!(
+            stale.status_note(now).map(|c| c.to_string()).as_deref(),
+            Some("agent not running")
+        );
         let down = AgentState {
             watches_healthy: false,
             last_error: Some("connection refused".into()),
             ..healthy
         };
         assert_eq!(
-            down.status_note(now).as_deref(),
+            down.status_note(now).map(|c| c.to_string()).as_deref(),
             Some("agent watch down: connection refused")
         );
     }

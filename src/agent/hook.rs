@@ -120,6 +120,6 @@ pub fn read_state_in(dir: &Path) -> Option<AgentState> {
 }
 
 /// What `juju status` says about the agent (appended to an active status).
-pub fn status_note(state: Option<&AgentState>) -> Option<String> {
+pub fn status_note(state: Option<&AgentState>) -> Option<crate::problems::Cause> {
     state.and_then(|s| s.status_note(files::now()))
 }

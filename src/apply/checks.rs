@@ -71,6 +71,24 @@ pub struct Memo {
     /// The cluster's Node count, as last read.
     #[serde(default)]
     pub nodes: Option<u64>,
+    /// [`fingerprint`] of the workloads the last settled hook converged: when the rendered
+    /// workloads differ from it, the hook reads (and so applies) every kind at once.
+    #[serde(default)]
+    pub workloads: Option<String>,
+}
+
+/// A digest of the rendered workload objects and CRD names (what the leader applies).
+pub fn fingerprint(workloads: &crate::render::workloads::Workloads) -> String {
+    let mut text = Vec::new();
+    for object in super::plan::workload_objects(workloads) {
+        if let Some(json) = object.to_json() {
+            text.extend(json.to_string().into_bytes());
+        }
+    }
+    for crd in &workloads.crds {
+        text.extend(crd.metadata.name.clone().unwrap_or_default().into_bytes());
+    }
+    crate::agent::files::fnv64(&text)
 }
 
 /// What one hook reads of what [`ROTATION`] holds (the rest is read on every hook).
@@ -149,6 +167,7 @@ mod tests {
             cursor,
             kubernetes: Some((1, 36)),
             nodes: Some(3),
+            workloads: None,
         }
     }
 
@@ -223,6 +242,7 @@ mod tests {
                 cursor: 0,
                 kubernetes: None,
                 nodes: None,
+                workloads: None,
             }),
         );
         assert!(r.version && r.nodes && r.crds);
@@ -239,7 +259,8 @@ mod tests {
             Memo {
                 cursor: 4,
                 kubernetes: Some((1, 30)),
-                nodes: Some(7)
+                nodes: Some(7),
+                workloads: None,
             }
         );
     }

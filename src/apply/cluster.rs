@@ -36,10 +36,7 @@ pub trait Cluster {
     /// Defaults to `blocked`: a seam without an etcd datastore (test doubles).
     fn converge_etcd(&self, desired: &Desired, etcd: &crate::etcd::EtcdConfig) -> Outcome {
         let _ = (desired, etcd);
-        Outcome {
-            blocked: vec!["this cluster seam has no etcd datastore".to_string()],
-            ..Outcome::default()
-        }
+        Outcome::of(Cause::NoEtcdSeam)
     }
 
     /// `stop`/`remove` in etcd mode. Defaults to [`Cluster::converge_etcd`].
@@ -118,20 +115,7 @@ impl KubeCluster {
     pub async fn converge_async(&self, desired: &Desired) -> Outcome {
         let ds: KubeDatastore = match connect_with(&self.kubeconfig, self.retry.clone()).await {
             Ok(ds) => ds,
-            // A kubeconfig not written yet heals by itself; one that cannot work as written
-            // (syntax, plain HTTP, proxy-url, a bad token, a failing plugin) needs the operator.
-            Err(err) if err.is_transient() => {
-                return Outcome {
-                    waiting: vec![Cause::KubeconfigPending(err.to_string()).to_string()],
-                    ..Outcome::default()
-                };
-            }
-            Err(err) => {
-                return Outcome {
-                    blocked: vec![Cause::KubeconfigUnusable(err.to_string()).to_string()],
-                    ..Outcome::default()
-                };
-            }
+            Err(err) => return Outcome::of(kubeconfig_cause(&err)),
         };
         let mut options = self.options.clone();
         options.reads = self.reads.lock().map(|r| r.clone()).unwrap_or_default();
@@ -189,18 +173,7 @@ impl KubeCluster {
     ) -> Outcome {
         let ds: KubeDatastore = match connect_with(&self.kubeconfig, self.retry.clone()).await {
             Ok(ds) => ds,
-            Err(err) if err.is_transient() => {
-                return Outcome {
-                    waiting: vec![format!("Waiting for kubeconfig: {err}")],
-                    ..Outcome::default()
-                };
-            }
-            Err(err) => {
-                return Outcome {
-                    blocked: vec![format!("Unusable kubeconfig: {err}")],
-                    ..Outcome::default()
-                };
-            }
+            Err(err) => return Outcome::of(kubeconfig_cause(&err)),
         };
         let store = match crate::etcd::EtcdClient::new(etcd, crate::etcd::EtcdSettings::from_env())
         {
@@ -210,13 +183,10 @@ impl KubeCluster {
                     crate::etcd::EtcdError::Setup(m) | crate::etcd::EtcdError::Other(m) => m,
                     other => other.to_string(),
                 };
-                return Outcome {
-                    blocked: vec![format!(
-                        "{} cannot be used: {cause}",
-                        crate::etcd::datastore::NAME
-                    )],
-                    ..Outcome::default()
-                };
+                return Outcome::of(Cause::Unusable {
+                    datastore: crate::etcd::datastore::NAME.to_string(),
+                    cause,
+                });
             }
         };
         // The earlier charm's peers of this unit become this unit's (then kept or pruned).
@@ -265,15 +235,24 @@ pub fn node_agent_verdict(node: &str, verdict: &str) -> Outcome {
     let mut out = Outcome::default();
     match verdict {
         "ready" => {}
-        "missing" => out.waiting.push(super::readiness::waiting_message(
+        "missing" => out.push(super::readiness::waiting_message(
             node,
             "no calico-node pod",
         )),
-        reason => out
-            .waiting
-            .push(super::readiness::waiting_message(node, reason)),
+        reason => out.push(super::readiness::waiting_message(node, reason)),
     }
     out
+}
+
+/// A kubeconfig not written yet heals by itself ([`Cause::KubeconfigPending`]); one that
+/// cannot work as written (syntax, plain HTTP, proxy-url, a bad token, a failing plugin)
+/// needs the operator ([`Cause::KubeconfigUnusable`]).
+fn kubeconfig_cause(err: &super::ApplyError) -> Cause {
+    if err.is_transient() {
+        Cause::KubeconfigPending(err.to_string())
+    } else {
+        Cause::KubeconfigUnusable(err.to_string())
+    }
 }
 
 /// Keep this node's `CalicoNodeStatus` as the charm wants it (one GET; a write only when
@@ -336,10 +315,7 @@ impl Cluster for KubeCluster {
             .build()
         {
             Ok(runtime) => runtime.block_on(self.converge_async(desired)),
-            Err(err) => Outcome {
-                waiting: vec![Cause::ClientStart(err.to_string()).to_string()],
-                ..Outcome::default()
-            },
+            Err(err) => Outcome::of(Cause::ClientStart(err.to_string())),
         }
     }
 
@@ -355,10 +331,7 @@ impl Cluster for KubeCluster {
             .build()
         {
             Ok(runtime) => runtime.block_on(self.converge_etcd_async(desired, etcd)),
-            Err(err) => Outcome {
-                waiting: vec![format!("Cannot start the etcd client: {err}")],
-                ..Outcome::default()
-            },
+            Err(err) => Outcome::of(Cause::EtcdClientStart(err.to_string())),
         }
     }
 
@@ -379,10 +352,7 @@ impl Cluster for KubeCluster {
         {
             Ok(r) => r,
             Err(err) => {
-                return Some(Err(Outcome {
-                    waiting: vec![Cause::ClientStart(err.to_string()).to_string()],
-                    ..Outcome::default()
-                }));
+                return Some(Err(Outcome::of(Cause::ClientStart(err.to_string()))));
             }
         };
         runtime.block_on(async {

@@ -31,12 +31,9 @@ use super::plan::{
 use super::workloads::{KUBERNETES_API, KubeWorkloads, NodeAgent, WorkloadKind};
 use crate::apply::readiness::waiting_message;
 use crate::calico::{BGPPeer, charm_labels};
-use crate::problems::{Cause, Severity};
+use crate::problems::Cause;
 use crate::render::workloads::{CALICO_NODE, Workloads};
 use crate::render::{Desired, Pools};
-
-/// Message while Calico's CRDs are not installed.
-pub const WAITING_FOR_CRDS: &str = "Waiting for Calico CRDs";
 
 pub use super::plan::waiting_for_node;
 
@@ -121,6 +118,7 @@ pub async fn converge_detailed<C: CalicoDatastore, W: KubeWorkloads>(
         unreachable: false,
         node_missing: false,
         kind_missing: false,
+        crds_created: false,
     };
     // An Err(Abort) means a fault that stops the whole converge (unreachable API, denied
     // access, missing CRDs): it is already recorded in the outcome.
@@ -140,10 +138,8 @@ pub async fn check_node_agent<W: KubeWorkloads>(kube: &W, node: &str) -> Outcome
     let mut out = Outcome::default();
     match kube.node_agent(node).await {
         Ok(NodeAgent::Ready) => {}
-        Ok(NodeAgent::Missing) => out
-            .waiting
-            .push(waiting_message(node, "no calico-node pod")),
-        Ok(NodeAgent::NotReady(reason)) => out.waiting.push(waiting_message(node, &reason)),
+        Ok(NodeAgent::Missing) => out.push(waiting_message(node, "no calico-node pod")),
+        Ok(NodeAgent::NotReady(reason)) => out.push(waiting_message(node, &reason)),
         Err(err) => {
             let _ = record_fatal(&mut out, KUBERNETES_API, "Pod", err);
         }
@@ -180,6 +176,8 @@ struct Run<'a, C, W> {
     unreachable: bool,
     node_missing: bool,
     kind_missing: bool,
+    /// This converge created CRDs.
+    crds_created: bool,
 }
 
 /// Record an error. Returns `Err(Abort)` for faults that make going on pointless (the API
@@ -215,23 +213,8 @@ fn record_fatal(
         DatastoreError::Conflict { object, reason } => (Cause::Conflict { object, reason }, false),
         DatastoreError::Other { object, reason } => (Cause::Refused { object, reason }, false),
     };
-    record(out, cause);
+    out.push(cause);
     if fatal { Err(Abort) } else { Ok(()) }
-}
-
-/// Add a cause to the outcome's `waiting` or `blocked`, once.
-pub(crate) fn record(out: &mut Outcome, cause: Cause) {
-    let list = match cause.severity() {
-        Severity::Waiting => &mut out.waiting,
-        Severity::Blocked => &mut out.blocked,
-    };
-    push_unique(list, cause.to_string());
-}
-
-fn push_unique(list: &mut Vec<String>, message: String) {
-    if !list.contains(&message) {
-        list.push(message);
-    }
 }
 
 fn is_calico_kind(kind: &str) -> bool {
@@ -275,11 +258,8 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
 
         let observed = self.observe().await?;
         let plan = plan(desired, &observed);
-        for cause in &plan.waiting {
-            push_unique(&mut self.out.waiting, cause.clone());
-        }
-        for cause in &plan.blocked {
-            push_unique(&mut self.out.blocked, cause.clone());
+        for cause in plan.waiting.iter().chain(&plan.blocked) {
+            self.out.push(cause.clone());
         }
         self.execute(plan).await?;
 
@@ -311,7 +291,10 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                     }) {
                         let name = crd.metadata.name.clone().unwrap_or_default();
                         match self.kube.create_crd(crd).await {
-                            Ok(true) => self.changed(format!("CustomResourceDefinition/{name}")),
+                            Ok(true) => {
+                                self.crds_created = true;
+                                self.changed(format!("CustomResourceDefinition/{name}"));
+                            }
                             Ok(false) => {}
                             Err(err) => self.fail_kube("CustomResourceDefinition", err)?,
                         }
@@ -337,15 +320,74 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 && plan.unchanged.contains(&format!("DaemonSet/{CALICO_NODE}"))
                 && super::readiness::daemon_set_ready(&o.live)
         });
+        let mut adopted = workloads.adopt;
         for Apply { object, before, .. } in &plan.apply {
             let (_, name) = object.key();
             let kind = object.kind().as_str();
             match self.kube.apply_workload(object).await {
-                Ok(after) => self.applied(format!("{kind}/{name}"), before, after.resource_version),
-                Err(err) => self.fail_kube(kind, err)?,
+                Ok(after) => {
+                    let rv = after.resource_version.clone();
+                    self.applied(format!("{kind}/{name}"), before, rv);
+                    if workloads.adopt {
+                        adopted &= self.take_over(object, &after).await?;
+                    }
+                }
+                Err(err) => {
+                    adopted = false;
+                    self.fail_kube(kind, err)?
+                }
             }
         }
+        // Objects already as wanted may still hold another manager's fields.
+        if workloads.adopt {
+            for object in super::plan::workload_objects(workloads) {
+                let (namespace, name) = object.key();
+                let kind = object.kind().as_str();
+                if !plan.unchanged.contains(&format!("{kind}/{name}")) {
+                    continue;
+                }
+                if let Some(live) = owned
+                    .iter()
+                    .find(|o| o.kind == kind && o.namespace == namespace && o.name == name)
+                {
+                    adopted &= self.take_over(&object, live).await?;
+                }
+            }
+        }
+        self.out.workloads_adopted = adopted;
         Ok(plan)
+    }
+
+    /// Adopt `live` (the stored `object`) when another manager owns fields in it: hand its
+    /// fields to the charm's manager, then apply again, which removes every one of them the
+    /// charm does not set. `false` when that failed (retried on a later hook).
+    async fn take_over(
+        &mut self,
+        object: &super::workloads::WorkloadObject,
+        live: &super::workloads::ObjectRef,
+    ) -> Result<bool, Abort> {
+        let Some(fields) = super::fields::take_over(&live.live) else {
+            return Ok(true);
+        };
+        let kind = object.kind().as_str();
+        let (_, name) = object.key();
+        if let Err(err) = self.kube.set_managed_fields(live, fields).await {
+            self.fail_kube(kind, err)?;
+            return Ok(false);
+        }
+        match self.kube.apply_workload(object).await {
+            Ok(_) => {
+                tracing::info!(
+                    "adopted {kind}/{name}: the fields of its earlier managers are gone"
+                );
+                self.changed(format!("{kind}/{name} (adopted)"));
+                Ok(true)
+            }
+            Err(err) => {
+                self.fail_kube(kind, err)?;
+                Ok(false)
+            }
+        }
     }
 
     // ---- observe ----------------------------------------------------------------------
@@ -362,7 +404,7 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 // Said at once: a later read may stop the converge before it plans.
                 if current.is_none() {
                     self.node_missing = true;
-                    push_unique(&mut self.out.waiting, waiting_for_node(node));
+                    self.out.push(waiting_for_node(node));
                 }
                 observed.node = Some(current);
             }
@@ -474,7 +516,20 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
     /// is taken over only as [`take_peer`] allows, else reported and left alone.
     async fn create_peer(&mut self, object: &BGPPeer) -> Result<(), Abort> {
         let name = object.metadata.name.clone().unwrap_or_default();
-        let existing = match self.ds.create_peer(object).await {
+        // Right after this hook created the CRDs the API server was measured to answer a
+        // create of a new kind's first object slowly (over 1.5 s, envtest on a loaded
+        // machine), a server-side apply quickly: then read and apply, as a datastore
+        // without conditional creates does.
+        let created = if self.crds_created {
+            match self.ds.get_peer(&name).await {
+                Ok(Some(existing)) => Ok(Created::Exists(existing)),
+                Ok(None) => self.ds.apply_peer(object).await.map(Created::New),
+                Err(err) => Err(err),
+            }
+        } else {
+            self.ds.create_peer(object).await
+        };
+        let existing = match created {
             Ok(Created::New(_)) => {
                 self.changed(format!("BGPPeer/{name}"));
                 return Ok(());
@@ -502,7 +557,7 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 ),
                 Err(err) => self.fail("BGPPeer", err)?,
             },
-            Err(cause) => push_unique(&mut self.out.blocked, cause),
+            Err(cause) => self.out.push(cause),
         }
         Ok(())
     }
@@ -515,7 +570,7 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 Ok(result) => after = result,
                 Err(DatastoreError::NotFound { .. }) => {
                     self.node_missing = true;
-                    self.out.waiting.push(waiting_for_node(&node));
+                    self.out.push(waiting_for_node(&node));
                     return Ok(());
                 }
                 Err(err) => {
@@ -576,13 +631,10 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
         for ((pool, cidr), drained) in plan.stale_pools.iter().zip(drained) {
             let name = pool.metadata.name.clone().unwrap_or_default();
             if !drained {
-                self.out.waiting.push(
-                    Cause::Draining {
-                        pool: name,
-                        cidr: cidr.to_string(),
-                    }
-                    .to_string(),
-                );
+                self.out.push(Cause::Draining {
+                    pool: name,
+                    cidr: cidr.to_string(),
+                });
                 continue;
             }
             match self.ds.delete_pool(pool).await {

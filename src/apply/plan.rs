@@ -100,16 +100,15 @@ pub struct Plan {
     /// Objects that already match and are left alone (`Kind/name`).
     pub unchanged: Vec<String>,
     /// Operator-facing causes found while planning.
-    pub waiting: Vec<String>,
-    pub blocked: Vec<String>,
+    pub waiting: Vec<Cause>,
+    pub blocked: Vec<Cause>,
 }
 
 /// The waiting cause while this unit's Node has not registered.
-pub fn waiting_for_node(node: &str) -> String {
+pub fn waiting_for_node(node: &str) -> Cause {
     Cause::NodeUnregistered {
         node: node.to_string(),
     }
-    .to_string()
 }
 
 /// Decide everything (pure, deterministic).
@@ -353,13 +352,10 @@ fn plan_pools(plan: &mut Plan, pools: &[IPPool], existing: &[IPPool]) {
     for want in pools {
         let rendered = want.metadata.name.clone().unwrap_or_default();
         let Some(cidr) = normalise_cidr(&want.spec.cidr) else {
-            plan.blocked.push(
-                Cause::Rejected {
-                    object: format!("IPPool/{rendered}"),
-                    reason: format!("invalid cidr {:?}", want.spec.cidr),
-                }
-                .to_string(),
-            );
+            plan.blocked.push(Cause::Rejected {
+                object: format!("IPPool/{rendered}"),
+                reason: format!("invalid cidr {:?}", want.spec.cidr),
+            });
             complete = false;
             continue;
         };
@@ -487,14 +483,13 @@ pub fn take_peer(
     want: &BGPPeer,
     object: BGPPeer,
     existing: &BGPPeer,
-) -> Result<Apply<BGPPeer>, String> {
+) -> Result<Apply<BGPPeer>, Cause> {
     let owner = &desired.owner;
     if !may_take(existing, want, owner, &desired.node.node_name) {
         return Err(Cause::PeerTaken {
             name: object.metadata.name.clone().unwrap_or_default(),
             owner: owner.clone(),
-        }
-        .to_string());
+        });
     }
     Ok(Apply {
         object,

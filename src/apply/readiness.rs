@@ -6,14 +6,12 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 use crate::render::workloads::{APP_LABEL, CALICO_NODE};
 
-/// Operator-facing status message for a pod that is not ready:
-/// `Waiting for calico-node on <node>: <reason>`.
-pub fn waiting_message(node: &str, reason: &str) -> String {
+/// The cause for a pod that is not ready: `Waiting for calico-node on <node>: <reason>`.
+pub fn waiting_message(node: &str, reason: &str) -> crate::problems::Cause {
     crate::problems::Cause::CalicoNode {
         node: node.to_string(),
         reason: reason.to_string(),
     }
-    .to_string()
 }
 
 fn is_calico_node(pod: &Pod) -> bool {

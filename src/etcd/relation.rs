@@ -10,21 +10,19 @@ use secrecy::ExposeSecret;
 
 use super::{ENDPOINT, EtcdConfig, RelationDataError, from_relation};
 use crate::juju::{HookTools, ToolError};
+use crate::problems::Cause;
 
 /// What the relation gives this hook.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EtcdRelation {
     /// No `etcd` relation.
     Absent,
-    /// Related, not (fully) published yet: the waiting message names what is missing.
-    Waiting(String),
-    /// Published, but unusable as given (the message names the key).
-    Invalid(String),
+    /// Related, not (fully) published yet: the cause names what is missing.
+    Waiting(Cause),
+    /// Published, but unusable as given (the cause names the key).
+    Invalid(Cause),
     Ready(EtcdConfig),
 }
-
-/// The waiting message while the etcd units have published nothing.
-pub const WAITING_FOR_ETCD: &str = "Waiting for etcd";
 
 /// Read the relation: the first remote unit that published a connection string (every etcd
 /// unit publishes the same data), else the first one with any data.
@@ -52,15 +50,17 @@ pub fn read(tools: &impl HookTools, broken: Option<&str>) -> Result<EtcdRelation
         }
     }
     let Some(bag) = best else {
-        return Ok(EtcdRelation::Waiting(WAITING_FOR_ETCD.to_string()));
+        return Ok(EtcdRelation::Waiting(Cause::EtcdUnpublished));
     };
     Ok(match from_relation(&bag) {
         Ok(config) => EtcdRelation::Ready(config),
         Err(RelationDataError::Missing(keys)) if keys.len() == 4 => {
-            EtcdRelation::Waiting(WAITING_FOR_ETCD.to_string())
+            EtcdRelation::Waiting(Cause::EtcdUnpublished)
         }
-        Err(e @ RelationDataError::Missing(_)) => EtcdRelation::Waiting(e.to_string()),
-        Err(e @ RelationDataError::Invalid(_)) => EtcdRelation::Invalid(e.to_string()),
+        Err(RelationDataError::Missing(keys)) => EtcdRelation::Waiting(Cause::EtcdIncomplete(keys)),
+        Err(RelationDataError::Invalid(what)) => {
+            EtcdRelation::Invalid(Cause::EtcdRelationInvalid(what))
+        }
     })
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::config::CharmConfig;
-use crate::problems::Outcome;
+use crate::problems::{Cause, Outcome};
 
 /// Where the kernel's sysctls are (`/proc/sys`); tests point it elsewhere.
 pub const PROC_SYS_ENV: &str = "CALICO_CHARM_PROC_SYS";
@@ -30,13 +30,8 @@ pub const VXLAN_DEVICE: &str = "vxlan.calico";
 /// The `blocked` cause when Felix would refuse to start on this node (its loose-RPF check,
 /// projectcalico/felix PR #1322): `rp_filter` 2 while `ignore-loose-rpf` is false. `None`
 /// when the value is unknown, 0 or 1, or the option allows it.
-pub fn rpf_blocked(config: &CharmConfig, rp_filter: Option<u8>) -> Option<String> {
-    (rp_filter == Some(2) && !config.ignore_loose_rpf).then(|| {
-        format!(
-            "ignore-loose-rpf is false but {RP_FILTER_SYSCTL} is 2 (loose): Felix will not run; \
-             set ignore-loose-rpf=true or {RP_FILTER_SYSCTL}=1"
-        )
-    })
+pub fn rpf_blocked(config: &CharmConfig, rp_filter: Option<u8>) -> Option<Cause> {
+    (rp_filter == Some(2) && !config.ignore_loose_rpf).then_some(Cause::LooseRpf)
 }
 
 /// What to do about `vxlan.calico`'s TX checksum offload on this node.
@@ -59,13 +54,6 @@ pub fn vxlan_checksum_step(config: &CharmConfig) -> VxlanChecksumStep {
 }
 
 /// The `waiting` cause while `vxlan.calico` does not exist yet (calico-node creates it).
-pub fn waiting_for_vxlan_device() -> String {
-    format!(
-        "Waiting for {VXLAN_DEVICE} to turn its TX checksum offload off \
-         (disable-vxlan-tx-checksumming)"
-    )
-}
-
 /// How long `ethtool` may run.
 pub const ETHTOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -149,19 +137,17 @@ impl Host {
         let mut outcome = Outcome::default();
         let rp_filter = self.rp_filter();
         if let Some(cause) = rpf_blocked(config, rp_filter) {
-            outcome.blocked.push(cause);
+            outcome.push(cause);
         }
         if vxlan_checksum_step(config) == VxlanChecksumStep::Disable {
             if !self.has_interface(VXLAN_DEVICE) {
-                outcome.waiting.push(waiting_for_vxlan_device());
+                outcome.push(Cause::VxlanDevicePending);
             } else {
                 match self.disable_tx_checksum(VXLAN_DEVICE) {
                     Ok(()) => tracing::info!("TX checksum offload off on {VXLAN_DEVICE}"),
                     // The device can vanish between the check and ethtool (calico-node
                     // restarting): a later hook retries.
-                    Err(err) => outcome.waiting.push(format!(
-                        "Cannot turn off TX checksum offload on {VXLAN_DEVICE}: {err}"
-                    )),
+                    Err(err) => outcome.push(Cause::VxlanChecksum(err)),
                 }
             }
         }
@@ -196,7 +182,7 @@ mod tests {
         let off = config(&[]);
         let on = config(&[("ignore-loose-rpf", serde_json::json!(true))]);
         assert_eq!(
-            rpf_blocked(&off, Some(2)).as_deref(),
+            rpf_blocked(&off, Some(2)).map(|c| c.to_string()).as_deref(),
             Some(
                 "ignore-loose-rpf is false but net.ipv4.conf.all.rp_filter is 2 (loose): Felix \
                  will not run; set ignore-loose-rpf=true or net.ipv4.conf.all.rp_filter=1"
@@ -237,13 +223,18 @@ mod tests {
             ("vxlan", serde_json::json!("Always")),
         ]);
         let o = host.reconcile(&old_vxlan);
-        assert_eq!(o.blocked.len(), 1, "{o:?}");
-        assert_eq!(o.waiting, [waiting_for_vxlan_device()]);
+        assert_eq!(o.blocked().count(), 1, "{o:?}");
+        assert_eq!(
+            o.waiting_messages(),
+            [
+                "Waiting for vxlan.calico to turn its TX checksum offload off (disable-vxlan-tx-checksumming)"
+            ]
+        );
         // The device appears; the ethtool named does not exist: a waiting cause naming it.
         std::fs::create_dir_all(dir.join("net").join(VXLAN_DEVICE)).unwrap();
         let o = host.reconcile(&old_vxlan);
         assert!(
-            o.waiting[0]
+            o.waiting_messages()[0]
                 .starts_with("Cannot turn off TX checksum offload on vxlan.calico: cannot run "),
             "{o:?}"
         );
