@@ -535,6 +535,11 @@ pub fn reconcile(
     if let Some(warning) = datastore_warning {
         status = status.with_note(warning);
     }
+    // Typha is never deployed in etcd mode; asking for it is a warning (`auto` is off).
+    if etcd.is_some() && config.typha == crate::config::typha::TyphaMode::On {
+        tracing::warn!("{}", Cause::TyphaOnEtcd);
+        status = status.with_note(Cause::TyphaOnEtcd);
+    }
     report.facts = Some(facts);
     report.outcome = Some(outcome.clone());
     finish(tools, report, status, version)

@@ -264,6 +264,43 @@ fn a_deployment_related_to_etcd_runs_calico_on_etcd_through_faults_and_never_swi
     assert_eq!(etcd.revision(), before, "a no-op hook wrote to etcd");
     assert_eq!(unit.status(), pair("active", "Ready"));
 
+    // Typha is never deployed on etcd: `true` is a warning naming the option, `auto` is off
+    // (no Node count is even asked for).
+    unit.set_config("typha", json!("true"));
+    server.reset_requests();
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(
+        unit.status(),
+        pair(
+            "active",
+            "Ready (typha=true ignored: Calico advises against Typha on etcd, which serves many clients itself; set typha=auto)"
+        )
+    );
+    let typha = |kind: &str| {
+        server.get(
+            if kind == "Service" { "v1" } else { "apps/v1" },
+            kind,
+            Some("kube-system"),
+            "calico-typha",
+        )
+    };
+    assert!(typha("Deployment").is_none() && typha("Service").is_none());
+    assert!(
+        !server
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == "/api/v1/nodes"),
+        "counted Nodes for Typha"
+    );
+    let cm = server
+        .get("v1", "ConfigMap", Some("kube-system"), "calico-config")
+        .unwrap();
+    assert_eq!(cm["data"]["typha_service_name"], "none");
+    unit.set_config("typha", json!("auto"));
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert!(typha("Deployment").is_none());
+
     // etcd down: waiting with the cause, exit 0, within the hook's bounds; then back.
     etcd.stop();
     let started = std::time::Instant::now();
