@@ -166,6 +166,9 @@ pub struct Outcome {
     /// The BGP sessions calico-node reported in this node's `CalicoNodeStatus`, when it has
     /// written a report ([`crate::nodestatus`]; Calico 3.22 or later).
     pub bgp_sessions: Option<Vec<Reported>>,
+    /// The workloads were applied with adoption on ([`crate::render::workloads::Workloads::adopt`])
+    /// and every object is now the charm's alone: the leader remembers it.
+    pub workloads_adopted: bool,
 }
 
 impl Outcome {
@@ -194,6 +197,7 @@ impl Outcome {
         if other.bgp_sessions.is_some() {
             self.bgp_sessions = other.bgp_sessions;
         }
+        self.workloads_adopted |= other.workloads_adopted;
     }
 
     /// The causes that wait for something outside the charm (a later hook retries).
@@ -316,6 +320,11 @@ pub enum Cause {
         "etcd relation ignored: the datastore is Kubernetes, chosen at deployment; remove the relation"
     )]
     EtcdIgnored,
+    /// `typha=true` in etcd mode: Typha is not deployed (Calico advises against it on etcd).
+    #[error(
+        "typha=true ignored: Calico advises against Typha on etcd, which serves many clients itself; set typha=auto"
+    )]
+    TyphaOnEtcd,
 
     // ---- the datastore mode and the etcd relation --------------------------------------
     /// A remembered datastore the charm does not know (written by hand?).
@@ -447,7 +456,8 @@ impl Cause {
             | AgentConflict { .. }
             | AgentWatchDown(_)
             | AgentCorrected { .. }
-            | EtcdIgnored => StatusKind::Active,
+            | EtcdIgnored
+            | TyphaOnEtcd => StatusKind::Active,
             InvalidConfig(_)
             | NodeName { .. }
             | Internal(_)
@@ -529,6 +539,9 @@ impl Cause {
             AgentCorrected { .. } => "agent: <N> drifts corrected, synced <N>s ago",
             EtcdIgnored => {
                 "etcd relation ignored: the datastore is Kubernetes, chosen at deployment; remove the relation"
+            }
+            TyphaOnEtcd => {
+                "typha=true ignored: Calico advises against Typha on etcd, which serves many clients itself; set typha=auto"
             }
             UnknownDatastore(_) => {
                 "unknown datastore \"<value>\" remembered by this unit (state-get datastore): expected kubernetes or etcd"
@@ -619,6 +632,7 @@ impl Cause {
                 age: 12,
             },
             Cause::EtcdIgnored,
+            Cause::TyphaOnEtcd,
             Cause::UnknownDatastore(s("consul")),
             Cause::EtcdRelationRemoved,
             Cause::EtcdUnpublished,

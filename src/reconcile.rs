@@ -455,6 +455,19 @@ pub fn reconcile(
                 .as_ref()
                 .is_some_and(|s| s.in_sync(&for_agent.generation, now));
     }
+    // The leader adopts the workload objects of others (today's Calico charm's) until it
+    // has done so once: on any hook but update-status (which keeps its few tool calls;
+    // upgrade-charm, leader-elected and config-changed come first anyway).
+    let adopting = match desired.workloads.as_mut() {
+        Some(workloads) if *event != Event::UpdateStatus => {
+            let done = tools
+                .state_get(crate::render::workloads::ADOPTED_STATE_KEY)?
+                .is_some();
+            workloads.adopt = !done;
+            !done
+        }
+        _ => false,
+    };
     let mut outcome = if agent_in_sync {
         tracing::debug!("agent in sync: no Kubernetes request this update-status");
         agent_outcome(agent_state.as_ref(), &facts.node_name)
@@ -472,6 +485,9 @@ pub fn reconcile(
             }
         }
     };
+    if adopting && outcome.workloads_adopted {
+        tools.state_set(crate::render::workloads::ADOPTED_STATE_KEY, "true")?;
+    }
     if let Some(host) = host {
         outcome.merge(write_cni_config(
             &host.cni_dir,
@@ -518,6 +534,11 @@ pub fn reconcile(
     }
     if let Some(warning) = datastore_warning {
         status = status.with_note(warning);
+    }
+    // Typha is never deployed in etcd mode; asking for it is a warning (`auto` is off).
+    if etcd.is_some() && config.typha == crate::config::typha::TyphaMode::On {
+        tracing::warn!("{}", Cause::TyphaOnEtcd);
+        status = status.with_note(Cause::TyphaOnEtcd);
     }
     report.facts = Some(facts);
     report.outcome = Some(outcome.clone());

@@ -35,19 +35,70 @@ fn etcd_unit(name: &str, leader: bool, crds: bool) -> Option<(Unit, TestApiServe
     };
     let server = envtest!(options)?;
     server.add_ready_node(NODE, None, "docker.io/calico/node:v3.6.1");
+    let unit = unit_on(&server, name, leader, NODE);
+    Some((unit, server))
+}
+
+/// A unit on `node`, related to its principal, whose kubeconfig reaches `server`.
+fn unit_on(server: &TestApiServer, name: &str, leader: bool, node: &str) -> Unit {
     let mut unit = Unit::new(name);
     unit.set_leader(leader);
     unit.relate_cni(4, &[("kubeconfig-hash", KUBECONFIG_HASH)]);
     server
         .write_kubeconfig(&unit.kubeconfig())
         .expect("write kubeconfig");
-    unit.set_env("NODENAME", NODE);
+    unit.set_env("NODENAME", node);
     let creds = unit.host_dir().join("etcd-credentials");
     unit.set_env("CALICO_CHARM_ETCD_DIR", &creds.display().to_string());
     unit.set_env("CALICO_CHARM_ETCD_BUDGET_SECS", "3");
     unit.set_env("CALICO_CHARM_ETCD_TIMEOUT_SECS", "1");
     unit.set_env("CALICO_CHARM_POOL_SETTLE_MS", "0");
-    Some((unit, server))
+    unit
+}
+
+/// Server-side apply of `object` as field manager `manager` (as today's charm applies its
+/// manifests: lightkube, `force=True`, manager `<application>-<manifest>`).
+fn apply_as(server: &TestApiServer, manager: &str, path: &str, object: &Value) {
+    let client = server
+        .plane()
+        .blocking_client("admin")
+        .expect("admin client");
+    let (code, body) = client
+        .request(
+            "PATCH",
+            &format!("{path}?fieldManager={manager}&force=true"),
+            "application/apply-patch+yaml",
+            Some(&object.to_string()),
+        )
+        .expect("apply");
+    assert!((200..300).contains(&code), "{code}: {body}");
+}
+
+/// The object as this charm makes it, without what the server alone keeps (identity,
+/// revision, generation, managed fields, status) and the DaemonSet's generation annotation.
+fn comparable(object: &Value) -> Value {
+    let mut o = object.clone();
+    if let Some(meta) = o["metadata"].as_object_mut() {
+        for k in [
+            "uid",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",
+            "managedFields",
+        ] {
+            meta.remove(k);
+        }
+        if let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            a.remove("deprecated.daemonset.template.generation");
+            if a.is_empty() {
+                meta.remove("annotations");
+            }
+        }
+    }
+    if let Some(root) = o.as_object_mut() {
+        root.remove("status");
+    }
+    o
 }
 
 fn relate_etcd(unit: &Unit, data: &BTreeMap<String, String>) -> String {
@@ -212,6 +263,43 @@ fn a_deployment_related_to_etcd_runs_calico_on_etcd_through_faults_and_never_swi
     assert_ok(&unit, &unit.hook("config-changed"));
     assert_eq!(etcd.revision(), before, "a no-op hook wrote to etcd");
     assert_eq!(unit.status(), pair("active", "Ready"));
+
+    // Typha is never deployed on etcd: `true` is a warning naming the option, `auto` is off
+    // (no Node count is even asked for).
+    unit.set_config("typha", json!("true"));
+    server.reset_requests();
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(
+        unit.status(),
+        pair(
+            "active",
+            "Ready (typha=true ignored: Calico advises against Typha on etcd, which serves many clients itself; set typha=auto)"
+        )
+    );
+    let typha = |kind: &str| {
+        server.get(
+            if kind == "Service" { "v1" } else { "apps/v1" },
+            kind,
+            Some("kube-system"),
+            "calico-typha",
+        )
+    };
+    assert!(typha("Deployment").is_none() && typha("Service").is_none());
+    assert!(
+        !server
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.path == "/api/v1/nodes"),
+        "counted Nodes for Typha"
+    );
+    let cm = server
+        .get("v1", "ConfigMap", Some("kube-system"), "calico-config")
+        .unwrap();
+    assert_eq!(cm["data"]["typha_service_name"], "none");
+    unit.set_config("typha", json!("auto"));
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(unit.status(), pair("active", "Ready"));
+    assert!(typha("Deployment").is_none());
 
     // etcd down: waiting with the cause, exit 0, within the hook's bounds; then back.
     etcd.stop();
@@ -438,6 +526,126 @@ fn an_etcd_relation_added_later_never_switches_the_datastore() {
     );
 }
 
+/// The workload objects today's charm and this one both make (apiVersion, kind, plural path).
+const ADOPTED: [(&str, &str, &str); 4] = [
+    (
+        "apps/v1",
+        "DaemonSet",
+        "/apis/apps/v1/namespaces/kube-system/daemonsets/calico-node",
+    ),
+    (
+        "apps/v1",
+        "Deployment",
+        "/apis/apps/v1/namespaces/kube-system/deployments/calico-kube-controllers",
+    ),
+    (
+        "v1",
+        "ConfigMap",
+        "/api/v1/namespaces/kube-system/configmaps/calico-config",
+    ),
+    (
+        "v1",
+        "Secret",
+        "/api/v1/namespaces/kube-system/secrets/calico-etcd-secrets",
+    ),
+];
+
+fn adopted_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or_default()
+}
+
+/// What today's charm applies in kube-system (its field manager `calico-calico`), with the
+/// fields of Calico's etcd manifest and its CK edits that this charm does not set: an
+/// `IP_AUTODETECTION_METHOD`, `envFrom`, the `mount-bpffs` init container, the `nodeproc`,
+/// `policysync` and `cni-log-dir` volumes, a second container, the `juju.io/*` labels,
+/// kube-controllers' `cdk-restart-on-ca-change` label and `cdk-etcd-cert-last-modified`
+/// annotation, a `Recreate` strategy, a ConfigMap key this charm does not set.
+fn todays_workloads(server: &TestApiServer) {
+    let labels = |app: &str| {
+        json!({"juju.io/application": "calico", "juju.io/manifest": "calico",
+               "juju.io/manifest-version": "calico-v3.25.1", "k8s-app": app})
+    };
+    let meta = |name: &str, app: &str| json!({"name": name, "namespace": "kube-system", "labels": labels(app)});
+    let host = |name: &str, path: &str| json!({"name": name, "hostPath": {"path": path}});
+    let node = json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta("calico-node", "calico-node"),
+        "spec": {
+            "selector": {"matchLabels": {"k8s-app": "calico-node"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": {"k8s-app": "calico-node"},
+                             "annotations": {"juju.io/old-hash": "0123"}},
+                "spec": {
+                    "hostNetwork": true,
+                    "serviceAccountName": "calico-node",
+                    "initContainers": [{
+                        "name": "mount-bpffs", "image": "docker.io/calico/node:v3.25.1",
+                        "command": ["calico-node", "-init", "-best-effort"],
+                        "volumeMounts": [{"name": "nodeproc", "mountPath": "/nodeproc", "readOnly": true}],
+                    }],
+                    "containers": [
+                        {"name": "calico-node", "image": "docker.io/calico/node:v3.25.1",
+                         "envFrom": [{"configMapRef": {"name": "kubernetes-services-endpoint", "optional": true}}],
+                         "env": [
+                             {"name": "IP_AUTODETECTION_METHOD", "value": "skip-interface=lxd.*,fan.*"},
+                             {"name": "ETCD_ENDPOINTS", "valueFrom": {"configMapKeyRef": {"name": "calico-config", "key": "etcd_endpoints"}}},
+                             {"name": "CALICO_IPV6POOL_VXLAN", "value": "Never"},
+                         ],
+                         "volumeMounts": [
+                             {"name": "policysync", "mountPath": "/var/run/nodeagent"},
+                             {"name": "cni-log-dir", "mountPath": "/var/log/calico/cni", "readOnly": true},
+                         ]},
+                        {"name": "old-sidecar", "image": "docker.io/library/busybox:1"},
+                    ],
+                    "volumes": [
+                        host("nodeproc", "/proc"),
+                        host("policysync", "/var/run/nodeagent"),
+                        host("cni-log-dir", "/var/log/calico/cni"),
+                    ],
+                },
+            },
+        },
+    });
+    let controllers = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "calico-kube-controllers", "namespace": "kube-system",
+                     "labels": {"k8s-app": "calico-kube-controllers", "cdk-restart-on-ca-change": "true",
+                                "juju.io/application": "calico", "juju.io/manifest": "calico"}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"k8s-app": "calico-kube-controllers"}},
+            "strategy": {"type": "Recreate"},
+            "template": {
+                "metadata": {"labels": {"k8s-app": "calico-kube-controllers"},
+                             "annotations": {"cdk-etcd-cert-last-modified": "foo"}},
+                "spec": {
+                    "hostNetwork": true,
+                    "serviceAccountName": "calico-kube-controllers",
+                    "containers": [{"name": "calico-kube-controllers",
+                                    "image": "docker.io/calico/kube-controllers:v3.25.1",
+                                    "env": [{"name": "ENABLED_CONTROLLERS",
+                                             "value": "policy,namespace,serviceaccount,workloadendpoint,node"}]}],
+                    "volumes": [{"name": "etcd-certs",
+                                 "secret": {"secretName": "calico-etcd-secrets", "defaultMode": 288}}],
+                },
+            },
+        },
+    });
+    let config = json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("calico-config", "calico-node"),
+        "data": {"etcd_endpoints": "https://10.0.0.99:2379", "etcd_key": "/calico-secrets/etcd-key",
+                 "calico_backend": "bird", "calico_old_key": "x"},
+    });
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": meta("calico-etcd-secrets", "calico-node"),
+        "type": "Opaque",
+        "data": {"etcd-key": "b2xk", "etcd-cert": "b2xk", "etcd-ca": "b2xk"},
+    });
+    for (object, (_, _, path)) in [node, controllers, config, secret].iter().zip(ADOPTED) {
+        apply_as(server, "calico-calico", path, object);
+    }
+}
+
 #[test]
 fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
     let Some((unit, server)) = etcd_unit("calico/0", true, false) else {
@@ -445,6 +653,34 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
     };
     let etcd = Etcd::shared();
     let _guard = etcd.lock();
+    let peers = json!("- address: 10.0.0.2\n  as-number: 65000\n");
+
+    // What this charm makes on a fresh deployment with the same config and relation: the
+    // objects the adopted ones must end as. Then cleared for the upgrade.
+    let mut fresh = unit_on(&server, "calico/0", true, NODE);
+    // The same credential files (the CNI config in the ConfigMap names them).
+    let creds = unit.host_dir().join("etcd-credentials");
+    fresh.set_env("CALICO_CHARM_ETCD_DIR", &creds.display().to_string());
+    fresh.set_config("global-bgp-peers", peers.clone());
+    relate_etcd(&fresh, &etcd.relation_data());
+    assert_ok(&fresh, &fresh.hook("install"));
+    assert_eq!(
+        fresh.status(),
+        pair("active", "Ready"),
+        "{}",
+        fresh.transcript()
+    );
+    let reference: Vec<Value> = ADOPTED
+        .iter()
+        .map(|(v, kind, path)| {
+            let o = server
+                .remove(v, kind, Some("kube-system"), adopted_name(path))
+                .expect("made by a fresh deployment");
+            comparable(&o)
+        })
+        .collect();
+    etcd.wipe();
+
     // What today's charm leaves in etcd (calicoctl's writes: no labels).
     let calicoctl = |kind: &str, name: &str, spec: Value| {
         json!({"kind": kind, "apiVersion": "projectcalico.org/v3",
@@ -485,22 +721,16 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
                 "spec": {"bgp": {"ipv4Address": "10.0.0.5/24", "asNumber": 64999},
                          "orchRefs": [{"nodeName": NODE, "orchestrator": "k8s"}]}}),
     );
-    // Its workloads in kube-system (ops.manifests labels, no managed-by).
-    let juju_labels = json!({"juju.io/application": "calico", "juju.io/manifest": "calico",
-                             "k8s-app": "calico-node"});
-    server
-        .insert(json!({"apiVersion": "v1", "kind": "Secret",
-                       "metadata": {"name": "calico-etcd-secrets", "namespace": "kube-system",
-                                    "labels": juju_labels},
-                       "data": {"etcd-key": "b2xk", "etcd-cert": "b2xk", "etcd-ca": "b2xk"}}))
-        .expect("secret");
-    server
-        .insert(json!({"apiVersion": "v1", "kind": "ConfigMap",
-                       "metadata": {"name": "calico-config", "namespace": "kube-system",
-                                    "labels": juju_labels},
-                       "data": {"etcd_endpoints": "https://10.0.0.99:2379",
-                                "etcd_key": "/calico-secrets/etcd-key"}}))
-        .expect("configmap");
+    // Its workloads in kube-system, applied with its own field manager.
+    todays_workloads(&server);
+    let before: Vec<Value> = ADOPTED
+        .iter()
+        .map(|(v, kind, path)| {
+            server
+                .get(v, kind, Some("kube-system"), adopted_name(path))
+                .expect("pre-filled")
+        })
+        .collect();
     // A second peer of today's charm that the config still asks for.
     etcd.put(
         &format!("{R}bgppeers/calico-0-10.0.0.2-65000"),
@@ -510,10 +740,7 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
             json!({"node": NODE, "peerIP": "10.0.0.2", "asNumber": 65000}),
         ),
     );
-    unit.set_config(
-        "global-bgp-peers",
-        json!("- address: 10.0.0.2\n  as-number: 65000\n"),
-    );
+    unit.set_config("global-bgp-peers", peers);
     relate_etcd(&unit, &etcd.relation_data());
 
     // juju refresh: upgrade-charm, then config-changed.
@@ -558,32 +785,67 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
     // The earlier charm's AS on the node is no longer wanted: removed.
     assert!(node["spec"]["bgp"].get("asNumber").is_none(), "{node}");
 
-    // The workloads: one Secret, one ConfigMap, now the charm's, with the relation's data.
-    let secret = server
-        .get("v1", "Secret", Some("kube-system"), "calico-etcd-secrets")
+    // The workloads: the same objects (same uid: calico-node's DaemonSet was never
+    // recreated, its selector is the same, so its pods are rolled, not removed), and each is
+    // now exactly what a fresh deployment makes: nothing today's charm set is left.
+    for (((v, kind, path), old), want) in ADOPTED.iter().zip(&before).zip(&reference) {
+        let name = adopted_name(path);
+        let live = server.get(v, kind, Some("kube-system"), name).unwrap();
+        assert_eq!(
+            live["metadata"]["uid"], old["metadata"]["uid"],
+            "{kind}/{name}"
+        );
+        assert_eq!(
+            comparable(&live),
+            *want,
+            "{kind}/{name}: the adopted object differs from a fresh deployment's"
+        );
+        let managers: Vec<&str> = live["metadata"]["managedFields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["manager"].as_str())
+            .collect();
+        assert_eq!(managers, ["calico-charm"], "{kind}/{name}");
+    }
+    let ds = server
+        .get("apps/v1", "DaemonSet", Some("kube-system"), "calico-node")
         .unwrap();
-    assert_eq!(
-        secret["metadata"]["labels"]["app.kubernetes.io/managed-by"],
-        "calico-charm"
-    );
+    assert_eq!(ds["spec"]["selector"], before[0]["spec"]["selector"]);
+    let env = env_of(&ds, "calico-node");
+    assert!(!env.contains_key("IP_AUTODETECTION_METHOD"), "{env:?}");
+    assert!(env.contains_key("ETCD_ENDPOINTS"));
     assert_eq!(
         String::from_utf8(support::etcd::unbase64(
-            secret["data"]["etcd-key"].as_str().unwrap_or_default()
+            server
+                .get("v1", "Secret", Some("kube-system"), "calico-etcd-secrets")
+                .unwrap()["data"]["etcd-key"]
+                .as_str()
+                .unwrap_or_default()
         ))
         .unwrap(),
         etcd.client.key
     );
-    let cm = server
-        .get("v1", "ConfigMap", Some("kube-system"), "calico-config")
-        .unwrap();
-    assert_eq!(cm["data"]["etcd_endpoints"], etcd.url.as_str());
+
+    // Done once and remembered: a later hook adopts nothing and writes no workload.
     assert_eq!(
-        server.list("v1", "Secret", Some("kube-system")).len(),
-        server
-            .list("v1", "Secret", Some("kube-system"))
-            .iter()
-            .filter(|s| s["metadata"]["name"] != "calico-etcd-secrets")
-            .count()
-            + 1
+        unit.charm_state()
+            .get("workloads-adopted")
+            .map(String::as_str),
+        Some("true")
     );
+    let versions = |server: &TestApiServer| -> Vec<Value> {
+        ADOPTED
+            .iter()
+            .map(|(v, kind, path)| {
+                server
+                    .get(v, kind, Some("kube-system"), adopted_name(path))
+                    .unwrap()["metadata"]["resourceVersion"]
+                    .clone()
+            })
+            .collect()
+    };
+    let settled = versions(&server);
+    assert_ok(&unit, &unit.hook("update-status"));
+    assert_eq!(versions(&server), settled);
 }

@@ -300,15 +300,74 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 && plan.unchanged.contains(&format!("DaemonSet/{CALICO_NODE}"))
                 && super::readiness::daemon_set_ready(&o.live)
         });
+        let mut adopted = workloads.adopt;
         for Apply { object, before, .. } in &plan.apply {
             let (_, name) = object.key();
             let kind = object.kind().as_str();
             match self.kube.apply_workload(object).await {
-                Ok(after) => self.applied(format!("{kind}/{name}"), before, after.resource_version),
-                Err(err) => self.fail_kube(kind, err)?,
+                Ok(after) => {
+                    let rv = after.resource_version.clone();
+                    self.applied(format!("{kind}/{name}"), before, rv);
+                    if workloads.adopt {
+                        adopted &= self.take_over(object, &after).await?;
+                    }
+                }
+                Err(err) => {
+                    adopted = false;
+                    self.fail_kube(kind, err)?
+                }
             }
         }
+        // Objects already as wanted may still hold another manager's fields.
+        if workloads.adopt {
+            for object in super::plan::workload_objects(workloads) {
+                let (namespace, name) = object.key();
+                let kind = object.kind().as_str();
+                if !plan.unchanged.contains(&format!("{kind}/{name}")) {
+                    continue;
+                }
+                if let Some(live) = owned
+                    .iter()
+                    .find(|o| o.kind == kind && o.namespace == namespace && o.name == name)
+                {
+                    adopted &= self.take_over(&object, live).await?;
+                }
+            }
+        }
+        self.out.workloads_adopted = adopted;
         Ok(plan)
+    }
+
+    /// Adopt `live` (the stored `object`) when another manager owns fields in it: hand its
+    /// fields to the charm's manager, then apply again, which removes every one of them the
+    /// charm does not set. `false` when that failed (retried on a later hook).
+    async fn take_over(
+        &mut self,
+        object: &super::workloads::WorkloadObject,
+        live: &super::workloads::ObjectRef,
+    ) -> Result<bool, Abort> {
+        let Some(fields) = super::fields::take_over(&live.live) else {
+            return Ok(true);
+        };
+        let kind = object.kind().as_str();
+        let (_, name) = object.key();
+        if let Err(err) = self.kube.set_managed_fields(live, fields).await {
+            self.fail_kube(kind, err)?;
+            return Ok(false);
+        }
+        match self.kube.apply_workload(object).await {
+            Ok(_) => {
+                tracing::info!(
+                    "adopted {kind}/{name}: the fields of its earlier managers are gone"
+                );
+                self.changed(format!("{kind}/{name} (adopted)"));
+                Ok(true)
+            }
+            Err(err) => {
+                self.fail_kube(kind, err)?;
+                Ok(false)
+            }
+        }
     }
 
     // ---- observe ----------------------------------------------------------------------

@@ -117,6 +117,110 @@ fn matches_key(item: &Value, key: &Map<String, Value>) -> bool {
     compared > 0
 }
 
+/// Kubernetes' own components: the fields they write on an object (a Deployment's revision
+/// annotation, by the deployment controller) stay theirs when the charm adopts the object.
+pub const KUBERNETES_MANAGERS: &[&str] = &[
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-apiserver",
+];
+
+/// Whether a `managedFields` entry is the charm's own `Apply` entry.
+fn is_charm_apply(entry: &Value) -> bool {
+    entry.get("manager").and_then(Value::as_str) == Some(FIELD_MANAGER)
+        && entry.get("operation").and_then(Value::as_str) == Some("Apply")
+        && entry
+            .get("subresource")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+}
+
+/// Whether the charm takes this entry's fields over when it adopts the object: another
+/// manager's (or the charm's own `Update`) entry on the main resource, of the object's API
+/// version, that is not one of [`KUBERNETES_MANAGERS`]. Status (a subresource) stays its
+/// writer's.
+fn is_foreign(entry: &Value, api_version: Option<&str>) -> bool {
+    let manager = entry.get("manager").and_then(Value::as_str).unwrap_or("");
+    !is_charm_apply(entry)
+        && !KUBERNETES_MANAGERS.contains(&manager)
+        && entry
+            .get("subresource")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        && entry.get("apiVersion").and_then(Value::as_str) == api_version
+        && entry.get("fieldsType").and_then(Value::as_str) == Some("FieldsV1")
+        && entry.get("fieldsV1").is_some_and(Value::is_object)
+}
+
+/// Add every field of the `fieldsV1` tree `more` to `into` (a set union: both are trees of
+/// objects whose leaves are `{}`).
+fn union(into: &mut Map<String, Value>, more: &Map<String, Value>) {
+    for (key, sub) in more {
+        let slot = into
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        if let (Value::Object(slot), Value::Object(sub)) = (slot, sub) {
+            union(slot, sub);
+        }
+    }
+}
+
+/// Adoption of an object another manager made (pure): the `metadata.managedFields` with every
+/// foreign entry's fields ([`is_foreign`]) moved into the charm's own `Apply` entry, so that
+/// the charm's next server-side apply removes each of those fields it does not set (nobody
+/// else owns them any more), as kubectl's client-side to server-side apply migration hands
+/// fields over. `None` when no foreign manager owns anything: nothing to take over.
+pub fn take_over(live: &Value) -> Option<Vec<Value>> {
+    let api_version = live.get("apiVersion").and_then(Value::as_str);
+    let entries = live.pointer("/metadata/managedFields")?.as_array()?;
+    if !entries.iter().any(|e| is_foreign(e, api_version)) {
+        return None;
+    }
+    let mut taken = Map::new();
+    let mut out = Vec::new();
+    let mut charm_at = None;
+    for entry in entries {
+        if is_foreign(entry, api_version) {
+            if let Some(fields) = entry.get("fieldsV1").and_then(Value::as_object) {
+                union(&mut taken, fields);
+            }
+        } else {
+            if is_charm_apply(entry) && charm_at.is_none() {
+                charm_at = Some(out.len());
+            }
+            out.push(entry.clone());
+        }
+    }
+    let at = match charm_at {
+        Some(at) => at,
+        None => {
+            out.push(serde_json::json!({
+                "manager": FIELD_MANAGER,
+                "operation": "Apply",
+                "apiVersion": api_version.unwrap_or_default(),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {},
+            }));
+            out.len() - 1
+        }
+    };
+    let entry = out[at].as_object_mut()?;
+    let fields = entry
+        .entry("fieldsV1")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !fields.is_object() {
+        *fields = Value::Object(Map::new());
+    }
+    if let Value::Object(fields) = fields {
+        union(fields, &taken);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +328,88 @@ mod tests {
         // What it cannot read is a change (the charm then applies, as it always did).
         assert!(!owned_within(&json!({"x:1": {}}), &desired));
         assert!(!owned_within(&json!([]), &desired));
+    }
+
+    #[test]
+    fn adoption_moves_a_foreign_managers_fields_into_the_charms_apply_entry() {
+        let live = json!({
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "calico-node", "managedFields": [
+                {"manager": "calico-calico", "operation": "Apply", "apiVersion": "apps/v1",
+                 "fieldsType": "FieldsV1", "time": "2024-01-01T00:00:00Z",
+                 "fieldsV1": {"f:metadata": {"f:labels": {"f:juju.io/manifest": {}}},
+                              "f:spec": {"f:template": {"f:spec": {"f:volumes": {
+                                  "k:{\"name\":\"flexvol\"}": {".": {}, "f:name": {}}}}}}}},
+                {"manager": "calico-charm", "operation": "Apply", "apiVersion": "apps/v1",
+                 "fieldsType": "FieldsV1", "time": "2026-01-01T00:00:00Z",
+                 "fieldsV1": {"f:metadata": {"f:labels": {"f:k8s-app": {}}}}},
+                {"manager": "kube-controller-manager", "operation": "Update",
+                 "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:metadata": {"f:annotations": {"f:x": {}}}}},
+                {"manager": "calico-calico", "operation": "Update", "apiVersion": "apps/v1",
+                 "fieldsType": "FieldsV1", "subresource": "status",
+                 "fieldsV1": {"f:status": {"f:numberReady": {}}}},
+            ]},
+        });
+        let fields = take_over(&live).expect("a foreign manager");
+        let managers: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|e| {
+                (
+                    e["manager"].as_str().unwrap(),
+                    e["operation"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            managers,
+            [
+                ("calico-charm", "Apply"),
+                ("kube-controller-manager", "Update"),
+                ("calico-calico", "Update")
+            ]
+        );
+        assert_eq!(
+            fields[0]["fieldsV1"],
+            json!({"f:metadata": {"f:labels": {"f:k8s-app": {}, "f:juju.io/manifest": {}}},
+                   "f:spec": {"f:template": {"f:spec": {"f:volumes": {
+                       "k:{\"name\":\"flexvol\"}": {".": {}, "f:name": {}}}}}}})
+        );
+        assert_eq!(fields[0]["time"], "2026-01-01T00:00:00Z");
+        // Then the next plan applies again, and the apply drops what the charm does not set.
+        let mut taken = live.clone();
+        taken["metadata"]["managedFields"] = Value::Array(fields);
+        assert_eq!(take_over(&taken), None, "nothing left to take");
+        let desired =
+            json!({"metadata": {"name": "calico-node", "labels": {"k8s-app": "calico-node"}}});
+        assert!(
+            !charm_fields(&taken)
+                .iter()
+                .all(|f| owned_within(f, &desired))
+        );
+    }
+
+    #[test]
+    fn adoption_without_an_entry_of_the_charms_makes_one_and_nothing_foreign_is_none() {
+        let live = json!({"apiVersion": "v1", "metadata": {"managedFields": [
+            {"manager": "kubectl-client-side-apply", "operation": "Update", "apiVersion": "v1",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:a": {}}}}]}});
+        let fields = take_over(&live).unwrap();
+        assert_eq!(
+            fields,
+            vec![
+                json!({"manager": "calico-charm", "operation": "Apply", "apiVersion": "v1",
+                        "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:a": {}}}})
+            ]
+        );
+        assert_eq!(
+            take_over(&json!({"apiVersion": "v1", "metadata": {}})),
+            None
+        );
+        let ours = json!({"apiVersion": "v1", "metadata": {"managedFields": [
+            {"manager": "calico-charm", "operation": "Apply", "apiVersion": "v1",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {}}}]}});
+        assert_eq!(take_over(&ours), None);
     }
 }

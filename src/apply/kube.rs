@@ -139,15 +139,11 @@ fn status_code(status: &kube::core::Status) -> u16 {
     }
 }
 
+/// How many characters of an API server's message a cause quotes.
+const MAX_API_MESSAGE: usize = 300;
+
 fn shorten(text: &str) -> String {
-    const MAX: usize = 300;
-    let text = text.trim();
-    if text.chars().count() <= MAX {
-        text.to_string()
-    } else {
-        let cut: String = text.chars().take(MAX).collect();
-        format!("{cut}…")
-    }
+    crate::text::shorten(text.trim(), MAX_API_MESSAGE)
 }
 
 /// A TLS failure that retrying cannot fix, described for the operator: the server's
@@ -276,6 +272,22 @@ where
     api.patch(name, &apply_params(), &Patch::Apply(object))
         .await
         .map_err(|e| classify(e, &format!("{kind}/{name}"), kind, Op::Kind))
+}
+
+/// A merge patch of an object's metadata (its managed fields), as the charm's manager.
+async fn patch_meta<K>(
+    api: &Api<K>,
+    kind: &str,
+    name: &str,
+    patch: &serde_json::Value,
+) -> DsResult<()>
+where
+    K: Resource + DeserializeOwned + Clone + Debug,
+{
+    api.patch(name, &update_params(), &Patch::Merge(patch))
+        .await
+        .map(drop)
+        .map_err(|e| classify(e, &format!("{kind}/{name}"), kind, Op::Object))
 }
 
 /// Delete an object if it is still the one we read (same uid). Gone already, or replaced by
@@ -726,6 +738,60 @@ impl KubeWorkloads for KubeDatastore {
             other => Err(DatastoreError::Other {
                 object: object.display(),
                 reason: format!("the charm does not delete objects of kind {other}"),
+            }),
+        }
+    }
+
+    async fn set_managed_fields(
+        &self,
+        object: &ObjectRef,
+        managed_fields: Vec<serde_json::Value>,
+    ) -> DsResult<()> {
+        let c = self.client.clone();
+        let (ns, name) = (object.namespace.as_str(), object.name.as_str());
+        let kind = object.kind.as_str();
+        // A merge patch replaces the list whole; its resourceVersion makes it conditional.
+        let patch = json!({"metadata": {
+            "resourceVersion": object.resource_version,
+            "managedFields": managed_fields,
+        }});
+        match kind {
+            "ServiceAccount" => {
+                patch_meta(
+                    &Api::<ServiceAccount>::namespaced(c, ns),
+                    kind,
+                    name,
+                    &patch,
+                )
+                .await
+            }
+            "ClusterRole" => patch_meta(&Api::<ClusterRole>::all(c), kind, name, &patch).await,
+            "ClusterRoleBinding" => {
+                patch_meta(&Api::<ClusterRoleBinding>::all(c), kind, name, &patch).await
+            }
+            "ConfigMap" => {
+                patch_meta(&Api::<ConfigMap>::namespaced(c, ns), kind, name, &patch).await
+            }
+            "Secret" => patch_meta(&Api::<Secret>::namespaced(c, ns), kind, name, &patch).await,
+            "DaemonSet" => {
+                patch_meta(&Api::<DaemonSet>::namespaced(c, ns), kind, name, &patch).await
+            }
+            "Deployment" => {
+                patch_meta(&Api::<Deployment>::namespaced(c, ns), kind, name, &patch).await
+            }
+            "Service" => patch_meta(&Api::<Service>::namespaced(c, ns), kind, name, &patch).await,
+            "PodDisruptionBudget" => {
+                patch_meta(
+                    &Api::<PodDisruptionBudget>::namespaced(c, ns),
+                    kind,
+                    name,
+                    &patch,
+                )
+                .await
+            }
+            other => Err(DatastoreError::Other {
+                object: object.display(),
+                reason: format!("the charm does not adopt objects of kind {other}"),
             }),
         }
     }

@@ -225,6 +225,18 @@ pub trait KubeWorkloads: Sync {
     /// Delete this workload object (as read: same uid). Already gone is success.
     fn delete_workload(&self, object: &ObjectRef) -> impl Future<Output = DsResult<()>> + Send;
 
+    /// Replace the object's `metadata.managedFields` with `managed_fields` if it is still at
+    /// `object`'s resource version (adoption: [`super::fields::take_over`]). The default
+    /// does nothing: a seam that keeps no managed fields has nothing to hand over.
+    fn set_managed_fields(
+        &self,
+        object: &ObjectRef,
+        managed_fields: Vec<serde_json::Value>,
+    ) -> impl Future<Output = DsResult<()>> + Send {
+        let _ = (object, managed_fields);
+        async { Ok(()) }
+    }
+
     /// The state of calico-node on this node.
     fn node_agent(&self, node: &str) -> impl Future<Output = DsResult<NodeAgent>> + Send;
 

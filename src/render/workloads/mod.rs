@@ -77,7 +77,15 @@ pub struct Workloads {
     pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
     /// etcd mode: `calico-etcd-secrets`, the etcd client credentials ([`etcd`]).
     pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
+    /// Adopt objects of these names that another manager made (today's Calico charm): the
+    /// fields it set and the charm does not are removed, so each object ends exactly as the
+    /// charm renders it ([`crate::apply::fields::take_over`]). Set until the leader has done
+    /// it once (remembered with `state-set`, [`ADOPTED_STATE_KEY`]); not an object.
+    pub adopt: bool,
 }
+
+/// `state-get`/`state-set` key: the leader has adopted the workload objects of others.
+pub const ADOPTED_STATE_KEY: &str = "workloads-adopted";
 
 /// Build the workloads for a configuration without Typha (pure, deterministic), for the
 /// Calico release of `calico-node-image` ([`node_version`]).
@@ -101,6 +109,7 @@ pub fn render_for(config: &CharmConfig, plan: typha::TyphaPlan) -> Workloads {
         services: Vec::new(),
         pod_disruption_budgets: Vec::new(),
         secrets: Vec::new(),
+        adopt: false,
     };
     if let typha::TyphaPlan::Replicas(replicas) = plan {
         let t = typha::objects(config, replicas);
