@@ -33,5 +33,6 @@ pub mod reconcile;
 pub mod redact;
 pub mod render;
 pub mod status;
+pub mod text;
 pub mod topology;
 pub mod unit;

@@ -18,7 +18,7 @@ use super::pools::{choose_pool_name, contains, normalise_cidr, overlaps};
 use super::workloads::{ObjectRef, WorkloadObject};
 use crate::calico::{
     BGPConfiguration, BGPPeer, IPAMBlock, IPPool, MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATIONS,
-    NODE_SET_ONLY_ANNOTATIONS, UNIT_LABEL, charm_labels, is_charm_node_annotation,
+    NODE_SET_ONLY_ANNOTATIONS, UNIT_LABEL, is_charm_node_annotation,
 };
 use crate::problems::Cause;
 use crate::render::workloads::Workloads;
@@ -276,10 +276,6 @@ pub fn workload_objects(workloads: &Workloads) -> Vec<WorkloadObject> {
             .cloned()
             .map(WorkloadObject::PodDisruptionBudget),
     );
-    for object in &mut objects {
-        let labels = object.meta_mut().labels.get_or_insert_with(BTreeMap::new);
-        labels.extend(charm_labels(None));
-    }
     objects
 }
 
@@ -364,9 +360,7 @@ fn plan_pools(plan: &mut Plan, pools: &[IPPool], existing: &[IPPool]) {
         // A pool adopted while it was draining must allocate again.
         spec.disabled.get_or_insert(false);
         let mut object = IPPool::new(&name, spec);
-        let mut labels = want.metadata.labels.clone().unwrap_or_default();
-        labels.extend(charm_labels(None));
-        object.metadata.labels = Some(labels);
+        object.metadata.labels = want.metadata.labels.clone();
         object.metadata.annotations = want.metadata.annotations.clone();
         match found {
             Some(stored) if matches(&object, stored) => {
@@ -489,9 +483,7 @@ fn plan_peers(
     for want in &desired.peers {
         let name = want.metadata.name.clone().unwrap_or_default();
         let mut object = BGPPeer::new(&name, want.spec.clone());
-        let mut labels = want.metadata.labels.clone().unwrap_or_default();
-        labels.extend(charm_labels(Some(owner)));
-        object.metadata.labels = Some(labels);
+        object.metadata.labels = want.metadata.labels.clone();
         object.metadata.annotations = want.metadata.annotations.clone();
 
         if let Some(stored) = owned
@@ -551,6 +543,7 @@ mod tests {
     //! no server. The whole-charm tests on the real API server prove the edges.
 
     use super::*;
+    use crate::calico::charm_labels;
     use crate::calico::{
         AS_NUMBER_ANNOTATION, BGPConfigurationSpec, BGPPeerSpec, IPAMBlockSpec, IPPoolSpec,
         IPV4_ADDRESS_ANNOTATION, RR_CLUSTER_ID_ANNOTATION,
@@ -607,11 +600,27 @@ mod tests {
         Desired {
             owner: OWNER.to_string(),
             pools: match pools {
-                Some(p) => Pools::Managed(p.iter().map(|(n, c)| pool(n, c)).collect()),
+                // Labelled as rendering labels them.
+                Some(p) => Pools::Managed(
+                    p.iter()
+                        .map(|(n, c)| {
+                            let mut p = pool(n, c);
+                            p.metadata.labels = Some(charm_labels(None));
+                            p
+                        })
+                        .collect(),
+                ),
                 None => Pools::Unmanaged,
             },
             bgp_configuration: None,
-            peers: peers.iter().map(|ip| peer(OWNER, ip, NODE)).collect(),
+            peers: peers
+                .iter()
+                .map(|ip| {
+                    let mut p = peer(OWNER, ip, NODE);
+                    p.metadata.labels = Some(charm_labels(Some(OWNER)));
+                    p
+                })
+                .collect(),
             node: NodeBgp {
                 node_name: NODE.to_string(),
                 annotations: BTreeMap::new(),

@@ -10,10 +10,11 @@ use serde_json::Value;
 use super::cidr::{
     IPV4_BLOCK_PREFIX, IPV6_BLOCK_PREFIX, ipv4_mapped, overlaps, parse_cidr_option, reserved_ranges,
 };
-use super::options::{self, RawConfig, shorten, show};
+use super::options::{self, RawConfig, show};
 use super::warnings::config_warnings;
 use super::{CharmConfig, ConfigError, EncapMode, Image, Peer, Validated, Warning, apply_registry};
 use crate::asn::AsNumber;
+use crate::text::{SHOWN, shorten};
 
 /// Collects every problem while reading options.
 struct Check<'a> {
@@ -124,7 +125,10 @@ impl Check<'_> {
             if entry.is_empty() {
                 self.error(
                     option,
-                    format!("{:?}: empty entry between commas", shorten(s.clone())),
+                    format!(
+                        "{:?}: empty entry between commas",
+                        shorten(s.clone(), SHOWN)
+                    ),
                 );
                 continue;
             }
@@ -210,7 +214,7 @@ impl Check<'_> {
         if t.is_empty() {
             return Some(None);
         }
-        let shown = shorten(format!("{s:?}"));
+        let shown = shorten(format!("{s:?}"), SHOWN);
         if t.contains('@')
             || t.rsplit('/')
                 .next()
@@ -460,10 +464,9 @@ impl Check<'_> {
                     Some("as-number") => asn = Some(val),
                     _ => {
                         ok = false;
-                        let name = k.as_str().map_or_else(
-                            || yaml_desc(k),
-                            |s| format!("{:?}", shorten(s.to_string())),
-                        );
+                        let name = k
+                            .as_str()
+                            .map_or_else(|| yaml_desc(k), |s| format!("{:?}", shorten(s, SHOWN)));
                         let norm: String = k
                             .as_str()
                             .unwrap_or_default()
@@ -530,7 +533,7 @@ impl Check<'_> {
             Some(Ok(ip)) => Some(ip),
             _ => {
                 let shown =
-                    text.map_or_else(|| yaml_desc(v), |t| format!("{:?}", shorten(t.to_string())));
+                    text.map_or_else(|| yaml_desc(v), |t| format!("{:?}", shorten(t, SHOWN)));
                 self.error(option, format!("{here}address {shown}: expected an IPv4 or IPv6 address (no port, no prefix)"));
                 None
             }
@@ -642,7 +645,7 @@ impl Check<'_> {
                     let place = id.map(|n| format!("unit {n}: ")).unwrap_or_default();
                     let shown = v
                         .as_str()
-                        .map_or_else(|| yaml_desc(v), |t| format!("{:?}", shorten(t.to_string())));
+                        .map_or_else(|| yaml_desc(v), |t| format!("{:?}", shorten(t, SHOWN)));
                     self.error(option, format!("{place}cluster ID {shown}: expected a dotted-quad IPv4 address like 0.0.0.1"));
                     None
                 }
@@ -730,7 +733,7 @@ fn yaml_desc(v: &serde_yaml::Value) -> String {
         serde_yaml::Value::Null => "null".into(),
         serde_yaml::Value::Bool(b) => b.to_string(),
         serde_yaml::Value::Number(n) => n.to_string(),
-        serde_yaml::Value::String(s) => shorten(format!("{s:?}")),
+        serde_yaml::Value::String(s) => shorten(format!("{s:?}"), SHOWN),
         serde_yaml::Value::Sequence(_) => "a list".into(),
         serde_yaml::Value::Mapping(_) => "a map".into(),
         serde_yaml::Value::Tagged(t) => yaml_desc(&t.value),

@@ -104,7 +104,7 @@ pub fn host_name() -> Option<String> {
 /// Check a Kubernetes node name: a lowercase RFC 1123 subdomain of at most 253 characters.
 /// The error says what is wrong (for `NODENAME` in status, for `--node-name` on the CLI).
 pub fn check_node_name(s: &str) -> Result<(), String> {
-    let shown = crate::config::options::shorten(format!("{s:?}"));
+    let shown = crate::text::shorten(format!("{s:?}"), crate::text::SHOWN);
     let why = if s.is_empty() {
         Some("is empty")
     } else if s.len() > 253 {
