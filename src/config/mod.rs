@@ -97,7 +97,6 @@ pub struct CharmConfig {
     pub typha: typha::TyphaMode,
 }
 
-/// A problem with one option: `Display` is `<option>: <what is wrong and what is expected>`.
 /// A valid configuration and the warnings it raised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validated {
