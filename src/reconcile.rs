@@ -10,7 +10,9 @@
 //! Nothing depends on which event fired, so any hook repairs what an interrupted one left.
 //! Invalid config and a cluster that cannot be reached end the hook with exit 0 (the status
 //! says why); only an unexpected fault (a hook tool missing or failing) is an error.
-//! Nothing is persisted with `state-set`: every input is read afresh from Juju each hook.
+//! Every input is read afresh from Juju each hook; `state-set` keeps only two decisions that
+//! must not be made again: the datastore chosen at deployment ([`crate::mode`]) and, on the
+//! leader, that the earlier charm's workload objects were adopted.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -75,7 +75,7 @@ pub fn bind_address_with_prefix(info: &NetworkInfo) -> Option<(IpAddr, Option<u8
         let prefix = a
             .cidr
             .as_deref()
-            .and_then(|c| c.trim().parse::<ipnetwork::IpNetwork>().ok())
+            .and_then(crate::config::cidr::normalise_cidr)
             .filter(|net| net.is_ipv4() == ip.is_ipv4() && net.contains(ip))
             .map(|net| net.prefix());
         Some((ip, prefix))
