@@ -23,7 +23,8 @@ pub const MANAGED_BY: &str = "calico-charm";
 pub const UNIT_LABEL: &str = "calico.juju.is/unit";
 /// The labels that mark an object as the charm's: [`MANAGED_BY_LABEL`], and for a per-unit
 /// object (a unit's BGP peers) [`UNIT_LABEL`] naming its owner. The one place they are
-/// made: rendering stamps them, converge re-stamps what it applies and selects by them.
+/// made. Rendering sets them on every object it renders and the planner applies them as
+/// rendered; converge and the agent select by them.
 pub fn charm_labels(owner: Option<&str>) -> std::collections::BTreeMap<String, String> {
     let mut labels = std::collections::BTreeMap::new();
     labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());

@@ -7,10 +7,12 @@
 //!   -> apply (observe, plan (pure), execute) -> status (pure)
 //! ```
 //!
-//! Pure modules (`unit`, `config`, `asn`, `render`, `calico`, `problems`, `status`,
-//! `topology`) take and return values. Only `juju` (hook tools as subprocesses), `apply` (the
-//! Kubernetes API), `host` (this machine: sysctls, interfaces, the CNI config file) and
-//! `calicoctl` (its install) do I/O, each behind a small seam that tests can swap.
+//! Pure modules (`unit`, `config`, `asn`, `render`, `calico`, `problems`, `status`, `text`,
+//! `topology`, `nodestatus`) take and return values; `problems::Cause` is everything an
+//! operator can be told. Only `juju` (hook tools as subprocesses), `apply` (the Kubernetes
+//! API), `etcd` (the etcd datastore), `host` (this machine: sysctls, interfaces, the CNI
+//! config file), `calicoctl` (its install), `agent` (the process between hooks) and `mode`
+//! and `peers` (through the hook tools) do I/O, each behind a small seam that tests can swap.
 
 #![forbid(unsafe_code)]
 
@@ -33,5 +35,6 @@ pub mod reconcile;
 pub mod redact;
 pub mod render;
 pub mod status;
+pub mod text;
 pub mod topology;
 pub mod unit;

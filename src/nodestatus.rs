@@ -46,16 +46,10 @@ pub fn supported(version: CalicoVersion) -> bool {
 /// The `CalicoNodeStatus` this unit keeps: named after its node (one per node), labelled as
 /// the unit's own, `BGP` class, refreshed every [`UPDATE_PERIOD_SECONDS`].
 pub fn desired(owner: &str, node_name: &str) -> CalicoNodeStatus {
-    let mut labels = BTreeMap::new();
-    labels.insert(
-        calico::MANAGED_BY_LABEL.to_string(),
-        calico::MANAGED_BY.to_string(),
-    );
-    labels.insert(calico::UNIT_LABEL.to_string(), owner.to_string());
     CalicoNodeStatus {
         metadata: ObjectMeta {
             name: Some(node_name.to_string()),
-            labels: Some(labels),
+            labels: Some(calico::charm_labels(Some(owner))),
             ..ObjectMeta::default()
         },
         spec: CalicoNodeStatusSpec {

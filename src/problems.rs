@@ -320,6 +320,11 @@ pub enum Cause {
         "etcd relation ignored: the datastore is Kubernetes, chosen at deployment; remove the relation"
     )]
     EtcdIgnored,
+    /// `typha=true` in etcd mode: Typha is not deployed (Calico advises against it on etcd).
+    #[error(
+        "typha=true ignored: Calico advises against Typha on etcd, which serves many clients itself; set typha=auto"
+    )]
+    TyphaOnEtcd,
 
     // ---- the datastore mode and the etcd relation --------------------------------------
     /// A remembered datastore the charm does not know (written by hand?).
@@ -451,7 +456,8 @@ impl Cause {
             | AgentConflict { .. }
             | AgentWatchDown(_)
             | AgentCorrected { .. }
-            | EtcdIgnored => StatusKind::Active,
+            | EtcdIgnored
+            | TyphaOnEtcd => StatusKind::Active,
             InvalidConfig(_)
             | NodeName { .. }
             | Internal(_)
@@ -533,6 +539,9 @@ impl Cause {
             AgentCorrected { .. } => "agent: <N> drifts corrected, synced <N>s ago",
             EtcdIgnored => {
                 "etcd relation ignored: the datastore is Kubernetes, chosen at deployment; remove the relation"
+            }
+            TyphaOnEtcd => {
+                "typha=true ignored: Calico advises against Typha on etcd, which serves many clients itself; set typha=auto"
             }
             UnknownDatastore(_) => {
                 "unknown datastore \"<value>\" remembered by this unit (state-get datastore): expected kubernetes or etcd"
@@ -623,6 +632,7 @@ impl Cause {
                 age: 12,
             },
             Cause::EtcdIgnored,
+            Cause::TyphaOnEtcd,
             Cause::UnknownDatastore(s("consul")),
             Cause::EtcdRelationRemoved,
             Cause::EtcdUnpublished,

@@ -10,7 +10,9 @@
 //! Nothing depends on which event fired, so any hook repairs what an interrupted one left.
 //! Invalid config and a cluster that cannot be reached end the hook with exit 0 (the status
 //! says why); only an unexpected fault (a hook tool missing or failing) is an error.
-//! Nothing is persisted with `state-set`: every input is read afresh from Juju each hook.
+//! Every input is read afresh from Juju each hook; `state-set` keeps only two decisions that
+//! must not be made again: the datastore chosen at deployment ([`crate::mode`]) and, on the
+//! leader, that the earlier charm's workload objects were adopted.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -595,6 +597,11 @@ pub fn reconcile(
     }
     if let Some(warning) = datastore_warning {
         status = status.with_note(warning);
+    }
+    // Typha is never deployed in etcd mode; asking for it is a warning (`auto` is off).
+    if etcd.is_some() && config.typha == crate::config::typha::TyphaMode::On {
+        tracing::warn!("{}", Cause::TyphaOnEtcd);
+        status = status.with_note(Cause::TyphaOnEtcd);
     }
     report.facts = Some(facts);
     report.outcome = Some(outcome.clone());

@@ -90,7 +90,7 @@ pub fn redact(text: &str) -> String {
 /// A status message: redacted, on one line (every run of whitespace or control characters
 /// becomes one space), at most [`MAX_STATUS_LEN`] characters.
 pub fn status_line(text: &str) -> String {
-    truncate_chars(&one_line(&redact(text)), MAX_STATUS_LEN)
+    crate::text::shorten(one_line(&redact(text)), MAX_STATUS_LEN)
 }
 
 /// A log line: redacted, at most [`MAX_LOG_LINE`] bytes (cut on a character boundary, the cut
@@ -140,15 +140,6 @@ pub fn one_line(text: &str) -> String {
         }
     }
     out
-}
-
-fn truncate_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max.saturating_sub(1)) {
-        Some((cut, _)) if text.chars().count() > max => {
-            format!("{}…", text.get(..cut).unwrap_or_default())
-        }
-        _ => text.to_string(),
-    }
 }
 
 /// Keys whose values are never logged (kubeconfig fields, tokens, passwords).

@@ -19,7 +19,7 @@ use calico_charm::apply::{ConvergeOptions, Outcome, check_node_agent, converge_w
 use calico_charm::calico::{
     AS_NUMBER_ANNOTATION, BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec, IPAMBlock,
     IPAMBlockSpec, IPPool, IPPoolSpec, MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATIONS,
-    RR_CLUSTER_ID_ANNOTATION, UNIT_LABEL,
+    RR_CLUSTER_ID_ANNOTATION, UNIT_LABEL, charm_labels,
 };
 use calico_charm::render::workloads::Workloads;
 use calico_charm::render::{Desired, NodeBgp, Pools};
@@ -949,6 +949,7 @@ fn workloads(config_maps: &[&str]) -> Workloads {
         metadata: ObjectMeta {
             name: Some("calico-node".into()),
             namespace: Some("kube-system".into()),
+            labels: Some(charm_labels(None)),
             ..ObjectMeta::default()
         },
         ..ServiceAccount::default()
@@ -957,6 +958,7 @@ fn workloads(config_maps: &[&str]) -> Workloads {
         metadata: ObjectMeta {
             name: Some("calico-node".into()),
             namespace: Some("kube-system".into()),
+            labels: Some(charm_labels(None)),
             ..ObjectMeta::default()
         },
         ..DaemonSet::default()
@@ -973,6 +975,7 @@ fn workloads(config_maps: &[&str]) -> Workloads {
                 metadata: ObjectMeta {
                     name: Some(n.to_string()),
                     namespace: Some("kube-system".into()),
+                    labels: Some(charm_labels(None)),
                     ..ObjectMeta::default()
                 },
                 ..ConfigMap::default()

@@ -846,9 +846,11 @@ fn crd(plural: &str, kind: &str) -> CustomResourceDefinition {
     .unwrap()
 }
 
+/// A ConfigMap labelled as rendering labels it.
 fn config_map(name: &str) -> ConfigMap {
     serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": "kube-system"}, "data": {"k": "v"}}))
+        "metadata": {"name": name, "namespace": "kube-system", "labels": labels(None)},
+        "data": {"k": "v"}}))
     .unwrap()
 }
 

@@ -139,15 +139,11 @@ fn status_code(status: &kube::core::Status) -> u16 {
     }
 }
 
+/// How many characters of an API server's message a cause quotes.
+const MAX_API_MESSAGE: usize = 300;
+
 fn shorten(text: &str) -> String {
-    const MAX: usize = 300;
-    let text = text.trim();
-    if text.chars().count() <= MAX {
-        text.to_string()
-    } else {
-        let cut: String = text.chars().take(MAX).collect();
-        format!("{cut}…")
-    }
+    crate::text::shorten(text.trim(), MAX_API_MESSAGE)
 }
 
 /// A TLS failure that retrying cannot fix, described for the operator: the server's

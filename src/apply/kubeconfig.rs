@@ -26,6 +26,7 @@ use std::time::Duration;
 use kube::config::{AuthInfo, Cluster, Kubeconfig, NamedAuthInfo};
 
 use crate::redact::register_secret;
+use crate::text::{SHOWN, shorten};
 
 /// The largest kubeconfig the charm reads (real ones, certificates included, are a few KiB).
 pub const MAX_KUBECONFIG: u64 = 1024 * 1024;
@@ -361,7 +362,7 @@ pub fn check(config: &Kubeconfig, path: &str) -> Result<Selected, KubeconfigErro
             _ => return Err(unusable(path, "no current-context is set")),
         },
     };
-    let shown = |name: &str| crate::config::options::shorten(format!("{name:?}"));
+    let shown = |name: &str| shorten(format!("{name:?}"), SHOWN);
     let context = config
         .contexts
         .iter()
@@ -417,7 +418,7 @@ fn check_cluster(cluster: &Cluster, name: &str, path: &str) -> Result<(), Kubeco
     let Some(server) = cluster.server.as_deref().filter(|s| !s.trim().is_empty()) else {
         return Err(unusable(path, format!("cluster {name} has no server")));
     };
-    let server_shown = crate::config::options::shorten(crate::redact::redact(server));
+    let server_shown = shorten(crate::redact::redact(server), SHOWN);
     let scheme = server
         .split_once("://")
         .map(|(s, _)| s.to_ascii_lowercase());
@@ -562,7 +563,7 @@ fn resolve(
     let Some(user) = &selected.user else {
         return Ok(config);
     };
-    let shown = crate::config::options::shorten(format!("{user:?}"));
+    let shown = shorten(format!("{user:?}"), SHOWN);
     let server = config
         .clusters
         .iter()
@@ -696,7 +697,7 @@ fn run_plugin(
     path: &str,
 ) -> Result<Credential, KubeconfigError> {
     let command = exec.command.clone().unwrap_or_default();
-    let shown_command = crate::config::options::shorten(command.clone());
+    let shown_command = shorten(command.clone(), SHOWN);
     let fail = |what: String| {
         unusable(
             path,
@@ -746,7 +747,7 @@ fn run_plugin(
     })?;
     if !output.status.success() {
         let stderr = crate::redact::redact(output.stderr.trim());
-        let stderr = crate::config::options::shorten(crate::redact::one_line(&stderr));
+        let stderr = shorten(crate::redact::one_line(&stderr), SHOWN);
         return Err(fail(format!("failed ({}): {stderr}", output.status)));
     }
     let Credential { token, cert, key } = parse_plugin_output(&output.stdout).map_err(fail)?;

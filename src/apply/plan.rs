@@ -18,7 +18,7 @@ use super::pools::{choose_pool_name, contains, normalise_cidr, overlaps};
 use super::workloads::{ObjectRef, WorkloadKind, WorkloadObject};
 use crate::calico::{
     BGPConfiguration, BGPPeer, IPAMBlock, IPPool, MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATIONS,
-    NODE_SET_ONLY_ANNOTATIONS, UNIT_LABEL, charm_labels, is_charm_node_annotation,
+    NODE_SET_ONLY_ANNOTATIONS, UNIT_LABEL, is_charm_node_annotation,
 };
 use crate::problems::Cause;
 use crate::render::workloads::Workloads;
@@ -288,10 +288,6 @@ pub fn workload_objects(workloads: &Workloads) -> Vec<WorkloadObject> {
             .cloned()
             .map(WorkloadObject::PodDisruptionBudget),
     );
-    for object in &mut objects {
-        let labels = object.meta_mut().labels.get_or_insert_with(BTreeMap::new);
-        labels.extend(charm_labels(None));
-    }
     objects
 }
 
@@ -376,9 +372,7 @@ fn plan_pools(plan: &mut Plan, pools: &[IPPool], existing: &[IPPool]) {
         // A pool adopted while it was draining must allocate again.
         spec.disabled.get_or_insert(false);
         let mut object = IPPool::new(&name, spec);
-        let mut labels = want.metadata.labels.clone().unwrap_or_default();
-        labels.extend(charm_labels(None));
-        object.metadata.labels = Some(labels);
+        object.metadata.labels = want.metadata.labels.clone();
         object.metadata.annotations = want.metadata.annotations.clone();
         match found {
             Some(stored) if matches(&object, stored) => {
@@ -498,13 +492,11 @@ pub fn take_peer(
     })
 }
 
-/// The peer as the unit applies it: the rendered one with the unit's labels.
-pub fn peer_object(desired: &Desired, want: &BGPPeer) -> BGPPeer {
+/// The peer as the unit applies it: the rendered one (render sets the unit's labels).
+pub fn peer_object(want: &BGPPeer) -> BGPPeer {
     let name = want.metadata.name.clone().unwrap_or_default();
     let mut object = BGPPeer::new(&name, want.spec.clone());
-    let mut labels = want.metadata.labels.clone().unwrap_or_default();
-    labels.extend(charm_labels(Some(&desired.owner)));
-    object.metadata.labels = Some(labels);
+    object.metadata.labels = want.metadata.labels.clone();
     object.metadata.annotations = want.metadata.annotations.clone();
     object
 }
@@ -519,7 +511,7 @@ fn plan_peers(
     let owned: Vec<&BGPPeer> = owned.iter().filter(|p| owned_by(p, owner)).collect();
     for want in &desired.peers {
         let name = want.metadata.name.clone().unwrap_or_default();
-        let object = peer_object(desired, want);
+        let object = peer_object(want);
 
         if let Some(stored) = owned
             .iter()
@@ -569,6 +561,7 @@ mod tests {
     //! no server. The whole-charm tests on the real API server prove the edges.
 
     use super::*;
+    use crate::calico::charm_labels;
     use crate::calico::{
         AS_NUMBER_ANNOTATION, BGPConfigurationSpec, BGPPeerSpec, IPAMBlockSpec, IPPoolSpec,
         IPV4_ADDRESS_ANNOTATION, RR_CLUSTER_ID_ANNOTATION,
@@ -625,11 +618,27 @@ mod tests {
         Desired {
             owner: OWNER.to_string(),
             pools: match pools {
-                Some(p) => Pools::Managed(p.iter().map(|(n, c)| pool(n, c)).collect()),
+                // Labelled as rendering labels them.
+                Some(p) => Pools::Managed(
+                    p.iter()
+                        .map(|(n, c)| {
+                            let mut p = pool(n, c);
+                            p.metadata.labels = Some(charm_labels(None));
+                            p
+                        })
+                        .collect(),
+                ),
                 None => Pools::Unmanaged,
             },
             bgp_configuration: None,
-            peers: peers.iter().map(|ip| peer(OWNER, ip, NODE)).collect(),
+            peers: peers
+                .iter()
+                .map(|ip| {
+                    let mut p = peer(OWNER, ip, NODE);
+                    p.metadata.labels = Some(charm_labels(Some(OWNER)));
+                    p
+                })
+                .collect(),
             node: NodeBgp {
                 node_name: NODE.to_string(),
                 annotations: BTreeMap::new(),

@@ -3,14 +3,13 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::text::{SHOWN, shorten};
 use ipnetwork::IpNetwork;
-
-use super::options::shorten;
 
 /// Parse a CIDR strictly: an address, `/`, a prefix length, no host bits set.
 pub fn parse_cidr_option(text: &str) -> Result<IpNetwork, String> {
     let t = text.trim();
-    let shown = shorten(format!("{t:?}"));
+    let shown = shorten(format!("{t:?}"), SHOWN);
     let Some((addr, prefix)) = t.split_once('/') else {
         return Err(format!(
             "{shown}: expected a CIDR like 192.168.0.0/16 (address/prefix length)"
@@ -19,7 +18,7 @@ pub fn parse_cidr_option(text: &str) -> Result<IpNetwork, String> {
     let Ok(ip) = addr.parse::<IpAddr>() else {
         return Err(format!(
             "{shown}: {:?} is not an IP address; expected a CIDR like 192.168.0.0/16",
-            shorten(addr.to_string())
+            shorten(addr, SHOWN)
         ));
     };
     let max = if ip.is_ipv4() { 32 } else { 128 };

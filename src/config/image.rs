@@ -1,7 +1,7 @@
 //! Container image references: the parser of the two image options and the registry rewrite
 //! of `image-registry`.
 
-use super::options::shorten;
+use crate::text::{SHOWN, shorten};
 
 /// A validated container image reference.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,7 +13,7 @@ pub struct Image {
 impl Image {
     /// Check a container image reference (`[registry[:port]/]path[:tag][@digest]`).
     pub fn parse(text: &str) -> Result<Image, String> {
-        let shown = shorten(format!("{text:?}"));
+        let shown = shorten(format!("{text:?}"), SHOWN);
         let fail = |why: &str| {
             Err(format!(
                 "{shown}: {why}; expected an image reference like docker.io/calico/node:v3.6.1"

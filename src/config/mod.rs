@@ -26,7 +26,7 @@ use ipnetwork::IpNetwork;
 
 use crate::asn::AsNumber;
 pub use crate::problems::{ConfigError, Warning};
-use options::shorten;
+use crate::text::{SHOWN, shorten};
 
 pub use cidr::parse_cidr_option;
 pub use image::{Image, apply_registry};
@@ -97,7 +97,6 @@ pub struct CharmConfig {
     pub typha: typha::TyphaMode,
 }
 
-/// A problem with one option: `Display` is `<option>: <what is wrong and what is expected>`.
 /// A valid configuration and the warnings it raised.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validated {
@@ -125,7 +124,7 @@ impl EncapMode {
                 "false" | "no" | "off" | "disabled" | "disable" | "none" => Some(EncapMode::Never),
                 _ => None,
             });
-        let shown = shorten(format!("{text:?}"));
+        let shown = shorten(format!("{text:?}"), SHOWN);
         Err(match meant {
             Some(m) => format!(
                 "{shown}: expected one of Always, CrossSubnet, Never (case matters): did you mean {:?}?",

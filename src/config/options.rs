@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use crate::config::ConfigError;
+use crate::text::{SHOWN, shorten};
 
 /// The embedded config.yaml, the one source of option defaults.
 pub const CONFIG_YAML: &str = include_str!("../../config.yaml");
@@ -218,7 +219,7 @@ fn shown_name(name: &str) -> String {
     if name.len() <= 64 && !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) {
         name.to_string()
     } else {
-        shorten(format!("{name:?}"))
+        shorten(format!("{name:?}"), SHOWN)
     }
 }
 
@@ -310,7 +311,7 @@ fn coerce_yaml(kind: OptionType, value: &serde_yaml::Value) -> Result<serde_json
             let digits = t.value.as_str().unwrap_or_default();
             return Err(format!(
                 "{} is too large: {}",
-                shorten(digits.to_string()),
+                shorten(digits, SHOWN),
                 kind.expected()
             ));
         }
@@ -579,20 +580,7 @@ pub fn show(value: &serde_json::Value) -> String {
         serde_json::Value::Object(_) => "a map".to_string(),
         other => other.to_string(),
     };
-    shorten(text)
-}
-
-/// Cut long text for an error message (on a character boundary).
-pub(crate) fn shorten(text: String) -> String {
-    const MAX: usize = 120;
-    if text.len() <= MAX {
-        return text;
-    }
-    let mut end = MAX;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
+    shorten(text, SHOWN)
 }
 
 /// Errors from parsers may span lines; an operator reads one line per problem.
@@ -609,7 +597,7 @@ mod tests {
     fn config_yaml_declares_every_seed_option_with_its_type_and_default() {
         let specs = specs().expect("embedded config.yaml parses");
         let get = |n: &str| specs.iter().find(|s| s.name == n).expect(n);
-        // The seed's table, by hand.
+        // The options as the charm documents them, written out by hand.
         let table: [(&str, OptionType, Option<serde_json::Value>); 23] = [
             (
                 "calico-node-image",
@@ -639,7 +627,7 @@ mod tests {
             ),
             ("vxlan", OptionType::String, Some(json!("Never"))),
             ("veth-mtu", OptionType::Int, None),
-            // Options the current Calico charm added since (issue 11), as it declares them.
+            // Options today's Calico charm declares beyond those, as it declares them.
             (
                 "bgp-service-cluster-ips",
                 OptionType::String,

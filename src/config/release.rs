@@ -1,8 +1,8 @@
 //! The Calico version the workloads are rendered for, read from the `calico-node-image`
 //! tag, and the releases at which what the charm renders changes.
 //!
-//! The charm's documented default is `calico/node:v3.6.1`; the reference it was written from
-//! describes v3.32.1. Both must work, so the pod and RBAC builders ask
+//! The charm's documented default is `calico/node:v3.6.1`; the newest release the objects
+//! were checked against is v3.32.1. Both must work, so the pod and RBAC builders ask
 //! [`CalicoVersion::at_least`] for each of the cut-over points below instead of keeping two
 //! copies of the objects. Every cut-over names the upstream source it was read from; the
 //! full list, with what each changes, is in `docs/workloads-versions.md`.
@@ -37,8 +37,8 @@ pub const OLDEST_KNOWN: CalicoVersion = CalicoVersion::new(3, 6, 0);
 
 /// VXLAN encapsulation (`CALICO_IPV4POOL_VXLAN`, `FELIX_VXLANMTU`).
 pub const VXLAN: CalicoVersion = CalicoVersion::new(3, 7, 0);
-/// The first release after the v3.6 line: rendered with the reference's RBAC rules and
-/// conflist `cniVersion`; 3.6.x gets exactly what the v3.6 manifests have.
+/// The first release after the v3.6 line: rendered with v3.32.1's RBAC rules and conflist
+/// `cniVersion`; 3.6.x gets exactly what the v3.6 manifests have.
 pub const AFTER_V3_6: CalicoVersion = CalicoVersion::new(3, 7, 0);
 /// `CALICO_ROUTER_ID=hash` (a BGP router id for IPv6-only nodes).
 pub const ROUTER_ID_HASH: CalicoVersion = CalicoVersion::new(3, 7, 0);

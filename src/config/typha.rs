@@ -1,6 +1,8 @@
 //! The option `typha`: whether the leader deploys calico-typha
 //! ([`crate::render::workloads::typha`] builds it).
 
+use crate::text::{SHOWN, shorten};
+
 /// `auto` deploys Typha above this many nodes ("We recommend using Typha if you have more
 /// than 50 nodes", Calico's Typha manifest).
 pub const AUTO_THRESHOLD: u64 = 50;
@@ -31,7 +33,7 @@ impl TyphaMode {
             "false" | "no" | "off" | "disabled" | "disable" | "none" | "0" => Some("false"),
             _ => None,
         };
-        let shown = super::options::shorten(format!("{text:?}"));
+        let shown = shorten(format!("{text:?}"), SHOWN);
         Err(match meant {
             Some(m) => format!("{shown}: expected one of auto, true, false: did you mean {m:?}?"),
             None => format!("{shown}: expected one of auto, true, false"),

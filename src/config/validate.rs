@@ -10,10 +10,11 @@ use serde_json::Value;
 use super::cidr::{
     IPV4_BLOCK_PREFIX, IPV6_BLOCK_PREFIX, ipv4_mapped, overlaps, parse_cidr_option, reserved_ranges,
 };
-use super::options::{self, RawConfig, shorten, show};
+use super::options::{self, RawConfig, show};
 use super::warnings::config_warnings;
 use super::{CharmConfig, ConfigError, EncapMode, Image, Peer, Validated, Warning, apply_registry};
 use crate::asn::AsNumber;
+use crate::text::{SHOWN, shorten};
 
 /// Collects every problem while reading options.
 struct Check<'a> {
@@ -124,7 +125,10 @@ impl Check<'_> {
             if entry.is_empty() {
                 self.error(
                     option,
-                    format!("{:?}: empty entry between commas", shorten(s.clone())),
+                    format!(
+                        "{:?}: empty entry between commas",
+                        shorten(s.clone(), SHOWN)
+                    ),
                 );
                 continue;
             }
@@ -196,7 +200,6 @@ impl Check<'_> {
         (self.errors.len() == before).then_some(out)
     }
 
-    /// `image-registry`: `None` when empty; a trailing `/` is dropped.
     fn typha(&mut self, option: &str) -> Option<super::typha::TyphaMode> {
         let s = self.string(option)?;
         super::typha::TyphaMode::parse(&s)
@@ -204,13 +207,14 @@ impl Check<'_> {
             .ok()
     }
 
+    /// `image-registry`: `None` when empty; a trailing `/` is dropped.
     fn image_registry(&mut self, option: &str) -> Option<Option<String>> {
         let s = self.string(option)?;
         let t = s.trim().trim_end_matches('/');
         if t.is_empty() {
             return Some(None);
         }
-        let shown = shorten(format!("{s:?}"));
+        let shown = shorten(format!("{s:?}"), SHOWN);
         if t.contains('@')
             || t.rsplit('/')
                 .next()
@@ -460,10 +464,9 @@ impl Check<'_> {
                     Some("as-number") => asn = Some(val),
                     _ => {
                         ok = false;
-                        let name = k.as_str().map_or_else(
-                            || yaml_desc(k),
-                            |s| format!("{:?}", shorten(s.to_string())),
-                        );
+                        let name = k
+                            .as_str()
+                            .map_or_else(|| yaml_desc(k), |s| format!("{:?}", shorten(s, SHOWN)));
                         let norm: String = k
                             .as_str()
                             .unwrap_or_default()
@@ -530,55 +533,53 @@ impl Check<'_> {
             Some(Ok(ip)) => Some(ip),
             _ => {
                 let shown =
-                    text.map_or_else(|| yaml_desc(v), |t| format!("{:?}", shorten(t.to_string())));
+                    text.map_or_else(|| yaml_desc(v), |t| format!("{:?}", shorten(t, SHOWN)));
                 self.error(option, format!("{here}address {shown}: expected an IPv4 or IPv6 address (no port, no prefix)"));
                 None
             }
         }
     }
 
-    fn subnet_as_numbers(&mut self, option: &str) -> Option<Vec<(IpNetwork, AsNumber)>> {
+    /// A YAML map option: every entry's key read as `K` and value by `value` (given the
+    /// entry's place, `subnet 10.0.0.0/24: ` or `unit 3: `, for its messages), in document
+    /// order; a key given twice is an error. `None` when any entry is wrong.
+    fn yaml_map<K: MapKey, V>(
+        &mut self,
+        option: &str,
+        shape: &str,
+        mut value: impl FnMut(&mut Self, &str, &serde_yaml::Value) -> Option<V>,
+    ) -> Option<Vec<(K, V)>> {
         let doc = self.yaml(option)?;
-        let entries = self.mapping(
-            option,
-            &doc,
-            "subnets to AS numbers, e.g. {10.0.0.0/24: 64512}",
-        )?;
+        let entries = self.mapping(option, &doc, shape)?;
         let before = self.errors.len();
-        let mut out: Vec<(IpNetwork, AsNumber)> = Vec::with_capacity(entries.len());
+        let mut out = Vec::with_capacity(entries.len());
         let mut seen = std::collections::HashSet::new();
         for (k, v) in entries {
-            let net = self.subnet_key(option, k);
-            let place = net.map(|n| format!("subnet {n}: ")).unwrap_or_default();
-            // Node annotations are strings: no int32 limit there.
-            let asn = self.as_number(option, &place, v, false);
-            if let (Some(net), Some(asn)) = (net, asn) {
-                if !seen.insert(net) {
-                    self.error(option, format!("subnet {net} is listed twice"));
+            let key = K::read(self, option, k);
+            let place = key
+                .map(|k| format!("{} {k}: ", K::NOUN))
+                .unwrap_or_default();
+            let value = value(self, &place, v);
+            if let (Some(key), Some(value)) = (key, value) {
+                if !seen.insert(key) {
+                    self.error(option, format!("{} {key} is listed twice", K::NOUN));
                     continue;
                 }
-                out.push((net, asn));
+                out.push((key, value));
             }
         }
         (self.errors.len() == before).then_some(out)
     }
 
-    fn unit_as_numbers(&mut self, option: &str) -> Option<BTreeMap<u32, AsNumber>> {
-        let doc = self.yaml(option)?;
-        let entries = self.mapping(option, &doc, "unit IDs to AS numbers, e.g. {0: 64512}")?;
-        let before = self.errors.len();
-        let mut out = BTreeMap::new();
-        for (k, v) in entries {
-            let id = self.unit_key(option, k);
-            let place = id.map(|n| format!("unit {n}: ")).unwrap_or_default();
-            let asn = self.as_number(option, &place, v, false);
-            if let (Some(id), Some(asn)) = (id, asn)
-                && out.insert(id, asn).is_some()
-            {
-                self.error(option, format!("unit {id} is listed twice"));
-            }
-        }
-        (self.errors.len() == before).then_some(out)
+    /// Node annotations are strings: no int32 limit on these AS numbers.
+    fn as_numbers<K: MapKey>(&mut self, option: &str, shape: &str) -> Option<Vec<(K, AsNumber)>> {
+        self.yaml_map(option, shape, |c, place, v| {
+            c.as_number(option, place, v, false)
+        })
+    }
+
+    fn peer_map<K: MapKey>(&mut self, option: &str, shape: &str) -> Option<Vec<(K, Vec<Peer>)>> {
+        self.yaml_map(option, shape, |c, place, v| c.peers(option, place, v))
     }
 
     fn global_bgp_peers(&mut self, option: &str) -> Option<Vec<Peer>> {
@@ -586,75 +587,72 @@ impl Check<'_> {
         self.peers(option, "", &doc)
     }
 
-    fn subnet_bgp_peers(&mut self, option: &str) -> Option<Vec<(IpNetwork, Vec<Peer>)>> {
-        let doc = self.yaml(option)?;
-        let entries = self.mapping(option, &doc, "subnets to lists of peers")?;
-        let before = self.errors.len();
-        let mut out: Vec<(IpNetwork, Vec<Peer>)> = Vec::with_capacity(entries.len());
-        let mut seen = std::collections::HashSet::new();
-        for (k, v) in entries {
-            let net = self.subnet_key(option, k);
-            let place = net.map(|n| format!("subnet {n}: ")).unwrap_or_default();
-            let peers = self.peers(option, &place, v);
-            if let (Some(net), Some(peers)) = (net, peers) {
-                if !seen.insert(net) {
-                    self.error(option, format!("subnet {net} is listed twice"));
-                    continue;
-                }
-                out.push((net, peers));
-            }
-        }
-        (self.errors.len() == before).then_some(out)
-    }
-
-    fn unit_bgp_peers(&mut self, option: &str) -> Option<BTreeMap<u32, Vec<Peer>>> {
-        let doc = self.yaml(option)?;
-        let entries = self.mapping(option, &doc, "unit IDs to lists of peers")?;
-        let before = self.errors.len();
-        let mut out = BTreeMap::new();
-        for (k, v) in entries {
-            let id = self.unit_key(option, k);
-            let place = id.map(|n| format!("unit {n}: ")).unwrap_or_default();
-            let peers = self.peers(option, &place, v);
-            if let (Some(id), Some(peers)) = (id, peers)
-                && out.insert(id, peers).is_some()
-            {
-                self.error(option, format!("unit {id} is listed twice"));
-            }
-        }
-        (self.errors.len() == before).then_some(out)
-    }
-
     fn cluster_ids(&mut self, option: &str) -> Option<BTreeMap<u32, Ipv4Addr>> {
-        let doc = self.yaml(option)?;
-        let entries = self.mapping(
+        let entries = self.yaml_map(
             option,
-            &doc,
             "unit IDs to route reflector cluster IDs, e.g. {0: 0.0.0.0}",
-        )?;
-        let before = self.errors.len();
-        let mut out = BTreeMap::new();
-        for (k, v) in entries {
-            let id = self.unit_key(option, k);
-            let cid = match v.as_str().map(parse_dotted_quad) {
+            |c, place, v| match v.as_str().map(parse_dotted_quad) {
                 Some(Some(ip)) => Some(ip),
                 _ => {
-                    let place = id.map(|n| format!("unit {n}: ")).unwrap_or_default();
                     let shown = v
                         .as_str()
-                        .map_or_else(|| yaml_desc(v), |t| format!("{:?}", shorten(t.to_string())));
-                    self.error(option, format!("{place}cluster ID {shown}: expected a dotted-quad IPv4 address like 0.0.0.1"));
+                        .map_or_else(|| yaml_desc(v), |t| format!("{:?}", shorten(t, SHOWN)));
+                    c.error(option, format!("{place}cluster ID {shown}: expected a dotted-quad IPv4 address like 0.0.0.1"));
                     None
                 }
-            };
-            if let (Some(id), Some(cid)) = (id, cid)
-                && out.insert(id, cid).is_some()
-            {
-                self.error(option, format!("unit {id} is listed twice"));
-            }
-        }
-        (self.errors.len() == before).then_some(out)
+            },
+        )?;
+        Some(entries.into_iter().collect())
     }
+
+    /// `vxlan`, which a pool cannot use together with `ipip` (`ipip` as read before it).
+    fn vxlan(&mut self, option: &str, ipip: Option<EncapMode>) -> Option<EncapMode> {
+        let v = self.encap(option)?;
+        if let Some(i) = ipip
+            && i.enabled()
+            && v.enabled()
+        {
+            self.error(
+                option,
+                format!("{:?} together with ipip {:?}: a pool uses one encapsulation; set ipip or vxlan to Never", v.as_str(), i.as_str()),
+            );
+        }
+        Some(v)
+    }
+}
+
+/// The key of a YAML map option: a subnet or a unit ID.
+trait MapKey: Copy + Eq + std::hash::Hash + std::fmt::Display {
+    /// What the key is called in messages.
+    const NOUN: &'static str;
+    fn read(c: &mut Check<'_>, option: &str, key: &serde_yaml::Value) -> Option<Self>;
+}
+
+impl MapKey for IpNetwork {
+    const NOUN: &'static str = "subnet";
+    fn read(c: &mut Check<'_>, option: &str, key: &serde_yaml::Value) -> Option<Self> {
+        c.subnet_key(option, key)
+    }
+}
+
+impl MapKey for u32 {
+    const NOUN: &'static str = "unit";
+    fn read(c: &mut Check<'_>, option: &str, key: &serde_yaml::Value) -> Option<Self> {
+        c.unit_key(option, key)
+    }
+}
+
+/// Read every option, in order, into a [`CharmConfig`]: one `field: read` line per option,
+/// where a read may use the fields read before it. Every read runs (so every problem is
+/// found); the config is built only when all of them succeeded.
+macro_rules! read_config {
+    ($($field:ident: $read:expr,)*) => {{
+        $(let $field = $read;)*
+        match ($($field,)*) {
+            ($(Some($field),)*) => Some(CharmConfig { $($field,)* }),
+            _ => None,
+        }
+    }};
 }
 
 /// The first Calico release with each option the charm renders for a release; options set
@@ -730,7 +728,7 @@ fn yaml_desc(v: &serde_yaml::Value) -> String {
         serde_yaml::Value::Null => "null".into(),
         serde_yaml::Value::Bool(b) => b.to_string(),
         serde_yaml::Value::Number(n) => n.to_string(),
-        serde_yaml::Value::String(s) => shorten(format!("{s:?}")),
+        serde_yaml::Value::String(s) => shorten(format!("{s:?}"), SHOWN),
         serde_yaml::Value::Sequence(_) => "a list".into(),
         serde_yaml::Value::Mapping(_) => "a map".into(),
         serde_yaml::Value::Tagged(t) => yaml_desc(&t.value),
@@ -760,134 +758,50 @@ pub fn validate(raw: &RawConfig) -> Result<Validated, Vec<ConfigError>> {
             c.error(name, "unknown option");
         }
     }
-    let calico_node_image = c.image("calico-node-image");
-    let calico_policy_image = c.image("calico-policy-image");
-    let ipip = c.encap("ipip");
-    let vxlan = c.encap("vxlan");
-    if let (Some(i), Some(v)) = (ipip, vxlan)
-        && i.enabled()
-        && v.enabled()
-    {
-        c.error(
-            "vxlan",
-            format!("{:?} together with ipip {:?}: a pool uses one encapsulation; set ipip or vxlan to Never", v.as_str(), i.as_str()),
-        );
-    }
-    let nat_outgoing = c.boolean("nat-outgoing");
-    let cidrs = c.cidrs("cidr");
-    let manage_pools = c.boolean("manage-pools");
-    let global_as_number = c.as_number_option("global-as-number");
-    let subnet_as_numbers = c.subnet_as_numbers("subnet-as-numbers");
-    let unit_as_numbers = c.unit_as_numbers("unit-as-numbers");
-    let node_to_node_mesh = c.boolean("node-to-node-mesh");
-    let global_bgp_peers = c.global_bgp_peers("global-bgp-peers");
-    let subnet_bgp_peers = c.subnet_bgp_peers("subnet-bgp-peers");
-    let unit_bgp_peers = c.unit_bgp_peers("unit-bgp-peers");
-    let route_reflector_cluster_ids = c.cluster_ids("route-reflector-cluster-ids");
-    let veth_mtu = c.veth_mtu("veth-mtu");
-    let bgp_service_cluster_ips = c.cidr_list("bgp-service-cluster-ips");
-    let bgp_service_external_ips = c.cidr_list("bgp-service-external-ips");
-    let bgp_service_loadbalancer_ips = c.cidr_list("bgp-service-loadbalancer-ips");
-    let ignore_loose_rpf = c.boolean("ignore-loose-rpf");
-    let disable_vxlan_tx_checksumming = c.boolean("disable-vxlan-tx-checksumming");
-    let image_registry = c.image_registry("image-registry");
-    let typha = c.typha("typha");
-    let (
-        Some(calico_node_image),
-        Some(calico_policy_image),
-        Some(ipip),
-        Some(vxlan),
-        Some(nat_outgoing),
-        Some(cidrs),
-        Some(manage_pools),
-        Some(global_as_number),
-        Some(subnet_as_numbers),
-        Some(unit_as_numbers),
-        Some(node_to_node_mesh),
-        Some(global_bgp_peers),
-        Some(subnet_bgp_peers),
-        Some(unit_bgp_peers),
-        Some(route_reflector_cluster_ids),
-        Some(veth_mtu),
-        true,
-    ) = (
-        calico_node_image,
-        calico_policy_image,
-        ipip,
-        vxlan,
-        nat_outgoing,
-        cidrs,
-        manage_pools,
-        global_as_number,
-        subnet_as_numbers,
-        unit_as_numbers,
-        node_to_node_mesh,
-        global_bgp_peers,
-        subnet_bgp_peers,
-        unit_bgp_peers,
-        route_reflector_cluster_ids,
-        veth_mtu,
-        c.errors.is_empty(),
-    )
-    else {
+    let config = read_config! {
+        calico_node_image: c.image("calico-node-image"),
+        calico_policy_image: c.image("calico-policy-image"),
+        ipip: c.encap("ipip"),
+        vxlan: c.vxlan("vxlan", ipip),
+        nat_outgoing: c.boolean("nat-outgoing"),
+        cidrs: c.cidrs("cidr"),
+        manage_pools: c.boolean("manage-pools"),
+        global_as_number: c.as_number_option("global-as-number"),
+        subnet_as_numbers: c.as_numbers(
+            "subnet-as-numbers",
+            "subnets to AS numbers, e.g. {10.0.0.0/24: 64512}",
+        ),
+        unit_as_numbers: c
+            .as_numbers("unit-as-numbers", "unit IDs to AS numbers, e.g. {0: 64512}")
+            .map(BTreeMap::from_iter),
+        node_to_node_mesh: c.boolean("node-to-node-mesh"),
+        global_bgp_peers: c.global_bgp_peers("global-bgp-peers"),
+        subnet_bgp_peers: c.peer_map("subnet-bgp-peers", "subnets to lists of peers"),
+        unit_bgp_peers: c
+            .peer_map("unit-bgp-peers", "unit IDs to lists of peers")
+            .map(BTreeMap::from_iter),
+        route_reflector_cluster_ids: c.cluster_ids("route-reflector-cluster-ids"),
+        veth_mtu: c.veth_mtu("veth-mtu"),
+        bgp_service_cluster_ips: c.cidr_list("bgp-service-cluster-ips"),
+        bgp_service_external_ips: c.cidr_list("bgp-service-external-ips"),
+        bgp_service_loadbalancer_ips: c.cidr_list("bgp-service-loadbalancer-ips"),
+        ignore_loose_rpf: c.boolean("ignore-loose-rpf"),
+        disable_vxlan_tx_checksumming: c.boolean("disable-vxlan-tx-checksumming"),
+        image_registry: c.image_registry("image-registry"),
+        typha: c.typha("typha"),
+    };
+    let Some(mut config) = config.filter(|_| c.errors.is_empty()) else {
         return Err(c.errors);
     };
-    let (
-        Some(bgp_service_cluster_ips),
-        Some(bgp_service_external_ips),
-        Some(bgp_service_loadbalancer_ips),
-        Some(ignore_loose_rpf),
-        Some(disable_vxlan_tx_checksumming),
-        Some(image_registry),
-        Some(typha),
-    ) = (
-        bgp_service_cluster_ips,
-        bgp_service_external_ips,
-        bgp_service_loadbalancer_ips,
-        ignore_loose_rpf,
-        disable_vxlan_tx_checksumming,
-        image_registry,
-        typha,
-    )
-    else {
-        return Err(c.errors);
-    };
-    let (calico_node_image, calico_policy_image) = match &image_registry {
-        Some(registry) => {
-            let node = c.registry_image("calico-node-image", calico_node_image, registry);
-            let policy = c.registry_image("calico-policy-image", calico_policy_image, registry);
-            match (node, policy) {
-                (Some(n), Some(p)) => (n, p),
-                _ => return Err(c.errors),
-            }
+    // Images still at their config.yaml default move to the registry.
+    if let Some(registry) = config.image_registry.clone() {
+        let node = c.registry_image("calico-node-image", config.calico_node_image, &registry);
+        let policy = c.registry_image("calico-policy-image", config.calico_policy_image, &registry);
+        match (node, policy) {
+            (Some(n), Some(p)) => (config.calico_node_image, config.calico_policy_image) = (n, p),
+            _ => return Err(c.errors),
         }
-        None => (calico_node_image, calico_policy_image),
-    };
-    let config = CharmConfig {
-        calico_node_image,
-        calico_policy_image,
-        ipip,
-        vxlan,
-        nat_outgoing,
-        cidrs,
-        manage_pools,
-        global_as_number,
-        subnet_as_numbers,
-        unit_as_numbers,
-        node_to_node_mesh,
-        global_bgp_peers,
-        subnet_bgp_peers,
-        unit_bgp_peers,
-        route_reflector_cluster_ids,
-        veth_mtu,
-        bgp_service_cluster_ips,
-        bgp_service_external_ips,
-        bgp_service_loadbalancer_ips,
-        ignore_loose_rpf,
-        disable_vxlan_tx_checksumming,
-        image_registry,
-        typha,
-    };
+    }
     release_errors(&config, &mut c);
     if !c.errors.is_empty() {
         return Err(c.errors);

@@ -73,7 +73,7 @@ pub fn write_conflist(dir: &Path, content: &str) -> Result<bool, CniError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    let tmp = dir.join(format!("{TEMPORARY_PREFIX}{}", std::process::id()));
+    let tmp = dir.join(format!("{}{}", temporary_prefix(), std::process::id()));
     if let Err(e) = write_new(&tmp, content.as_bytes()) {
         let _ = fs::remove_file(&tmp);
         return Err(CniError::Write {
@@ -93,13 +93,16 @@ pub fn write_conflist(dir: &Path, content: &str) -> Result<bool, CniError> {
 }
 
 /// The prefix of the temporary files [`write_conflist`] writes (`.10-calico.conflist.tmp-<pid>`).
-pub const TEMPORARY_PREFIX: &str = ".10-calico.conflist.tmp-";
+pub fn temporary_prefix() -> String {
+    format!(".{CONFLIST_NAME}.tmp-")
+}
 
 /// Remove temporary files that earlier hooks, killed while writing, left in `dir`: any
-/// [`TEMPORARY_PREFIX`] file but this process's own (hooks of one unit never run at once).
+/// [`temporary_prefix`] file but this process's own (hooks of one unit never run at once).
 /// Best effort: what cannot be removed now is removed by a later hook.
 pub fn remove_stale_temporaries(dir: &Path) -> usize {
-    let own = format!("{TEMPORARY_PREFIX}{}", std::process::id());
+    let prefix = temporary_prefix();
+    let own = format!("{prefix}{}", std::process::id());
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };
@@ -107,10 +110,7 @@ pub fn remove_stale_temporaries(dir: &Path) -> usize {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with(TEMPORARY_PREFIX)
-            && name != own
-            && fs::remove_file(entry.path()).is_ok()
-        {
+        if name.starts_with(&prefix) && name != own && fs::remove_file(entry.path()).is_ok() {
             removed += 1;
         }
     }

@@ -127,7 +127,7 @@ impl Host {
                 "{} -K {device} tx-checksum-ip-generic off failed ({}): {}",
                 self.ethtool.display(),
                 output.status,
-                crate::config::options::shorten(stderr.trim().to_string())
+                crate::text::shorten(stderr.trim(), crate::text::SHOWN)
             ))
         }
     }

@@ -75,7 +75,7 @@ pub fn bind_address_with_prefix(info: &NetworkInfo) -> Option<(IpAddr, Option<u8
         let prefix = a
             .cidr
             .as_deref()
-            .and_then(|c| c.trim().parse::<ipnetwork::IpNetwork>().ok())
+            .and_then(crate::config::cidr::normalise_cidr)
             .filter(|net| net.is_ipv4() == ip.is_ipv4() && net.contains(ip))
             .map(|net| net.prefix());
         Some((ip, prefix))
@@ -104,7 +104,7 @@ pub fn host_name() -> Option<String> {
 /// Check a Kubernetes node name: a lowercase RFC 1123 subdomain of at most 253 characters.
 /// The error says what is wrong (for `NODENAME` in status, for `--node-name` on the CLI).
 pub fn check_node_name(s: &str) -> Result<(), String> {
-    let shown = crate::config::options::shorten(format!("{s:?}"));
+    let shown = crate::text::shorten(format!("{s:?}"), crate::text::SHOWN);
     let why = if s.is_empty() {
         Some("is empty")
     } else if s.len() > 253 {

@@ -413,15 +413,11 @@ pub fn parse_json<T: DeserializeOwned>(tool: &str, output: &str) -> Result<T, To
         tool: tool.to_string(),
         detail: err.to_string(),
         // Escaped first, then cut: control characters do not multiply the length.
-        output: truncate(&format!("{:?}", truncate(output.trim(), 200)), 200),
+        output: crate::text::shorten(
+            format!("{:?}", crate::text::shorten(output.trim(), 200)),
+            200,
+        ),
     })
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((cut, _)) => format!("{}...", text.get(..cut).unwrap_or_default()),
-        None => text.to_string(),
-    }
 }
 
 /// `key=value` arguments, values redacted (the edge of relation-set and action-set).

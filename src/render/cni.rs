@@ -29,7 +29,8 @@ pub const CNI_KUBECONFIG: &str = "/etc/cni/net.d/calico-kubeconfig";
 pub const CNI_LOG_FILE: &str = "/var/log/calico/cni/cni.log";
 /// Name of the CNI network.
 pub const NETWORK_NAME: &str = "k8s-pod-network";
-/// CNI spec version of the conflist (Calico 3.7 and later, as in the reference).
+/// CNI spec version of the conflist (Calico 3.7 and later, as in Calico v3.32.1's
+/// `manifests/calico.yaml`).
 pub const CNI_VERSION: &str = "0.3.1";
 /// CNI spec version of the conflist for Calico 3.6.x: the value of the v3.6 template
 /// (`_includes/v3.6/manifests/calico-config.yaml` in projectcalico/calico).

@@ -77,7 +77,8 @@ const fn calico(kind: &'static str, plural: &'static str, scope: Scope, status: 
     }
 }
 
-/// The kinds without a typed model in the charm (reference, section 8).
+/// The kinds without a typed model in the charm (the CRDs of Calico v3.32.1's
+/// `libcalico-go/config/crd/`, see `docs/workloads-versions.md`, "Sources").
 pub const OPEN_KINDS: [OpenKind; 19] = [
     calico("BGPFilter", "bgpfilters", Scope::Cluster, false),
     calico("BlockAffinity", "blockaffinities", Scope::Cluster, false),

@@ -3,7 +3,9 @@
 //! controller only) use. No wildcard anywhere.
 //!
 //! Only `crd.projectcalico.org` is granted, not `projectcalico.org`: the charm installs the
-//! v1 CRDs, which keeps every Calico component in v1 mode (reference, section 1.3).
+//! v1 CRDs, which keeps every Calico component in v1 mode (Calico's API group detection,
+//! `libcalico-go/lib/backend/k8s/discovery.go` at v3.32.1: see `docs/workloads-versions.md`,
+//! "Sources").
 //!
 //! The rules depend on the Calico release ([`CalicoVersion`], cut-overs in
 //! [`super::version`], sources in `docs/workloads-versions.md`):
@@ -12,7 +14,7 @@
 //!   Typha discovery `get` (no Typha) and the v2.6-upgrade `create`/`update` on `bgppeers`
 //!   (the charm owns peers). The CNI plugin runs with calico-node's own token, which
 //!   `install-cni.sh` copies from the pod, so there is no `calico-cni-plugin` account.
-//! - 3.7 and later: the v3.32 rules of the reference (section 8), a superset of what the
+//! - 3.7 and later: the rules of Calico v3.32.1's `manifests/calico.yaml`, a superset of what the
 //!   releases in between use; granting a kind a release does not have grants nothing.
 //! - The v2.6 data-migration check reads `globalfelixconfigs`/`globalbgpconfigs` (a denied
 //!   read stops calico-node's start-up); granted below 3.32.

@@ -1,0 +1,31 @@
+//! Text cut short for an operator's line (a status, an error naming a value, a log line's
+//! quoted output). Pure; the one shortener of the crate.
+
+/// How many characters of a value an error message quotes.
+pub const SHOWN: usize = 120;
+
+/// `text` cut to at most `max` characters on a character boundary; a cut text ends in `…`,
+/// which counts in `max`.
+pub fn shorten(text: impl AsRef<str>, max: usize) -> String {
+    let text = text.as_ref();
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((cut, _)) if text.chars().count() > max => {
+            format!("{}…", text.get(..cut).unwrap_or_default())
+        }
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_text_is_cut_on_a_character_boundary_to_max_characters() {
+        assert_eq!(shorten("short", 10), "short");
+        assert_eq!(shorten("exactly10!", 10), "exactly10!");
+        assert_eq!(shorten("eleven chars", 10), "eleven ch…");
+        assert_eq!(shorten("ééééééé", 4), "ééé…");
+        assert_eq!(shorten("x".repeat(500), SHOWN).chars().count(), SHOWN);
+    }
+}
