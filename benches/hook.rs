@@ -86,9 +86,10 @@ case $t in
 juju-log) printf '%s\n' "$*" >>"$d/log" ;;
 status-set) printf '%s\n' "$*" >>"$d/status" ;;
 relation-ids)
-    # The peer relation `calico` is not modelled: a lone unit has no peers to read.
+    # The peer relation `calico` is not modelled: a lone unit has no peers to read; no
+    # `etcd` relation (Calico's Kubernetes datastore).
     case " $* " in
-    *" calico "*) printf '[]\n' ;;
+    *" calico "*|*" etcd "*) printf '[]\n' ;;
     *) while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "$line"; done <"$d/$t.out" ;;
     esac
     ;;
