@@ -629,8 +629,24 @@ fn action(
     if name == "topology" {
         crate::peers::action_topology(tools, &config, &facts)?;
     } else {
+        // In etcd mode the report is in etcd (the datastore this unit remembers).
+        let etcd = match tools.state_get(crate::mode::STATE_KEY)?.as_deref() {
+            Some("etcd") => Some(match crate::etcd::relation::read(tools, None)? {
+                crate::etcd::relation::EtcdRelation::Ready(config) => Ok(config),
+                crate::etcd::relation::EtcdRelation::Absent => {
+                    Err(Cause::EtcdRelationRemoved.to_string())
+                }
+                crate::etcd::relation::EtcdRelation::Waiting(cause)
+                | crate::etcd::relation::EtcdRelation::Invalid(cause) => Err(cause.to_string()),
+            }),
+            _ => None,
+        };
         let report = crate::nodestatus::supported(crate::render::workloads::node_version(&config))
-            .then(|| cluster.node_status_report(&facts.node_name))
+            .then(|| match &etcd {
+                Some(Ok(etcd)) => cluster.node_status_report_etcd(&facts.node_name, etcd),
+                Some(Err(why)) => Some(Err(why.clone())),
+                None => cluster.node_status_report(&facts.node_name),
+            })
             .flatten();
         crate::peers::action_bgp_status(tools, &config, &facts, report)?;
     }

@@ -66,6 +66,16 @@ pub trait Cluster {
     ) -> Option<Result<Option<Vec<crate::nodestatus::Reported>>, String>> {
         None
     }
+
+    /// The same in etcd mode: the report in etcd. Defaults to `None`.
+    #[allow(clippy::type_complexity)]
+    fn node_status_report_etcd(
+        &self,
+        _node: &str,
+        _etcd: &crate::etcd::EtcdConfig,
+    ) -> Option<Result<Option<Vec<crate::nodestatus::Reported>>, String>> {
+        None
+    }
 }
 
 /// Converge through the Kubernetes API, one hook at a time.
@@ -415,6 +425,33 @@ impl Cluster for KubeCluster {
     /// What the leader's last converge read from `/version`.
     fn server_version(&self) -> Option<(u32, u32)> {
         self.server_version.lock().ok().and_then(|v| *v)
+    }
+
+    /// One read of `/calico/resources/v3/projectcalico.org/caliconodestatuses/<node>`.
+    fn node_status_report_etcd(
+        &self,
+        node: &str,
+        etcd: &crate::etcd::EtcdConfig,
+    ) -> Option<Result<Option<Vec<crate::nodestatus::Reported>>, String>> {
+        let read = async {
+            let client = crate::etcd::EtcdClient::new(etcd, crate::etcd::EtcdSettings::from_env())
+                .map_err(|e| e.to_string())?;
+            let store = crate::etcd::store::EtcdStore::new(client);
+            let live = store
+                .get_node_status(node)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(live.and_then(|l| crate::nodestatus::reported(l.status.as_ref())))
+        };
+        Some(
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(read),
+                Err(err) => Err(format!("cannot start the etcd client: {err}")),
+            },
+        )
     }
 
     /// One GET of `CalicoNodeStatus/<node>`.
