@@ -23,6 +23,9 @@ use crate::problems::Cause;
 pub const DESIRED_FILE: &str = "desired.json";
 /// The file name of the agent's state.
 pub const STATE_FILE: &str = "state.json";
+/// The file name of what the leader's hooks remember between hooks
+/// ([`crate::apply::checks::Memo`]).
+pub const MEMO_FILE: &str = "hooks.json";
 /// How often the agent rewrites its state when nothing changes.
 pub const HEARTBEAT: Duration = Duration::from_secs(30);
 /// A state older than this says the agent is not running (three heartbeats missed).
