@@ -849,3 +849,238 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
     assert_ok(&unit, &unit.hook("update-status"));
     assert_eq!(versions(&server), settled);
 }
+
+const PEERS: &str = "calico:9";
+const V3_32: &str = "docker.io/calico/node:v3.32.1";
+
+/// A unit of a three-unit etcd deployment: on `node`, its cni binding at `address`, Calico
+/// v3.32.1 (which has CalicoNodeStatus), related to its peers and to etcd.
+fn etcd_peer(server: &TestApiServer, etcd: &Etcd, name: &str, address: &str, node: &str) -> Unit {
+    let unit = unit_on(server, name, name == "calico/0", node);
+    let (ip, prefix) = address.split_once('/').expect("IP/PREFIX");
+    let net: ipnetwork::IpNetwork = address.parse().expect("address");
+    unit.set_network(Some(json!({
+        "bind-addresses": [{"interface-name": "eth0", "mac-address": "00:16:3e:00:00:01",
+            "addresses": [{"hostname": "", "value": ip,
+                           "cidr": format!("{}/{prefix}", net.network())}]}],
+        "ingress-addresses": [ip],
+    })));
+    unit.edit_state("relations.json", |r| {
+        r[PEERS] = json!({"endpoint": "calico", "remote-app": "calico", "remote-units": {},
+                          "local": {}, "app": {}, "remote-app-data": {}});
+    });
+    unit.set_config("calico-node-image", json!(V3_32));
+    unit.set_config(
+        "calico-policy-image",
+        json!("docker.io/calico/kube-controllers:v3.32.1"),
+    );
+    relate_etcd(&unit, &etcd.relation_data());
+    unit
+}
+
+/// Carry every unit's peer bag to the others, and the leader's application bag to all.
+fn share(units: &[&Unit]) {
+    let bags: Vec<(String, Value, Value)> = units
+        .iter()
+        .map(|u| {
+            let r = u.state("relations.json");
+            (
+                u.name.clone(),
+                r[PEERS]["local"].clone(),
+                r[PEERS]["app"].clone(),
+            )
+        })
+        .collect();
+    let app = bags
+        .iter()
+        .map(|b| b.2.clone())
+        .find(|a| a.as_object().is_some_and(|m| !m.is_empty()))
+        .unwrap_or_else(|| json!({}));
+    for u in units {
+        u.edit_state("relations.json", |r| {
+            let mut remote = serde_json::Map::new();
+            for (name, bag, _) in &bags {
+                if *name != u.name {
+                    remote.insert(name.clone(), bag.clone());
+                }
+            }
+            r[PEERS]["remote-units"] = Value::Object(remote);
+            // One application bag for the application's units (the leader writes it).
+            r[PEERS]["app"] = app.clone();
+            r[PEERS]["remote-app-data"] = app.clone();
+        });
+    }
+}
+
+fn hooks(units: &[&Unit], hook: &str) {
+    for u in units {
+        assert_ok(u, &u.hook(hook));
+    }
+}
+
+/// Write calico-node's report into `CalicoNodeStatus/<node>` in etcd, as calico-node does
+/// (the whole object, its `status.bgp` replaced).
+fn report_in_etcd(etcd: &Etcd, node: &str, peers: &[(&str, &str)]) {
+    let key = format!("{R}caliconodestatuses/{node}");
+    let mut object = etcd.get(&key).expect("the unit's CalicoNodeStatus");
+    let established = peers.iter().filter(|p| p.1 == "Established").count();
+    object["status"] = json!({
+        "lastUpdated": "2026-12-02T00:00:00Z",
+        "bgp": {
+            "numberEstablishedV4": established,
+            "numberNotEstablishedV4": peers.len() - established,
+            "peersV4": peers.iter().map(|(ip, state)| json!({
+                "peerIP": ip, "state": state, "type": "NodeMesh", "since": "00:00:00"
+            })).collect::<Vec<_>>(),
+        },
+    });
+    etcd.put(&key, &object);
+}
+
+#[test]
+fn three_units_on_etcd_prune_only_their_own_peers_and_keep_their_node_status() {
+    if support::etcd::skip(module_path!()) {
+        return;
+    }
+    let Some(server) = envtest!(Options::without_crds()) else {
+        return;
+    };
+    let etcd = Etcd::shared();
+    let _guard = etcd.lock();
+    for n in ["node-0", "node-1", "node-2"] {
+        server.add_ready_node(n, None, V3_32);
+    }
+    let u0 = etcd_peer(&server, etcd, "calico/0", "10.0.0.2/24", "node-0");
+    let u1 = etcd_peer(&server, etcd, "calico/1", "10.0.0.3/24", "node-1");
+    let u2 = etcd_peer(&server, etcd, "calico/2", "10.0.0.4/24", "node-2");
+    let all = [&u0, &u1, &u2];
+    let peers = |one: &str| {
+        format!(
+            "0:\n- address: 10.9.0.1\n  as-number: 65001\n1:\n{one}- address: 10.9.0.3\n  as-number: 65001\n2:\n- address: 10.9.0.4\n  as-number: 65001\n"
+        )
+    };
+    for u in all {
+        u.set_config(
+            "unit-bgp-peers",
+            json!(peers("- address: 10.9.0.2\n  as-number: 65001\n")),
+        );
+    }
+    hooks(&all, "config-changed");
+    share(&all);
+    hooks(&all, "update-status");
+    share(&all);
+    hooks(&all, "update-status");
+    for u in all {
+        assert_eq!(u.status(), pair("active", "Ready"), "{}", u.transcript());
+        assert_eq!(
+            u.charm_state().get("datastore").map(String::as_str),
+            Some("etcd")
+        );
+    }
+    let mut all_peers = names(etcd, "bgppeers");
+    all_peers.sort();
+    assert_eq!(
+        all_peers,
+        [
+            "calico-0-10.9.0.1-65001",
+            "calico-1-10.9.0.2-65001",
+            "calico-1-10.9.0.3-65001",
+            "calico-2-10.9.0.4-65001"
+        ]
+    );
+    for name in &all_peers {
+        let p = etcd.get(&format!("{R}bgppeers/{name}")).unwrap();
+        let owner = name.split('-').take(2).collect::<Vec<_>>().join("-");
+        assert_eq!(
+            p["metadata"]["labels"]["calico.juju.is/unit"],
+            owner.as_str()
+        );
+    }
+
+    // Each unit keeps its node's CalicoNodeStatus in etcd, labelled as its own.
+    for (i, u) in all.iter().enumerate() {
+        let s = etcd
+            .get(&format!("{R}caliconodestatuses/node-{i}"))
+            .unwrap_or_else(|| panic!("CalicoNodeStatus/node-{i}: {}", u.transcript()));
+        assert_eq!(
+            s["spec"],
+            json!({"node": format!("node-{i}"), "classes": ["BGP"], "updatePeriodSeconds": 60})
+        );
+        assert_eq!(
+            s["metadata"]["labels"]["calico.juju.is/unit"],
+            format!("calico-{i}")
+        );
+        assert_eq!(s["kind"], "CalicoNodeStatus");
+    }
+    // calico-node's report, compared with the topology model: the mesh to the two others
+    // and the unit's own two peers.
+    let mesh_and_own = |last: &'static str| {
+        [
+            ("10.0.0.2", "Established"),
+            ("10.0.0.4", "Established"),
+            ("10.9.0.2", "Established"),
+            ("10.9.0.3", last),
+        ]
+    };
+    report_in_etcd(etcd, "node-1", &mesh_and_own("Established"));
+    hooks(&[&u1], "update-status");
+    assert_eq!(
+        u1.status(),
+        pair("active", "Ready (BGP 4/4 established)"),
+        "{}",
+        u1.transcript()
+    );
+    report_in_etcd(etcd, "node-1", &mesh_and_own("Active"));
+    let key = format!("{R}caliconodestatuses/node-1");
+    let before = etcd.dump(&key)[&key].1;
+    hooks(&[&u1], "update-status");
+    assert_eq!(
+        u1.status(),
+        pair(
+            "waiting",
+            "BGP: 1 of 4 sessions not established: 10.9.0.3 (Active)"
+        )
+    );
+    // The hook never writes calico-node's report (nor anything else of the object).
+    assert_eq!(etcd.dump(&key)[&key].1, before);
+    assert_eq!(
+        etcd.get(&key).unwrap()["status"]["bgp"]["peersV4"][3]["state"],
+        "Active"
+    );
+
+    // One peer less for calico/1: only its peer goes, whoever runs a hook.
+    for u in all {
+        u.set_config("unit-bgp-peers", json!(peers("")));
+    }
+    hooks(&all, "config-changed");
+    let mut left = names(etcd, "bgppeers");
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "calico-0-10.9.0.1-65001",
+            "calico-1-10.9.0.3-65001",
+            "calico-2-10.9.0.4-65001"
+        ]
+    );
+
+    // calico/2 goes: its peer and its CalicoNodeStatus with it; an operator's own
+    // CalicoNodeStatus for its node, and the other units', stay.
+    let debug = json!({"kind": "CalicoNodeStatus", "apiVersion": "projectcalico.org/v3",
+                       "metadata": {"name": "node-2-debug"},
+                       "spec": {"node": "node-2", "classes": ["Agent", "BGP"], "updatePeriodSeconds": 10}});
+    etcd.put(&format!("{R}caliconodestatuses/node-2-debug"), &debug);
+    assert_ok(&u2, &u2.hook("stop"));
+    assert_ok(&u2, &u2.hook("remove"));
+    assert!(etcd.get(&format!("{R}caliconodestatuses/node-2")).is_none());
+    assert_eq!(
+        etcd.get(&format!("{R}caliconodestatuses/node-2-debug")),
+        Some(debug)
+    );
+    for n in ["node-0", "node-1"] {
+        assert!(etcd.get(&format!("{R}caliconodestatuses/{n}")).is_some());
+    }
+    let mut left = names(etcd, "bgppeers");
+    left.sort();
+    assert_eq!(left, ["calico-0-10.9.0.1-65001", "calico-1-10.9.0.3-65001"]);
+}

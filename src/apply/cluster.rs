@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::converge::{ConvergeOptions, check_node_agent, converge_detailed};
-use super::datastore::CalicoDatastore;
+use super::datastore::{CalicoDatastore, DsResult};
 use super::kube::connect_with;
 use super::kubeconfig::kubeconfig_path;
 use super::retry::RetrySettings;
@@ -189,6 +189,16 @@ impl KubeCluster {
         if self.check_node_agent && !converged.unreachable && !converged.calico_node_ready {
             outcome.merge(check_node_agent(&ds, &desired.node.node_name).await);
         }
+        // The unit's CalicoNodeStatus lives in etcd, as all of Calico's data does.
+        if !converged.unreachable {
+            match &desired.node_status {
+                Some(want) => outcome.bgp_sessions = keep_node_status(&store, want).await,
+                None if !self.check_node_agent => {
+                    remove_node_status(&store, &desired.owner, &desired.node.node_name).await;
+                }
+                None => {}
+            }
+        }
         outcome
     }
 
@@ -217,12 +227,83 @@ fn kubeconfig_cause(err: &super::ApplyError) -> Cause {
     }
 }
 
+/// Where a unit keeps its node's `CalicoNodeStatus`: the Kubernetes API (the Kubernetes
+/// datastore's CRD) or etcd (`/calico/resources/v3/projectcalico.org/caliconodestatuses/
+/// <name>`). The same keeping, comparing and removal run on either; the charm never writes
+/// `status` (calico-node's).
+pub(crate) trait NodeStatusStore {
+    fn get_node_status(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = DsResult<Option<crate::calico::CalicoNodeStatus>>>;
+    fn apply_node_status(
+        &self,
+        want: &crate::calico::CalicoNodeStatus,
+    ) -> impl Future<Output = DsResult<crate::calico::CalicoNodeStatus>>;
+    fn delete_node_status(
+        &self,
+        live: &crate::calico::CalicoNodeStatus,
+    ) -> impl Future<Output = DsResult<()>>;
+}
+
+impl NodeStatusStore for KubeDatastore {
+    async fn get_node_status(
+        &self,
+        name: &str,
+    ) -> DsResult<Option<crate::calico::CalicoNodeStatus>> {
+        KubeDatastore::get_node_status(self, name).await
+    }
+    async fn apply_node_status(
+        &self,
+        want: &crate::calico::CalicoNodeStatus,
+    ) -> DsResult<crate::calico::CalicoNodeStatus> {
+        KubeDatastore::apply_node_status(self, want).await
+    }
+    async fn delete_node_status(&self, live: &crate::calico::CalicoNodeStatus) -> DsResult<()> {
+        KubeDatastore::delete_node_status(self, live).await
+    }
+}
+
+impl NodeStatusStore for crate::etcd::store::EtcdStore {
+    async fn get_node_status(
+        &self,
+        name: &str,
+    ) -> DsResult<Option<crate::calico::CalicoNodeStatus>> {
+        crate::etcd::store::EtcdStore::get_node_status(self, name)
+            .await
+            .map_err(crate::etcd::datastore::classify)
+    }
+    async fn apply_node_status(
+        &self,
+        want: &crate::calico::CalicoNodeStatus,
+    ) -> DsResult<crate::calico::CalicoNodeStatus> {
+        crate::etcd::store::EtcdStore::apply_node_status(self, want)
+            .await
+            .map_err(crate::etcd::datastore::classify)
+    }
+    async fn delete_node_status(&self, live: &crate::calico::CalicoNodeStatus) -> DsResult<()> {
+        match crate::etcd::store::EtcdStore::delete_node_status(self, live)
+            .await
+            .map_err(crate::etcd::datastore::classify)?
+        {
+            true => Ok(()),
+            false => Err(DatastoreError::Conflict {
+                object: format!(
+                    "CalicoNodeStatus/{}",
+                    live.metadata.name.as_deref().unwrap_or_default()
+                ),
+                reason: "it changed since it was read; left for a later hook".into(),
+            }),
+        }
+    }
+}
+
 /// Keep this node's `CalicoNodeStatus` as the charm wants it (one GET; a write only when
 /// it is absent or differs) and return calico-node's report in it. A failure is logged and
 /// leaves the status without BGP session state: the rest of the hook has already reported
 /// what the API said.
 async fn keep_node_status(
-    ds: &KubeDatastore,
+    ds: &impl NodeStatusStore,
     want: &crate::calico::CalicoNodeStatus,
 ) -> Option<Vec<crate::nodestatus::Reported>> {
     let name = want.metadata.name.clone().unwrap_or_default();
@@ -256,7 +337,7 @@ async fn keep_node_status(
 
 /// `stop`/`remove`: delete this unit's `CalicoNodeStatus` if it owns it (a foreign object of
 /// the same name is left alone). Failures are logged: a removal must not wedge.
-async fn remove_node_status(ds: &KubeDatastore, owner: &str, node: &str) {
+async fn remove_node_status(ds: &impl NodeStatusStore, owner: &str, node: &str) {
     match ds.get_node_status(node).await {
         Ok(Some(live)) if crate::nodestatus::owned_by(&live, owner) => {
             match ds.delete_node_status(&live).await {

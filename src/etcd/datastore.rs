@@ -26,7 +26,8 @@ use crate::calico::{
 /// How operator-facing messages name this datastore.
 pub const NAME: &str = "etcd";
 
-fn classify(err: StoreError) -> DatastoreError {
+/// A store failure in the seam's terms.
+pub(crate) fn classify(err: StoreError) -> DatastoreError {
     match err {
         StoreError::Etcd(EtcdError::Unavailable(m)) => DatastoreError::Unavailable(m),
         StoreError::Etcd(EtcdError::Denied(m)) => DatastoreError::Denied(m),

@@ -37,6 +37,7 @@ pub enum Kind {
     Node,
     FelixConfiguration,
     ClusterInformation,
+    CalicoNodeStatus,
 }
 
 impl Kind {
@@ -48,6 +49,7 @@ impl Kind {
             Kind::Node => "Node",
             Kind::FelixConfiguration => "FelixConfiguration",
             Kind::ClusterInformation => "ClusterInformation",
+            Kind::CalicoNodeStatus => "CalicoNodeStatus",
         }
     }
 
@@ -60,6 +62,9 @@ impl Kind {
             Kind::Node => "nodes",
             Kind::FelixConfiguration => "felixconfigurations",
             Kind::ClusterInformation => "clusterinformations",
+            // libcalico-go `lib/backend/model/resource.go`: registerResourceInfo of
+            // KindCalicoNodeStatus, "caliconodestatuses" (cluster-scoped).
+            Kind::CalicoNodeStatus => "caliconodestatuses",
         }
     }
 }
@@ -319,6 +324,7 @@ pub fn release(object: &Value) -> Value {
         Some("Node") => Kind::Node,
         Some("IPPool") => Kind::IPPool,
         Some("BGPPeer") => Kind::BGPPeer,
+        Some("CalicoNodeStatus") => Kind::CalicoNodeStatus,
         _ => Kind::BGPConfiguration,
     };
     merge(
@@ -432,6 +438,10 @@ mod tests {
             Some("calico-1-x")
         );
         assert_eq!(name_of(Kind::IPPool, &key(Kind::BGPPeer, "x")), None);
+        assert_eq!(
+            key(Kind::CalicoNodeStatus, "worker-0"),
+            "/calico/resources/v3/projectcalico.org/caliconodestatuses/worker-0"
+        );
         assert_eq!(
             block_cidr("/calico/ipam/v2/assignment/ipv4/block/10.1.0.0-26").as_deref(),
             Some("10.1.0.0/26")

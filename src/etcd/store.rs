@@ -428,6 +428,59 @@ impl EtcdStore {
     }
 }
 
+impl EtcdStore {
+    /// The `CalicoNodeStatus` named `name` (calico-node's `status` included), if stored.
+    pub async fn get_node_status(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::calico::CalicoNodeStatus>, StoreError> {
+        match self.read(Kind::CalicoNodeStatus, name).await? {
+            Some((v, rev)) => node_status_of(name, &v, rev).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Merge the charm's labels and spec fields into the stored `CalicoNodeStatus` (created
+    /// when absent); calico-node's `status` and others' fields stay as they are.
+    pub async fn apply_node_status(
+        &self,
+        want: &crate::calico::CalicoNodeStatus,
+    ) -> Result<crate::calico::CalicoNodeStatus, StoreError> {
+        let name = want.metadata.name.clone().unwrap_or_default();
+        let wanted = Wanted {
+            labels: want.metadata.labels.clone().unwrap_or_default(),
+            spec: spec_map(&want.spec),
+        };
+        let (v, rev) = self.apply(Kind::CalicoNodeStatus, &name, &wanted).await?;
+        node_status_of(&name, &v, rev)
+    }
+
+    /// Delete the `CalicoNodeStatus` as read (same revision); `false`: it changed since.
+    pub async fn delete_node_status(
+        &self,
+        live: &crate::calico::CalicoNodeStatus,
+    ) -> Result<bool, StoreError> {
+        let name = live.metadata.name.clone().unwrap_or_default();
+        self.delete(Kind::CalicoNodeStatus, &name, revision_of(&live.metadata))
+            .await
+    }
+}
+
+/// A stored `CalicoNodeStatus` as the charm's type, with its `status` (an unreadable
+/// report counts as none yet).
+fn node_status_of(
+    name: &str,
+    object: &Value,
+    rev: i64,
+) -> Result<crate::calico::CalicoNodeStatus, StoreError> {
+    let mut typed: crate::calico::CalicoNodeStatus =
+        typed(Kind::CalicoNodeStatus, name, object, rev)?;
+    typed.status = object
+        .get("status")
+        .and_then(|s| serde_json::from_value(s.clone()).ok());
+    Ok(typed)
+}
+
 /// The Node to store (pure): `existing` (calico-node's, if any) with the charm's `spec.bgp`
 /// fields merged in. `asNumber` and `routeReflectorClusterID` are owned (removed when no
 /// longer wanted); `ipv4Address` is set, never owned: calico-node writes its own when it
