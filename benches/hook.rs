@@ -357,8 +357,13 @@ impl Bench {
             .env("KUBECONFIG", &self.kubeconfig)
             .env("NODENAME", node_name(unit.index))
             .env("CALICO_CHARM_CNI_DIR", &unit.cni)
-            // The agent is measured by benches/scale.rs; these figures are the hooks' alone.
+            // The agent is measured by benches/scale.rs; these figures are the hooks' alone
+            // (the leader's hooks still keep their memo in the unit's own directory).
             .env("CALICO_CHARM_AGENT", "off")
+            .env(
+                "CALICO_CHARM_AGENT_DIR",
+                unit.tools.parent().unwrap_or(&unit.tools).join("agent"),
+            )
             .stdin(Stdio::null())
             .stderr(stderr)
             .output()

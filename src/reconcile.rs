@@ -420,14 +420,43 @@ pub fn reconcile(
         .as_ref()
         .filter(|s| *event == Event::UpdateStatus && s.alive(now))
         .and_then(|s| s.nodes);
+    // The leader on the Kubernetes datastore remembers between hooks what an update-status
+    // may leave unread (`apply::checks`): the CRDs, most workload kinds, `/version` and the
+    // Node count are read in turn there, three a hook; every other hook reads everything.
+    let memo_on = host.is_some() && facts.leader && etcd.is_none();
+    let mut memo = memo_on
+        .then(|| crate::agent::hook::read_memo(&facts.owner()))
+        .flatten();
+    let (mut reads, next_cursor) =
+        crate::apply::checks::reads(*event == Event::UpdateStatus, memo.as_ref());
+    // A live agent watches this node's calico-node pod: its word spares the pod list.
+    let agent_watches_pod = agent_state
+        .as_ref()
+        .is_some_and(|s| s.alive(now) && s.watches_healthy && s.node_agent.is_some());
+    if agent_watches_pod {
+        reads.pod_verdict = agent_state.as_ref().and_then(|s| s.node_agent.clone());
+    }
+    let remembered_nodes = memo.as_ref().and_then(|m| m.nodes).filter(|_| !reads.nodes);
     // Typha serves the Kubernetes datastore only: no count in etcd mode.
     let typha_count = facts.leader && config.typha.needs_node_count() && etcd.is_none();
     let facts = if typha_count && agent_nodes.is_some() {
         facts.with_cluster_nodes(agent_nodes)
+    } else if typha_count && remembered_nodes.is_some() {
+        facts.with_cluster_nodes(remembered_nodes)
     } else if typha_count {
         match cluster.node_count() {
             None => facts,
-            Some(Ok(nodes)) => facts.with_cluster_nodes(Some(nodes)),
+            Some(Ok(nodes)) => {
+                if let Some(m) = memo.as_mut() {
+                    m.nodes = Some(nodes);
+                } else if memo_on {
+                    memo = Some(crate::apply::checks::Memo {
+                        nodes: Some(nodes),
+                        ..Default::default()
+                    });
+                }
+                facts.with_cluster_nodes(Some(nodes))
+            }
             Some(Err(outcome)) => {
                 log_outcome(&outcome);
                 inputs.outcome = Some(&outcome);
@@ -473,12 +502,28 @@ pub fn reconcile(
         }
         _ => false,
     };
+    // Rendered workloads other than the last settled hook's: read (and apply) every kind now.
+    let rendered = desired
+        .workloads
+        .as_ref()
+        .filter(|_| memo_on)
+        .map(crate::apply::checks::fingerprint);
+    if !reads.is_all() && rendered != memo.as_ref().and_then(|m| m.workloads.clone()) {
+        tracing::debug!("the workloads changed: every kind is read");
+        reads = crate::apply::checks::Reads {
+            pod_verdict: reads.pod_verdict.take(),
+            ..crate::apply::checks::Reads::all()
+        };
+    }
     let mut outcome = if agent_in_sync {
         tracing::debug!("agent in sync: no Kubernetes request this update-status");
         agent_outcome(agent_state.as_ref(), &facts.node_name)
     } else {
         match etcd.as_deref() {
-            None => cluster.converge(&desired),
+            None => {
+                cluster.set_reads(&reads);
+                cluster.converge(&desired)
+            }
             Some(etcd) => {
                 // The CNI plugin and calicoctl read the credentials from files (0600).
                 let mut outcome = match host {
@@ -503,9 +548,25 @@ pub fn reconcile(
     }
     let server_version = if agent_in_sync {
         agent_state.as_ref().and_then(|s| s.kubernetes)
+    } else if memo_on && !reads.version {
+        memo.as_ref().and_then(|m| m.kubernetes)
     } else {
         cluster.server_version()
     };
+    // What this hook read, for the next ones (an update-status the agent answered read
+    // nothing and leaves the rotation where it is).
+    if memo_on && !agent_in_sync {
+        let mut next = memo.unwrap_or_default();
+        next.cursor = next_cursor;
+        // Only a hook that settled has applied what it rendered.
+        if outcome.settled() {
+            next.workloads = rendered;
+        }
+        if reads.version && server_version.is_some() {
+            next.kubernetes = server_version;
+        }
+        crate::agent::hook::write_memo(&facts.owner(), &next);
+    }
     if facts.leader
         && let Some(kubernetes) = server_version
         && let Some(warning) = crate::config::support::support_warning(
@@ -553,16 +614,10 @@ pub fn reconcile(
 /// The outcome of an update-status the agent answered: calico-node's readiness as the
 /// agent watches it (the same words as [`crate::apply::check_node_agent`]).
 fn agent_outcome(state: Option<&crate::agent::files::AgentState>, node: &str) -> Outcome {
-    let mut out = Outcome::default();
     match state.and_then(|s| s.node_agent.as_deref()) {
-        Some("ready") | None => {}
-        Some("missing") => out.push(crate::apply::readiness::waiting_message(
-            node,
-            "no calico-node pod",
-        )),
-        Some(reason) => out.push(crate::apply::readiness::waiting_message(node, reason)),
+        Some(verdict) => crate::apply::cluster::node_agent_verdict(node, verdict),
+        None => Outcome::default(),
     }
-    out
 }
 
 /// The status with this node's BGP sessions as calico-node reports them, compared with the
@@ -657,6 +712,9 @@ pub fn stop(
     // The agent goes first: it would re-create what this hook removes.
     if crate::agent::hook::enabled(host) && !unit_name.is_empty() {
         crate::agent::hook::uninstall(&unit_name.replace('/', "-"));
+    }
+    if host.is_some() && !unit_name.is_empty() {
+        crate::agent::hook::forget_memo(&unit_name.replace('/', "-"));
     }
     let node_name = match checked_node_name(env) {
         Ok(name) => name,

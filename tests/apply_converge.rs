@@ -620,6 +620,7 @@ fn follower(peers: &[&str], annotations: &[(&str, &str)]) -> Desired {
 fn fast() -> ConvergeOptions {
     ConvergeOptions {
         pool_settle: Duration::ZERO,
+        ..ConvergeOptions::default()
     }
 }
 

@@ -78,6 +78,7 @@ fn fast_retry() -> RetrySettings {
 fn options() -> ConvergeOptions {
     ConvergeOptions {
         pool_settle: Duration::ZERO,
+        ..ConvergeOptions::default()
     }
 }
 
@@ -805,6 +806,7 @@ fn the_cluster_seam_converges_synchronously_from_the_kubeconfig() {
         options: options(),
         check_node_agent: true,
         server_version: Default::default(),
+        reads: Default::default(),
     };
     let out = cluster.converge(&unit(0, "n0", &["10.0.0.1"], &[]));
     assert_eq!(out.changed, vec!["BGPPeer/calico-0-10.0.0.1-64512"]);

@@ -21,6 +21,11 @@
 //! as median and p99; the round's wall time; the API server's own CPU time (utime + stime of
 //! the kube-apiserver process from /proc) during the round.
 //!
+//! `CALICO_BENCH_SCALE_ROUNDS` picks the rounds after the deploy (`noop`, `config`,
+//! `noop-again`, comma-separated; all by default). Each round's row is printed as soon as
+//! it ends. In each round the leader's hook runs alone first, then the hook of the
+//! non-leader whose agent runs (`calico/<nodes/2>`), each counted apart, then the others.
+//!
 //! Agents: after the deploy, the agents of the leader and of one non-leader run as processes
 //! (as systemd would run them): their resident memory (VmRSS, VmHWM from /proc) with the
 //! 1000 nodes in the cluster, their CPU time over an idle period, their own requests, and the
@@ -184,6 +189,8 @@ fn ms(d: Duration) -> f64 {
 struct RoundRow {
     name: &'static str,
     leader: (usize, usize),
+    /// The non-leader whose agent runs (after the deploy), its hook run alone.
+    agent_unit: (usize, usize),
     others: (usize, usize),
     non_leaders: usize,
     median: Duration,
@@ -193,9 +200,40 @@ struct RoundRow {
     by_verb: BTreeMap<String, usize>,
 }
 
+impl RoundRow {
+    /// The row of the figures table.
+    fn line(&self) -> String {
+        // Every non-leader: the agent-backed one and the rest.
+        let n = self.non_leaders.max(1) as f64;
+        let total = self.others.0 + self.agent_unit.0;
+        let writes = self.others.1 + self.agent_unit.1;
+        format!(
+            "| {} | {} ({}) | {:.2} ({:.2}) | {} ({}) | {} | {:.0} ms | {:.0} ms | {:.1} s | {:.1} s |",
+            self.name,
+            self.leader.0,
+            self.leader.1,
+            total as f64 / n,
+            writes as f64 / n,
+            self.agent_unit.0,
+            self.agent_unit.1,
+            self.leader.0 + total,
+            ms(self.median),
+            ms(self.p99),
+            self.wall.as_secs_f64(),
+            self.api_cpu
+        )
+    }
+}
+
+const HEADER: &str = "| round | leader requests (writes) | per non-leader unit (writes) | the non-leader with its agent (writes) | total | hook wall median | p99 | round wall | API server CPU |\n|---|---|---|---|---|---|---|---|---|";
+
+/// One round: the leader's hook alone, then `solo`'s (the agent-backed non-leader) alone,
+/// then every other unit's, [`PARALLEL`] at a time. The row is printed at once, so that a
+/// run stopped early still leaves its figures.
 fn measure_round(
     s: &Scale,
     units: &[Unit],
+    solo: usize,
     name: &'static str,
     hook: &str,
 ) -> BenchResult<RoundRow> {
@@ -204,8 +242,11 @@ fn measure_round(
     let mark = s.server.plane().audit_mark();
     let mut times = s.round(&[&units[0]], hook, 1)?;
     let (lt, lw, _) = s.hook_requests(mark);
+    let mark1 = s.server.plane().audit_mark();
+    times.extend(s.round(&[&units[solo]], hook, 1)?);
+    let (at, aw, _) = s.hook_requests(mark1);
     let mark2 = s.server.plane().audit_mark();
-    let rest: Vec<&Unit> = units[1..].iter().collect();
+    let rest: Vec<&Unit> = units[1..].iter().filter(|u| u.index != solo).collect();
     times.extend(s.round(&rest, hook, PARALLEL)?);
     let wall = started.elapsed();
     // The audit log is written as requests complete: give it a moment.
@@ -216,8 +257,9 @@ fn measure_round(
     let row = RoundRow {
         name,
         leader: (lt, lw),
+        agent_unit: (at, aw),
         others: (ot, ow),
-        non_leaders: rest.len(),
+        non_leaders: rest.len() + 1,
         median: percentile(&mut sorted, 0.5),
         p99: percentile(&mut sorted, 0.99),
         wall,
@@ -225,10 +267,26 @@ fn measure_round(
         by_verb,
     };
     eprintln!(
-        "{name}: {:.1} s, leader {lt} requests, non-leaders {ot} requests ({ow} writes)",
+        "{name}: {:.1} s, leader {lt} requests, calico/{solo} {at}, other non-leaders {ot} requests ({ow} writes)",
         wall.as_secs_f64()
     );
+    println!("{}", row.line());
+    let verbs: Vec<String> = row
+        .by_verb
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    println!("  (other non-leaders by verb: {})", verbs.join(", "));
     Ok(row)
+}
+
+/// Whether round `name` runs: `CALICO_BENCH_SCALE_ROUNDS` lists the rounds after the
+/// deploy (`noop`, `config`, `noop-again`), comma-separated; unset: all of them.
+fn wanted(name: &str) -> bool {
+    match std::env::var("CALICO_BENCH_SCALE_ROUNDS") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|r| r.trim() == name),
+        _ => true,
+    }
 }
 
 fn start_agent(binary: &Path, dir: &Path) -> BenchResult<Child> {
@@ -312,10 +370,19 @@ pub fn run(binary: &Path) -> BenchResult<()> {
         seeded.elapsed().as_secs_f64()
     );
 
-    let mut rows = vec![measure_round(&s, &units, "deploy (install)", "install")?];
+    println!("\n## {nodes} nodes, {nodes} units, hooks {PARALLEL} at a time\n");
+    println!("{HEADER}");
+    let solo = nodes / 2;
+    let mut rows = vec![measure_round(
+        &s,
+        &units,
+        solo,
+        "deploy (install)",
+        "install",
+    )?];
 
     // Two agents, as systemd would run them, with every node in the cluster.
-    let measured = [0, nodes / 2];
+    let measured = [0, solo];
     let agent_mark = s.server.plane().audit_mark();
     let agent_started = Instant::now();
     let mut agents = Vec::new();
@@ -333,22 +400,36 @@ pub fn run(binary: &Path) -> BenchResult<()> {
         .iter()
         .filter(|e| e.user_agent.starts_with("calico-charm-agent/"))
         .count();
-    rows.push(measure_round(
-        &s,
-        &units,
-        "no-op (update-status)",
-        "update-status",
-    )?);
+    if wanted("noop") {
+        rows.push(measure_round(
+            &s,
+            &units,
+            solo,
+            "no-op (update-status)",
+            "update-status",
+        )?);
+    }
     for u in &units {
         u.answer("config-get", &config(true))?;
     }
-    rows.push(measure_round(
-        &s,
-        &units,
-        "config change (a global peer added)",
-        "config-changed",
-    )?);
-    rows.push(measure_round(&s, &units, "no-op again", "update-status")?);
+    if wanted("config") {
+        rows.push(measure_round(
+            &s,
+            &units,
+            solo,
+            "config change (a global peer added)",
+            "config-changed",
+        )?);
+    }
+    if wanted("noop-again") {
+        rows.push(measure_round(
+            &s,
+            &units,
+            solo,
+            "no-op again",
+            "update-status",
+        )?);
+    }
 
     // The agent-backed units' update-status: in sync, no request.
     for &i in &measured {
@@ -381,26 +462,10 @@ pub fn run(binary: &Path) -> BenchResult<()> {
         let _ = c.wait();
     }
 
-    println!("\n## {nodes} nodes, {nodes} units, hooks {PARALLEL} at a time\n");
-    println!(
-        "| round | leader requests (writes) | per non-leader unit (writes) | total | hook wall median | p99 | round wall | API server CPU |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("\n## {nodes} nodes, {nodes} units, hooks {PARALLEL} at a time (again)\n");
+    println!("{HEADER}");
     for r in &rows {
-        let n = r.non_leaders.max(1) as f64;
-        println!(
-            "| {} | {} ({}) | {:.2} ({:.2}) | {} | {:.0} ms | {:.0} ms | {:.1} s | {:.1} s |",
-            r.name,
-            r.leader.0,
-            r.leader.1,
-            r.others.0 as f64 / n,
-            r.others.1 as f64 / n,
-            r.leader.0 + r.others.0,
-            ms(r.median),
-            ms(r.p99),
-            r.wall.as_secs_f64(),
-            r.api_cpu
-        );
+        println!("{}", r.line());
     }
     println!("\nNon-leaders' requests by verb:\n");
     for r in &rows {

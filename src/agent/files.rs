@@ -22,7 +22,10 @@ use crate::problems::Cause;
 /// The file name of the desired state.
 pub(crate) const DESIRED_FILE: &str = "desired.json";
 /// The file name of the agent's state.
-pub(crate) const STATE_FILE: &str = "state.json";
+pub const STATE_FILE: &str = "state.json";
+/// The file name of what the leader's hooks remember between hooks
+/// ([`crate::apply::checks::Memo`]).
+pub const MEMO_FILE: &str = "hooks.json";
 /// How often the agent rewrites its state when nothing changes.
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
 /// A state older than this says the agent is not running (three heartbeats missed).

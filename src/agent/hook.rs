@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use super::files::{self, AgentDesired, AgentState, DESIRED_FILE, STATE_FILE};
+use super::files::{self, AgentDesired, AgentState, DESIRED_FILE, MEMO_FILE, STATE_FILE};
 use super::{systemd, unit_dir};
 use crate::render::Desired;
 
@@ -71,9 +71,35 @@ pub(crate) fn uninstall(owner: &str) {
         Err(e) => tracing::warn!("agent: cannot remove its service: {e}"),
     }
     let dir = unit_dir(owner);
-    for f in [DESIRED_FILE, STATE_FILE] {
+    for f in [DESIRED_FILE, STATE_FILE, MEMO_FILE] {
         let _ = std::fs::remove_file(dir.join(f));
     }
+    let _ = std::fs::remove_dir(&dir);
+}
+
+/// What the leader's hooks remembered ([`crate::apply::checks::Memo`]): `None` when there
+/// is no such file or it cannot be read (the hook then reads everything).
+pub fn read_memo(owner: &str) -> Option<crate::apply::checks::Memo> {
+    match files::read_json(&unit_dir(owner).join(MEMO_FILE)) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!("hook memo: {e}");
+            None
+        }
+    }
+}
+
+/// Remember `memo` for the next hooks (root-only, atomic); a failure only costs reads.
+pub fn write_memo(owner: &str, memo: &crate::apply::checks::Memo) {
+    if let Err(e) = files::write_json(&unit_dir(owner).join(MEMO_FILE), memo) {
+        tracing::warn!("hook memo: {e}");
+    }
+}
+
+/// `stop`/`remove`: the memo goes with the unit (its directory too, once empty).
+pub fn forget_memo(owner: &str) {
+    let dir = unit_dir(owner);
+    let _ = std::fs::remove_file(dir.join(MEMO_FILE));
     let _ = std::fs::remove_dir(&dir);
 }
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use super::checks::Reads;
 use super::converge::{ConvergeOptions, check_node_agent, converge_detailed};
 use super::datastore::{CalicoDatastore, DsResult};
 use super::kube::connect_with;
@@ -43,6 +44,12 @@ pub trait Cluster {
         self.converge_etcd(desired, etcd)
     }
 
+    /// What the next converges read ([`super::checks`]): everything unless set. Defaults to
+    /// ignoring it (doubles read what they read).
+    fn set_reads(&self, reads: &Reads) {
+        let _ = reads;
+    }
+
     /// The cluster's Kubernetes version (`major`, `minor` of the API server's `/version`), when
     /// the last converge read it. Defaults to `None` (no check).
     fn server_version(&self) -> Option<(u32, u32)> {
@@ -79,6 +86,8 @@ pub struct KubeCluster {
     pub check_node_agent: bool,
     /// The API server's Kubernetes version, as the leader's last converge read it.
     pub server_version: Arc<Mutex<Option<(u32, u32)>>>,
+    /// What converges read ([`Cluster::set_reads`]; everything by default).
+    pub reads: Arc<Mutex<Reads>>,
 }
 
 impl KubeCluster {
@@ -92,6 +101,7 @@ impl KubeCluster {
             options: ConvergeOptions::from_env(),
             check_node_agent: true,
             server_version: Arc::default(),
+            reads: Arc::default(),
         }
     }
 
@@ -107,11 +117,21 @@ impl KubeCluster {
             Ok(ds) => ds,
             Err(err) => return Outcome::of(kubeconfig_cause(&err)),
         };
-        let converged = converge_detailed(desired, &ds, &ds, &self.options).await;
+        let mut options = self.options.clone();
+        options.reads = self.reads.lock().map(|r| r.clone()).unwrap_or_default();
+        let mut converged = converge_detailed(desired, &ds, &ds, &options).await;
+        // A kind not served, on a hook that left the CRDs unchecked: check (and create) them
+        // now, with every read, rather than wait for their turn.
+        if converged.kind_missing && !options.reads.crds && desired.workloads.is_some() {
+            tracing::info!("a Calico kind is not served: checking the CRDs now");
+            options.reads = Reads::all();
+            converged = converge_detailed(desired, &ds, &ds, &options).await;
+        }
         let mut outcome = converged.outcome;
         // The leader renders the workloads: it checks them against the cluster's Kubernetes
         // (`/version`, one GET; a failure only leaves the check out).
         if desired.workloads.is_some()
+            && options.reads.version
             && let Ok(Some(v)) = ds.kubernetes_version().await
             && let Ok(mut slot) = self.server_version.lock()
         {
@@ -123,7 +143,10 @@ impl KubeCluster {
         // The leader saw calico-node's DaemonSet settled with every pod ready: no list of
         // this node's pods is needed.
         if self.check_node_agent && !api_failed && !node_missing && !converged.calico_node_ready {
-            outcome.merge(check_node_agent(&ds, &desired.node.node_name).await);
+            outcome.merge(match &options.reads.pod_verdict {
+                Some(verdict) => node_agent_verdict(&desired.node.node_name, verdict),
+                None => check_node_agent(&ds, &desired.node.node_name).await,
+            });
         }
         if !api_failed {
             match &desired.node_status {
@@ -214,6 +237,21 @@ impl KubeCluster {
         let live = ds.get_node_status(node).await.map_err(|e| e.to_string())?;
         Ok(live.and_then(|l| crate::nodestatus::reported(l.status.as_ref())))
     }
+}
+
+/// calico-node's state on `node` as a live agent reports it (`ready`, `missing` or the
+/// reason it is not ready), worded as [`check_node_agent`] words it.
+pub fn node_agent_verdict(node: &str, verdict: &str) -> Outcome {
+    let mut out = Outcome::default();
+    match verdict {
+        "ready" => {}
+        "missing" => out.push(super::readiness::waiting_message(
+            node,
+            "no calico-node pod",
+        )),
+        reason => out.push(super::readiness::waiting_message(node, reason)),
+    }
+    out
 }
 
 /// A kubeconfig not written yet heals by itself ([`Cause::KubeconfigPending`]); one that
@@ -410,6 +448,12 @@ impl Cluster for KubeCluster {
                     .map_err(|e| super::converge::failed_read(ds.name(), "Node", e)),
             )
         })
+    }
+
+    fn set_reads(&self, reads: &Reads) {
+        if let Ok(mut slot) = self.reads.lock() {
+            *slot = reads.clone();
+        }
     }
 
     /// What the leader's last converge read from `/version`.

@@ -7,10 +7,10 @@
 //! 1. leader: Calico CRDs (created when absent); the workloads observed (one labelled list
 //!    per kind), planned ([`super::plan::plan_workloads`]) and those that differ applied;
 //! 2. observe: the Node, the pools (leader with manage-pools), this unit's peers (one
-//!    labelled list), the desired peers it does not own yet (by name), the BGP
-//!    configuration (leader); then [`super::plan::plan`];
-//! 3. the pools that differ (adopted by CIDR or created), then the peers (adopting the
-//!    earlier charm's), then the BGP configuration;
+//!    labelled list), the BGP configuration (leader); then [`super::plan::plan`];
+//! 3. the pools that differ (adopted by CIDR or created), then the peers: those it owns
+//!    applied, new ones created if their name is free (an existing peer of that name read
+//!    then, and adopted when it is the earlier charm's), then the BGP configuration;
 //! 4. this unit's Calico Node settings (set, and removed when no longer wanted);
 //! 5. this unit's peers no longer wanted (label-selected, ownership re-checked, uid-guarded);
 //! 6. pools no longer wanted: disabled, then deleted once drained ([`super::plan::drained`]);
@@ -22,10 +22,11 @@
 use std::time::Duration;
 
 use super::Outcome;
-use super::datastore::{CalicoDatastore, DatastoreError};
+use super::checks::Reads;
+use super::datastore::{CalicoDatastore, Created, DatastoreError};
 use super::plan::{
     Apply, NodePlan, Observed, Plan, WorkloadPlan, leftover_node_keys, owned_by, plan,
-    plan_workloads, unowned_peer_names,
+    plan_workloads, take_peer,
 };
 use super::workloads::{KUBERNETES_API, KubeWorkloads, NodeAgent, WorkloadKind};
 use crate::apply::readiness::waiting_message;
@@ -42,12 +43,15 @@ pub struct ConvergeOptions {
     /// Pause between disabling a pool and reading its IPAM blocks, so that an allocation
     /// already under way lands in a block we then see (calicoctl waits 500 ms too).
     pub pool_settle: Duration,
+    /// What the leader reads of the workloads ([`super::checks`]): everything by default.
+    pub reads: Reads,
 }
 
 impl Default for ConvergeOptions {
     fn default() -> Self {
         ConvergeOptions {
             pool_settle: Duration::from_millis(500),
+            reads: Reads::all(),
         }
     }
 }
@@ -92,6 +96,9 @@ pub struct Converged {
     pub unreachable: bool,
     /// This unit's Node is not registered: no calico-node pod can run on it yet.
     pub node_missing: bool,
+    /// A kind was not served (its CRD is missing): a converge that did not check the CRDs
+    /// ([`Reads::crds`]) must be run again with them.
+    pub kind_missing: bool,
 }
 
 /// [`converge_with`], with what it saw on the way.
@@ -110,6 +117,8 @@ pub(crate) async fn converge_detailed<C: CalicoDatastore, W: KubeWorkloads>(
         calico_node_ready: false,
         unreachable: false,
         node_missing: false,
+        kind_missing: false,
+        crds_created: false,
     };
     // An Err(Abort) means a fault that stops the whole converge (unreachable API, denied
     // access, missing CRDs): it is already recorded in the outcome.
@@ -119,6 +128,7 @@ pub(crate) async fn converge_detailed<C: CalicoDatastore, W: KubeWorkloads>(
         calico_node_ready: run.calico_node_ready,
         unreachable: run.unreachable,
         node_missing: run.node_missing,
+        kind_missing: run.kind_missing,
     }
 }
 
@@ -165,6 +175,9 @@ struct Run<'a, C, W> {
     calico_node_ready: bool,
     unreachable: bool,
     node_missing: bool,
+    kind_missing: bool,
+    /// This converge created CRDs.
+    crds_created: bool,
 }
 
 /// Record an error. Returns `Err(Abort)` for faults that make going on pointless (the API
@@ -214,12 +227,14 @@ fn is_calico_kind(kind: &str) -> bool {
 impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
     fn fail(&mut self, kind: &str, err: DatastoreError) -> Result<(), Abort> {
         self.unreachable |= unreachable(&err);
+        self.kind_missing |= matches!(err, DatastoreError::KindMissing { .. });
         record_fatal(&mut self.out, self.ds.name(), kind, err)
     }
 
     /// A failure of the Kubernetes workloads seam.
     fn fail_kube(&mut self, kind: &str, err: DatastoreError) -> Result<(), Abort> {
         self.unreachable |= unreachable(&err);
+        self.kind_missing |= matches!(err, DatastoreError::KindMissing { .. });
         record_fatal(&mut self.out, KUBERNETES_API, kind, err)
     }
 
@@ -264,7 +279,8 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
     /// Create missing CRDs, then observe, plan and apply the other objects. Returns the
     /// plan, whose deletes run last.
     async fn workloads(&mut self, workloads: &Workloads) -> Result<WorkloadPlan, Abort> {
-        if !workloads.crds.is_empty() {
+        let reads = &self.options.reads;
+        if reads.crds && !workloads.crds.is_empty() {
             match self.kube.missing_crds(&workloads.crds).await {
                 Ok(missing) => {
                     for crd in workloads.crds.iter().filter(|c| {
@@ -275,7 +291,10 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                     }) {
                         let name = crd.metadata.name.clone().unwrap_or_default();
                         match self.kube.create_crd(crd).await {
-                            Ok(true) => self.changed(format!("CustomResourceDefinition/{name}")),
+                            Ok(true) => {
+                                self.crds_created = true;
+                                self.changed(format!("CustomResourceDefinition/{name}"));
+                            }
                             Ok(false) => {}
                             Err(err) => self.fail_kube("CustomResourceDefinition", err)?,
                         }
@@ -286,13 +305,14 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
         }
 
         let mut owned = Vec::new();
-        for kind in WorkloadKind::ALL {
+        let kinds = self.options.reads.kinds.clone();
+        for kind in kinds.iter().copied() {
             match self.kube.list_workloads(kind, &charm_labels(None)).await {
                 Ok(list) => owned.extend(list),
                 Err(err) => self.fail_kube(kind.as_str(), err)?,
             }
         }
-        let plan = plan_workloads(workloads, &owned);
+        let plan = plan_workloads(workloads, &owned, &kinds);
         // calico-node's DaemonSet as wanted and settled everywhere: its pods are ready.
         self.calico_node_ready = owned.iter().any(|o| {
             o.kind == WorkloadKind::DaemonSet.as_str()
@@ -399,17 +419,10 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
         let owner = &desired.owner;
         match self.ds.list_peers(&charm_labels(Some(owner))).await {
             // The server filtered by label; keep only what really carries them.
+            // A desired peer it does not own yet is not read here: execute creates it if
+            // its name is free, and reads it only when it is not.
             Ok(list) => {
-                let owned: Vec<BGPPeer> = list.into_iter().filter(|p| owned_by(p, owner)).collect();
-                for name in unowned_peer_names(desired, &owned) {
-                    match self.ds.get_peer(&name).await {
-                        Ok(found) => {
-                            observed.peer_names.insert(name, found);
-                        }
-                        Err(err) => self.fail("BGPPeer", err)?,
-                    }
-                }
-                observed.peers = Some(owned);
+                observed.peers = Some(list.into_iter().filter(|p| owned_by(p, owner)).collect());
             }
             Err(err) => self.fail("BGPPeer", err)?,
         }
@@ -465,6 +478,10 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
             }
         }
 
+        for object in &plan.create_peers {
+            self.create_peer(object).await?;
+        }
+
         if let Some(Apply { object, before, .. }) = &plan.bgp_configuration {
             let name = object.metadata.name.clone().unwrap_or_default();
             match self.ds.apply_bgp_configuration(object).await {
@@ -491,6 +508,56 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
 
         if pools_complete && !plan.stale_pools.is_empty() {
             self.remove_stale_pools(&plan).await?;
+        }
+        Ok(())
+    }
+
+    /// A peer new to the unit: created if its name is free; a peer of that name that exists
+    /// is taken over only as [`take_peer`] allows, else reported and left alone.
+    async fn create_peer(&mut self, object: &BGPPeer) -> Result<(), Abort> {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        // Right after this hook created the CRDs the API server was measured to answer a
+        // create of a new kind's first object slowly (over 1.5 s, envtest on a loaded
+        // machine), a server-side apply quickly: then read and apply, as a datastore
+        // without conditional creates does.
+        let created = if self.crds_created {
+            match self.ds.get_peer(&name).await {
+                Ok(Some(existing)) => Ok(Created::Exists(existing)),
+                Ok(None) => self.ds.apply_peer(object).await.map(Created::New),
+                Err(err) => Err(err),
+            }
+        } else {
+            self.ds.create_peer(object).await
+        };
+        let existing = match created {
+            Ok(Created::New(_)) => {
+                self.changed(format!("BGPPeer/{name}"));
+                return Ok(());
+            }
+            Ok(Created::Exists(existing)) => existing,
+            Err(err) => return self.fail("BGPPeer", err),
+        };
+        let want = self
+            .desired
+            .peers
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+            .unwrap_or(object);
+        match take_peer(self.desired, want, object.clone(), &existing) {
+            Ok(Apply {
+                object,
+                adopted,
+                before,
+            }) => match self.ds.apply_peer(&object).await {
+                Ok(_) if adopted => self.changed(format!("BGPPeer/{name} (adopted)")),
+                Ok(after) => self.applied(
+                    format!("BGPPeer/{name}"),
+                    &before,
+                    after.metadata.resource_version,
+                ),
+                Err(err) => self.fail("BGPPeer", err)?,
+            },
+            Err(cause) => self.out.push(cause),
         }
         Ok(())
     }

@@ -79,6 +79,15 @@ pub enum DatastoreError {
     Other { object: String, reason: String },
 }
 
+/// What [`CalicoDatastore::create_peer`] found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Created<T> {
+    /// Created: the object as stored.
+    New(T),
+    /// An object of that name already exists (as read); nothing was written.
+    Exists(T),
+}
+
 /// A value returned by a [`CalicoDatastore`] or [`super::workloads::KubeWorkloads`]
 /// operation.
 pub type DsResult<T> = Result<T, DatastoreError>;
@@ -106,6 +115,23 @@ pub trait CalicoDatastore: Sync {
     fn get_peer(&self, name: &str) -> impl Future<Output = DsResult<Option<BGPPeer>>> + Send;
     /// Apply a peer; returns the stored peer.
     fn apply_peer(&self, peer: &BGPPeer) -> impl Future<Output = DsResult<BGPPeer>> + Send;
+    /// Create a peer the unit does not own yet, only if no peer of its name exists:
+    /// [`Created::New`] with the stored peer, or [`Created::Exists`] with the existing one,
+    /// left as it was (the caller decides whether it may be taken over). One request where
+    /// the datastore can create conditionally (KDD: a `POST`, `409 AlreadyExists` when the
+    /// name is taken); by default a read by name, then an apply when there is none.
+    fn create_peer(
+        &self,
+        peer: &BGPPeer,
+    ) -> impl Future<Output = DsResult<Created<BGPPeer>>> + Send {
+        async move {
+            let name = peer.metadata.name.clone().unwrap_or_default();
+            match self.get_peer(&name).await? {
+                Some(existing) => Ok(Created::Exists(existing)),
+                None => self.apply_peer(peer).await.map(Created::New),
+            }
+        }
+    }
     /// Delete this peer (as read: same uid). Already gone is success.
     fn delete_peer(&self, peer: &BGPPeer) -> impl Future<Output = DsResult<()>> + Send;
 

@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::datastore::{CalicoDatastore, DatastoreError, DsResult, Labels};
+use super::datastore::{CalicoDatastore, Created, DatastoreError, DsResult, Labels};
 use super::kubeconfig::KubeconfigError;
 use super::readiness::{calico_node_pod, pod_ready};
 use super::retry::{Budget, RetryLayer, RetrySettings, describe_error};
@@ -465,6 +465,26 @@ impl CalicoDatastore for KubeDatastore {
     async fn apply_peer(&self, peer: &BGPPeer) -> DsResult<BGPPeer> {
         let name = peer.name_any();
         ssa(&self.peers(), "BGPPeer", &name, peer).await
+    }
+
+    /// A `POST` (field manager [`FIELD_MANAGER`]): one request for a new peer. On `409
+    /// AlreadyExists` the peer is read (and, gone again meanwhile, applied).
+    async fn create_peer(&self, peer: &BGPPeer) -> DsResult<Created<BGPPeer>> {
+        let name = peer.name_any();
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..PostParams::default()
+        };
+        match self.peers().create(&params, peer).await {
+            Ok(stored) => Ok(Created::New(stored)),
+            Err(kube::Error::Api(status)) if status.reason == "AlreadyExists" => {
+                match self.get_peer(&name).await? {
+                    Some(existing) => Ok(Created::Exists(existing)),
+                    None => self.apply_peer(peer).await.map(Created::New),
+                }
+            }
+            Err(e) => Err(classify(e, &format!("BGPPeer/{name}"), "BGPPeer", Op::Kind)),
+        }
     }
 
     async fn delete_peer(&self, peer: &BGPPeer) -> DsResult<()> {

@@ -10,6 +10,7 @@
 //! - [`Cluster`]: the reconcile's seam, [`KubeCluster`] on the Kubernetes API (sync, one runtime per hook).
 //! - [`retry`]: bounded, jittered retries of transient API faults within a per-hook budget.
 
+pub mod checks;
 pub mod cluster;
 pub mod converge;
 pub mod datastore;

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::fields::up_to_date;
 use super::pools::{choose_pool_name, contains, normalise_cidr, overlaps};
-use super::workloads::{ObjectRef, WorkloadObject};
+use super::workloads::{ObjectRef, WorkloadKind, WorkloadObject};
 use crate::calico::{
     BGPConfiguration, BGPPeer, IPAMBlock, IPPool, MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATIONS,
     NODE_SET_ONLY_ANNOTATIONS, UNIT_LABEL, is_charm_node_annotation,
@@ -35,8 +35,9 @@ pub struct Observed {
     pub pools: Option<Vec<IPPool>>,
     /// The peers labelled as this unit's.
     pub peers: Option<Vec<BGPPeer>>,
-    /// Desired peers not among [`Observed::peers`], read by name (`None`: no such peer).
-    /// A name missing here could not be read.
+    /// Desired peers not among [`Observed::peers`], when read by name (`None`: no such
+    /// peer). A desired name missing here was not read: the plan creates it only if absent
+    /// ([`Plan::create_peers`]), and [`take_peer`] decides about one that exists.
     pub peer_names: BTreeMap<String, Option<BGPPeer>>,
     /// The BGP configuration the leader wants, as stored (`Some(None)`: none yet).
     pub bgp_configuration: Option<Option<BGPConfiguration>>,
@@ -82,6 +83,9 @@ pub struct Plan {
     pub pools: Vec<Apply<IPPool>>,
     /// Peers to apply.
     pub peers: Vec<Apply<BGPPeer>>,
+    /// Peers new to the unit, not read by name: created only if no peer of that name
+    /// exists; an existing one is left as it is and decided by [`take_peer`].
+    pub create_peers: Vec<BGPPeer>,
     /// The BGP configuration, when it differs.
     pub bgp_configuration: Option<Apply<BGPConfiguration>>,
     /// The node's settings (`None`: the node is unregistered or unread).
@@ -165,11 +169,18 @@ fn matches<T: Serialize>(want: &T, stored: &T) -> bool {
 
 // ---- workloads ----------------------------------------------------------------------
 
-/// Decide what to do with the workloads, given the objects labelled as the charm's.
-pub(crate) fn plan_workloads(workloads: &Workloads, owned: &[ObjectRef]) -> WorkloadPlan {
+/// Decide what to do with the workloads, given the objects labelled as the charm's, as
+/// listed for the kinds `listed` (an object of a kind not listed is neither applied nor
+/// pruned: a later hook lists it, [`super::checks`]).
+pub fn plan_workloads(
+    workloads: &Workloads,
+    owned: &[ObjectRef],
+    listed: &[WorkloadKind],
+) -> WorkloadPlan {
     let mut plan = WorkloadPlan::default();
     let objects = workload_objects(workloads);
-    for object in &objects {
+    let read = |kind: &str| listed.iter().any(|k| k.as_str() == kind);
+    for object in objects.iter().filter(|o| listed.contains(&o.kind())) {
         let (namespace, name) = object.key();
         let kind = object.kind().as_str();
         let stored = owned
@@ -202,7 +213,8 @@ pub(crate) fn plan_workloads(workloads: &Workloads, owned: &[ObjectRef]) -> Work
     plan.delete = owned
         .iter()
         .filter(|o| {
-            managed_by_charm(&o.labels)
+            read(&o.kind)
+                && managed_by_charm(&o.labels)
                 && !wanted.contains(&(o.kind.clone(), o.namespace.clone(), o.name.clone()))
         })
         .cloned()
@@ -457,19 +469,36 @@ pub(crate) fn may_take(existing: &BGPPeer, want: &BGPPeer, owner: &str, node: &s
     managed_by_charm(&labels) && same_node && existing.spec.node.as_deref() == Some(node)
 }
 
-/// The desired peers' names that [`Observed::peer_names`] must hold: those not already
-/// among the unit's own peers.
-pub(crate) fn unowned_peer_names(desired: &Desired, owned: &[BGPPeer]) -> Vec<String> {
-    desired
-        .peers
-        .iter()
-        .filter_map(|p| p.metadata.name.clone())
-        .filter(|name| {
-            !owned
-                .iter()
-                .any(|p| p.metadata.name.as_deref() == Some(name.as_str()))
-        })
-        .collect()
+/// What to do with an existing peer that has the name of `want` (as rendered) and is not
+/// among the unit's own: apply `object` (the peer as the unit applies it) over it when it
+/// [`may_take`] it, else the cause to report (it is left alone).
+pub fn take_peer(
+    desired: &Desired,
+    want: &BGPPeer,
+    object: BGPPeer,
+    existing: &BGPPeer,
+) -> Result<Apply<BGPPeer>, Cause> {
+    let owner = &desired.owner;
+    if !may_take(existing, want, owner, &desired.node.node_name) {
+        return Err(Cause::PeerTaken {
+            name: object.metadata.name.clone().unwrap_or_default(),
+            owner: owner.clone(),
+        });
+    }
+    Ok(Apply {
+        object,
+        before: existing.metadata.resource_version.clone(),
+        adopted: !owned_by(existing, owner),
+    })
+}
+
+/// The peer as the unit applies it: the rendered one (render sets the unit's labels).
+pub fn peer_object(want: &BGPPeer) -> BGPPeer {
+    let name = want.metadata.name.clone().unwrap_or_default();
+    let mut object = BGPPeer::new(&name, want.spec.clone());
+    object.metadata.labels = want.metadata.labels.clone();
+    object.metadata.annotations = want.metadata.annotations.clone();
+    object
 }
 
 fn plan_peers(
@@ -482,9 +511,7 @@ fn plan_peers(
     let owned: Vec<&BGPPeer> = owned.iter().filter(|p| owned_by(p, owner)).collect();
     for want in &desired.peers {
         let name = want.metadata.name.clone().unwrap_or_default();
-        let mut object = BGPPeer::new(&name, want.spec.clone());
-        object.metadata.labels = want.metadata.labels.clone();
-        object.metadata.annotations = want.metadata.annotations.clone();
+        let object = peer_object(want);
 
         if let Some(stored) = owned
             .iter()
@@ -502,27 +529,18 @@ fn plan_peers(
             continue;
         }
         match by_name.get(&name) {
-            // Could not be read: the cause is recorded; try again next hook.
-            None => {}
+            // Not read by name: create it if its name is free (one request); an existing
+            // peer of that name goes through `take_peer` then.
+            None => plan.create_peers.push(object),
             Some(None) => plan.peers.push(Apply {
                 object,
                 before: None,
                 adopted: false,
             }),
-            Some(Some(existing)) => {
-                if !may_take(existing, want, owner, &desired.node.node_name) {
-                    plan.blocked.push(Cause::PeerTaken {
-                        name: name.clone(),
-                        owner: owner.clone(),
-                    });
-                    continue;
-                }
-                plan.peers.push(Apply {
-                    object,
-                    before: existing.metadata.resource_version.clone(),
-                    adopted: !owned_by(existing, owner),
-                });
-            }
+            Some(Some(existing)) => match take_peer(desired, want, object, existing) {
+                Ok(apply) => plan.peers.push(apply),
+                Err(cause) => plan.blocked.push(cause),
+            },
         }
     }
     let wanted: BTreeSet<&str> = desired
@@ -879,6 +897,8 @@ mod tests {
             unchanged: usize,
             delete: &'static [&'static str],
             blocked: usize,
+            /// Peers created only if absent.
+            create: usize,
         }
         let name = |ip: &str| format!("{OWNER}-{ip}-64512");
         let cases = vec![
@@ -890,6 +910,7 @@ mod tests {
                 unchanged: 0,
                 delete: &[],
                 blocked: 0,
+                create: 0,
             },
             Case {
                 what: "an owned peer as wanted is left alone",
@@ -899,6 +920,7 @@ mod tests {
                 unchanged: 1,
                 delete: &[],
                 blocked: 0,
+                create: 0,
             },
             Case {
                 what: "an owned peer changed by someone else is applied again",
@@ -912,6 +934,7 @@ mod tests {
                 unchanged: 0,
                 delete: &[],
                 blocked: 0,
+                create: 0,
             },
             Case {
                 what: "the earlier Python charm's peer for this node is adopted",
@@ -924,6 +947,7 @@ mod tests {
                 unchanged: 0,
                 delete: &[],
                 blocked: 0,
+                create: 0,
             },
             Case {
                 what: "an unlabelled peer of another node is not taken",
@@ -936,6 +960,7 @@ mod tests {
                 unchanged: 0,
                 delete: &[],
                 blocked: 1,
+                create: 0,
             },
             Case {
                 what: "a departed unit's peer on this very node is taken over",
@@ -948,6 +973,7 @@ mod tests {
                 unchanged: 0,
                 delete: &[],
                 blocked: 0,
+                create: 0,
             },
             Case {
                 what: "a foreign peer with our name is left alone and reported",
@@ -963,15 +989,17 @@ mod tests {
                 unchanged: 0,
                 delete: &[],
                 blocked: 1,
+                create: 0,
             },
             Case {
-                what: "a peer that could not be read is tried again next hook",
+                what: "a peer not read by name is created only if its name is free",
                 owned: vec![],
                 by_name: vec![],
                 apply: &[],
                 unchanged: 0,
                 delete: &[],
                 blocked: 0,
+                create: 1,
             },
             Case {
                 what: "owned peers no longer wanted are deleted, others never",
@@ -986,6 +1014,7 @@ mod tests {
                 unchanged: 1,
                 delete: &["10.0.0.9"],
                 blocked: 0,
+                create: 0,
             },
         ];
         for case in cases {
@@ -1028,13 +1057,14 @@ mod tests {
                 case.what,
                 plan.blocked
             );
-            for applied in &plan.peers {
-                assert_eq!(
-                    applied.object.metadata.labels,
-                    Some(ours.clone()),
-                    "{}",
-                    case.what
-                );
+            assert_eq!(plan.create_peers.len(), case.create, "{}", case.what);
+            for applied in plan
+                .peers
+                .iter()
+                .map(|a| &a.object)
+                .chain(&plan.create_peers)
+            {
+                assert_eq!(applied.metadata.labels, Some(ours.clone()), "{}", case.what);
             }
         }
     }
@@ -1199,10 +1229,11 @@ mod tests {
             config_maps: vec![config_map("calico-config", "v")],
             ..Workloads::default()
         };
-        let same = plan_workloads(&workloads, &[stored(config_map("calico-config", "v"))]);
+        let all = &WorkloadKind::ALL;
+        let same = plan_workloads(&workloads, &[stored(config_map("calico-config", "v"))], all);
         assert!(same.apply.is_empty() && same.delete.is_empty());
         assert_eq!(same.unchanged, vec!["ConfigMap/calico-config"]);
-        let drifted = plan_workloads(&workloads, &[stored(config_map("calico-config", "x"))]);
+        let drifted = plan_workloads(&workloads, &[stored(config_map("calico-config", "x"))], all);
         assert_eq!(drifted.apply.len(), 1);
         assert_eq!(drifted.apply[0].before.as_deref(), Some("1"));
         let stale = plan_workloads(
@@ -1211,10 +1242,41 @@ mod tests {
                 stored(config_map("calico-config", "v")),
                 stored(config_map("old", "v")),
             ],
+            all,
         );
         assert_eq!(stale.delete.len(), 1);
         assert_eq!(stale.delete[0].name, "old");
-        let none = plan_workloads(&Workloads::default(), &[stored(config_map("old", "v"))]);
+        let none = plan_workloads(
+            &Workloads::default(),
+            &[stored(config_map("old", "v"))],
+            all,
+        );
         assert!(none.delete.is_empty(), "nothing rendered prunes nothing");
+        // A kind this hook did not list (its turn is later): neither applied (though nothing
+        // of it was seen) nor pruned; the kinds listed are planned as always.
+        let unlisted = plan_workloads(&workloads, &[], &[WorkloadKind::DaemonSet]);
+        assert!(unlisted.apply.is_empty() && unlisted.delete.is_empty());
+        let with_a_daemon_set = Workloads {
+            daemon_sets: vec![k8s_openapi::api::apps::v1::DaemonSet {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("calico-node".into()),
+                    namespace: Some("kube-system".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }],
+            ..workloads.clone()
+        };
+        let only_ds = plan_workloads(
+            &with_a_daemon_set,
+            &[stored(config_map("old", "v"))],
+            &[WorkloadKind::DaemonSet],
+        );
+        assert_eq!(only_ds.apply.len(), 1, "the missing DaemonSet is applied");
+        assert_eq!(only_ds.apply[0].object.kind(), WorkloadKind::DaemonSet);
+        assert!(
+            only_ds.delete.is_empty(),
+            "ConfigMaps not listed: none pruned"
+        );
     }
 }

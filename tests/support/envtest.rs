@@ -1,12 +1,12 @@
 //! A real Kubernetes control plane for the tests: `etcd` and `kube-apiserver`, found as
 //! Kubernetes' envtest convention finds them (`KUBEBUILDER_ASSETS`).
 //!
-//! One control plane per test binary ([`ControlPlane::shared`]): started on first use, on
-//! free 127.0.0.1 ports, with its own CA and serving certificate, static bearer tokens and
-//! RBAC, an audit log of every request, and a kubeconfig for the cluster admin. Both
-//! processes are stopped when the test binary exits, also when tests panic (an `atexit`
-//! handler), and die with it if it is killed (`PR_SET_PDEATHSIG`, set from a thread that
-//! lives as long as the process).
+//! A pool of control planes per test binary ([`ControlPlane::pooled`], two by default), each
+//! started on first use, on free 127.0.0.1 ports, with its own CA and serving certificate,
+//! static bearer tokens and RBAC, an audit log of every request, and a kubeconfig for the
+//! cluster admin. Its processes are stopped when the test binary exits, also when tests
+//! panic (an `atexit` handler), and die with it if it is killed (`PR_SET_PDEATHSIG`, set from
+//! a thread that lives as long as the process).
 //!
 //! Where the binaries are looked for, in order: `$KUBEBUILDER_ASSETS`,
 //! `/usr/local/kubebuilder/bin` (setup-envtest's default), `../shared/envtest` beside the
@@ -27,6 +27,20 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsage
 use serde_json::Value;
 
 use super::tls::base64;
+
+/// The most control planes one test binary may run at once.
+const MAX_POOL: usize = 4;
+/// Environment variable: how many control planes a test binary may run, 1 to 4 (default 2,
+/// as many as tests run at once on a 2-core machine, where `cargo test` runs 2 threads).
+pub const POOL_ENV: &str = "CALICO_CHARM_TEST_CLUSTERS";
+
+/// How many control planes the test binary may run at once ([`POOL_ENV`]).
+pub fn pool_size() -> usize {
+    std::env::var(POOL_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(2, |n| n.clamp(1, MAX_POOL))
+}
 
 /// How long etcd and the API server get to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -333,11 +347,12 @@ pub fn serving_cert(
 }
 
 impl ControlPlane {
-    /// The test binary's control plane, started on first use. Panics (one line) when it
-    /// cannot start: callers check [`skip`] first.
-    pub fn shared() -> &'static ControlPlane {
-        static PLANE: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
-        match PLANE.get_or_init(|| {
+    /// Control plane `slot` of the test binary's pool (below [`pool_size`]), started on
+    /// first use. Panics (one line) when it cannot start: callers check [`skip`] first.
+    pub fn pooled(slot: usize) -> &'static ControlPlane {
+        static PLANES: [OnceLock<Result<ControlPlane, String>>; MAX_POOL] =
+            [const { OnceLock::new() }; MAX_POOL];
+        match PLANES[slot.min(MAX_POOL - 1)].get_or_init(|| {
             let Some(assets) = assets_dir() else {
                 return Err(MISSING.to_string());
             };

@@ -18,9 +18,9 @@
 //! forwards ([`LogEntry`]). The real server's own audit log is at
 //! [`super::envtest::ControlPlane::audit_events`].
 //!
-//! One control plane serves the whole test binary. A [`TestApiServer`] holds the binary's
-//! cluster lock for its lifetime, so tests that use one run one at a time, and starting one
-//! first resets the cluster to a fresh state: no Calico objects, Nodes, calico pods or
+//! A small pool of control planes serves the test binary (two by default, see
+//! [`envtest::pool_size`]). A [`TestApiServer`] holds one of them for its lifetime, so at most
+//! one test at a time uses each, and starting one first resets that cluster to a fresh state: no Calico objects, Nodes, calico pods or
 //! charm-managed workloads, and the Calico CRDs as [`Options`] asks (exactly the upstream
 //! ones from `../shared/calico-crds`, or none). Objects are further isolated by name and label.
 //!
@@ -78,6 +78,10 @@ pub struct Options {
     pub calico_crds: bool,
     /// Where the upstream CRDs are read (at run time): `../shared/calico-crds`.
     pub crd_dir: PathBuf,
+    /// Run alone: no other test of the binary holds a cluster of the pool meanwhile (for
+    /// tests that load the machine with many hooks at once, beside which another test's
+    /// short deadlines would not hold).
+    pub alone: bool,
 }
 
 impl Default for Options {
@@ -85,6 +89,7 @@ impl Default for Options {
         Options {
             calico_crds: true,
             crd_dir: crd_schema::default_crd_dir(),
+            alone: false,
         }
     }
 }
@@ -94,6 +99,14 @@ impl Options {
     pub fn without_crds() -> Self {
         Options {
             calico_crds: false,
+            ..Options::default()
+        }
+    }
+
+    /// The default cluster, held while no other test of the binary holds one.
+    pub fn alone() -> Self {
+        Options {
+            alone: true,
             ..Options::default()
         }
     }
@@ -265,48 +278,80 @@ where
     rx.recv().expect("test runtime task")
 }
 
-/// The binary's cluster lock: the [`TestApiServer`]s of one test (thread) at a time. A test
-/// that starts a second one shares the cluster with its first (no reset).
-static CLUSTER: Mutex<Option<(std::thread::ThreadId, usize)>> = Mutex::new(None);
+/// The binary's cluster locks: each cluster of the pool ([`envtest::pool_size`]) serves the
+/// [`TestApiServer`]s of one test (thread) at a time. A test that starts a second one shares
+/// the cluster of its first (no reset). A test takes the lowest free cluster (started on first
+/// use), so a binary whose tests never overlap starts one.
+static CLUSTERS: Mutex<Vec<Option<(std::thread::ThreadId, usize)>>> = Mutex::new(Vec::new());
 static CLUSTER_FREE: std::sync::Condvar = std::sync::Condvar::new();
 
-/// This thread's hold on the cluster; `first` when it was not held before.
+/// This thread's hold on one cluster of the pool; `first` when it was not held before.
 struct ClusterHold {
+    slot: usize,
     first: bool,
+    owner: std::thread::ThreadId,
 }
 
 impl ClusterHold {
-    fn take() -> ClusterHold {
+    /// Hold a cluster of the pool; `alone`: and every other one too (slot 0 is the test's).
+    fn take(alone: bool) -> ClusterHold {
         let me = std::thread::current().id();
-        let mut held = lock(&CLUSTER);
+        let mut held = lock(&CLUSTERS);
+        if held.is_empty() {
+            held.resize(envtest::pool_size(), None);
+        }
         loop {
-            match held.as_mut() {
-                None => {
-                    *held = Some((me, 1));
-                    return ClusterHold { first: true };
+            if let Some(slot) = held
+                .iter()
+                .position(|h| matches!(h, Some((o, _)) if *o == me))
+            {
+                for (o, n) in held.iter_mut().flatten() {
+                    if *o == me {
+                        *n += 1;
+                    }
                 }
-                Some((owner, n)) if *owner == me => {
-                    *n += 1;
-                    return ClusterHold { first: false };
-                }
-                Some(_) => {
-                    held = CLUSTER_FREE.wait(held).unwrap_or_else(|p| p.into_inner());
-                }
+                return ClusterHold {
+                    slot,
+                    first: false,
+                    owner: me,
+                };
             }
+            if alone && held.iter().all(Option::is_none) {
+                held.iter_mut().for_each(|h| *h = Some((me, 1)));
+                return ClusterHold {
+                    slot: 0,
+                    first: true,
+                    owner: me,
+                };
+            }
+            if let Some(slot) = held.iter().position(Option::is_none).filter(|_| !alone) {
+                held[slot] = Some((me, 1));
+                return ClusterHold {
+                    slot,
+                    first: true,
+                    owner: me,
+                };
+            }
+            held = CLUSTER_FREE.wait(held).unwrap_or_else(|p| p.into_inner());
         }
     }
 }
 
 impl Drop for ClusterHold {
     fn drop(&mut self) {
-        let mut held = lock(&CLUSTER);
-        if let Some((_, n)) = held.as_mut() {
-            *n -= 1;
-            if *n == 0 {
-                *held = None;
-                CLUSTER_FREE.notify_all();
+        let me = self.owner;
+        let mut held = lock(&CLUSTERS);
+        for h in held.iter_mut() {
+            if let Some((o, n)) = h.as_mut()
+                && *o == me
+            {
+                *n -= 1;
+                if *n == 0 {
+                    *h = None;
+                }
             }
         }
+        CLUSTER_FREE.notify_all();
     }
 }
 
@@ -333,8 +378,8 @@ impl TestApiServer {
 
     /// The same, or say why it cannot.
     pub fn try_start(options: Options) -> Result<TestApiServer, String> {
-        let guard = ClusterHold::take();
-        let plane = ControlPlane::shared();
+        let guard = ClusterHold::take(options.alone);
+        let plane = ControlPlane::pooled(guard.slot);
         let admin = block(async move { plane.kube_client("admin").await })?;
         if guard.first {
             reset(&admin, &options)?;
