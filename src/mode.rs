@@ -16,7 +16,7 @@ use crate::juju::{HookTools, ToolError};
 use crate::problems::Cause;
 
 /// `state-get`/`state-set` key, and the peer application-data key.
-pub const STATE_KEY: &str = "datastore";
+pub(crate) const STATE_KEY: &str = "datastore";
 
 /// Calico's datastore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,7 +71,7 @@ pub struct Decision {
 
 /// Choose (pure). A remembered value the charm does not know (written by hand?) is
 /// [`Cause::UnknownDatastore`]: the charm will not guess.
-pub fn decide(facts: &ModeFacts) -> Result<Decision, Cause> {
+pub(crate) fn decide(facts: &ModeFacts) -> Result<Decision, Cause> {
     let parse = |v: &Option<String>| -> Result<Option<DatastoreType>, Cause> {
         match v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
             None => Ok(None),
@@ -108,7 +108,7 @@ pub fn decide(facts: &ModeFacts) -> Result<Decision, Cause> {
 /// Read the facts, decide, and record the decision (`state-set`; the leader's
 /// `relation-set --app` on the peer relation `peer_relation`). `application` names this
 /// unit's application (for reading the peer application data).
-pub fn resolve(
+pub(crate) fn resolve(
     tools: &impl HookTools,
     leader: bool,
     application: &str,

@@ -122,7 +122,7 @@ impl KubeCluster {
     }
 
     /// Converge `desired` and, if asked and the API answered, fold in calico-node's state.
-    pub async fn converge_async(&self, desired: &Desired) -> Outcome {
+    pub(crate) async fn converge_async(&self, desired: &Desired) -> Outcome {
         let ds: KubeDatastore = match connect_with(&self.kubeconfig, self.retry.clone()).await {
             Ok(ds) => ds,
             Err(err) => return Outcome::of(kubeconfig_cause(&err)),
@@ -176,7 +176,7 @@ impl KubeCluster {
 
     /// etcd mode: Calico's data to etcd (`etcd`, the relation's endpoints and credentials),
     /// the workloads to Kubernetes, then calico-node's state as on the Kubernetes datastore.
-    pub async fn converge_etcd_async(
+    pub(crate) async fn converge_etcd_async(
         &self,
         desired: &Desired,
         etcd: &crate::etcd::EtcdConfig,
@@ -237,7 +237,7 @@ impl KubeCluster {
 
     /// What calico-node reports on `node` now (for the `bgp-status` action): `Ok(None)`
     /// when there is no report (yet).
-    pub async fn read_node_status_async(
+    pub(crate) async fn read_node_status_async(
         &self,
         node: &str,
     ) -> Result<Option<Vec<crate::nodestatus::Reported>>, String> {

@@ -35,7 +35,7 @@ use crate::problems::Cause;
 use crate::render::workloads::{CALICO_NODE, Workloads};
 use crate::render::{Desired, Pools};
 
-pub use super::plan::waiting_for_node;
+pub(crate) use super::plan::waiting_for_node;
 
 /// Knobs of a converge that tests may turn.
 #[derive(Clone, Debug)]
@@ -102,7 +102,7 @@ pub struct Converged {
 }
 
 /// [`converge_with`], with what it saw on the way.
-pub async fn converge_detailed<C: CalicoDatastore, W: KubeWorkloads>(
+pub(crate) async fn converge_detailed<C: CalicoDatastore, W: KubeWorkloads>(
     desired: &Desired,
     calico: &C,
     kube: &W,
@@ -149,7 +149,7 @@ pub async fn check_node_agent<W: KubeWorkloads>(kube: &W, node: &str) -> Outcome
 
 /// The outcome of one failed datastore read outside a converge (`waiting` for an API that
 /// did not answer, `blocked` for a denial), worded as converge words it.
-pub fn failed_read(datastore: &str, kind: &str, err: DatastoreError) -> Outcome {
+pub(crate) fn failed_read(datastore: &str, kind: &str, err: DatastoreError) -> Outcome {
     let mut out = Outcome::default();
     let _ = record_fatal(&mut out, datastore, kind, err);
     out

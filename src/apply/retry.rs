@@ -321,7 +321,7 @@ fn next_cause<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError +
 
 /// A short description of a failure for an operator: the innermost cause
 /// (`Connection refused (os error 111)`), not the chain of wrappers.
-pub fn describe_error(err: &(dyn StdError + 'static)) -> String {
+pub(crate) fn describe_error(err: &(dyn StdError + 'static)) -> String {
     let mut current: &(dyn StdError + 'static) = err;
     let mut best = current.to_string();
     while let Some(next) = current.source() {

@@ -21,14 +21,14 @@ use secrecy::{ExposeSecret, SecretString};
 pub use client::{Compare, EtcdClient, EtcdError, EtcdSettings, Kv, Op, TxnResult};
 
 /// The relation endpoint (metadata.yaml `requires: etcd`).
-pub const ENDPOINT: &str = "etcd";
+pub(crate) const ENDPOINT: &str = "etcd";
 
 /// Relation keys the etcd charm sets.
-pub const KEY_CONNECTION_STRING: &str = "connection_string";
-pub const KEY_CLIENT_CERT: &str = "client_cert";
-pub const KEY_CLIENT_KEY: &str = "client_key";
-pub const KEY_CLIENT_CA: &str = "client_ca";
-pub const KEY_VERSION: &str = "version";
+pub(crate) const KEY_CONNECTION_STRING: &str = "connection_string";
+pub(crate) const KEY_CLIENT_CERT: &str = "client_cert";
+pub(crate) const KEY_CLIENT_KEY: &str = "client_key";
+pub(crate) const KEY_CLIENT_CA: &str = "client_ca";
+pub(crate) const KEY_VERSION: &str = "version";
 
 /// One etcd client URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,7 +104,7 @@ impl PartialEq for EtcdConfig {
 /// Parse a connection string: comma-separated `https://host:port` URLs (a path, if any, is
 /// ignored). Plain `http://` is refused: the relation's client certificate would be unused
 /// and Calico's data would cross the network in the clear.
-pub fn parse_connection_string(text: &str) -> Result<Vec<Endpoint>, RelationDataError> {
+pub(crate) fn parse_connection_string(text: &str) -> Result<Vec<Endpoint>, RelationDataError> {
     let invalid = |m: String| RelationDataError::Invalid(m);
     let mut endpoints = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {

@@ -45,7 +45,7 @@ impl JujuLogLayer {
     ///
     /// Once `juju-log` has timed out, the rest of the hook logs to stderr: a hung `juju-log`
     /// must not cost a timeout per line.
-    pub fn juju_log() -> JujuLogLayer {
+    pub(crate) fn juju_log() -> JujuLogLayer {
         JujuLogLayer::new(Arc::new(|level, message| {
             if JUJU_LOG_HUNG.load(Ordering::Relaxed) {
                 eprintln!("{} {message}", level.as_str());
@@ -90,7 +90,7 @@ pub fn wanted(metadata: &Metadata<'_>) -> bool {
 }
 
 /// The juju-log level for a tracing level.
-pub fn juju_level(level: &Level) -> LogLevel {
+pub(crate) fn juju_level(level: &Level) -> LogLevel {
     match *level {
         Level::ERROR => LogLevel::Error,
         Level::WARN => LogLevel::Warning,
@@ -157,7 +157,7 @@ impl Visit for Line {
 
 /// One event as the line the layer writes: redacted, control characters blanked, at most
 /// [`crate::redact::MAX_LOG_LINE`] bytes.
-pub fn format_event(event: &Event<'_>) -> String {
+pub(crate) fn format_event(event: &Event<'_>) -> String {
     let mut line = Line::default();
     event.record(&mut line);
     let mut text = line.message.text;

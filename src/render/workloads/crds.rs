@@ -79,7 +79,7 @@ const fn calico(kind: &'static str, plural: &'static str, scope: Scope, status: 
 
 /// The kinds without a typed model in the charm (the CRDs of Calico v3.32.1's
 /// `libcalico-go/config/crd/`, see `docs/workloads-versions.md`, "Sources").
-pub const OPEN_KINDS: [OpenKind; 19] = [
+pub(crate) const OPEN_KINDS: [OpenKind; 19] = [
     calico("BGPFilter", "bgpfilters", Scope::Cluster, false),
     calico("BlockAffinity", "blockaffinities", Scope::Cluster, false),
     calico(
@@ -262,7 +262,7 @@ fn open_typed(mut crd: CustomResourceDefinition, status: bool) -> CustomResource
 }
 
 /// The CRD of an open kind.
-pub fn open_crd(k: &OpenKind) -> CustomResourceDefinition {
+pub(crate) fn open_crd(k: &OpenKind) -> CustomResourceDefinition {
     let mut root = typed("object");
     add_object_basics(&mut root);
     let props = root.properties.get_or_insert_with(BTreeMap::new);
