@@ -20,7 +20,7 @@ pub(crate) const STATE_KEY: &str = "datastore";
 
 /// Calico's datastore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DatastoreType {
+pub(crate) enum DatastoreType {
     /// Calico's Kubernetes datastore (KDD): Calico's data in CRDs of the cluster.
     Kubernetes,
     /// Calico's etcdv3 datastore, reached over the `etcd` relation.
@@ -47,7 +47,7 @@ impl DatastoreType {
 
 /// What [`decide`] reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ModeFacts {
+pub(crate) struct ModeFacts {
     /// This unit's remembered choice (`state-get datastore`), as stored.
     pub remembered: Option<String>,
     /// The leader's published choice (peer application data), as stored.
@@ -59,7 +59,7 @@ pub struct ModeFacts {
 
 /// The datastore to use this hook, and what to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub datastore: DatastoreType,
     /// `state-set` it (a choice made or learnt this hook).
     pub remember: bool,

@@ -31,7 +31,7 @@ pub(crate) const SESSIONS_KEY: &str = "topology-sessions";
 
 /// One problem as a unit sees it (published by the leader).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnitProblem {
+pub(crate) struct UnitProblem {
     pub kind: String,
     pub severity: String,
     pub message: String,
@@ -42,7 +42,7 @@ pub struct UnitProblem {
 
 /// What the peer relation said this hook.
 #[derive(Clone, Debug, Default)]
-pub struct Bgp {
+pub(crate) struct Bgp {
     /// This unit's problems (from the leader's computation).
     pub problems: Vec<UnitProblem>,
     /// The whole topology, when this unit computed it (the leader).

@@ -53,7 +53,7 @@ pub(crate) fn working() -> UnitStatus {
 /// kind there are, and (on an active unit) the notes appended to `Ready`. Code decides on
 /// these; [`Shown::unit_status`] words them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shown {
+pub(crate) struct Shown {
     pub cause: Cause,
     /// Causes of the same kind not shown (counted in the message).
     pub more: usize,
@@ -107,7 +107,7 @@ impl Shown {
 
 /// What is known at the end of a reconcile, from which the unit's status follows.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// Every validation error (empty when the config is valid).
     pub config_errors: &'a [ConfigError],
     /// Number of validation warnings of a valid config.

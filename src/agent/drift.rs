@@ -75,7 +75,7 @@ pub(crate) fn agent_desired(
 
 /// Where an object lives.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Key {
+pub(crate) struct Key {
     pub api_version: String,
     pub kind: String,
     /// Empty for cluster-scoped kinds.
@@ -190,7 +190,7 @@ pub struct Budget {
 
 /// What to do about a drift of one object at `now`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Correct it after this delay.
     After(Duration),
     /// Another manager keeps reverting it: do not correct, report a conflict.

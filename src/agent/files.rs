@@ -93,7 +93,7 @@ impl AgentDesired {
 
 /// An object the agent stopped correcting: another manager keeps reverting it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Conflict {
+pub(crate) struct Conflict {
     /// `Kind/name`.
     pub object: String,
     /// The other manager, from the object's managed fields (`kubectl-edit`, ...).
@@ -102,7 +102,7 @@ pub struct Conflict {
 
 /// What the agent reports.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AgentState {
+pub(crate) struct AgentState {
     pub pid: u32,
     /// Unix seconds of the last write (every [`HEARTBEAT`] at least).
     pub heartbeat: u64,

@@ -85,7 +85,7 @@ pub async fn converge_with<C: CalicoDatastore, W: KubeWorkloads>(
 
 /// What a converge did, and what it saw that spares a later read.
 #[derive(Clone, Debug, Default)]
-pub struct Converged {
+pub(crate) struct Converged {
     pub outcome: Outcome,
     /// The leader saw the calico-node DaemonSet unchanged and every pod it schedules
     /// updated, ready and available ([`super::readiness::daemon_set_ready`]): this node's

@@ -10,7 +10,7 @@ use super::release::CalicoVersion;
 
 /// One Calico minor release and the Kubernetes minors it is tested on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tested {
+pub(crate) struct Tested {
     pub calico: (u32, u32),
     pub kubernetes: &'static [(u32, u32)],
     /// Where the list was read.

@@ -34,7 +34,7 @@ pub(crate) fn rpf_blocked(config: &CharmConfig, rp_filter: Option<u8>) -> Option
 
 /// What to do about `vxlan.calico`'s TX checksum offload on this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VxlanChecksumStep {
+pub(crate) enum VxlanChecksumStep {
     /// Nothing: no VXLAN, the option is off, or Felix does it (Calico v3.20 and later).
     Nothing,
     /// Run `ethtool -K vxlan.calico tx-checksum-ip-generic off` (again on every hook: it is

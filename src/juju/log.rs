@@ -19,7 +19,7 @@ use tracing_subscriber::prelude::*;
 use super::tools::{LogLevel, run_tool};
 
 /// Where formatted log lines go.
-pub type Sink = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
+pub(crate) type Sink = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
 
 thread_local! {
     /// Set while the layer is writing an event: anything logged from inside the sink (for
@@ -31,7 +31,7 @@ thread_local! {
 static JUJU_LOG_HUNG: AtomicBool = AtomicBool::new(false);
 
 /// A tracing layer that hands every event (message and fields on one line) to a sink.
-pub struct JujuLogLayer {
+pub(crate) struct JujuLogLayer {
     sink: Sink,
 }
 

@@ -260,7 +260,7 @@ pub(crate) const MAX_TOOL_STDERR: usize = 64 * 1024;
 
 /// What a finished process printed.
 #[derive(Debug)]
-pub struct ProcessOutput {
+pub(crate) struct ProcessOutput {
     pub status: std::process::ExitStatus,
     pub stdout: String,
     pub stderr: String,

@@ -39,7 +39,7 @@ pub struct UnitInput {
 
 /// A Calico node with everything the model needs: what the charm gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeFacts {
+pub(crate) struct NodeFacts {
     pub unit: String,
     pub unit_id: u32,
     pub node_name: String,

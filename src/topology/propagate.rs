@@ -111,13 +111,13 @@ struct St {
 
 /// Why a node's routes do not reach another.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     Reached,
     NoRoute,
     NextHop(IpAddr),
 }
 
-pub struct Propagation {
+pub(crate) struct Propagation {
     pub reach: Vec<Reach>,
     pub external: Vec<ExternalRouter>,
     pub reached: Vec<Vec<bool>>,

@@ -49,7 +49,7 @@ impl Scope {
 
 /// A kind the charm never writes: identity only, open schema.
 #[derive(Clone, Copy, Debug)]
-pub struct OpenKind {
+pub(crate) struct OpenKind {
     /// Annotations upstream's CRD carries that the API server requires: a CRD in a
     /// protected group (`*.k8s.io`, `*.kubernetes.io`) must name its API review.
     pub annotations: &'static [(&'static str, &'static str)],
