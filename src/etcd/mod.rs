@@ -18,6 +18,8 @@ pub mod store;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::problems::Cause;
+
 pub use client::{Compare, EtcdClient, EtcdError, EtcdSettings, Kv, Op, TxnResult};
 
 /// The relation endpoint (metadata.yaml `requires: etcd`).
@@ -54,19 +56,16 @@ impl Endpoint {
     }
 }
 
-/// Why the relation's data cannot be used.
+/// Why the relation's data cannot be used. Worded as the status words it
+/// ([`Cause::EtcdIncomplete`], [`Cause::EtcdRelationInvalid`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RelationDataError {
     /// Keys not published yet (the etcd charm sets them once its cluster is up).
-    #[error("{}", missing_message(.0))]
+    #[error("{}", Cause::EtcdIncomplete(.0.clone()))]
     Missing(Vec<&'static str>),
     /// A value that cannot work as given.
-    #[error("etcd relation: {0}")]
+    #[error("{}", Cause::EtcdRelationInvalid(.0.clone()))]
     Invalid(String),
-}
-
-fn missing_message(keys: &[&'static str]) -> String {
-    format!("Waiting for etcd: no {} yet", keys.join(", "))
 }
 
 /// What the etcd relation gives: endpoints and TLS credentials. `Debug` leaves the key out.
