@@ -183,6 +183,12 @@ struct Run<'a, C, W> {
 /// Record an error. Returns `Err(Abort)` for faults that make going on pointless (the API
 /// is unreachable or refuses us, Calico's kinds are not installed), `Ok(())` for a problem
 /// with one object, after which converge goes on with the others.
+/// Whether a stored workload object still carries the label `ops.manifests` puts on what
+/// today's Calico charm applies (`juju.io/manifest`), which adoption removes.
+fn from_earlier_charm(live: &serde_json::Value) -> bool {
+    live.pointer("/metadata/labels/juju.io~1manifest").is_some()
+}
+
 fn record_fatal(
     out: &mut Outcome,
     datastore: &str,
@@ -328,7 +334,11 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 Ok(after) => {
                     let rv = after.resource_version.clone();
                     self.applied(format!("{kind}/{name}"), before, rv);
-                    if workloads.adopt {
+                    // Only objects someone else made: not labelled as the charm's before
+                    // this apply, or still carrying the earlier charm's manifest label (a
+                    // take-over that failed half-way). The charm's own objects keep what
+                    // other managers (an operator's kubectl) added to them.
+                    if workloads.adopt && (before.is_none() || from_earlier_charm(&after.live)) {
                         adopted &= self.take_over(object, &after).await?;
                     }
                 }
@@ -338,7 +348,7 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 }
             }
         }
-        // Objects already as wanted may still hold another manager's fields.
+        // Objects already as wanted may still hold the earlier charm's fields.
         if workloads.adopt {
             for object in super::plan::workload_objects(workloads) {
                 let (namespace, name) = object.key();
@@ -346,10 +356,12 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 if !plan.unchanged.contains(&format!("{kind}/{name}")) {
                     continue;
                 }
-                if let Some(live) = owned
-                    .iter()
-                    .find(|o| o.kind == kind && o.namespace == namespace && o.name == name)
-                {
+                if let Some(live) = owned.iter().find(|o| {
+                    o.kind == kind
+                        && o.namespace == namespace
+                        && o.name == name
+                        && from_earlier_charm(&o.live)
+                }) {
                     adopted &= self.take_over(&object, live).await?;
                 }
             }
