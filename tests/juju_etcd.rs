@@ -752,6 +752,13 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
             json!({"node": NODE, "peerIP": "10.0.0.2", "asNumber": 65000}),
         ),
     );
+    // A peer of the same name for another node (not this unit's machine): never taken.
+    let elsewhere = calicoctl(
+        "BGPPeer",
+        "calico-0-10.0.0.3-65000",
+        json!({"node": "another-node", "peerIP": "10.0.0.3", "asNumber": 65000}),
+    );
+    etcd.put(&format!("{R}bgppeers/calico-0-10.0.0.3-65000"), &elsewhere);
     unit.set_config("global-bgp-peers", peers);
     relate_etcd(&unit, &etcd.relation_data());
 
@@ -778,8 +785,16 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
         "calico-charm"
     );
     assert_eq!(pool["spec"]["blockSize"], 26, "others' fields kept");
-    // The wanted peer adopted (same uid, now labelled); the unwanted one pruned.
-    assert_eq!(names(etcd, "bgppeers"), ["calico-0-10.0.0.2-65000"]);
+    // The wanted peer adopted (same uid, now labelled); the unwanted one pruned; the one
+    // of another node left exactly as it was.
+    assert_eq!(
+        names(etcd, "bgppeers"),
+        ["calico-0-10.0.0.2-65000", "calico-0-10.0.0.3-65000"]
+    );
+    assert_eq!(
+        etcd.get(&format!("{R}bgppeers/calico-0-10.0.0.3-65000")),
+        Some(elsewhere)
+    );
     let peer = etcd
         .get(&format!("{R}bgppeers/calico-0-10.0.0.2-65000"))
         .unwrap();
