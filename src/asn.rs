@@ -11,7 +11,7 @@ pub struct AsNumber(pub u32);
 pub const INT32_MAX: u32 = 2_147_483_647;
 
 /// What an AS number must look like, for error messages.
-pub const EXPECTED: &str = "expected an AS number from 1 to 4294967295, as an integer \
+pub(crate) const EXPECTED: &str = "expected an AS number from 1 to 4294967295, as an integer \
      (64512) or an asdot string (\"1.10\" = 65546)";
 
 /// Why a value is not an AS number. `Display` says what was found and what is expected.

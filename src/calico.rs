@@ -9,11 +9,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The API group the charm writes (Calico's KDD storage group).
-pub const GROUP: &str = "crd.projectcalico.org";
+pub(crate) const GROUP: &str = "crd.projectcalico.org";
 /// The API version the charm writes.
-pub const VERSION: &str = "v1";
+pub(crate) const VERSION: &str = "v1";
 /// `apiVersion` of every Calico object the charm writes.
-pub const API_VERSION: &str = "crd.projectcalico.org/v1";
+pub(crate) const API_VERSION: &str = "crd.projectcalico.org/v1";
 
 /// Label every object the charm writes carries.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -35,7 +35,7 @@ pub fn charm_labels(owner: Option<&str>) -> std::collections::BTreeMap<String, S
 }
 
 /// Field manager used for server-side apply.
-pub const FIELD_MANAGER: &str = "calico-charm";
+pub(crate) const FIELD_MANAGER: &str = "calico-charm";
 
 /// Node annotation holding the node's AS number (Calico KDD).
 pub const AS_NUMBER_ANNOTATION: &str = "projectcalico.org/ASNumber";
@@ -44,15 +44,15 @@ pub const RR_CLUSTER_ID_ANNOTATION: &str = "projectcalico.org/RouteReflectorClus
 /// Every Node annotation the charm may set and removes when it does not want it.
 pub const NODE_ANNOTATIONS: [&str; 2] = [AS_NUMBER_ANNOTATION, RR_CLUSTER_ID_ANNOTATION];
 /// Node annotation holding the node's BGP address (`spec.bgp.ipv4Address`), with prefix.
-pub const IPV4_ADDRESS_ANNOTATION: &str = "projectcalico.org/IPv4Address";
+pub(crate) const IPV4_ADDRESS_ANNOTATION: &str = "projectcalico.org/IPv4Address";
 /// Node annotations the charm sets but never removes: calico-node owns them too (it writes
 /// its own value when it starts on a node without one), so a unit that stops wanting one
 /// leaves calico-node's choice in place.
-pub const NODE_SET_ONLY_ANNOTATIONS: [&str; 1] = [IPV4_ADDRESS_ANNOTATION];
+pub(crate) const NODE_SET_ONLY_ANNOTATIONS: [&str; 1] = [IPV4_ADDRESS_ANNOTATION];
 
 /// Whether the charm reads and sets this Node annotation ([`NODE_ANNOTATIONS`] or
 /// [`NODE_SET_ONLY_ANNOTATIONS`]).
-pub fn is_charm_node_annotation(key: &str) -> bool {
+pub(crate) fn is_charm_node_annotation(key: &str) -> bool {
     NODE_ANNOTATIONS.contains(&key) || NODE_SET_ONLY_ANNOTATIONS.contains(&key)
 }
 

@@ -22,15 +22,15 @@ use std::path::{Path, PathBuf};
 use crate::problems::{Cause, Outcome};
 
 /// The charm resource's name (metadata.yaml).
-pub const RESOURCE: &str = "calicoctl";
+pub(crate) const RESOURCE: &str = "calicoctl";
 /// Environment variable: where the wrapper goes (tests).
 pub const WRAPPER_ENV: &str = "CALICO_CHARM_CALICOCTL";
 /// Environment variable: the directory of the installed binary and its fingerprint (tests).
 pub const DIR_ENV: &str = "CALICO_CHARM_CALICOCTL_DIR";
 /// Default wrapper path: on every login's `PATH`.
-pub const DEFAULT_WRAPPER: &str = "/usr/local/bin/calicoctl";
+pub(crate) const DEFAULT_WRAPPER: &str = "/usr/local/bin/calicoctl";
 /// Default directory of the binary (not on `PATH`: only the wrapper is).
-pub const DEFAULT_DIR: &str = "/usr/local/lib/calico-charm";
+pub(crate) const DEFAULT_DIR: &str = "/usr/local/lib/calico-charm";
 
 /// Where calicoctl is installed and which kubeconfig it is given.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +89,7 @@ pub fn wrapper(binary: &Path, kubeconfig: &Path) -> String {
 
 /// The wrapper for a datastore: with `etcd`, calicoctl talks to Calico's etcd with the
 /// unit's credential files (readable by root only: the wrapper says to use sudo).
-pub fn wrapper_for(binary: &Path, kubeconfig: &Path, etcd: Option<&EtcdAccess>) -> String {
+pub(crate) fn wrapper_for(binary: &Path, kubeconfig: &Path, etcd: Option<&EtcdAccess>) -> String {
     let q = |p: &Path| quote(&p.display().to_string());
     let Some(etcd) = etcd else {
         return format!(
@@ -144,7 +144,7 @@ pub fn wrapper_for(binary: &Path, kubeconfig: &Path, etcd: Option<&EtcdAccess>) 
 }
 
 /// Why an attached file is not installed: it is not a program (ELF or `#!` script).
-pub fn check_program(head: &[u8]) -> Result<(), String> {
+pub(crate) fn check_program(head: &[u8]) -> Result<(), String> {
     if head.starts_with(b"\x7fELF") || head.starts_with(b"#!") {
         Ok(())
     } else if head.starts_with(&[0x1f, 0x8b]) {

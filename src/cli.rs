@@ -117,7 +117,7 @@ pub struct ValidateArgs {
 
 /// The largest option file `render` and `validate` read: every option at its cap
 /// ([`config::MAX_OPTION_BYTES`]) fits.
-pub const MAX_CONFIG_FILE: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_CONFIG_FILE: u64 = 16 * 1024 * 1024;
 
 pub(crate) fn read_config(path: &std::path::Path) -> anyhow::Result<String> {
     let (reader, what): (Box<dyn Read>, String) = if path.as_os_str() == "-" {

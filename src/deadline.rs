@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 /// Time the hook allows beyond the Kubernetes API budget: the hook-tool calls before and
 /// after the API work, the pool settle pause and local work (all normally milliseconds).
-pub const HOOK_MARGIN: Duration = Duration::from_secs(20);
+pub(crate) const HOOK_MARGIN: Duration = Duration::from_secs(20);
 
 /// The least time a call still gets once the deadline has passed, so that the hook can still
 /// report its status (a hook tool answers in milliseconds).
-pub const FLOOR: Duration = Duration::from_secs(1);
+pub(crate) const FLOOR: Duration = Duration::from_secs(1);
 
 static DEADLINE: OnceLock<Instant> = OnceLock::new();
 
@@ -33,11 +33,6 @@ pub fn remaining() -> Option<Duration> {
         .map(|d| d.saturating_duration_since(Instant::now()))
 }
 
-/// Whether the deadline has passed.
-pub fn passed() -> bool {
-    remaining().is_some_and(|r| r.is_zero())
-}
-
 /// A timeout for one wait: `timeout`, but no more than what is left of the deadline (and at
 /// least [`FLOOR`]).
 pub fn bound(timeout: Duration) -> Duration {
@@ -48,11 +43,11 @@ pub fn bound(timeout: Duration) -> Duration {
 }
 
 /// Environment variable: the margin in seconds (default 20; tests).
-pub const MARGIN_ENV: &str = "CALICO_CHARM_HOOK_MARGIN_SECS";
+pub(crate) const MARGIN_ENV: &str = "CALICO_CHARM_HOOK_MARGIN_SECS";
 
 /// The whole hook deadline for an API budget: the budget plus [`HOOK_MARGIN`] (or
 /// `CALICO_CHARM_HOOK_MARGIN_SECS`).
-pub fn hook_total(api_budget: Duration) -> Duration {
+pub(crate) fn hook_total(api_budget: Duration) -> Duration {
     let margin = std::env::var(MARGIN_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())

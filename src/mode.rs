@@ -16,11 +16,11 @@ use crate::juju::{HookTools, ToolError};
 use crate::problems::Cause;
 
 /// `state-get`/`state-set` key, and the peer application-data key.
-pub const STATE_KEY: &str = "datastore";
+pub(crate) const STATE_KEY: &str = "datastore";
 
 /// Calico's datastore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DatastoreType {
+pub(crate) enum DatastoreType {
     /// Calico's Kubernetes datastore (KDD): Calico's data in CRDs of the cluster.
     Kubernetes,
     /// Calico's etcdv3 datastore, reached over the `etcd` relation.
@@ -47,7 +47,7 @@ impl DatastoreType {
 
 /// What [`decide`] reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ModeFacts {
+pub(crate) struct ModeFacts {
     /// This unit's remembered choice (`state-get datastore`), as stored.
     pub remembered: Option<String>,
     /// The leader's published choice (peer application data), as stored.
@@ -59,7 +59,7 @@ pub struct ModeFacts {
 
 /// The datastore to use this hook, and what to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub datastore: DatastoreType,
     /// `state-set` it (a choice made or learnt this hook).
     pub remember: bool,
@@ -71,7 +71,7 @@ pub struct Decision {
 
 /// Choose (pure). A remembered value the charm does not know (written by hand?) is
 /// [`Cause::UnknownDatastore`]: the charm will not guess.
-pub fn decide(facts: &ModeFacts) -> Result<Decision, Cause> {
+pub(crate) fn decide(facts: &ModeFacts) -> Result<Decision, Cause> {
     let parse = |v: &Option<String>| -> Result<Option<DatastoreType>, Cause> {
         match v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
             None => Ok(None),
@@ -108,7 +108,7 @@ pub fn decide(facts: &ModeFacts) -> Result<Decision, Cause> {
 /// Read the facts, decide, and record the decision (`state-set`; the leader's
 /// `relation-set --app` on the peer relation `peer_relation`). `application` names this
 /// unit's application (for reading the peer application data).
-pub fn resolve(
+pub(crate) fn resolve(
     tools: &impl HookTools,
     leader: bool,
     application: &str,

@@ -23,20 +23,20 @@ use crate::status::{Shown, StatusKind};
 /// The first release with `CalicoNodeStatus`: Calico v3.22 introduced the resource (its
 /// reference page, projectcalico/calico `reference/resources/caliconodestatus.md`, and the
 /// `caliconodestatuses` CRD first appear in that release; see docs/workloads-versions.md).
-pub const FIRST_RELEASE: CalicoVersion = CalicoVersion::new(3, 22, 0);
+pub(crate) const FIRST_RELEASE: CalicoVersion = CalicoVersion::new(3, 22, 0);
 
 /// How often calico-node refreshes the report. Upstream warns that short periods on many
 /// nodes load the API server (the resource page's "Notes": 10 nodes at 1 s cost 5% of a
 /// vCPU each); the charm reads the report once per hook, at most every few minutes
 /// (`update-status` runs every 5 minutes by default), so one refresh per minute keeps it
 /// fresh for the reader at 1/60 of that load: 1000 nodes write about 17 times a second.
-pub const UPDATE_PERIOD_SECONDS: u32 = 60;
+pub(crate) const UPDATE_PERIOD_SECONDS: u32 = 60;
 
 /// The report class the charm asks for.
-pub const BGP_CLASS: &str = "BGP";
+pub(crate) const BGP_CLASS: &str = "BGP";
 
 /// The state BIRD reports for a working session.
-pub const ESTABLISHED: &str = "Established";
+pub(crate) const ESTABLISHED: &str = "Established";
 
 /// Whether calico-node of this release writes `CalicoNodeStatus`.
 pub fn supported(version: CalicoVersion) -> bool {
@@ -75,7 +75,7 @@ pub fn matches(live: &CalicoNodeStatus, want: &CalicoNodeStatus) -> bool {
 }
 
 /// Whether this unit owns the object (its unit label), so that it may delete it.
-pub fn owned_by(live: &CalicoNodeStatus, owner: &str) -> bool {
+pub(crate) fn owned_by(live: &CalicoNodeStatus, owner: &str) -> bool {
     live.metadata
         .labels
         .as_ref()
@@ -171,7 +171,7 @@ pub fn compare(expected: Option<&[IpAddr]>, reported: &[Reported]) -> Health {
 /// are not as expected. Any other status stays as it is: it names a cause that comes first.
 /// A node with no session expected and none reported gets nothing added (the topology's
 /// problems already say a node without sessions is cut off).
-pub fn status_with(status: Shown, health: &Health) -> Shown {
+pub(crate) fn status_with(status: Shown, health: &Health) -> Shown {
     if status.kind() != StatusKind::Active || (health.total == 0 && health.healthy()) {
         return status;
     }

@@ -23,15 +23,15 @@ use crate::topology::{self, Severity, Topology, UnitInput};
 use crate::unit::UnitFacts;
 
 /// The peer endpoint (metadata.yaml `peers: calico`).
-pub const PEER_ENDPOINT: &str = "calico";
+pub(crate) const PEER_ENDPOINT: &str = "calico";
 /// The application-data key holding every unit's problems.
-pub const PROBLEMS_KEY: &str = "topology-problems";
+pub(crate) const PROBLEMS_KEY: &str = "topology-problems";
 /// The application-data key holding every unit's expected session peers.
-pub const SESSIONS_KEY: &str = "topology-sessions";
+pub(crate) const SESSIONS_KEY: &str = "topology-sessions";
 
 /// One problem as a unit sees it (published by the leader).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnitProblem {
+pub(crate) struct UnitProblem {
     pub kind: String,
     pub severity: String,
     pub message: String,
@@ -42,9 +42,7 @@ pub struct UnitProblem {
 
 /// What the peer relation said this hook.
 #[derive(Clone, Debug, Default)]
-pub struct Bgp {
-    /// The peer relation, when there is one.
-    pub relation: Option<String>,
+pub(crate) struct Bgp {
     /// This unit's problems (from the leader's computation).
     pub problems: Vec<UnitProblem>,
     /// The whole topology, when this unit computed it (the leader).
@@ -57,7 +55,7 @@ pub struct Bgp {
 
 /// This unit's address with its subnet's prefix (from `network-get cni`, see
 /// [`UnitFacts::with_prefix`]), else a host prefix.
-pub fn bind_network(facts: &UnitFacts) -> IpNetwork {
+pub(crate) fn bind_network(facts: &UnitFacts) -> IpNetwork {
     facts
         .address_prefix
         .and_then(|p| IpNetwork::new(facts.address, p).ok())
@@ -65,7 +63,7 @@ pub fn bind_network(facts: &UnitFacts) -> IpNetwork {
 }
 
 /// The settings this unit publishes.
-pub fn own_settings(
+pub(crate) fn own_settings(
     config: &CharmConfig,
     facts: &UnitFacts,
     network: IpNetwork,
@@ -85,7 +83,7 @@ pub fn own_settings(
 }
 
 /// Every unit that published usable facts on `rid`, this one first.
-pub fn gather_units(
+pub(crate) fn gather_units(
     tools: &impl HookTools,
     rid: &str,
     me: UnitInput,
@@ -110,7 +108,7 @@ pub fn gather_units(
 }
 
 /// Each unit's problems, for the application data.
-pub fn problems_by_unit(t: &Topology) -> BTreeMap<String, Vec<UnitProblem>> {
+pub(crate) fn problems_by_unit(t: &Topology) -> BTreeMap<String, Vec<UnitProblem>> {
     let mut out: BTreeMap<String, Vec<UnitProblem>> = BTreeMap::new();
     for node in &t.nodes {
         let list: Vec<UnitProblem> = t
@@ -139,13 +137,13 @@ pub fn problems_by_unit(t: &Topology) -> BTreeMap<String, Vec<UnitProblem>> {
 
 /// The largest `topology-problems` value published (one hook-tool argument must stay well
 /// below the kernel's 128 KiB limit).
-pub const MAX_PROBLEMS_JSON: usize = 96 * 1024;
+pub(crate) const MAX_PROBLEMS_JSON: usize = 96 * 1024;
 /// Characters of each message kept in the application data.
 const MAX_PUBLISHED_MESSAGE: usize = 300;
 
 /// `topology-problems` as JSON: messages shortened, and units left out (logged) once the value
 /// would pass [`MAX_PROBLEMS_JSON`]; each unit's cut-off problem comes first.
-pub fn bounded_problems_json(by_unit: &BTreeMap<String, Vec<UnitProblem>>) -> String {
+pub(crate) fn bounded_problems_json(by_unit: &BTreeMap<String, Vec<UnitProblem>>) -> String {
     let mut out: BTreeMap<&str, Vec<UnitProblem>> = BTreeMap::new();
     let mut size = 2;
     let mut left_out = 0;
@@ -175,7 +173,7 @@ pub fn bounded_problems_json(by_unit: &BTreeMap<String, Vec<UnitProblem>>) -> St
 }
 
 /// Each unit's expected session peers, in the model's order.
-pub fn sessions_by_unit(t: &Topology) -> BTreeMap<String, Vec<IpAddr>> {
+pub(crate) fn sessions_by_unit(t: &Topology) -> BTreeMap<String, Vec<IpAddr>> {
     t.nodes
         .iter()
         .map(|n| (n.unit.clone(), n.sessions.iter().map(|s| s.peer).collect()))
@@ -185,7 +183,7 @@ pub fn sessions_by_unit(t: &Topology) -> BTreeMap<String, Vec<IpAddr>> {
 /// `topology-sessions` as JSON, units left out (logged; they then judge calico-node's report
 /// alone) once the value would pass [`MAX_PROBLEMS_JSON`]. A full mesh of about 300 IPv4
 /// nodes fits.
-pub fn bounded_sessions_json(by_unit: &BTreeMap<String, Vec<IpAddr>>) -> String {
+pub(crate) fn bounded_sessions_json(by_unit: &BTreeMap<String, Vec<IpAddr>>) -> String {
     let mut out: BTreeMap<&str, &Vec<IpAddr>> = BTreeMap::new();
     let mut size = 2;
     let mut left_out = 0;
@@ -207,20 +205,10 @@ pub fn bounded_sessions_json(by_unit: &BTreeMap<String, Vec<IpAddr>>) -> String 
     serde_json::to_string(&out).unwrap_or_else(|_| "{}".into())
 }
 
-/// Publish this unit's facts; on the leader compute the topology and publish every unit's
+/// Publish this unit's facts on the peer relation `relation` (looked up once per hook;
+/// `None`: there is none yet); on the leader compute the topology and publish every unit's
 /// problems; read this unit's.
-pub fn sync(
-    tools: &impl HookTools,
-    config: &CharmConfig,
-    facts: &UnitFacts,
-) -> Result<Bgp, ToolError> {
-    let rid = tools.relation_ids(PEER_ENDPOINT)?.into_iter().next();
-    sync_on(tools, config, facts, rid.as_deref())
-}
-
-/// [`sync`] on the peer relation `relation` already looked up this hook (`None`: there is
-/// none yet).
-pub fn sync_on(
+pub(crate) fn sync_on(
     tools: &impl HookTools,
     config: &CharmConfig,
     facts: &UnitFacts,
@@ -233,10 +221,7 @@ pub fn sync_on(
     let settings = own_settings(config, facts, network);
     let pairs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     tools.relation_set(&rid, &pairs)?;
-    let mut bgp = Bgp {
-        relation: Some(rid.clone()),
-        ..Bgp::default()
-    };
+    let mut bgp = Bgp::default();
     if facts.leader {
         let me = UnitInput {
             unit: facts.unit_name.clone(),
@@ -337,7 +322,7 @@ fn head(message: &str) -> &str {
 
 /// The unit's status with its BGP problems: `blocked` when cut off (unless already blocked
 /// for another cause), a suffix naming the first problem otherwise.
-pub fn status_with(status: Shown, bgp: &Bgp) -> Shown {
+pub(crate) fn status_with(status: Shown, bgp: &Bgp) -> Shown {
     if let Some(p) = bgp.problems.iter().find(|p| p.cut_off) {
         if status.kind() == StatusKind::Blocked {
             return status;
@@ -382,7 +367,7 @@ fn local_topology(
 }
 
 /// `topology` (leader): the whole model as text and JSON.
-pub fn action_topology(
+pub(crate) fn action_topology(
     tools: &impl HookTools,
     config: &CharmConfig,
     facts: &UnitFacts,
@@ -433,7 +418,7 @@ pub fn action_topology(
 /// `bgp-status`: this unit's sessions, expected (the model) and actual.
 /// `report` is what calico-node reported in this node's `CalicoNodeStatus` (`None`: the
 /// charm could not ask, e.g. no cluster; `Ok(None)`: no report yet).
-pub fn action_bgp_status(
+pub(crate) fn action_bgp_status(
     tools: &impl HookTools,
     config: &CharmConfig,
     facts: &UnitFacts,

@@ -148,7 +148,7 @@ impl Health {
     }
 
     /// Whether every session is as the model expects.
-    pub fn healthy(&self) -> bool {
+    pub(crate) fn healthy(&self) -> bool {
         self.troubles.is_empty()
     }
 }
@@ -502,7 +502,7 @@ impl Cause {
 
     /// A note on `Ready` that joins the first note's parentheses (`Ready (a); b`), rather
     /// than standing in its own (`Ready (a) (b)`).
-    pub fn joins_notes(&self) -> bool {
+    pub(crate) fn joins_notes(&self) -> bool {
         matches!(
             self,
             Cause::ConfigWarnings(_) | Cause::BgpEstablished { .. } | Cause::BgpNote { .. }

@@ -31,7 +31,7 @@ use crate::status::{self, Shown, StatusKind, UnitStatus};
 use crate::unit::UnitFacts;
 
 /// The endpoint of the kubernetes-cni relation.
-pub const CNI_ENDPOINT: &str = "cni";
+pub(crate) const CNI_ENDPOINT: &str = "cni";
 
 /// An unexpected fault: the hook exits non-zero and Juju shows `hook failed`.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub enum Fault {
 }
 
 /// How many problems of one kind are logged in full; the rest are counted.
-pub const MAX_LOGGED_PROBLEMS: usize = 20;
+pub(crate) const MAX_LOGGED_PROBLEMS: usize = 20;
 
 /// Log at most [`MAX_LOGGED_PROBLEMS`] problems in full, then one line counting the rest
 /// (every problem is one juju-log process: 100,000 of them would take minutes).
@@ -152,7 +152,10 @@ pub fn dispatch_main() -> anyhow::Result<ExitCode> {
 ///   than the cap, ends the hook `waiting` with that cause and exit 0: the next hook retries.
 /// - A panic (a defect) is caught here and reported as `blocked` with its cause, exit 0, so the
 ///   unit never stays in `maintenance` with a dead hook.
-pub fn dispatch_with(cluster: &dyn Cluster, host: Option<&Host>) -> anyhow::Result<ExitCode> {
+pub(crate) fn dispatch_with(
+    cluster: &dyn Cluster,
+    host: Option<&Host>,
+) -> anyhow::Result<ExitCode> {
     let env = HookEnv::from_process();
     crate::juju::log::init(env.in_juju());
     let budget = crate::apply::retry::RetrySettings::from_env().budget;
@@ -684,8 +687,24 @@ fn action(
     if name == "topology" {
         crate::peers::action_topology(tools, &config, &facts)?;
     } else {
+        // In etcd mode the report is in etcd (the datastore this unit remembers).
+        let etcd = match tools.state_get(crate::mode::STATE_KEY)?.as_deref() {
+            Some("etcd") => Some(match crate::etcd::relation::read(tools, None)? {
+                crate::etcd::relation::EtcdRelation::Ready(config) => Ok(config),
+                crate::etcd::relation::EtcdRelation::Absent => {
+                    Err(Cause::EtcdRelationRemoved.to_string())
+                }
+                crate::etcd::relation::EtcdRelation::Waiting(cause)
+                | crate::etcd::relation::EtcdRelation::Invalid(cause) => Err(cause.to_string()),
+            }),
+            _ => None,
+        };
         let report = crate::nodestatus::supported(crate::render::workloads::node_version(&config))
-            .then(|| cluster.node_status_report(&facts.node_name))
+            .then(|| match &etcd {
+                Some(Ok(etcd)) => cluster.node_status_report_etcd(&facts.node_name, etcd),
+                Some(Err(why)) => Some(Err(why.clone())),
+                None => cluster.node_status_report(&facts.node_name),
+            })
             .flatten();
         crate::peers::action_bgp_status(tools, &config, &facts, report)?;
     }
@@ -910,7 +929,7 @@ fn read_principal(tools: &impl HookTools, relations: &[String]) -> Result<Princi
 
 /// The `cidr` to publish while some option is invalid: the configured CIDRs comma-joined
 /// without spaces, or `None` (keep what was published before) when `cidr` itself is invalid.
-pub fn published_cidr(raw: &RawConfig, errors: &[ConfigError]) -> Option<String> {
+pub(crate) fn published_cidr(raw: &RawConfig, errors: &[ConfigError]) -> Option<String> {
     if errors.iter().any(|e| e.option == "cidr") {
         return None;
     }
@@ -926,7 +945,7 @@ pub fn published_cidr(raw: &RawConfig, errors: &[ConfigError]) -> Option<String>
 /// The Calico version for `application-version-set`: the tag of calico-node-image
 /// (`docker.io/calico/node:v3.6.1` -> `v3.6.1`, see [`Image::version`]). `None` while the
 /// image option is invalid.
-pub fn calico_version(raw: &RawConfig, errors: &[ConfigError]) -> Option<String> {
+pub(crate) fn calico_version(raw: &RawConfig, errors: &[ConfigError]) -> Option<String> {
     if errors.iter().any(|e| e.option == "calico-node-image") {
         return None;
     }
@@ -935,7 +954,7 @@ pub fn calico_version(raw: &RawConfig, errors: &[ConfigError]) -> Option<String>
 }
 
 /// Facts about this unit: name and number, leadership, bind address, node name.
-pub fn unit_facts(env: &HookEnv, tools: &impl HookTools) -> Result<UnitFacts, Fault> {
+pub(crate) fn unit_facts(env: &HookEnv, tools: &impl HookTools) -> Result<UnitFacts, Fault> {
     let unit_name = env.unit_name.clone().unwrap_or_default();
     // Check the name before calling any tool: a bad name is a fault whatever Juju answers.
     crate::unit::parse_unit_name(&unit_name).map_err(Fault::UnitName)?;
@@ -949,7 +968,7 @@ pub fn unit_facts(env: &HookEnv, tools: &impl HookTools) -> Result<UnitFacts, Fa
 
 /// The node name from `NODENAME` (else the host name), checked as `--node-name` is: it goes
 /// into request paths and object names.
-pub fn checked_node_name(env: &HookEnv) -> Result<String, Fault> {
+pub(crate) fn checked_node_name(env: &HookEnv) -> Result<String, Fault> {
     let name = crate::juju::node_name(env.node_name.as_deref()).ok_or(Fault::NoNodeName)?;
     let source = if env.node_name.is_some() {
         "NODENAME"
@@ -972,7 +991,9 @@ pub fn bind_address(tools: &impl HookTools) -> Result<IpAddr, Fault> {
 }
 
 /// [`bind_address`] with the binding subnet's prefix length (`None` from unit-get).
-pub fn bind_address_with_prefix(tools: &impl HookTools) -> Result<(IpAddr, Option<u8>), Fault> {
+pub(crate) fn bind_address_with_prefix(
+    tools: &impl HookTools,
+) -> Result<(IpAddr, Option<u8>), Fault> {
     match tools.network_get(CNI_ENDPOINT) {
         Ok(info) => match crate::juju::bind_address_with_prefix(&info) {
             Some(found) => return Ok(found),

@@ -17,11 +17,11 @@
 use std::sync::RwLock;
 
 /// What replaces a secret.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 /// Secrets shorter than this are not registered: a two-letter "secret" would redact every
 /// occurrence of those letters. Real tokens and keys are far longer.
-pub const MIN_SECRET_LEN: usize = 6;
+pub(crate) const MIN_SECRET_LEN: usize = 6;
 
 /// At most this many secrets are remembered (a kubeconfig with thousands of users must not
 /// make every log line slow); the first ones, from the context in use, are registered first.
@@ -38,7 +38,7 @@ static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 
 /// Remember a secret value: from now on it is redacted from everything the charm sends.
 /// Surrounding whitespace is ignored; values shorter than [`MIN_SECRET_LEN`] are ignored.
-pub fn register_secret(value: &str) {
+pub(crate) fn register_secret(value: &str) {
     let value = value.trim();
     if value.chars().count() < MIN_SECRET_LEN {
         return;
@@ -57,13 +57,6 @@ pub fn register_secret(value: &str) {
         for line in value.lines() {
             register_secret(line);
         }
-    }
-}
-
-/// Forget every registered secret (tests).
-pub fn clear_secrets() {
-    if let Ok(mut secrets) = SECRETS.write() {
-        secrets.clear();
     }
 }
 
@@ -112,7 +105,7 @@ pub fn log_line(text: &str) -> String {
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, ending in `… (N bytes cut)`.
-pub fn bound_line(text: &str, max: usize) -> String {
+pub(crate) fn bound_line(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
@@ -125,7 +118,7 @@ pub fn bound_line(text: &str, max: usize) -> String {
 }
 
 /// Every run of whitespace and control characters becomes one space; trimmed.
-pub fn one_line(text: &str) -> String {
+pub(crate) fn one_line(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(4096));
     let mut space = false;
     for c in text.chars() {

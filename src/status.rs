@@ -35,7 +35,7 @@ impl From<Cause> for UnitStatus {
 
 /// How actionable a status is: the higher wins when several hold at once
 /// (blocked > maintenance > waiting > active).
-pub fn precedence(kind: StatusKind) -> u8 {
+pub(crate) fn precedence(kind: StatusKind) -> u8 {
     match kind {
         StatusKind::Blocked => 3,
         StatusKind::Maintenance => 2,
@@ -45,7 +45,7 @@ pub fn precedence(kind: StatusKind) -> u8 {
 }
 
 /// The status while a hook is working.
-pub fn working() -> UnitStatus {
+pub(crate) fn working() -> UnitStatus {
     Cause::Configuring.into()
 }
 
@@ -53,7 +53,7 @@ pub fn working() -> UnitStatus {
 /// kind there are, and (on an active unit) the notes appended to `Ready`. Code decides on
 /// these; [`Shown::unit_status`] words them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shown {
+pub(crate) struct Shown {
     pub cause: Cause,
     /// Causes of the same kind not shown (counted in the message).
     pub more: usize,
@@ -76,7 +76,7 @@ impl Shown {
 
     /// Append a note when the unit is active; any other status is more pressing and stays
     /// as it is.
-    pub fn with_note(mut self, note: Cause) -> Self {
+    pub(crate) fn with_note(mut self, note: Cause) -> Self {
         if self.kind() == StatusKind::Active {
             self.notes.push(note);
         }
@@ -87,7 +87,7 @@ impl Shown {
     /// debug-log)`, or `Ready (<note>; <note>) (<note>)`: the config, BGP session and
     /// topology notes share the first parentheses, the agent's and the datastore's stand in
     /// their own.
-    pub fn unit_status(&self) -> UnitStatus {
+    pub(crate) fn unit_status(&self) -> UnitStatus {
         let mut message = self.cause.to_string();
         if self.more > 0 {
             message.push_str(&format!(" (+{} more, see juju debug-log)", self.more));
@@ -107,7 +107,7 @@ impl Shown {
 
 /// What is known at the end of a reconcile, from which the unit's status follows.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     /// Every validation error (empty when the config is valid).
     pub config_errors: &'a [ConfigError],
     /// Number of validation warnings of a valid config.
@@ -125,7 +125,7 @@ pub struct Inputs<'a> {
 /// Invalid config is reported alone (nothing else ran). Otherwise every condition is collected
 /// and the most actionable kind wins; within a kind the first cause is shown and the others
 /// are counted. With nothing pending the unit is `active "Ready"`, noting config warnings.
-pub fn unit_status(inputs: &Inputs<'_>) -> Shown {
+pub(crate) fn unit_status(inputs: &Inputs<'_>) -> Shown {
     if let Some((first, rest)) = inputs.config_errors.split_first() {
         return Shown {
             more: rest.len(),

@@ -2,11 +2,11 @@
 //! quoted output). Pure; the one shortener of the crate.
 
 /// How many characters of a value an error message quotes.
-pub const SHOWN: usize = 120;
+pub(crate) const SHOWN: usize = 120;
 
 /// `text` cut to at most `max` characters on a character boundary; a cut text ends in `…`,
 /// which counts in `max`.
-pub fn shorten(text: impl AsRef<str>, max: usize) -> String {
+pub(crate) fn shorten(text: impl AsRef<str>, max: usize) -> String {
     let text = text.as_ref();
     match text.char_indices().nth(max.saturating_sub(1)) {
         Some((cut, _)) if text.chars().count() > max => {

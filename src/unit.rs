@@ -68,7 +68,7 @@ impl UnitFacts {
     }
 
     /// The same facts with the cluster's Node count (the leader's, for Typha).
-    pub fn with_cluster_nodes(mut self, nodes: Option<u64>) -> UnitFacts {
+    pub(crate) fn with_cluster_nodes(mut self, nodes: Option<u64>) -> UnitFacts {
         self.cluster_nodes = nodes;
         self
     }
@@ -84,7 +84,7 @@ impl UnitFacts {
     /// The address calico-node must use for BGP on this node, as Calico stores it
     /// (`10.0.0.5/24`; `/32` when the binding's prefix is unknown). `None` for an IPv6
     /// binding: the charm sets only the IPv4 address (see [`crate::render::node_address_annotations`]).
-    pub fn bgp_ipv4_address(&self) -> Option<String> {
+    pub(crate) fn bgp_ipv4_address(&self) -> Option<String> {
         match self.address {
             IpAddr::V4(ip) => Some(format!("{ip}/{}", self.address_prefix.unwrap_or(32))),
             IpAddr::V6(_) => None,

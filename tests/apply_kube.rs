@@ -523,7 +523,9 @@ fn persistent_server_errors_end_in_waiting_with_the_cause() {
     let Some(env) = env(&["n0"]) else { return };
     env.server.fail_next(1_000, 503);
     let mut retry = fast_retry();
-    retry.budget = Duration::from_millis(500);
+    // Long enough that the first answer (a 503) arrives on a loaded machine: with 500 ms the
+    // budget could run out before any answer, and the cause read "budget spent" instead.
+    retry.budget = Duration::from_secs(2);
     let out = hook_with(&env, &unit(0, "n0", &[], &[]), retry);
     assert_eq!(out.waiting().count(), 1, "{out:?}");
     assert!(

@@ -301,6 +301,18 @@ fn a_deployment_related_to_etcd_runs_calico_on_etcd_through_faults_and_never_swi
     assert_eq!(unit.status(), pair("active", "Ready"));
     assert!(typha("Deployment").is_none());
 
+    // Invalid config: blocked naming the option, nothing written to etcd.
+    let before = etcd.revision();
+    unit.set_config("cidr", json!("10.1.0.0/99"));
+    assert_ok(&unit, &unit.hook("config-changed"));
+    let (status, message) = unit.status();
+    assert_eq!(status, "blocked", "{message}");
+    assert!(message.starts_with("Invalid config: cidr"), "{message}");
+    assert_eq!(etcd.revision(), before, "an invalid config wrote to etcd");
+    unit.set_config("cidr", json!("192.168.0.0/16"));
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(unit.status(), pair("active", "Ready"));
+
     // etcd down: waiting with the cause, exit 0, within the hook's bounds; then back.
     etcd.stop();
     let started = std::time::Instant::now();
@@ -740,6 +752,13 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
             json!({"node": NODE, "peerIP": "10.0.0.2", "asNumber": 65000}),
         ),
     );
+    // A peer of the same name for another node (not this unit's machine): never taken.
+    let elsewhere = calicoctl(
+        "BGPPeer",
+        "calico-0-10.0.0.3-65000",
+        json!({"node": "another-node", "peerIP": "10.0.0.3", "asNumber": 65000}),
+    );
+    etcd.put(&format!("{R}bgppeers/calico-0-10.0.0.3-65000"), &elsewhere);
     unit.set_config("global-bgp-peers", peers);
     relate_etcd(&unit, &etcd.relation_data());
 
@@ -766,8 +785,16 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
         "calico-charm"
     );
     assert_eq!(pool["spec"]["blockSize"], 26, "others' fields kept");
-    // The wanted peer adopted (same uid, now labelled); the unwanted one pruned.
-    assert_eq!(names(etcd, "bgppeers"), ["calico-0-10.0.0.2-65000"]);
+    // The wanted peer adopted (same uid, now labelled); the unwanted one pruned; the one
+    // of another node left exactly as it was.
+    assert_eq!(
+        names(etcd, "bgppeers"),
+        ["calico-0-10.0.0.2-65000", "calico-0-10.0.0.3-65000"]
+    );
+    assert_eq!(
+        etcd.get(&format!("{R}bgppeers/calico-0-10.0.0.3-65000")),
+        Some(elsewhere)
+    );
     let peer = etcd
         .get(&format!("{R}bgppeers/calico-0-10.0.0.2-65000"))
         .unwrap();
@@ -1047,6 +1074,23 @@ fn three_units_on_etcd_prune_only_their_own_peers_and_keep_their_node_status() {
         etcd.get(&key).unwrap()["status"]["bgp"]["peersV4"][3]["state"],
         "Active"
     );
+    // bgp-status reads the report from etcd too.
+    let run = u1.action("bgp-status", json!({}));
+    assert_ok(&u1, &run);
+    let set = u1.action_records().last().expect("record")["set"].clone();
+    assert_eq!(
+        set["actual"],
+        json!(
+            "10.0.0.2 Established\n10.0.0.4 Established\n10.9.0.2 Established\n10.9.0.3 Active\nBGP: 1 of 4 sessions not established: 10.9.0.3 (Active)"
+        )
+    );
+
+    // Drift in a field the charm owns is put back; a field of someone else's stays.
+    let drifted = format!("{R}bgppeers/calico-1-10.9.0.3-65001");
+    let mut peer = etcd.get(&drifted).unwrap();
+    peer["spec"]["asNumber"] = json!(65999);
+    peer["spec"]["keepOriginalNextHop"] = json!(true);
+    etcd.put(&drifted, &peer);
 
     // One peer less for calico/1: only its peer goes, whoever runs a hook.
     for u in all {
@@ -1063,6 +1107,9 @@ fn three_units_on_etcd_prune_only_their_own_peers_and_keep_their_node_status() {
             "calico-2-10.9.0.4-65001"
         ]
     );
+    let peer = etcd.get(&drifted).unwrap();
+    assert_eq!(peer["spec"]["asNumber"], 65001);
+    assert_eq!(peer["spec"]["keepOriginalNextHop"], true);
 
     // calico/2 goes: its peer and its CalicoNodeStatus with it; an operator's own
     // CalicoNodeStatus for its node, and the other units', stay.
@@ -1070,7 +1117,10 @@ fn three_units_on_etcd_prune_only_their_own_peers_and_keep_their_node_status() {
                        "metadata": {"name": "node-2-debug"},
                        "spec": {"node": "node-2", "classes": ["Agent", "BGP"], "updatePeriodSeconds": 10}});
     etcd.put(&format!("{R}caliconodestatuses/node-2-debug"), &debug);
+    // etcd down while it stops: the hook still succeeds; remove cleans up once etcd is back.
+    etcd.stop();
     assert_ok(&u2, &u2.hook("stop"));
+    assert!(etcd.start().is_ok(), "etcd back");
     assert_ok(&u2, &u2.hook("remove"));
     assert!(etcd.get(&format!("{R}caliconodestatuses/node-2")).is_none());
     assert_eq!(
@@ -1083,4 +1133,19 @@ fn three_units_on_etcd_prune_only_their_own_peers_and_keep_their_node_status() {
     let mut left = names(etcd, "bgppeers");
     left.sort();
     assert_eq!(left, ["calico-0-10.9.0.1-65001", "calico-1-10.9.0.3-65001"]);
+
+    // The leader goes: the pool and the BGP configuration stay for the others.
+    let globals = |etcd: &Etcd| {
+        (
+            values(etcd, &format!("{R}ippools/")),
+            etcd.get(&format!("{R}bgpconfigurations/default")),
+        )
+    };
+    let before = globals(etcd);
+    assert_eq!(before.0.len(), 1);
+    assert!(before.1.is_some());
+    assert_ok(&u0, &u0.hook("stop"));
+    assert_ok(&u0, &u0.hook("remove"));
+    assert_eq!(globals(etcd), before);
+    assert_eq!(names(etcd, "bgppeers"), ["calico-1-10.9.0.3-65001"]);
 }

@@ -22,14 +22,14 @@ use crate::calico::FIELD_MANAGER;
 use crate::render::Desired;
 
 /// Wait this long after a change before correcting it (coalesces a burst of events).
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Longest wait between corrections of one object.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Corrections of one object counted over this window.
-pub const WINDOW: Duration = Duration::from_secs(120);
+pub(crate) const WINDOW: Duration = Duration::from_secs(120);
 /// This many corrections of one object within [`WINDOW`] means another manager fights the
 /// charm: stop and report.
-pub const CONFLICT_BOUND: usize = 4;
+pub(crate) const CONFLICT_BOUND: usize = 4;
 
 /// Kinds the agent does not keep (see the module doc).
 const NOT_KEPT: &[&str] = &[
@@ -40,7 +40,7 @@ const NOT_KEPT: &[&str] = &[
 ];
 
 /// The desired state for the agent from what a hook rendered.
-pub fn agent_desired(
+pub(crate) fn agent_desired(
     desired: &Desired,
     unit: &str,
     leader: bool,
@@ -75,7 +75,7 @@ pub fn agent_desired(
 
 /// Where an object lives.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Key {
+pub(crate) struct Key {
     pub api_version: String,
     pub kind: String,
     /// Empty for cluster-scoped kinds.
@@ -133,7 +133,7 @@ pub fn project(desired: &Value, live: &Value) -> Value {
 
 /// The annotations to apply on the Node: the desired ones, plus the set-only ones the unit no
 /// longer sets but the Node has (applying without them would drop them, as in converge).
-pub fn node_want(
+pub(crate) fn node_want(
     desired: &BTreeMap<String, String>,
     live: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
@@ -147,7 +147,10 @@ pub fn node_want(
 }
 
 /// Whether the Node lacks a desired annotation or holds another value.
-pub fn node_drifted(desired: &BTreeMap<String, String>, live: &BTreeMap<String, String>) -> bool {
+pub(crate) fn node_drifted(
+    desired: &BTreeMap<String, String>,
+    live: &BTreeMap<String, String>,
+) -> bool {
     desired.iter().any(|(k, v)| live.get(k) != Some(v))
 }
 
@@ -165,7 +168,7 @@ pub fn annotations(object: &Value) -> BTreeMap<String, String> {
 
 /// The manager that last changed `live` other than the charm: the latest entry of its
 /// managed fields whose manager is not [`FIELD_MANAGER`] (`kubectl-edit`, ...).
-pub fn other_manager(live: &Value) -> Option<String> {
+pub(crate) fn other_manager(live: &Value) -> Option<String> {
     live["metadata"]["managedFields"]
         .as_array()?
         .iter()
@@ -187,7 +190,7 @@ pub struct Budget {
 
 /// What to do about a drift of one object at `now`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Correct it after this delay.
     After(Duration),
     /// Another manager keeps reverting it: do not correct, report a conflict.
@@ -206,7 +209,7 @@ impl Budget {
     }
 
     /// The decision for a drift seen at `now`.
-    pub fn decide(&mut self, now: Instant) -> Decision {
+    pub(crate) fn decide(&mut self, now: Instant) -> Decision {
         self.trim(now);
         let n = self.made.len();
         if n + 1 >= CONFLICT_BOUND {

@@ -20,18 +20,18 @@ use serde_json::Value;
 use crate::problems::Cause;
 
 /// The file name of the desired state.
-pub const DESIRED_FILE: &str = "desired.json";
+pub(crate) const DESIRED_FILE: &str = "desired.json";
 /// The file name of the agent's state.
 pub const STATE_FILE: &str = "state.json";
 /// The file name of what the leader's hooks remember between hooks
 /// ([`crate::apply::checks::Memo`]).
 pub const MEMO_FILE: &str = "hooks.json";
 /// How often the agent rewrites its state when nothing changes.
-pub const HEARTBEAT: Duration = Duration::from_secs(30);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(30);
 /// A state older than this says the agent is not running (three heartbeats missed).
-pub const STALE_AFTER: Duration = Duration::from_secs(95);
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(95);
 /// Files larger than this are refused (a desired state is a few hundred KiB at most).
-pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// What the last successful hook decided, for the agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ pub struct AgentDesired {
 
 impl AgentDesired {
     /// The desired state with its `generation` computed.
-    pub fn sealed(mut self) -> AgentDesired {
+    pub(crate) fn sealed(mut self) -> AgentDesired {
         self.generation = String::new();
         let text = serde_json::to_string(&self).unwrap_or_default();
         self.generation = fnv64(text.as_bytes());
@@ -73,7 +73,7 @@ impl AgentDesired {
     }
 
     /// "Stop acting": the config is invalid (or the unit is going away).
-    pub fn inactive(unit: &str, owner: &str, reason: &str) -> AgentDesired {
+    pub(crate) fn inactive(unit: &str, owner: &str, reason: &str) -> AgentDesired {
         AgentDesired {
             version: 1,
             active: false,
@@ -93,7 +93,7 @@ impl AgentDesired {
 
 /// An object the agent stopped correcting: another manager keeps reverting it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Conflict {
+pub(crate) struct Conflict {
     /// `Kind/name`.
     pub object: String,
     /// The other manager, from the object's managed fields (`kubectl-edit`, ...).
@@ -102,7 +102,7 @@ pub struct Conflict {
 
 /// What the agent reports.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct AgentState {
+pub(crate) struct AgentState {
     pub pid: u32,
     /// Unix seconds of the last write (every [`HEARTBEAT`] at least).
     pub heartbeat: u64,
@@ -137,7 +137,7 @@ pub struct AgentState {
 impl AgentState {
     /// Healthy and acting on `generation`, at `now` (unix seconds): a fresh heartbeat, every
     /// watch up, synced, no conflict. Only then may update-status skip the API.
-    pub fn in_sync(&self, generation: &str, now: u64) -> bool {
+    pub(crate) fn in_sync(&self, generation: &str, now: u64) -> bool {
         self.acting
             && self.generation == generation
             && self.watches_healthy
@@ -154,7 +154,7 @@ impl AgentState {
 
     /// The note `juju status` gets about the agent, `None` when it has nothing to say
     /// (healthy, nothing corrected).
-    pub fn status_note(&self, now: u64) -> Option<Cause> {
+    pub(crate) fn status_note(&self, now: u64) -> Option<Cause> {
         if !self.alive(now) {
             return Some(Cause::AgentNotRunning);
         }
@@ -180,7 +180,7 @@ impl AgentState {
 }
 
 /// FNV-1a 64, hex.
-pub fn fnv64(bytes: &[u8]) -> String {
+pub(crate) fn fnv64(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);
@@ -220,7 +220,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
 
 /// Write `value` as JSON to `path` atomically with mode 0600 (the directory is created
 /// 0700). Returns false when the file already held exactly this content (nothing written).
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<bool, FileError> {
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<bool, FileError> {
     let text = serde_json::to_vec_pretty(value).map_err(|e| FileError::Format {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -255,7 +255,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<bool, FileErro
 }
 
 /// Read JSON of type `T` from `path`; `Ok(None)` when the file does not exist.
-pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, FileError> {
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, FileError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -19,7 +19,7 @@ use super::{systemd, unit_dir};
 use crate::render::Desired;
 
 /// `off` turns the agent off (the hooks then neither write its files nor call systemctl).
-pub const AGENT_ENV: &str = "CALICO_CHARM_AGENT";
+pub(crate) const AGENT_ENV: &str = "CALICO_CHARM_AGENT";
 
 /// Whether the hooks run the agent: only when they manage this machine (`host`; test doubles
 /// of the Juju side pass none) and `CALICO_CHARM_AGENT` is not `off`.
@@ -28,7 +28,7 @@ pub fn enabled(host: Option<&crate::host::Host>) -> bool {
 }
 
 /// The desired state for this hook's render.
-pub fn desired_for(desired: &Desired, unit: &str, leader: bool) -> AgentDesired {
+pub(crate) fn desired_for(desired: &Desired, unit: &str, leader: bool) -> AgentDesired {
     super::drift::agent_desired(
         desired,
         unit,
@@ -52,7 +52,7 @@ pub fn publish(desired: &AgentDesired, restart: bool) {
 }
 
 /// The config is invalid: the agent must stop acting (it keeps running, idle).
-pub fn stop_acting(unit: &str, owner: &str, reason: &str) {
+pub(crate) fn stop_acting(unit: &str, owner: &str, reason: &str) {
     let dir = unit_dir(owner);
     if !dir.join(DESIRED_FILE).exists() {
         return;
@@ -64,7 +64,7 @@ pub fn stop_acting(unit: &str, owner: &str, reason: &str) {
 }
 
 /// `stop`/`remove`: disable and remove the service, then its files.
-pub fn uninstall(owner: &str) {
+pub(crate) fn uninstall(owner: &str) {
     match systemd::remove(owner) {
         Ok(true) => tracing::info!("agent: service {} removed", systemd::service_name(owner)),
         Ok(false) => {}
@@ -104,12 +104,12 @@ pub fn forget_memo(owner: &str) {
 }
 
 /// The agent's last state, if it wrote one.
-pub fn read_state(owner: &str) -> Option<AgentState> {
+pub(crate) fn read_state(owner: &str) -> Option<AgentState> {
     read_state_in(&unit_dir(owner))
 }
 
 /// The same from a directory.
-pub fn read_state_in(dir: &Path) -> Option<AgentState> {
+pub(crate) fn read_state_in(dir: &Path) -> Option<AgentState> {
     match files::read_json(&dir.join(STATE_FILE)) {
         Ok(s) => s,
         Err(e) => {
@@ -120,6 +120,6 @@ pub fn read_state_in(dir: &Path) -> Option<AgentState> {
 }
 
 /// What `juju status` says about the agent (appended to an active status).
-pub fn status_note(state: Option<&AgentState>) -> Option<crate::problems::Cause> {
+pub(crate) fn status_note(state: Option<&AgentState>) -> Option<crate::problems::Cause> {
     state.and_then(|s| s.status_note(files::now()))
 }

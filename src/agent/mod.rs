@@ -33,11 +33,11 @@ use std::path::PathBuf;
 /// Overrides the agent's directory (tests); default [`DEFAULT_DIR`].
 pub const DIR_ENV: &str = "CALICO_CHARM_AGENT_DIR";
 /// Where each unit's agent keeps `desired.json` and `state.json` (one subdirectory per unit).
-pub const DEFAULT_DIR: &str = "/var/lib/calico-charm";
+pub(crate) const DEFAULT_DIR: &str = "/var/lib/calico-charm";
 
 /// The agent directory of unit `owner` (`calico-0`): `$CALICO_CHARM_AGENT_DIR/<owner>` or
 /// `/var/lib/calico-charm/<owner>`.
-pub fn unit_dir(owner: &str) -> PathBuf {
+pub(crate) fn unit_dir(owner: &str) -> PathBuf {
     let base = std::env::var_os(DIR_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

@@ -37,14 +37,14 @@ use super::files::{self, AgentDesired, AgentState, Conflict, DESIRED_FILE, HEART
 use crate::calico::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL, UNIT_LABEL};
 
 /// How often the desired file is looked at.
-pub const POLL: Duration = Duration::from_millis(500);
+pub(crate) const POLL: Duration = Duration::from_millis(500);
 /// How often the leader re-counts the Nodes (one `limit=1` list).
-pub const COUNT_EVERY: Duration = Duration::from_secs(300);
+pub(crate) const COUNT_EVERY: Duration = Duration::from_secs(300);
 /// Server-side watch timeout (the API server ends a watch after this; it is re-made from
 /// the last resourceVersion).
-pub const WATCH_TIMEOUT_SECS: u32 = 290;
+pub(crate) const WATCH_TIMEOUT_SECS: u32 = 290;
 /// At most this many corrections per second, all objects together.
-pub const MAX_PER_SECOND: usize = 10;
+pub(crate) const MAX_PER_SECOND: usize = 10;
 
 /// `calico-charm agent`.
 #[derive(clap::Args, Debug)]

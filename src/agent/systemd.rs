@@ -12,12 +12,12 @@ use std::time::Duration;
 /// Overrides the unit-file directory (tests); default [`DEFAULT_SYSTEMD_DIR`].
 pub const SYSTEMD_DIR_ENV: &str = "CALICO_CHARM_SYSTEMD_DIR";
 /// Where unit files of local services go.
-pub const DEFAULT_SYSTEMD_DIR: &str = "/etc/systemd/system";
+pub(crate) const DEFAULT_SYSTEMD_DIR: &str = "/etc/systemd/system";
 /// How long one `systemctl` call may take.
-pub const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `calico-charm-agent-calico-0.service` for owner `calico-0`.
-pub fn service_name(owner: &str) -> String {
+pub(crate) fn service_name(owner: &str) -> String {
     format!("calico-charm-agent-{owner}.service")
 }
 

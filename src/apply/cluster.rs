@@ -73,6 +73,16 @@ pub trait Cluster {
     ) -> Option<Result<Option<Vec<crate::nodestatus::Reported>>, String>> {
         None
     }
+
+    /// The same in etcd mode: the report in etcd. Defaults to `None`.
+    #[allow(clippy::type_complexity)]
+    fn node_status_report_etcd(
+        &self,
+        _node: &str,
+        _etcd: &crate::etcd::EtcdConfig,
+    ) -> Option<Result<Option<Vec<crate::nodestatus::Reported>>, String>> {
+        None
+    }
 }
 
 /// Converge through the Kubernetes API, one hook at a time.
@@ -112,7 +122,7 @@ impl KubeCluster {
     }
 
     /// Converge `desired` and, if asked and the API answered, fold in calico-node's state.
-    pub async fn converge_async(&self, desired: &Desired) -> Outcome {
+    pub(crate) async fn converge_async(&self, desired: &Desired) -> Outcome {
         let ds: KubeDatastore = match connect_with(&self.kubeconfig, self.retry.clone()).await {
             Ok(ds) => ds,
             Err(err) => return Outcome::of(kubeconfig_cause(&err)),
@@ -166,7 +176,7 @@ impl KubeCluster {
 
     /// etcd mode: Calico's data to etcd (`etcd`, the relation's endpoints and credentials),
     /// the workloads to Kubernetes, then calico-node's state as on the Kubernetes datastore.
-    pub async fn converge_etcd_async(
+    pub(crate) async fn converge_etcd_async(
         &self,
         desired: &Desired,
         etcd: &crate::etcd::EtcdConfig,
@@ -227,7 +237,7 @@ impl KubeCluster {
 
     /// What calico-node reports on `node` now (for the `bgp-status` action): `Ok(None)`
     /// when there is no report (yet).
-    pub async fn read_node_status_async(
+    pub(crate) async fn read_node_status_async(
         &self,
         node: &str,
     ) -> Result<Option<Vec<crate::nodestatus::Reported>>, String> {
@@ -459,6 +469,33 @@ impl Cluster for KubeCluster {
     /// What the leader's last converge read from `/version`.
     fn server_version(&self) -> Option<(u32, u32)> {
         self.server_version.lock().ok().and_then(|v| *v)
+    }
+
+    /// One read of `/calico/resources/v3/projectcalico.org/caliconodestatuses/<node>`.
+    fn node_status_report_etcd(
+        &self,
+        node: &str,
+        etcd: &crate::etcd::EtcdConfig,
+    ) -> Option<Result<Option<Vec<crate::nodestatus::Reported>>, String>> {
+        let read = async {
+            let client = crate::etcd::EtcdClient::new(etcd, crate::etcd::EtcdSettings::from_env())
+                .map_err(|e| e.to_string())?;
+            let store = crate::etcd::store::EtcdStore::new(client);
+            let live = store
+                .get_node_status(node)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(live.and_then(|l| crate::nodestatus::reported(l.status.as_ref())))
+        };
+        Some(
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(read),
+                Err(err) => Err(format!("cannot start the etcd client: {err}")),
+            },
+        )
     }
 
     /// One GET of `CalicoNodeStatus/<node>`.

@@ -35,7 +35,7 @@ use crate::problems::Cause;
 use crate::render::workloads::{CALICO_NODE, Workloads};
 use crate::render::{Desired, Pools};
 
-pub use super::plan::waiting_for_node;
+pub(crate) use super::plan::waiting_for_node;
 
 /// Knobs of a converge that tests may turn.
 #[derive(Clone, Debug)]
@@ -85,7 +85,7 @@ pub async fn converge_with<C: CalicoDatastore, W: KubeWorkloads>(
 
 /// What a converge did, and what it saw that spares a later read.
 #[derive(Clone, Debug, Default)]
-pub struct Converged {
+pub(crate) struct Converged {
     pub outcome: Outcome,
     /// The leader saw the calico-node DaemonSet unchanged and every pod it schedules
     /// updated, ready and available ([`super::readiness::daemon_set_ready`]): this node's
@@ -102,7 +102,7 @@ pub struct Converged {
 }
 
 /// [`converge_with`], with what it saw on the way.
-pub async fn converge_detailed<C: CalicoDatastore, W: KubeWorkloads>(
+pub(crate) async fn converge_detailed<C: CalicoDatastore, W: KubeWorkloads>(
     desired: &Desired,
     calico: &C,
     kube: &W,
@@ -149,7 +149,7 @@ pub async fn check_node_agent<W: KubeWorkloads>(kube: &W, node: &str) -> Outcome
 
 /// The outcome of one failed datastore read outside a converge (`waiting` for an API that
 /// did not answer, `blocked` for a denial), worded as converge words it.
-pub fn failed_read(datastore: &str, kind: &str, err: DatastoreError) -> Outcome {
+pub(crate) fn failed_read(datastore: &str, kind: &str, err: DatastoreError) -> Outcome {
     let mut out = Outcome::default();
     let _ = record_fatal(&mut out, datastore, kind, err);
     out
@@ -183,6 +183,12 @@ struct Run<'a, C, W> {
 /// Record an error. Returns `Err(Abort)` for faults that make going on pointless (the API
 /// is unreachable or refuses us, Calico's kinds are not installed), `Ok(())` for a problem
 /// with one object, after which converge goes on with the others.
+/// Whether a stored workload object still carries the label `ops.manifests` puts on what
+/// today's Calico charm applies (`juju.io/manifest`), which adoption removes.
+fn from_earlier_charm(live: &serde_json::Value) -> bool {
+    live.pointer("/metadata/labels/juju.io~1manifest").is_some()
+}
+
 fn record_fatal(
     out: &mut Outcome,
     datastore: &str,
@@ -328,7 +334,11 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 Ok(after) => {
                     let rv = after.resource_version.clone();
                     self.applied(format!("{kind}/{name}"), before, rv);
-                    if workloads.adopt {
+                    // Only objects someone else made: not labelled as the charm's before
+                    // this apply, or still carrying the earlier charm's manifest label (a
+                    // take-over that failed half-way). The charm's own objects keep what
+                    // other managers (an operator's kubectl) added to them.
+                    if workloads.adopt && (before.is_none() || from_earlier_charm(&after.live)) {
                         adopted &= self.take_over(object, &after).await?;
                     }
                 }
@@ -338,7 +348,7 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 }
             }
         }
-        // Objects already as wanted may still hold another manager's fields.
+        // Objects already as wanted may still hold the earlier charm's fields.
         if workloads.adopt {
             for object in super::plan::workload_objects(workloads) {
                 let (namespace, name) = object.key();
@@ -346,10 +356,12 @@ impl<C: CalicoDatastore, W: KubeWorkloads> Run<'_, C, W> {
                 if !plan.unchanged.contains(&format!("{kind}/{name}")) {
                     continue;
                 }
-                if let Some(live) = owned
-                    .iter()
-                    .find(|o| o.kind == kind && o.namespace == namespace && o.name == name)
-                {
+                if let Some(live) = owned.iter().find(|o| {
+                    o.kind == kind
+                        && o.namespace == namespace
+                        && o.name == name
+                        && from_earlier_charm(&o.live)
+                }) {
                     adopted &= self.take_over(&object, live).await?;
                 }
             }

@@ -26,7 +26,7 @@ use crate::calico::FIELD_MANAGER;
 /// Whether applying `desired` (the object as the charm would send it) to `live` (the object
 /// as read, with its `metadata.managedFields` when the datastore keeps them) would change
 /// nothing.
-pub fn up_to_date(desired: &Value, live: &Value) -> bool {
+pub(crate) fn up_to_date(desired: &Value, live: &Value) -> bool {
     holds(desired, live) && charm_fields(live).iter().all(|f| owned_within(f, desired))
 }
 
@@ -51,7 +51,7 @@ pub fn holds(desired: &Value, live: &Value) -> bool {
 
 /// The `fieldsV1` trees of the charm's own `Apply` entries in `metadata.managedFields`
 /// (none when the datastore keeps no managed fields, or the charm never applied).
-pub fn charm_fields(live: &Value) -> Vec<&Value> {
+pub(crate) fn charm_fields(live: &Value) -> Vec<&Value> {
     live.pointer("/metadata/managedFields")
         .and_then(Value::as_array)
         .into_iter()
@@ -66,7 +66,7 @@ pub fn charm_fields(live: &Value) -> Vec<&Value> {
 }
 
 /// Every field of the `fieldsV1` tree `fields` is present in `desired`.
-pub fn owned_within(fields: &Value, desired: &Value) -> bool {
+pub(crate) fn owned_within(fields: &Value, desired: &Value) -> bool {
     let Some(fields) = fields.as_object() else {
         return false;
     };
@@ -119,7 +119,7 @@ fn matches_key(item: &Value, key: &Map<String, Value>) -> bool {
 
 /// Kubernetes' own components: the fields they write on an object (a Deployment's revision
 /// annotation, by the deployment controller) stay theirs when the charm adopts the object.
-pub const KUBERNETES_MANAGERS: &[&str] = &[
+pub(crate) const KUBERNETES_MANAGERS: &[&str] = &[
     "kube-controller-manager",
     "kube-scheduler",
     "kubelet",
@@ -174,7 +174,7 @@ fn union(into: &mut Map<String, Value>, more: &Map<String, Value>) {
 /// the charm's next server-side apply removes each of those fields it does not set (nobody
 /// else owns them any more), as kubectl's client-side to server-side apply migration hands
 /// fields over. `None` when no foreign manager owns anything: nothing to take over.
-pub fn take_over(live: &Value) -> Option<Vec<Value>> {
+pub(crate) fn take_over(live: &Value) -> Option<Vec<Value>> {
     let api_version = live.get("apiVersion").and_then(Value::as_str);
     let entries = live.pointer("/metadata/managedFields")?.as_array()?;
     if !entries.iter().any(|e| is_foreign(e, api_version)) {

@@ -50,7 +50,7 @@ impl ApplyError {
 }
 
 /// The `User-Agent` of every request the charm makes: `calico-charm/<version>`.
-pub const USER_AGENT: &str = concat!("calico-charm/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("calico-charm/", env!("CARGO_PKG_VERSION"));
 
 /// A client from the kubeconfig at `path`: TLS verified against the kubeconfig's CA, the
 /// kubeconfig's token or client certificate, timeouts and retries per `settings`.
@@ -349,7 +349,7 @@ impl KubeDatastore {
     }
 
     /// This node's `CalicoNodeStatus`, if there is one.
-    pub async fn get_node_status(&self, name: &str) -> DsResult<Option<CalicoNodeStatus>> {
+    pub(crate) async fn get_node_status(&self, name: &str) -> DsResult<Option<CalicoNodeStatus>> {
         Api::<CalicoNodeStatus>::all(self.client.clone())
             .get_opt(name)
             .await
@@ -365,13 +365,16 @@ impl KubeDatastore {
 
     /// Server-side apply of the charm's fields of a `CalicoNodeStatus` (its `status` is
     /// calico-node's and is left alone).
-    pub async fn apply_node_status(&self, object: &CalicoNodeStatus) -> DsResult<CalicoNodeStatus> {
+    pub(crate) async fn apply_node_status(
+        &self,
+        object: &CalicoNodeStatus,
+    ) -> DsResult<CalicoNodeStatus> {
         let api = Api::<CalicoNodeStatus>::all(self.client.clone());
         ssa(&api, "CalicoNodeStatus", &object.name_any(), object).await
     }
 
     /// Delete a `CalicoNodeStatus` read before (same uid).
-    pub async fn delete_node_status(&self, object: &CalicoNodeStatus) -> DsResult<()> {
+    pub(crate) async fn delete_node_status(&self, object: &CalicoNodeStatus) -> DsResult<()> {
         let api = Api::<CalicoNodeStatus>::all(self.client.clone());
         delete_exact(&api, "CalicoNodeStatus", &object.name_any(), object.uid()).await
     }
@@ -855,13 +858,13 @@ impl KubeDatastore {
     /// ([`crate::render::workloads::typha`]). One metadata-only list with `limit=1` answers it from
     /// `remainingItemCount`; when the server leaves that out, the metadata is paged through
     /// 500 at a time. Never reads every Node's full object.
-    pub async fn count_nodes(&self) -> DsResult<u64> {
+    pub(crate) async fn count_nodes(&self) -> DsResult<u64> {
         count_nodes(&self.client).await
     }
 }
 
 /// [`KubeDatastore::count_nodes`] on any client (the agent's).
-pub async fn count_nodes(client: &Client) -> DsResult<u64> {
+pub(crate) async fn count_nodes(client: &Client) -> DsResult<u64> {
     let api = Api::<Node>::all(client.clone());
     let fail = |e| classify(e, "Node", "Node", Op::Kind);
     let first = api

@@ -29,13 +29,13 @@ use crate::redact::register_secret;
 use crate::text::{SHOWN, shorten};
 
 /// The largest kubeconfig the charm reads (real ones, certificates included, are a few KiB).
-pub const MAX_KUBECONFIG: u64 = 1024 * 1024;
+pub(crate) const MAX_KUBECONFIG: u64 = 1024 * 1024;
 /// The largest token file, CA, certificate or key file the charm lets be read.
-pub const MAX_CREDENTIAL_FILE: u64 = 1024 * 1024;
+pub(crate) const MAX_CREDENTIAL_FILE: u64 = 1024 * 1024;
 /// The most a credential plugin may print.
-pub const MAX_PLUGIN_OUTPUT: usize = 1024 * 1024;
+pub(crate) const MAX_PLUGIN_OUTPUT: usize = 1024 * 1024;
 /// How long a credential plugin may run (never past the hook's deadline).
-pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const PLUGIN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why the kubeconfig cannot be used. `Display` names the file and what to fix, never a
 /// value from it.
@@ -811,10 +811,10 @@ fn base64(data: &[u8]) -> String {
 
 /// Where the principal writes the kubeconfig when `KUBECONFIG` is not set (hooks have no
 /// `HOME`, so `~` means nothing).
-pub const DEFAULT_KUBECONFIG: &str = "/root/.kube/config";
+pub(crate) const DEFAULT_KUBECONFIG: &str = "/root/.kube/config";
 
 /// The kubeconfig to use: `KUBECONFIG` if set (its first entry), else [`DEFAULT_KUBECONFIG`].
-pub fn kubeconfig_path() -> PathBuf {
+pub(crate) fn kubeconfig_path() -> PathBuf {
     kubeconfig_path_from(std::env::var_os("KUBECONFIG"))
 }
 

@@ -28,5 +28,5 @@ pub use cluster::{Cluster, KubeCluster};
 pub use converge::{ConvergeOptions, check_node_agent, converge_with};
 pub use datastore::{CalicoDatastore, DatastoreError, Labels};
 pub use kube::{ApplyError, KubeDatastore};
-pub use kubeconfig::kubeconfig_path;
+pub(crate) use kubeconfig::kubeconfig_path;
 pub use workloads::{KubeWorkloads, NodeAgent};

@@ -105,7 +105,7 @@ pub struct Plan {
 }
 
 /// The waiting cause while this unit's Node has not registered.
-pub fn waiting_for_node(node: &str) -> Cause {
+pub(crate) fn waiting_for_node(node: &str) -> Cause {
     Cause::NodeUnregistered {
         node: node.to_string(),
     }
@@ -223,7 +223,7 @@ pub fn plan_workloads(
 }
 
 /// Every workload object except CRDs, in apply order, labelled as managed by the charm.
-pub fn workload_objects(workloads: &Workloads) -> Vec<WorkloadObject> {
+pub(crate) fn workload_objects(workloads: &Workloads) -> Vec<WorkloadObject> {
     let mut objects: Vec<WorkloadObject> = Vec::new();
     objects.extend(
         workloads
@@ -321,7 +321,7 @@ fn plan_node(desired: &Desired, current: &BTreeMap<String, String>) -> NodePlan 
 
 /// The Calico keys on the node that the unit does not want (after an apply these are the
 /// ones someone else set: the earlier charm, an admin, calico-node), to remove explicitly.
-pub fn leftover_node_keys(
+pub(crate) fn leftover_node_keys(
     want: &BTreeMap<String, String>,
     node: &BTreeMap<String, String>,
 ) -> Vec<String> {
@@ -409,7 +409,7 @@ fn plan_pools(plan: &mut Plan, pools: &[IPPool], existing: &[IPPool]) {
 /// For each stale pool, whether it still has allocated addresses: an in-use IPAM block
 /// overlapping it, unless the block lies inside a pool that is kept (its addresses stay
 /// routed there). An in-use block whose CIDR cannot be read counts against every pool.
-pub fn drained(
+pub(crate) fn drained(
     stale: &[(IPPool, IpNetwork)],
     blocks: &[IPAMBlock],
     desired: &[IpNetwork],
@@ -435,12 +435,12 @@ pub fn drained(
 // ---- peers ----------------------------------------------------------------------------
 
 /// Whether a label map marks an object as managed by the charm.
-pub fn managed_by_charm(labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn managed_by_charm(labels: &BTreeMap<String, String>) -> bool {
     labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY)
 }
 
 /// Whether a peer is labelled as owned by `owner` (the double check before a delete).
-pub fn owned_by(peer: &BGPPeer, owner: &str) -> bool {
+pub(crate) fn owned_by(peer: &BGPPeer, owner: &str) -> bool {
     let labels = peer.metadata.labels.clone().unwrap_or_default();
     managed_by_charm(&labels) && labels.get(UNIT_LABEL).map(String::as_str) == Some(owner)
 }
@@ -457,7 +457,7 @@ fn unlabelled(peer: &BGPPeer) -> bool {
 /// Whether an existing peer with a desired peer's name may be taken over: it is already
 /// ours; or the earlier Python charm's (no labels) for the same node; or the charm's own
 /// for this very node, left by a unit that is gone (one unit per machine).
-pub fn may_take(existing: &BGPPeer, want: &BGPPeer, owner: &str, node: &str) -> bool {
+pub(crate) fn may_take(existing: &BGPPeer, want: &BGPPeer, owner: &str, node: &str) -> bool {
     if owned_by(existing, owner) {
         return true;
     }

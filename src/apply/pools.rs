@@ -8,7 +8,7 @@ pub use crate::config::cidr::{contains, normalise_cidr, overlaps};
 
 /// A DNS-1123-safe rendering of a CIDR: `10.1.0.0/16` → `10-1-0-0-16`, as Calico names IPAM
 /// blocks.
-pub fn cidr_slug(cidr: IpNetwork) -> String {
+pub(crate) fn cidr_slug(cidr: IpNetwork) -> String {
     cidr.to_string()
         .to_ascii_lowercase()
         .chars()

@@ -118,7 +118,7 @@ pub fn node_pod_ready(pods: &[Pod], node: &str) -> Result<(), String> {
 /// any node it schedules is Running and Ready, and need not be listed. (A node the
 /// controller has not scheduled a pod for yet is not counted: the leader's own node, the
 /// only one this is asked for, is long scheduled.)
-pub fn daemon_set_ready(live: &serde_json::Value) -> bool {
+pub(crate) fn daemon_set_ready(live: &serde_json::Value) -> bool {
     let number = |path: &str| live.pointer(path).and_then(serde_json::Value::as_i64);
     let generation = number("/metadata/generation");
     let desired = number("/status/desiredNumberScheduled").unwrap_or(0);

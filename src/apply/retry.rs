@@ -168,17 +168,17 @@ impl Budget {
 /// The hook's time for the Kubernetes API ran out before a request could be made.
 #[derive(Debug, thiserror::Error)]
 #[error("the hook's {0:?} budget for the Kubernetes API is spent (the API answers too slowly)")]
-pub struct BudgetSpent(pub Duration);
+pub(crate) struct BudgetSpent(pub Duration);
 
 /// The response body did not arrive within its request's deadline.
 #[derive(Debug, thiserror::Error)]
 #[error("the response body did not arrive within {0:?}")]
-pub struct BodyTimedOut(pub Duration);
+pub(crate) struct BodyTimedOut(pub Duration);
 
 /// The response body is larger than [`MAX_RESPONSE_BODY`].
 #[derive(Debug, thiserror::Error)]
 #[error("the response body is larger than the charm's cap of {} MiB", .0 / (1024 * 1024))]
-pub struct BodyTooLarge(pub u64);
+pub(crate) struct BodyTooLarge(pub u64);
 
 /// The largest response body the charm reads (a list of every IPAM block of a large cluster
 /// stays far below it; an answer that never ends stops here).
@@ -277,7 +277,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// An attempt that took longer than its timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("request timed out after {0:?}")]
-pub struct AttemptTimedOut(pub Duration);
+pub(crate) struct AttemptTimedOut(pub Duration);
 
 /// Whether a failure to get any answer is worth retrying: connection refused, reset or
 /// closed, timeouts, DNS hiccups. TLS and credential problems are not (retrying cannot fix
@@ -321,7 +321,7 @@ fn next_cause<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError +
 
 /// A short description of a failure for an operator: the innermost cause
 /// (`Connection refused (os error 111)`), not the chain of wrappers.
-pub fn describe_error(err: &(dyn StdError + 'static)) -> String {
+pub(crate) fn describe_error(err: &(dyn StdError + 'static)) -> String {
     let mut current: &(dyn StdError + 'static) = err;
     let mut best = current.to_string();
     while let Some(next) = current.source() {

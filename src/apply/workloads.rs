@@ -16,7 +16,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use super::datastore::{DsResult, Labels};
 
 /// How operator-facing messages name this seam's far end.
-pub const KUBERNETES_API: &str = "Kubernetes API";
+pub(crate) const KUBERNETES_API: &str = "Kubernetes API";
 
 /// The state of this node's calico-node agent, as its pod reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +48,7 @@ pub enum WorkloadKind {
 
 impl WorkloadKind {
     /// Every kind, in apply order.
-    pub const ALL: [WorkloadKind; 9] = [
+    pub(crate) const ALL: [WorkloadKind; 9] = [
         WorkloadKind::ServiceAccount,
         WorkloadKind::ClusterRole,
         WorkloadKind::ClusterRoleBinding,
@@ -114,7 +114,7 @@ impl WorkloadObject {
     }
 
     /// The object as the charm sends it (JSON), to compare with what is stored.
-    pub fn to_json(&self) -> Option<serde_json::Value> {
+    pub(crate) fn to_json(&self) -> Option<serde_json::Value> {
         match self {
             WorkloadObject::ServiceAccount(o) => serde_json::to_value(o),
             WorkloadObject::ClusterRole(o) => serde_json::to_value(o),

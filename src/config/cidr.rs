@@ -7,7 +7,7 @@ use crate::text::{SHOWN, shorten};
 use ipnetwork::IpNetwork;
 
 /// Parse a CIDR strictly: an address, `/`, a prefix length, no host bits set.
-pub fn parse_cidr_option(text: &str) -> Result<IpNetwork, String> {
+pub(crate) fn parse_cidr_option(text: &str) -> Result<IpNetwork, String> {
     let t = text.trim();
     let shown = shorten(format!("{t:?}"), SHOWN);
     let Some((addr, prefix)) = t.split_once('/') else {

@@ -184,7 +184,7 @@ fn valid_path_component(part: &str) -> bool {
 /// last two path components, `calico/node`) replaced, name and tag kept
 /// (`docker.io/calico/node:v3.6.1` under `registry.example.com:5000` →
 /// `registry.example.com:5000/calico/node:v3.6.1`).
-pub fn apply_registry(image: &Image, registry: &str) -> String {
+pub(crate) fn apply_registry(image: &Image, registry: &str) -> String {
     let reference = image.reference.as_str();
     let parts: Vec<&str> = reference.split('/').collect();
     let keep = parts.len().min(2);

@@ -28,10 +28,10 @@ use crate::asn::AsNumber;
 pub use crate::problems::{ConfigError, Warning};
 use crate::text::{SHOWN, shorten};
 
-pub use cidr::parse_cidr_option;
-pub use image::{Image, apply_registry};
-pub use peers::{effective_peers, effective_peers_with_source, node_as_number};
-pub use validate::{MAX_MAP_ENTRIES, MAX_OPTION_BYTES, MAX_PEER_ENTRIES, validate};
+pub use image::Image;
+pub(crate) use image::apply_registry;
+pub(crate) use peers::{effective_peers, effective_peers_with_source, node_as_number};
+pub use validate::validate;
 pub use warnings::unit_warnings;
 
 /// IPIP / VXLAN encapsulation mode.

@@ -10,7 +10,7 @@ use crate::config::ConfigError;
 use crate::text::{SHOWN, shorten};
 
 /// The embedded config.yaml, the one source of option defaults.
-pub const CONFIG_YAML: &str = include_str!("../../config.yaml");
+pub(crate) const CONFIG_YAML: &str = include_str!("../../config.yaml");
 
 /// Raw option values as `config-get --format=json` returns them (option name -> JSON value).
 pub type RawConfig = BTreeMap<String, serde_json::Value>;
@@ -384,7 +384,7 @@ pub fn coerce(kind: OptionType, value: &serde_json::Value) -> Result<serde_json:
 /// Go's `strconv.ParseInt(s, 0, 64)`, which Juju applies to a string given for an int
 /// option: optional sign; `0x`/`0X` hexadecimal, `0o`/`0O` or a leading `0` octal, `0b`/`0B`
 /// binary, else decimal; `_` only between digits (or after the base prefix).
-pub fn parse_go_int(s: &str) -> Option<i64> {
+pub(crate) fn parse_go_int(s: &str) -> Option<i64> {
     let (negative, body) = match s.as_bytes().first() {
         Some(b'-') => (true, s.get(1..)?),
         Some(b'+') => (false, s.get(1..)?),
@@ -428,21 +428,21 @@ pub fn parse_go_int(s: &str) -> Option<i64> {
 
 /// The tag given to an integer too large for 64 bits while a file is parsed: the option it
 /// belongs to reports it, with every other problem.
-pub const TOO_LARGE_TAG: &str = "!calico-charm/integer-too-large";
+pub(crate) const TOO_LARGE_TAG: &str = "!calico-charm/integer-too-large";
 
 /// Parse YAML into a value like `serde_yaml::from_str`, except that an integer too large for
 /// 64 bits becomes a string tagged [`TOO_LARGE_TAG`] instead of failing the whole document.
-pub fn parse_loose(text: &str) -> Result<serde_yaml::Value, serde_yaml::Error> {
+pub(crate) fn parse_loose(text: &str) -> Result<serde_yaml::Value, serde_yaml::Error> {
     serde_yaml::from_str::<Loose>(text).map(|l| l.0)
 }
 
 /// The largest nesting of YAML flow collections (`{...}`, `[...]`) accepted before parsing:
 /// the YAML parser's time grows with the square of that depth. Real values nest 3 deep.
-pub const MAX_YAML_FLOW_DEPTH: usize = 32;
+pub(crate) const MAX_YAML_FLOW_DEPTH: usize = 32;
 
 /// Why YAML text must not be parsed (flow collections nested deeper than
 /// [`MAX_YAML_FLOW_DEPTH`]), found in one linear pass; `None` when it may be.
-pub fn yaml_nesting_problem(text: &str) -> Option<String> {
+pub(crate) fn yaml_nesting_problem(text: &str) -> Option<String> {
     let mut depth = 0usize;
     let mut deepest = 0usize;
     let mut quote: Option<u8> = None;

@@ -5,7 +5,7 @@ use crate::asn::AsNumber;
 use crate::unit::UnitFacts;
 
 /// Where an effective peer came from (the option that lists it).
-pub fn effective_peers_with_source(
+pub(crate) fn effective_peers_with_source(
     config: &CharmConfig,
     facts: &UnitFacts,
 ) -> Vec<(Peer, &'static str)> {
@@ -39,7 +39,7 @@ pub fn effective_peers_with_source(
 /// This unit's BGP peers: global-bgp-peers, then the peers of every subnet-bgp-peers subnet
 /// containing the unit's address, then unit-bgp-peers[id]; its own address skipped,
 /// duplicates collapsed (first occurrence kept).
-pub fn effective_peers(config: &CharmConfig, facts: &UnitFacts) -> Vec<Peer> {
+pub(crate) fn effective_peers(config: &CharmConfig, facts: &UnitFacts) -> Vec<Peer> {
     effective_peers_with_source(config, facts)
         .into_iter()
         .map(|(p, _)| p)
@@ -48,7 +48,7 @@ pub fn effective_peers(config: &CharmConfig, facts: &UnitFacts) -> Vec<Peer> {
 
 /// The AS number this unit's node gets: unit-as-numbers[id], else the most specific
 /// subnet-as-numbers subnet containing its address, else none (the global AS applies).
-pub fn node_as_number(config: &CharmConfig, facts: &UnitFacts) -> Option<AsNumber> {
+pub(crate) fn node_as_number(config: &CharmConfig, facts: &UnitFacts) -> Option<AsNumber> {
     config
         .unit_as_numbers
         .get(&facts.unit_id)

@@ -28,10 +28,10 @@ impl fmt::Display for CalicoVersion {
 /// The newest release the charm's objects were checked against (Calico v3.32.1, its
 /// manifests at <https://github.com/projectcalico/calico/tree/v3.32.1/manifests>); assumed
 /// when the image tag says nothing usable.
-pub const CURRENT: CalicoVersion = CalicoVersion::new(3, 32, 1);
+pub(crate) const CURRENT: CalicoVersion = CalicoVersion::new(3, 32, 1);
 
 /// The oldest line the charm renders for: its documented default image is v3.6.1.
-pub const OLDEST_KNOWN: CalicoVersion = CalicoVersion::new(3, 6, 0);
+pub(crate) const OLDEST_KNOWN: CalicoVersion = CalicoVersion::new(3, 6, 0);
 
 // Cut-over points (first release that has the feature). Sources in docs/workloads-versions.md.
 
@@ -39,50 +39,50 @@ pub const OLDEST_KNOWN: CalicoVersion = CalicoVersion::new(3, 6, 0);
 pub const VXLAN: CalicoVersion = CalicoVersion::new(3, 7, 0);
 /// The first release after the v3.6 line: rendered with v3.32.1's RBAC rules and conflist
 /// `cniVersion`; 3.6.x gets exactly what the v3.6 manifests have.
-pub const AFTER_V3_6: CalicoVersion = CalicoVersion::new(3, 7, 0);
+pub(crate) const AFTER_V3_6: CalicoVersion = CalicoVersion::new(3, 7, 0);
 /// `CALICO_ROUTER_ID=hash` (a BGP router id for IPv6-only nodes).
-pub const ROUTER_ID_HASH: CalicoVersion = CalicoVersion::new(3, 7, 0);
+pub(crate) const ROUTER_ID_HASH: CalicoVersion = CalicoVersion::new(3, 7, 0);
 /// `calico-node -felix-live -bird-live` liveness probe (before: HTTP `/liveness` on 9099).
-pub const EXEC_LIVENESS: CalicoVersion = CalicoVersion::new(3, 11, 0);
+pub(crate) const EXEC_LIVENESS: CalicoVersion = CalicoVersion::new(3, 11, 0);
 /// `install-cni` is the Go binary `/opt/cni/bin/install` (before: `/install-cni.sh`).
-pub const GO_CNI_INSTALLER: CalicoVersion = CalicoVersion::new(3, 16, 0);
+pub(crate) const GO_CNI_INSTALLER: CalicoVersion = CalicoVersion::new(3, 16, 0);
 /// MTU auto-detection: `veth_mtu` "0" means detect (before: a number, default 1440).
-pub const MTU_AUTODETECT: CalicoVersion = CalicoVersion::new(3, 17, 0);
+pub(crate) const MTU_AUTODETECT: CalicoVersion = CalicoVersion::new(3, 17, 0);
 /// `check-status -l` liveness flag in calico/kube-controllers.
-pub const KUBE_CONTROLLERS_LIVENESS: CalicoVersion = CalicoVersion::new(3, 19, 0);
+pub(crate) const KUBE_CONTROLLERS_LIVENESS: CalicoVersion = CalicoVersion::new(3, 19, 0);
 /// `calico-node -shutdown` pre-stop hook.
-pub const SHUTDOWN_HOOK: CalicoVersion = CalicoVersion::new(3, 21, 0);
+pub(crate) const SHUTDOWN_HOOK: CalicoVersion = CalicoVersion::new(3, 21, 0);
 /// `IP_AUTODETECTION_METHOD=kubernetes-internal-ip`.
-pub const K8S_INTERNAL_IP: CalicoVersion = CalicoVersion::new(3, 22, 0);
+pub(crate) const K8S_INTERNAL_IP: CalicoVersion = CalicoVersion::new(3, 22, 0);
 /// The CNI kubeconfig holds a TokenRequest token for `calico-node` (before: the pod's own
 /// mounted token).
-pub const CNI_TOKEN_REQUEST: CalicoVersion = CalicoVersion::new(3, 23, 0);
+pub(crate) const CNI_TOKEN_REQUEST: CalicoVersion = CalicoVersion::new(3, 23, 0);
 /// The CNI plugin has its own `calico-cni-plugin` ServiceAccount.
-pub const CNI_PLUGIN_ACCOUNT: CalicoVersion = CalicoVersion::new(3, 26, 0);
+pub(crate) const CNI_PLUGIN_ACCOUNT: CalicoVersion = CalicoVersion::new(3, 26, 0);
 /// `CALICO_IPV4POOL_CIDR=none` / `CALICO_IPV6POOL_CIDR=none` skip a default pool.
-pub const POOL_CIDR_NONE: CalicoVersion = CalicoVersion::new(3, 27, 0);
+pub(crate) const POOL_CIDR_NONE: CalicoVersion = CalicoVersion::new(3, 27, 0);
 /// BGPConfiguration `serviceExternalIPs` (projectcalico/calico `v3.10/reference/resources/bgpconfig.md`).
-pub const SERVICE_EXTERNAL_IPS: CalicoVersion = CalicoVersion::new(3, 10, 0);
+pub(crate) const SERVICE_EXTERNAL_IPS: CalicoVersion = CalicoVersion::new(3, 10, 0);
 /// BGPConfiguration `serviceClusterIPs` (`v3.11/reference/resources/bgpconfig.md`; the v3.10
 /// page lists only `serviceExternalIPs`).
-pub const SERVICE_CLUSTER_IPS: CalicoVersion = CalicoVersion::new(3, 11, 0);
+pub(crate) const SERVICE_CLUSTER_IPS: CalicoVersion = CalicoVersion::new(3, 11, 0);
 /// BGPConfiguration `serviceLoadBalancerIPs` (projectcalico/libcalico-go PR #1349,
 /// projectcalico/confd PR #422; first released in v3.18).
-pub const SERVICE_LOADBALANCER_IPS: CalicoVersion = CalicoVersion::new(3, 18, 0);
+pub(crate) const SERVICE_LOADBALANCER_IPS: CalicoVersion = CalicoVersion::new(3, 18, 0);
 /// Felix's `ChecksumOffloadBroken` feature-detection override, which turns off checksum
 /// offload on `vxlan.calico` (projectcalico/felix PR #2811, 2021-05; v3.20).
-pub const CHECKSUM_OFFLOAD_OVERRIDE: CalicoVersion = CalicoVersion::new(3, 20, 0);
+pub(crate) const CHECKSUM_OFFLOAD_OVERRIDE: CalicoVersion = CalicoVersion::new(3, 20, 0);
 /// Typha's HTTP liveness/readiness probes on port 9098 (before: `calico-typha check ...`;
 /// `_includes/v3.6` vs `v3.7/charts/calico/templates/calico-typha.yaml`).
-pub const TYPHA_HTTP_PROBES: CalicoVersion = CalicoVersion::new(3, 7, 0);
+pub(crate) const TYPHA_HTTP_PROBES: CalicoVersion = CalicoVersion::new(3, 7, 0);
 /// Typha runs as non-root without privilege escalation (in the v3.10 manifest, not in v3.7).
-pub const TYPHA_NON_ROOT: CalicoVersion = CalicoVersion::new(3, 10, 0);
+pub(crate) const TYPHA_NON_ROOT: CalicoVersion = CalicoVersion::new(3, 10, 0);
 /// Typha's graceful shutdown: `TYPHA_SHUTDOWNTIMEOUTSECS`, a 300 s grace period and a 100%
 /// surge (projectcalico/calico PR #6973, tigera/operator PR #2303, 2022-11; v3.25).
-pub const TYPHA_GRACEFUL_SHUTDOWN: CalicoVersion = CalicoVersion::new(3, 25, 0);
+pub(crate) const TYPHA_GRACEFUL_SHUTDOWN: CalicoVersion = CalicoVersion::new(3, 25, 0);
 /// The first release whose RBAC the charm knows without the v2.6-migration reads
 /// (`globalfelixconfigs`, `globalbgpconfigs`).
-pub const NO_LEGACY_READS: CalicoVersion = CalicoVersion::new(3, 32, 0);
+pub(crate) const NO_LEGACY_READS: CalicoVersion = CalicoVersion::new(3, 32, 0);
 
 impl CalicoVersion {
     pub const fn new(major: u32, minor: u32, patch: u32) -> CalicoVersion {
@@ -158,7 +158,7 @@ impl CalicoVersion {
 }
 
 /// The version the workloads are rendered for (see [`CalicoVersion::of_image`]).
-pub fn calico_version(image: &Image) -> CalicoVersion {
+pub(crate) fn calico_version(image: &Image) -> CalicoVersion {
     CalicoVersion::of_image(image).0
 }
 

@@ -10,7 +10,7 @@ use super::release::CalicoVersion;
 
 /// One Calico minor release and the Kubernetes minors it is tested on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tested {
+pub(crate) struct Tested {
     pub calico: (u32, u32),
     pub kubernetes: &'static [(u32, u32)],
     /// Where the list was read.
@@ -18,7 +18,7 @@ pub struct Tested {
 }
 
 /// Calico's published test matrix (sources per row; also in docs/workloads-versions.md).
-pub const TESTED: &[Tested] = &[
+pub(crate) const TESTED: &[Tested] = &[
     Tested {
         calico: (3, 6),
         kubernetes: &[(1, 11), (1, 12), (1, 13)],
@@ -57,7 +57,7 @@ pub const TESTED: &[Tested] = &[
 ];
 
 /// Parse the API server's `/version` `major`/`minor` (`"1"`, `"31+"` on some distributions).
-pub fn parse_kubernetes_version(major: &str, minor: &str) -> Option<(u32, u32)> {
+pub(crate) fn parse_kubernetes_version(major: &str, minor: &str) -> Option<(u32, u32)> {
     let digits = |s: &str| -> Option<u32> {
         let d: String = s.trim().chars().take_while(char::is_ascii_digit).collect();
         d.parse().ok()
@@ -68,7 +68,7 @@ pub fn parse_kubernetes_version(major: &str, minor: &str) -> Option<(u32, u32)> 
 /// The warning when `calico` is known not to be tested on Kubernetes `kubernetes`, naming
 /// both versions and the options to change. `None` when it is tested, or when the table has
 /// no row for the release.
-pub fn support_warning(calico: CalicoVersion, kubernetes: (u32, u32)) -> Option<String> {
+pub(crate) fn support_warning(calico: CalicoVersion, kubernetes: (u32, u32)) -> Option<String> {
     let row = TESTED
         .iter()
         .find(|t| t.calico == (calico.major, calico.minor))?;

@@ -1,5 +1,7 @@
 use serde_json::{Value, json};
 
+use super::cidr::parse_cidr_option;
+use super::validate::{MAX_MAP_ENTRIES, MAX_OPTION_BYTES, MAX_PEER_ENTRIES};
 use super::*;
 use crate::asn::AsNumber;
 use crate::config::options::RawConfig;

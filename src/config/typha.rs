@@ -5,7 +5,7 @@ use crate::text::{SHOWN, shorten};
 
 /// `auto` deploys Typha above this many nodes ("We recommend using Typha if you have more
 /// than 50 nodes", Calico's Typha manifest).
-pub const AUTO_THRESHOLD: u64 = 50;
+pub(crate) const AUTO_THRESHOLD: u64 = 50;
 /// The option `typha`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TyphaMode {
@@ -50,7 +50,7 @@ impl TyphaMode {
 
     /// Whether the leader needs the cluster's node count to render (every mode but `false`:
     /// `auto` to decide, `true` for the replicas).
-    pub fn needs_node_count(self) -> bool {
+    pub(crate) fn needs_node_count(self) -> bool {
         self != TyphaMode::Off
     }
 }

@@ -27,12 +27,12 @@ struct Check<'a> {
 
 /// The longest value of one option (bytes). The largest configurations within the limits
 /// below stay far under it.
-pub const MAX_OPTION_BYTES: usize = 512 * 1024;
+pub(crate) const MAX_OPTION_BYTES: usize = 512 * 1024;
 /// The most BGP peer entries over global-bgp-peers, subnet-bgp-peers and unit-bgp-peers
 /// together: so no unit ever has more peers than this (real deployments have a handful).
-pub const MAX_PEER_ENTRIES: usize = 1000;
+pub(crate) const MAX_PEER_ENTRIES: usize = 1000;
 /// The most entries of one YAML map option (subnets or units).
-pub const MAX_MAP_ENTRIES: usize = 5000;
+pub(crate) const MAX_MAP_ENTRIES: usize = 5000;
 
 impl Check<'_> {
     fn error(&mut self, option: &str, message: impl Into<String>) {

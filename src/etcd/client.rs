@@ -31,7 +31,7 @@ use tokio::net::TcpStream;
 use super::EtcdConfig;
 
 /// The largest answer read (a range over every IPAM block of a big cluster stays far below).
-pub const MAX_RESPONSE: usize = 64 << 20;
+pub(crate) const MAX_RESPONSE: usize = 64 << 20;
 
 /// Timeouts of the etcd client.
 #[derive(Clone, Debug, PartialEq)]
@@ -274,7 +274,7 @@ fn unb64(v: Option<&Value>) -> Result<Vec<u8>, EtcdError> {
 }
 
 /// The first key after every key that starts with `prefix` (etcd's `range_end` of a prefix).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -622,20 +622,6 @@ impl EtcdClient {
         )
         .await
         .map(drop)
-    }
-
-    /// Delete every key that starts with `prefix` (tests); the number deleted.
-    pub async fn delete_prefix(&self, prefix: &str) -> Result<i64, EtcdError> {
-        let answer = self
-            .call(
-                "kv/deleterange",
-                json!({
-                    "key": b64(prefix.as_bytes()),
-                    "range_end": b64(&prefix_end(prefix.as_bytes())),
-                }),
-            )
-            .await?;
-        Ok(int(answer.get("deleted")))
     }
 }
 

@@ -19,14 +19,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value, json};
 
 /// The key prefix of every v3 resource.
-pub const RESOURCES: &str = "/calico/resources/v3/projectcalico.org/";
+pub(crate) const RESOURCES: &str = "/calico/resources/v3/projectcalico.org/";
 /// The key prefix of every IPAM block.
-pub const IPAM_BLOCKS: &str = "/calico/ipam/v2/assignment/";
+pub(crate) const IPAM_BLOCKS: &str = "/calico/ipam/v2/assignment/";
 /// `apiVersion` of the stored objects.
-pub const API_VERSION: &str = "projectcalico.org/v3";
+pub(crate) const API_VERSION: &str = "projectcalico.org/v3";
 /// Annotation listing the spec fields the charm owns on an object (dotted paths, sorted,
 /// comma-separated: `bgp.asNumber,bgp.ipv4Address`).
-pub const OWNED_FIELDS: &str = "calico.juju.is/owned-fields";
+pub(crate) const OWNED_FIELDS: &str = "calico.juju.is/owned-fields";
 
 /// The v3 kinds the charm writes or reads in etcd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,7 +89,7 @@ pub fn name_of(kind: Kind, key: &str) -> Option<&str> {
 }
 
 /// The CIDR of an IPAM block key (`.../ipv4/block/10.1.0.0-26` → `10.1.0.0/26`).
-pub fn block_cidr(key: &str) -> Option<String> {
+pub(crate) fn block_cidr(key: &str) -> Option<String> {
     let rest = key.strip_prefix(IPAM_BLOCKS)?;
     let (_, cidr) = rest.rsplit_once("/block/")?;
     let (ip, len) = cidr.rsplit_once('-')?;
@@ -98,7 +98,7 @@ pub fn block_cidr(key: &str) -> Option<String> {
 
 /// One IPAM block as stored: its CIDR and whether any address is allocated. A value that
 /// cannot be read counts as allocated (the drain then waits rather than deletes).
-pub fn block_in_use(value: &[u8]) -> bool {
+pub(crate) fn block_in_use(value: &[u8]) -> bool {
     match serde_json::from_slice::<Value>(value) {
         Ok(v) => match v.get("allocations").and_then(Value::as_array) {
             Some(a) => a.iter().any(|slot| !slot.is_null()),
@@ -106,11 +106,6 @@ pub fn block_in_use(value: &[u8]) -> bool {
         },
         Err(_) => true,
     }
-}
-
-/// Read a dotted path (`bgp.asNumber`) below `spec`.
-pub fn get_path<'a>(spec: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(spec, |v, part| v.get(part))
 }
 
 fn set_path(spec: &mut Map<String, Value>, path: &str, value: Value) {
@@ -167,7 +162,7 @@ pub fn leaves(spec: &Map<String, Value>) -> BTreeMap<String, Value> {
 }
 
 /// The spec fields the charm owned on a stored object (its [`OWNED_FIELDS`] annotation).
-pub fn owned_fields(object: &Value) -> BTreeSet<String> {
+pub(crate) fn owned_fields(object: &Value) -> BTreeSet<String> {
     object
         .pointer("/metadata/annotations")
         .and_then(|a| a.get(OWNED_FIELDS))
@@ -345,19 +340,19 @@ pub fn release(object: &Value) -> Value {
 }
 
 /// The stored bytes of an object (compact JSON, as Calico writes it).
-pub fn encode(object: &Value) -> Vec<u8> {
+pub(crate) fn encode(object: &Value) -> Vec<u8> {
     serde_json::to_vec(object).unwrap_or_default()
 }
 
 /// A stored value as JSON (`None` when it is not a JSON object).
-pub fn decode(value: &[u8]) -> Option<Value> {
+pub(crate) fn decode(value: &[u8]) -> Option<Value> {
     serde_json::from_slice::<Value>(value)
         .ok()
         .filter(Value::is_object)
 }
 
 /// A random version-4 UUID from the standard library's randomly seeded hasher.
-pub fn random_uuid() -> String {
+pub(crate) fn random_uuid() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut words = [0u64; 2];
     for (i, w) in words.iter_mut().enumerate() {
@@ -388,7 +383,7 @@ pub fn random_uuid() -> String {
 }
 
 /// RFC 3339 in UTC, whole seconds.
-pub fn rfc3339(t: std::time::SystemTime) -> String {
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -18,17 +18,19 @@ pub mod store;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::problems::Cause;
+
 pub use client::{Compare, EtcdClient, EtcdError, EtcdSettings, Kv, Op, TxnResult};
 
 /// The relation endpoint (metadata.yaml `requires: etcd`).
-pub const ENDPOINT: &str = "etcd";
+pub(crate) const ENDPOINT: &str = "etcd";
 
 /// Relation keys the etcd charm sets.
-pub const KEY_CONNECTION_STRING: &str = "connection_string";
-pub const KEY_CLIENT_CERT: &str = "client_cert";
-pub const KEY_CLIENT_KEY: &str = "client_key";
-pub const KEY_CLIENT_CA: &str = "client_ca";
-pub const KEY_VERSION: &str = "version";
+pub(crate) const KEY_CONNECTION_STRING: &str = "connection_string";
+pub(crate) const KEY_CLIENT_CERT: &str = "client_cert";
+pub(crate) const KEY_CLIENT_KEY: &str = "client_key";
+pub(crate) const KEY_CLIENT_CA: &str = "client_ca";
+pub(crate) const KEY_VERSION: &str = "version";
 
 /// One etcd client URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,19 +56,16 @@ impl Endpoint {
     }
 }
 
-/// Why the relation's data cannot be used.
+/// Why the relation's data cannot be used. Worded as the status words it
+/// ([`Cause::EtcdIncomplete`], [`Cause::EtcdRelationInvalid`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RelationDataError {
     /// Keys not published yet (the etcd charm sets them once its cluster is up).
-    #[error("{}", missing_message(.0))]
+    #[error("{}", Cause::EtcdIncomplete(.0.clone()))]
     Missing(Vec<&'static str>),
     /// A value that cannot work as given.
-    #[error("etcd relation: {0}")]
+    #[error("{}", Cause::EtcdRelationInvalid(.0.clone()))]
     Invalid(String),
-}
-
-fn missing_message(keys: &[&'static str]) -> String {
-    format!("Waiting for etcd: no {} yet", keys.join(", "))
 }
 
 /// What the etcd relation gives: endpoints and TLS credentials. `Debug` leaves the key out.
@@ -104,7 +103,7 @@ impl PartialEq for EtcdConfig {
 /// Parse a connection string: comma-separated `https://host:port` URLs (a path, if any, is
 /// ignored). Plain `http://` is refused: the relation's client certificate would be unused
 /// and Calico's data would cross the network in the clear.
-pub fn parse_connection_string(text: &str) -> Result<Vec<Endpoint>, RelationDataError> {
+pub(crate) fn parse_connection_string(text: &str) -> Result<Vec<Endpoint>, RelationDataError> {
     let invalid = |m: String| RelationDataError::Invalid(m);
     let mut endpoints = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {

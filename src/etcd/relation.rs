@@ -67,17 +67,17 @@ pub fn read(tools: &impl HookTools, broken: Option<&str>) -> Result<EtcdRelation
 /// Environment variable: the directory of the credential files (tests).
 pub const DIR_ENV: &str = "CALICO_CHARM_ETCD_DIR";
 /// Default directory of the credential files.
-pub const DEFAULT_DIR: &str = "/etc/calico/etcd";
+pub(crate) const DEFAULT_DIR: &str = "/etc/calico/etcd";
 /// File names, as the earlier charm and Calico's manifests name the Secret's keys.
-pub const CA_FILE: &str = "etcd-ca";
-pub const CERT_FILE: &str = "etcd-cert";
-pub const KEY_FILE: &str = "etcd-key";
+pub(crate) const CA_FILE: &str = "etcd-ca";
+pub(crate) const CERT_FILE: &str = "etcd-cert";
+pub(crate) const KEY_FILE: &str = "etcd-key";
 /// The connection string, beside the credentials, so that `stop`/`remove` (which ask Juju
 /// nothing) can reach etcd to clean up.
-pub const ENDPOINTS_FILE: &str = "etcd-endpoints";
+pub(crate) const ENDPOINTS_FILE: &str = "etcd-endpoints";
 
 /// The credential files' directory: `CALICO_CHARM_ETCD_DIR`, else [`DEFAULT_DIR`].
-pub fn credentials_dir() -> PathBuf {
+pub(crate) fn credentials_dir() -> PathBuf {
     std::env::var_os(DIR_ENV)
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -85,7 +85,7 @@ pub fn credentials_dir() -> PathBuf {
 }
 
 /// The three paths (CA, certificate, key) below `dir`.
-pub fn credential_paths(dir: &Path) -> [PathBuf; 3] {
+pub(crate) fn credential_paths(dir: &Path) -> [PathBuf; 3] {
     [dir.join(CA_FILE), dir.join(CERT_FILE), dir.join(KEY_FILE)]
 }
 
@@ -115,7 +115,7 @@ fn write_private(path: &Path, content: &[u8]) -> std::io::Result<bool> {
 
 /// Write the relation's CA, certificate and key below `dir` (created 0700), each 0600.
 /// `Ok(true)` when any file changed.
-pub fn write_credentials(dir: &Path, config: &EtcdConfig) -> std::io::Result<bool> {
+pub(crate) fn write_credentials(dir: &Path, config: &EtcdConfig) -> std::io::Result<bool> {
     if !dir.is_dir() {
         fs::create_dir_all(dir)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
@@ -133,7 +133,7 @@ pub fn write_credentials(dir: &Path, config: &EtcdConfig) -> std::io::Result<boo
 
 /// The relation's data as the last hook wrote it below `dir` (for `stop`/`remove`); `None`
 /// when the files are missing or unusable (the unit never ran in etcd mode).
-pub fn read_credentials(dir: &Path) -> Option<EtcdConfig> {
+pub(crate) fn read_credentials(dir: &Path) -> Option<EtcdConfig> {
     let [ca, cert, key] = credential_paths(dir);
     let read = |p: &Path| fs::read_to_string(p).ok();
     let mut data = std::collections::BTreeMap::new();
@@ -148,7 +148,7 @@ pub fn read_credentials(dir: &Path) -> Option<EtcdConfig> {
 }
 
 /// Remove the credential files (stop/remove). `Ok(true)` when any was there.
-pub fn remove_credentials(dir: &Path) -> std::io::Result<bool> {
+pub(crate) fn remove_credentials(dir: &Path) -> std::io::Result<bool> {
     let mut removed = false;
     let [ca, cert, key] = credential_paths(dir);
     for path in [ca, cert, key, dir.join(ENDPOINTS_FILE)] {

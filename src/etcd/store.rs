@@ -307,7 +307,7 @@ impl EtcdStore {
     /// (its naming, [`crate::render::peer_name`]) for `node`, carrying no labels of their own.
     /// They get the charm's labels, so the converge then keeps the wanted ones and prunes
     /// the rest like any peer of this unit. Returns the names adopted.
-    pub async fn adopt_legacy_peers(
+    pub(crate) async fn adopt_legacy_peers(
         &self,
         owner: &str,
         node: &str,
@@ -485,7 +485,12 @@ fn node_status_of(
 /// fields merged in. `asNumber` and `routeReflectorClusterID` are owned (removed when no
 /// longer wanted); `ipv4Address` is set, never owned: calico-node writes its own when it
 /// starts on a node without one, and a unit that stops setting it leaves it.
-pub fn node_value(existing: Option<&Value>, node: &str, bgp: &NodeBgp, created: &Created) -> Value {
+pub(crate) fn node_value(
+    existing: Option<&Value>,
+    node: &str,
+    bgp: &NodeBgp,
+    created: &Created,
+) -> Value {
     let mut inner = Map::new();
     if let Some(a) = bgp.as_number {
         inner.insert("asNumber".into(), json!(a));
@@ -534,7 +539,7 @@ fn legacy_peer_name(owner: &str, name: &str) -> bool {
 }
 
 /// The charm's fields of a stored Node's `spec.bgp`.
-pub fn node_bgp_of(node: &Value) -> NodeBgp {
+pub(crate) fn node_bgp_of(node: &Value) -> NodeBgp {
     let bgp = node.pointer("/spec/bgp");
     NodeBgp {
         as_number: bgp

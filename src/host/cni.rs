@@ -93,14 +93,14 @@ pub fn write_conflist(dir: &Path, content: &str) -> Result<bool, CniError> {
 }
 
 /// The prefix of the temporary files [`write_conflist`] writes (`.10-calico.conflist.tmp-<pid>`).
-pub fn temporary_prefix() -> String {
+pub(crate) fn temporary_prefix() -> String {
     format!(".{CONFLIST_NAME}.tmp-")
 }
 
 /// Remove temporary files that earlier hooks, killed while writing, left in `dir`: any
 /// [`temporary_prefix`] file but this process's own (hooks of one unit never run at once).
 /// Best effort: what cannot be removed now is removed by a later hook.
-pub fn remove_stale_temporaries(dir: &Path) -> usize {
+pub(crate) fn remove_stale_temporaries(dir: &Path) -> usize {
     let prefix = temporary_prefix();
     let own = format!("{prefix}{}", std::process::id());
     let Ok(entries) = fs::read_dir(dir) else {

@@ -18,25 +18,23 @@ pub const PROC_SYS_ENV: &str = "CALICO_CHARM_PROC_SYS";
 /// Where the network interfaces are listed (`/sys/class/net`); tests point it elsewhere.
 pub const SYS_CLASS_NET_ENV: &str = "CALICO_CHARM_SYS_CLASS_NET";
 /// The `ethtool` program to run (found on `PATH` by default); tests give a stand-in.
-pub const ETHTOOL_ENV: &str = "CALICO_CHARM_ETHTOOL";
+pub(crate) const ETHTOOL_ENV: &str = "CALICO_CHARM_ETHTOOL";
 
 /// The sysctl Felix checks at start-up, as a path under `/proc/sys`.
 pub const RP_FILTER: &str = "net/ipv4/conf/all/rp_filter";
-/// Its name as `sysctl` spells it.
-pub const RP_FILTER_SYSCTL: &str = "net.ipv4.conf.all.rp_filter";
 /// The VXLAN device Felix creates.
-pub const VXLAN_DEVICE: &str = "vxlan.calico";
+pub(crate) const VXLAN_DEVICE: &str = "vxlan.calico";
 
 /// The `blocked` cause when Felix would refuse to start on this node (its loose-RPF check,
 /// projectcalico/felix PR #1322): `rp_filter` 2 while `ignore-loose-rpf` is false. `None`
 /// when the value is unknown, 0 or 1, or the option allows it.
-pub fn rpf_blocked(config: &CharmConfig, rp_filter: Option<u8>) -> Option<Cause> {
+pub(crate) fn rpf_blocked(config: &CharmConfig, rp_filter: Option<u8>) -> Option<Cause> {
     (rp_filter == Some(2) && !config.ignore_loose_rpf).then_some(Cause::LooseRpf)
 }
 
 /// What to do about `vxlan.calico`'s TX checksum offload on this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VxlanChecksumStep {
+pub(crate) enum VxlanChecksumStep {
     /// Nothing: no VXLAN, the option is off, or Felix does it (Calico v3.20 and later).
     Nothing,
     /// Run `ethtool -K vxlan.calico tx-checksum-ip-generic off` (again on every hook: it is
@@ -45,7 +43,7 @@ pub enum VxlanChecksumStep {
 }
 
 /// The step for this configuration ([`crate::render::workloads::pods::node_disables_vxlan_checksum`]).
-pub fn vxlan_checksum_step(config: &CharmConfig) -> VxlanChecksumStep {
+pub(crate) fn vxlan_checksum_step(config: &CharmConfig) -> VxlanChecksumStep {
     if crate::render::workloads::pods::node_disables_vxlan_checksum(config) {
         VxlanChecksumStep::Disable
     } else {
@@ -55,7 +53,7 @@ pub fn vxlan_checksum_step(config: &CharmConfig) -> VxlanChecksumStep {
 
 /// The `waiting` cause while `vxlan.calico` does not exist yet (calico-node creates it).
 /// How long `ethtool` may run.
-pub const ETHTOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const ETHTOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The machine: sysctls, interfaces, `ethtool`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,13 +91,13 @@ impl Host {
     }
 
     /// Whether the interface exists.
-    pub fn has_interface(&self, name: &str) -> bool {
+    pub(crate) fn has_interface(&self, name: &str) -> bool {
         self.sys_class_net.join(name).exists()
     }
 
     /// `ethtool -K <device> tx-checksum-ip-generic off`, killed after [`ETHTOOL_TIMEOUT`]
     /// (never past the hook's deadline), its output capped.
-    pub fn disable_tx_checksum(&self, device: &str) -> Result<(), String> {
+    pub(crate) fn disable_tx_checksum(&self, device: &str) -> Result<(), String> {
         let mut command = Command::new(&self.ethtool);
         command
             .args(["-K", device, "tx-checksum-ip-generic", "off"])

@@ -66,7 +66,7 @@ pub struct UnknownDispatchPath(pub String);
 
 impl Event {
     /// Parse a hook name such as `config-changed` or `cni-relation-joined`.
-    pub fn from_hook_name(name: &str) -> Event {
+    pub(crate) fn from_hook_name(name: &str) -> Event {
         match name {
             "install" => Event::Install,
             "start" => Event::Start,
@@ -93,7 +93,7 @@ impl Event {
     /// Parse `JUJU_DISPATCH_PATH` (`hooks/<name>`, `actions/<name>`), or the path the charm was
     /// invoked as (`/var/lib/juju/agents/unit-calico-0/charm/hooks/install`, `install`): the last
     /// two components decide.
-    pub fn from_dispatch_path(path: &str) -> Result<Event, UnknownDispatchPath> {
+    pub(crate) fn from_dispatch_path(path: &str) -> Result<Event, UnknownDispatchPath> {
         let mut parts = path.trim_end_matches('/').rsplit('/');
         let name = parts.next().unwrap_or_default();
         let location = parts.next();
@@ -173,7 +173,7 @@ pub struct HookEnv {
 
 impl HookEnv {
     /// Read the process environment. Empty values count as unset.
-    pub fn from_process() -> HookEnv {
+    pub(crate) fn from_process() -> HookEnv {
         HookEnv::from_lookup(|key| std::env::var(key).ok())
     }
 
@@ -202,7 +202,7 @@ impl HookEnv {
     }
 
     /// Whether the process runs under a Juju unit agent.
-    pub fn in_juju(&self) -> bool {
+    pub(crate) fn in_juju(&self) -> bool {
         self.unit_name.is_some()
     }
 

@@ -19,7 +19,7 @@ use tracing_subscriber::prelude::*;
 use super::tools::{LogLevel, run_tool};
 
 /// Where formatted log lines go.
-pub type Sink = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
+pub(crate) type Sink = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
 
 thread_local! {
     /// Set while the layer is writing an event: anything logged from inside the sink (for
@@ -31,7 +31,7 @@ thread_local! {
 static JUJU_LOG_HUNG: AtomicBool = AtomicBool::new(false);
 
 /// A tracing layer that hands every event (message and fields on one line) to a sink.
-pub struct JujuLogLayer {
+pub(crate) struct JujuLogLayer {
     sink: Sink,
 }
 
@@ -45,7 +45,7 @@ impl JujuLogLayer {
     ///
     /// Once `juju-log` has timed out, the rest of the hook logs to stderr: a hung `juju-log`
     /// must not cost a timeout per line.
-    pub fn juju_log() -> JujuLogLayer {
+    pub(crate) fn juju_log() -> JujuLogLayer {
         JujuLogLayer::new(Arc::new(|level, message| {
             if JUJU_LOG_HUNG.load(Ordering::Relaxed) {
                 eprintln!("{} {message}", level.as_str());
@@ -90,7 +90,7 @@ pub fn wanted(metadata: &Metadata<'_>) -> bool {
 }
 
 /// The juju-log level for a tracing level.
-pub fn juju_level(level: &Level) -> LogLevel {
+pub(crate) fn juju_level(level: &Level) -> LogLevel {
     match *level {
         Level::ERROR => LogLevel::Error,
         Level::WARN => LogLevel::Warning,
@@ -157,7 +157,7 @@ impl Visit for Line {
 
 /// One event as the line the layer writes: redacted, control characters blanked, at most
 /// [`crate::redact::MAX_LOG_LINE`] bytes.
-pub fn format_event(event: &Event<'_>) -> String {
+pub(crate) fn format_event(event: &Event<'_>) -> String {
     let mut line = Line::default();
     event.record(&mut line);
     let mut text = line.message.text;

@@ -6,5 +6,6 @@ pub mod network;
 pub mod tools;
 
 pub use env::{Event, HookEnv, RelationKind};
-pub use network::{NetworkInfo, bind_address, bind_address_with_prefix, node_name};
+pub(crate) use network::bind_address_with_prefix;
+pub use network::{NetworkInfo, bind_address, node_name};
 pub use tools::{HookTools, LogLevel, Subprocess, ToolError};

@@ -65,7 +65,7 @@ pub fn bind_address(info: &NetworkInfo) -> Option<IpAddr> {
 
 /// [`bind_address`] with the prefix length of that address's `cidr` (`24` of
 /// `10.0.0.0/24`), when Juju gave a parseable one.
-pub fn bind_address_with_prefix(info: &NetworkInfo) -> Option<(IpAddr, Option<u8>)> {
+pub(crate) fn bind_address_with_prefix(info: &NetworkInfo) -> Option<(IpAddr, Option<u8>)> {
     let iface = info
         .bind_addresses
         .iter()
@@ -93,7 +93,7 @@ pub fn node_name(nodename_env: Option<&str>) -> Option<String> {
 
 /// This machine's host name, lower-cased as the kubelet names its Node: the kernel's
 /// (`/proc/sys/kernel/hostname`), else `/etc/hostname`. The one reader of it.
-pub fn host_name() -> Option<String> {
+pub(crate) fn host_name() -> Option<String> {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .filter_map(|path| std::fs::read_to_string(path).ok())
@@ -103,7 +103,7 @@ pub fn host_name() -> Option<String> {
 
 /// Check a Kubernetes node name: a lowercase RFC 1123 subdomain of at most 253 characters.
 /// The error says what is wrong (for `NODENAME` in status, for `--node-name` on the CLI).
-pub fn check_node_name(s: &str) -> Result<(), String> {
+pub(crate) fn check_node_name(s: &str) -> Result<(), String> {
     let shown = crate::text::shorten(format!("{s:?}"), crate::text::SHOWN);
     let why = if s.is_empty() {
         Some("is empty")

@@ -23,7 +23,7 @@ use super::network::NetworkInfo;
 /// Default timeout of one hook-tool call. Tools answer in milliseconds; one that hangs holds
 /// the machine lock, so give up well before Juju would. Never more than what is left of the
 /// hook's deadline ([`crate::deadline::bound`]).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a hook tool failed. `Display` names the tool: it is what lands in the hook's output.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +173,7 @@ static TOOL_CALLS: AtomicU64 = AtomicU64::new(0);
 static TOOL_NANOS: AtomicU64 = AtomicU64::new(0);
 
 /// The hook-tool calls of this process so far (see [`ToolStats`]).
-pub fn tool_stats() -> ToolStats {
+pub(crate) fn tool_stats() -> ToolStats {
     ToolStats {
         calls: TOOL_CALLS.load(Ordering::Relaxed),
         time: Duration::from_nanos(TOOL_NANOS.load(Ordering::Relaxed)),
@@ -200,7 +200,7 @@ impl Default for Subprocess {
 
 /// Run one tool with arguments and return its stdout; non-zero exit is an error carrying
 /// stderr. Emits no tracing events (see the module docs).
-pub fn run_tool(tool: &str, args: &[&str], timeout: Duration) -> Result<String, ToolError> {
+pub(crate) fn run_tool(tool: &str, args: &[&str], timeout: Duration) -> Result<String, ToolError> {
     run_tool_with(tool, args, timeout, &[])
 }
 
@@ -254,13 +254,13 @@ fn run_tool_unmeasured(
 
 /// The most a hook tool (or a credential plugin) may print on stdout: `config-get` of the
 /// largest configuration the charm accepts is far below it.
-pub const MAX_TOOL_OUTPUT: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_TOOL_OUTPUT: usize = 16 * 1024 * 1024;
 /// The most of a process's stderr that is kept (the rest is read and dropped).
-pub const MAX_TOOL_STDERR: usize = 64 * 1024;
+pub(crate) const MAX_TOOL_STDERR: usize = 64 * 1024;
 
 /// What a finished process printed.
 #[derive(Debug)]
-pub struct ProcessOutput {
+pub(crate) struct ProcessOutput {
     pub status: std::process::ExitStatus,
     pub stdout: String,
     pub stderr: String,
@@ -270,7 +270,7 @@ pub struct ProcessOutput {
 /// most `max_stdout` bytes of stdout: a process that prints more is killed
 /// ([`ToolError::OutputTooLarge`]), one that runs longer is killed ([`ToolError::Timeout`]).
 /// Emits no tracing events.
-pub fn run_process(
+pub(crate) fn run_process(
     name: &str,
     mut command: Command,
     timeout: Duration,

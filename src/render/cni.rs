@@ -19,25 +19,25 @@ use serde_json::json;
 use crate::config::CharmConfig;
 
 /// Name of the file in the CNI config directory.
-pub const CONFLIST_NAME: &str = "10-calico.conflist";
+pub(crate) const CONFLIST_NAME: &str = "10-calico.conflist";
 /// Where the container runtime reads CNI configs.
-pub const DEFAULT_CNI_DIR: &str = "/etc/cni/net.d";
+pub(crate) const DEFAULT_CNI_DIR: &str = "/etc/cni/net.d";
 /// The kubeconfig Calico's CNI plugin uses; `install-cni` writes it (with a token for the
 /// `calico-cni-plugin` service account) next to the conflist.
-pub const CNI_KUBECONFIG: &str = "/etc/cni/net.d/calico-kubeconfig";
+pub(crate) const CNI_KUBECONFIG: &str = "/etc/cni/net.d/calico-kubeconfig";
 /// Where the Calico CNI plugin logs (the DaemonSet mounts it from the host).
-pub const CNI_LOG_FILE: &str = "/var/log/calico/cni/cni.log";
+pub(crate) const CNI_LOG_FILE: &str = "/var/log/calico/cni/cni.log";
 /// Name of the CNI network.
-pub const NETWORK_NAME: &str = "k8s-pod-network";
+pub(crate) const NETWORK_NAME: &str = "k8s-pod-network";
 /// CNI spec version of the conflist (Calico 3.7 and later, as in Calico v3.32.1's
 /// `manifests/calico.yaml`).
-pub const CNI_VERSION: &str = "0.3.1";
+pub(crate) const CNI_VERSION: &str = "0.3.1";
 /// CNI spec version of the conflist for Calico 3.6.x: the value of the v3.6 template
 /// (`_includes/v3.6/manifests/calico-config.yaml` in projectcalico/calico).
-pub const CNI_VERSION_V3_6: &str = "0.3.0";
+pub(crate) const CNI_VERSION_V3_6: &str = "0.3.0";
 
 /// The CNI spec version for the configured Calico release.
-pub fn cni_version(config: &CharmConfig) -> &'static str {
+pub(crate) fn cni_version(config: &CharmConfig) -> &'static str {
     if crate::config::release::node_version(config).at_least(crate::config::release::AFTER_V3_6) {
         CNI_VERSION
     } else {
@@ -46,14 +46,14 @@ pub fn cni_version(config: &CharmConfig) -> &'static str {
 }
 
 /// `install-cni` placeholder for the node name.
-pub const PLACEHOLDER_NODE_NAME: &str = "__KUBERNETES_NODE_NAME__";
+pub(crate) const PLACEHOLDER_NODE_NAME: &str = "__KUBERNETES_NODE_NAME__";
 /// `install-cni` placeholder for the MTU (a bare JSON number after substitution).
-pub const PLACEHOLDER_MTU: &str = "__CNI_MTU__";
+pub(crate) const PLACEHOLDER_MTU: &str = "__CNI_MTU__";
 /// `install-cni` placeholder for the kubeconfig path.
-pub const PLACEHOLDER_KUBECONFIG: &str = "__KUBECONFIG_FILEPATH__";
+pub(crate) const PLACEHOLDER_KUBECONFIG: &str = "__KUBECONFIG_FILEPATH__";
 
 /// File mode of the conflist.
-pub const CONFLIST_MODE: u32 = 0o644;
+pub(crate) const CONFLIST_MODE: u32 = 0o644;
 
 /// Whether the config asks for IPv4 and IPv6 pod addresses.
 fn families(config: &CharmConfig) -> (bool, bool) {
@@ -97,7 +97,7 @@ pub struct CniEtcd {
 /// [`template`] for a datastore: `None` is the Kubernetes datastore; with `etcd` the plugin
 /// reads and writes Calico's data in etcd (`etcd_endpoints`, `etcd_*_file` instead of
 /// `datastore_type: kubernetes`) and still reads pods from Kubernetes for policy.
-pub fn template_for(config: &CharmConfig, etcd: Option<&CniEtcd>) -> String {
+pub(crate) fn template_for(config: &CharmConfig, etcd: Option<&CniEtcd>) -> String {
     let (v4, v6) = families(config);
     let bool_str = |b: bool| if b { "true" } else { "false" };
     let mut doc = json!({

@@ -95,7 +95,7 @@ pub fn entries(desired: &Desired) -> Vec<Value> {
 }
 
 /// The Kubernetes objects the leader applies in etcd mode, the Secret's data left out.
-pub fn workload_objects(
+pub(crate) fn workload_objects(
     desired: &Desired,
     config: &crate::config::CharmConfig,
     etcd: &crate::etcd::EtcdConfig,

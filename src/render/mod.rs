@@ -55,7 +55,7 @@ pub struct Desired {
 }
 
 /// The BGPPeer name: `calico-0-10.0.0.1-64512` (as the earlier Python charm named them).
-pub fn peer_name(owner: &str, peer: &Peer) -> String {
+pub(crate) fn peer_name(owner: &str, peer: &Peer) -> String {
     format!(
         "{owner}-{}-{}",
         peer.address.to_string().replace(':', "-"),
@@ -172,7 +172,7 @@ pub fn desired(config: &CharmConfig, facts: &UnitFacts) -> Desired {
 /// `workloads::pods`); so BGP is spoken from the address the charm chose, also on machines
 /// with several networks (LP#2037236). Set only when the cidr has an IPv4 network and the
 /// binding address is IPv4.
-pub fn node_address_annotations(
+pub(crate) fn node_address_annotations(
     config: &CharmConfig,
     facts: &UnitFacts,
 ) -> BTreeMap<String, String> {

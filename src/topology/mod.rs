@@ -39,7 +39,7 @@ pub struct UnitInput {
 
 /// A Calico node with everything the model needs: what the charm gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeFacts {
+pub(crate) struct NodeFacts {
     pub unit: String,
     pub unit_id: u32,
     pub node_name: String,
@@ -200,7 +200,10 @@ impl Topology {
     }
 
     /// The problems naming `unit`.
-    pub fn problems_of<'a>(&'a self, unit: &'a str) -> impl Iterator<Item = &'a Problem> + 'a {
+    pub(crate) fn problems_of<'a>(
+        &'a self,
+        unit: &'a str,
+    ) -> impl Iterator<Item = &'a Problem> + 'a {
         self.problems
             .iter()
             .filter(move |p| p.units.iter().any(|u| u == unit))
@@ -226,10 +229,13 @@ pub struct InputError(pub String);
 
 /// The BIRD source line that treats route reflector cluster ID 0 as unset (cited in the
 /// `rr-cluster-id-zero` warning).
-pub const BIRD_CLUSTER_ID_SOURCE: &str = "https://github.com/projectcalico/bird/blob/1e2ff99db42b8f037a51f7a8f7b946a542d96bd1/proto/bgp/bgp.c#L1231";
+pub(crate) const BIRD_CLUSTER_ID_SOURCE: &str = "https://github.com/projectcalico/bird/blob/1e2ff99db42b8f037a51f7a8f7b946a542d96bd1/proto/bgp/bgp.c#L1231";
 
 /// Facts of every unit as the charm renders them (AS, cluster ID, BGPPeers).
-pub fn node_facts(config: &CharmConfig, units: &[UnitInput]) -> Result<Vec<NodeFacts>, InputError> {
+pub(crate) fn node_facts(
+    config: &CharmConfig,
+    units: &[UnitInput],
+) -> Result<Vec<NodeFacts>, InputError> {
     let mut out: Vec<NodeFacts> = Vec::with_capacity(units.len());
     for u in units {
         let facts = UnitFacts::new(&u.unit, u.node_name.clone(), u.address.ip(), false)
@@ -421,7 +427,7 @@ pub(crate) fn ip_key(ip: IpAddr) -> (u8, u128) {
 }
 
 /// The topology of nodes whose facts are known (the charm's, or published by each unit).
-pub fn analyze(config: &CharmConfig, facts: &[NodeFacts]) -> Topology {
+pub(crate) fn analyze(config: &CharmConfig, facts: &[NodeFacts]) -> Topology {
     let sessions = sessions(config, facts);
     let nodes: Vec<Node> = facts
         .iter()

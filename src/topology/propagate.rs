@@ -111,13 +111,13 @@ struct St {
 
 /// Why a node's routes do not reach another.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     Reached,
     NoRoute,
     NextHop(IpAddr),
 }
 
-pub struct Propagation {
+pub(crate) struct Propagation {
     pub reach: Vec<Reach>,
     pub external: Vec<ExternalRouter>,
     pub reached: Vec<Vec<bool>>,
@@ -128,7 +128,7 @@ pub struct Propagation {
 
 impl Propagation {
     /// `: why`, for a problem message about `from`'s routes missing `to`.
-    pub fn why_unreached(&self, from: usize, to: &[usize], facts: &[NodeFacts]) -> String {
+    pub(crate) fn why_unreached(&self, from: usize, to: &[usize], facts: &[NodeFacts]) -> String {
         let mut hop: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
         let mut none = Vec::new();
         for &t in to {
@@ -177,7 +177,7 @@ fn in_subnet(f: &NodeFacts, ip: IpAddr) -> bool {
     f.address.contains(ip)
 }
 
-pub fn propagate(facts: &[NodeFacts], nodes: &[Node], encapsulated: bool) -> Propagation {
+pub(crate) fn propagate(facts: &[NodeFacts], nodes: &[Node], encapsulated: bool) -> Propagation {
     let n = facts.len();
     // External routers: every peer address that is no Calico node.
     let mut ext_index: BTreeMap<(u8, u128), (IpAddr, u32)> = BTreeMap::new();

@@ -49,7 +49,7 @@ impl Scope {
 
 /// A kind the charm never writes: identity only, open schema.
 #[derive(Clone, Copy, Debug)]
-pub struct OpenKind {
+pub(crate) struct OpenKind {
     /// Annotations upstream's CRD carries that the API server requires: a CRD in a
     /// protected group (`*.k8s.io`, `*.kubernetes.io`) must name its API review.
     pub annotations: &'static [(&'static str, &'static str)],
@@ -79,7 +79,7 @@ const fn calico(kind: &'static str, plural: &'static str, scope: Scope, status: 
 
 /// The kinds without a typed model in the charm (the CRDs of Calico v3.32.1's
 /// `libcalico-go/config/crd/`, see `docs/workloads-versions.md`, "Sources").
-pub const OPEN_KINDS: [OpenKind; 19] = [
+pub(crate) const OPEN_KINDS: [OpenKind; 19] = [
     calico("BGPFilter", "bgpfilters", Scope::Cluster, false),
     calico("BlockAffinity", "blockaffinities", Scope::Cluster, false),
     calico(
@@ -262,7 +262,7 @@ fn open_typed(mut crd: CustomResourceDefinition, status: bool) -> CustomResource
 }
 
 /// The CRD of an open kind.
-pub fn open_crd(k: &OpenKind) -> CustomResourceDefinition {
+pub(crate) fn open_crd(k: &OpenKind) -> CustomResourceDefinition {
     let mut root = typed("object");
     add_object_basics(&mut root);
     let props = root.properties.get_or_insert_with(BTreeMap::new);

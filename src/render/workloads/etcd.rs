@@ -38,17 +38,17 @@ use crate::etcd::EtcdConfig;
 use crate::render::cni::CniEtcd;
 
 /// The Secret holding the etcd client credentials for the pods.
-pub const SECRET: &str = "calico-etcd-secrets";
+pub(crate) const SECRET: &str = "calico-etcd-secrets";
 /// Where the pods mount it.
-pub const SECRETS_MOUNT: &str = "/calico-secrets";
+pub(crate) const SECRETS_MOUNT: &str = "/calico-secrets";
 /// The pods' volume name for it.
-pub const SECRETS_VOLUME: &str = "etcd-certs";
+pub(crate) const SECRETS_VOLUME: &str = "etcd-certs";
 /// Keys of the Secret (and file names below [`SECRETS_MOUNT`]).
-pub const SECRET_CA: &str = "etcd-ca";
-pub const SECRET_CERT: &str = "etcd-cert";
-pub const SECRET_KEY: &str = "etcd-key";
+pub(crate) const SECRET_CA: &str = "etcd-ca";
+pub(crate) const SECRET_CERT: &str = "etcd-cert";
+pub(crate) const SECRET_KEY: &str = "etcd-key";
 /// kube-controllers' controllers in etcd mode.
-pub const ETCD_CONTROLLERS: &str = "policy,namespace,serviceaccount,workloadendpoint,node";
+pub(crate) const ETCD_CONTROLLERS: &str = "policy,namespace,serviceaccount,workloadendpoint,node";
 
 /// The Secret with the relation's credentials.
 pub fn secret(config: &EtcdConfig) -> Secret {
@@ -74,7 +74,7 @@ pub fn secret(config: &EtcdConfig) -> Secret {
 }
 
 /// The CNI plugin's etcd settings: `endpoints`, and the unit's credential files in `dir`.
-pub fn cni_etcd(endpoints: &str, dir: &std::path::Path) -> CniEtcd {
+pub(crate) fn cni_etcd(endpoints: &str, dir: &std::path::Path) -> CniEtcd {
     let [ca, cert, key] = crate::etcd::relation::credential_paths(dir);
     CniEtcd {
         endpoints: endpoints.to_string(),
@@ -159,7 +159,7 @@ fn secrets_volume(mode: i32) -> Volume {
 
 /// Change KDD workloads into etcd-mode workloads (pure). `cni` is what the CNI template
 /// reads; `config` gives the Secret.
-pub fn for_etcd(
+pub(crate) fn for_etcd(
     workloads: &mut Workloads,
     charm: &crate::config::CharmConfig,
     cni: &CniEtcd,

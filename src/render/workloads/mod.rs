@@ -43,20 +43,20 @@ pub use crds::{CrdPlan, plan_crd};
 pub use pods::{cni_image, images};
 
 /// Namespace of every namespaced workload object.
-pub const NAMESPACE: &str = "kube-system";
+pub(crate) const NAMESPACE: &str = "kube-system";
 
 /// Label selecting the calico-node pods (`k8s-app`, as upstream names it).
-pub const APP_LABEL: &str = "k8s-app";
+pub(crate) const APP_LABEL: &str = "k8s-app";
 /// Name of the DaemonSet, its ServiceAccount, ClusterRole and pods' `k8s-app` label.
-pub const CALICO_NODE: &str = "calico-node";
+pub(crate) const CALICO_NODE: &str = "calico-node";
 /// Name of the Deployment, its ServiceAccount, ClusterRole and pods' `k8s-app` label.
-pub const KUBE_CONTROLLERS: &str = "calico-kube-controllers";
+pub(crate) const KUBE_CONTROLLERS: &str = "calico-kube-controllers";
 /// ServiceAccount whose token the CNI plugin uses (minted by `install-cni`).
-pub const CNI_PLUGIN: &str = "calico-cni-plugin";
+pub(crate) const CNI_PLUGIN: &str = "calico-cni-plugin";
 /// Name of the ConfigMap.
-pub const CONFIG_MAP: &str = "calico-config";
+pub(crate) const CONFIG_MAP: &str = "calico-config";
 /// Label selector listing the calico-node pods.
-pub const CALICO_NODE_SELECTOR: &str = "k8s-app=calico-node";
+pub(crate) const CALICO_NODE_SELECTOR: &str = "k8s-app=calico-node";
 
 /// Every Kubernetes object the leader applies to run Calico, in apply order.
 #[derive(Clone, Debug, Default)]
@@ -85,7 +85,7 @@ pub struct Workloads {
 }
 
 /// `state-get`/`state-set` key: the leader has adopted the workload objects of others.
-pub const ADOPTED_STATE_KEY: &str = "workloads-adopted";
+pub(crate) const ADOPTED_STATE_KEY: &str = "workloads-adopted";
 
 /// Build the workloads for a configuration without Typha (pure, deterministic), for the
 /// Calico release of `calico-node-image` ([`node_version`]).
@@ -201,12 +201,12 @@ impl Workloads {
     }
 
     /// The CRDs as JSON.
-    pub fn crd_objects(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn crd_objects(&self) -> Vec<serde_json::Value> {
         self.crds.iter().map(to_json).collect()
     }
 
     /// Every object but the CRDs as JSON, in apply order.
-    pub fn objects_without_crds(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn objects_without_crds(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::new();
         out.extend(self.service_accounts.iter().map(to_json));
         out.extend(self.cluster_roles.iter().map(to_json));

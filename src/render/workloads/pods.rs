@@ -45,7 +45,7 @@ use crate::render::cni;
 use crate::render::mtu::effective_mtu;
 
 /// Pod-template annotation holding a hash of the ConfigMap data.
-pub const CONFIG_HASH: &str = "calico.juju.is/config-hash";
+pub(crate) const CONFIG_HASH: &str = "calico.juju.is/config-hash";
 /// Calico's CNI image, derived from the node image: same registry and path, last path
 /// component `cni`, same tag ([`Image::tag`]); no digest (`reg:5000/calico/node:v3.6.1` →
 /// `reg:5000/calico/cni:v3.6.1`).
@@ -147,11 +147,11 @@ fn first_of(config: &CharmConfig, v6: bool) -> Option<IpNetwork> {
 
 /// The IP autodetection method used for each enabled family from Calico 3.22 (see the
 /// module doc).
-pub const IP_AUTODETECTION: &str = "kubernetes-internal-ip";
+pub(crate) const IP_AUTODETECTION: &str = "kubernetes-internal-ip";
 
 /// The downward-API field holding the node's primary address (what kubelet registered as
 /// its node IP; the address `kubernetes-internal-ip` reads from 3.22 on).
-pub const HOST_IP_FIELD: &str = "status.hostIP";
+pub(crate) const HOST_IP_FIELD: &str = "status.hostIP";
 
 fn env_field(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
@@ -216,7 +216,7 @@ fn ip_env(config: &CharmConfig, v: CalicoVersion, e: &mut Vec<EnvVar>) {
 }
 
 /// calico-node's environment for the configuration (order is stable).
-pub fn calico_node_env(config: &CharmConfig) -> Vec<EnvVar> {
+pub(crate) fn calico_node_env(config: &CharmConfig) -> Vec<EnvVar> {
     let v = node_version(config);
     let v4 = first_of(config, false);
     let v6 = first_of(config, true);
@@ -300,7 +300,7 @@ pub fn calico_node_env(config: &CharmConfig) -> Vec<EnvVar> {
 /// when VXLAN is on and `disable-vxlan-tx-checksumming` is true. Older releases with VXLAN
 /// get the same from the charm on each node ([`node_disables_vxlan_checksum`]). `None`: Felix's
 /// own detection decides.
-pub fn feature_detect_override(config: &CharmConfig) -> Option<&'static str> {
+pub(crate) fn feature_detect_override(config: &CharmConfig) -> Option<&'static str> {
     (config.vxlan.enabled()
         && config.disable_vxlan_tx_checksumming
         && node_version(config).at_least(version::CHECKSUM_OFFLOAD_OVERRIDE))
@@ -393,7 +393,7 @@ fn calico_node_volumes() -> Vec<Volume> {
 /// The installer in Calico's CNI image: the Go binary from 3.16, the shell script before
 /// (both read the same environment: `CNI_CONF_NAME`, `CNI_NETWORK_CONFIG`,
 /// `KUBERNETES_NODE_NAME`, `CNI_MTU`, `SLEEP`).
-pub fn install_cni_command(v: CalicoVersion) -> &'static str {
+pub(crate) fn install_cni_command(v: CalicoVersion) -> &'static str {
     if v.at_least(version::GO_CNI_INSTALLER) {
         "/opt/cni/bin/install"
     } else {
@@ -402,7 +402,7 @@ pub fn install_cni_command(v: CalicoVersion) -> &'static str {
 }
 
 /// Felix's health endpoint (`FELIX_HEALTHENABLED`), used for liveness before 3.11.
-pub const FELIX_HEALTH_PORT: i32 = 9099;
+pub(crate) const FELIX_HEALTH_PORT: i32 = 9099;
 
 fn http_probe(path: &str, period: i32, failure: i32, initial: Option<i32>) -> Probe {
     Probe {
@@ -523,7 +523,7 @@ fn selector(app: &str) -> LabelSelector {
 }
 
 /// The DaemonSet `calico-node`.
-pub fn calico_node(config: &CharmConfig) -> DaemonSet {
+pub(crate) fn calico_node(config: &CharmConfig) -> DaemonSet {
     let hash = config_hash(&config_map(config));
     DaemonSet {
         metadata: meta(CALICO_NODE, Some(NAMESPACE), &[(APP_LABEL, CALICO_NODE)]),
@@ -586,7 +586,7 @@ pub(crate) fn use_typha(ds: &mut DaemonSet, config_hash: &str) {
 }
 
 /// The Deployment `calico-kube-controllers`.
-pub fn kube_controllers(config: &CharmConfig) -> Deployment {
+pub(crate) fn kube_controllers(config: &CharmConfig) -> Deployment {
     Deployment {
         metadata: meta(
             KUBE_CONTROLLERS,

@@ -52,7 +52,7 @@ fn named_rule(group: &str, resources: &[&str], names: &[&str], verbs: &[&str]) -
 
 /// The accounts for a release: `calico-node`, `calico-cni-plugin` (from 3.26) and
 /// `calico-kube-controllers`.
-pub fn account_names(v: CalicoVersion) -> Vec<&'static str> {
+pub(crate) fn account_names(v: CalicoVersion) -> Vec<&'static str> {
     if v.at_least(version::CNI_PLUGIN_ACCOUNT) {
         vec![CALICO_NODE, CNI_PLUGIN, KUBE_CONTROLLERS]
     } else {
@@ -72,7 +72,7 @@ pub fn service_accounts(v: CalicoVersion) -> Vec<ServiceAccount> {
 }
 
 /// The Calico kinds calico-node reads (Felix, confd, startup) in a release.
-pub fn calico_node_read_kinds(v: CalicoVersion) -> Vec<&'static str> {
+pub(crate) fn calico_node_read_kinds(v: CalicoVersion) -> Vec<&'static str> {
     let mut kinds = vec![
         "bgpconfigurations",
         "bgppeers",
@@ -112,7 +112,7 @@ pub fn calico_node_read_kinds(v: CalicoVersion) -> Vec<&'static str> {
 
 /// calico-node: startup, Felix, confd/BIRD, and `install-cni` (same pod and account); before
 /// 3.26 also the CNI plugin, which uses calico-node's token.
-pub fn calico_node_rules(v: CalicoVersion) -> Vec<PolicyRule> {
+pub(crate) fn calico_node_rules(v: CalicoVersion) -> Vec<PolicyRule> {
     let after_v3_6 = v.at_least(version::AFTER_V3_6);
     let mut rules = Vec::new();
     if v.at_least(version::CNI_PLUGIN_ACCOUNT) {
@@ -215,7 +215,7 @@ pub fn calico_node_rules(v: CalicoVersion) -> Vec<PolicyRule> {
 }
 
 /// The Calico CNI plugin (runs on the host with the `calico-cni-plugin` token).
-pub fn cni_plugin_rules() -> Vec<PolicyRule> {
+pub(crate) fn cni_plugin_rules() -> Vec<PolicyRule> {
     vec![
         // Looks up the pod being networked, its namespace and node.
         rule(CORE, &["pods", "nodes", "namespaces"], &["get"]),
@@ -243,7 +243,7 @@ pub fn cni_plugin_rules() -> Vec<PolicyRule> {
 
 /// calico-kube-controllers with `ENABLED_CONTROLLERS=node` (IPAM garbage collection, node
 /// clean-up, optional automatic host endpoints).
-pub fn kube_controllers_rules(v: CalicoVersion) -> Vec<PolicyRule> {
+pub(crate) fn kube_controllers_rules(v: CalicoVersion) -> Vec<PolicyRule> {
     if !v.at_least(version::AFTER_V3_6) {
         // The v3.6 node controller: watches nodes for deletions, checks pods exist, and
         // releases the deleted nodes' IPAM data.

@@ -35,19 +35,20 @@ use crate::config::{CharmConfig, Image};
 
 /// Name of the Service, Deployment, PodDisruptionBudget, ServiceAccount, ClusterRole and
 /// binding, and the pods' `k8s-app` label.
-pub const CALICO_TYPHA: &str = "calico-typha";
+pub(crate) const CALICO_TYPHA: &str = "calico-typha";
 /// Typha's port (the Service's and the pods' host port).
-pub const TYPHA_PORT: i32 = 5473;
+pub(crate) const TYPHA_PORT: i32 = 5473;
 /// Typha's health port (`TYPHA_HEALTHENABLED`), probed on localhost.
-pub const HEALTH_PORT: i32 = 9098;
+pub(crate) const HEALTH_PORT: i32 = 9098;
 /// Grace period (and `TYPHA_SHUTDOWNTIMEOUTSECS`) for Typha's graceful shutdown.
-pub const SHUTDOWN_SECONDS: i64 = 300;
+pub(crate) const SHUTDOWN_SECONDS: i64 = 300;
 
-pub use crate::config::typha::{AUTO_THRESHOLD, TyphaMode};
+pub(crate) use crate::config::typha::AUTO_THRESHOLD;
+pub use crate::config::typha::TyphaMode;
 
 /// Whether Typha is to run for this mode and node count. `None` (no cluster was asked: the
 /// offline `render`, tests) counts as no nodes: `auto` renders no Typha, `true` one replica.
-pub fn decide(mode: TyphaMode, nodes: Option<u64>) -> TyphaPlan {
+pub(crate) fn decide(mode: TyphaMode, nodes: Option<u64>) -> TyphaPlan {
     let n = nodes.unwrap_or(0);
     match mode {
         TyphaMode::Off => TyphaPlan::Absent,
@@ -88,7 +89,7 @@ pub fn replicas(nodes: u64) -> i32 {
 /// Typha's image, derived from the node image as the CNI image is: same registry and path,
 /// last path component `typha`, same tag (`reg:5000/calico/node:v3.6.1` →
 /// `reg:5000/calico/typha:v3.6.1`).
-pub fn typha_image(node_image: &Image) -> String {
+pub(crate) fn typha_image(node_image: &Image) -> String {
     let cni = super::pods::cni_image(node_image);
     match cni.rsplit_once("/cni") {
         Some((prefix, tag)) => format!("{prefix}/typha{tag}"),
@@ -143,7 +144,7 @@ pub fn rules(v: CalicoVersion) -> Vec<PolicyRule> {
 
 /// The calico-node rule that lets Felix find Typha through its Service (`get` the Service
 /// and its Endpoints in `kube-system`), added only while Typha runs.
-pub fn discovery_rule() -> PolicyRule {
+pub(crate) fn discovery_rule() -> PolicyRule {
     rule("", &["services", "endpoints"], &["get"])
 }
 
