@@ -744,10 +744,9 @@ mod tests {
     #[test]
     fn deep_flow_nesting_is_refused_before_parsing() {
         let deep = format!("{}{}", "{a: ".repeat(20_000), "}".repeat(20_000));
-        let started = std::time::Instant::now();
+        // Refused by the nesting check before the parser sees it (the parser would recurse).
         assert!(yaml_nesting_problem(&deep).is_some());
         assert!(matches!(merge_user_file(&deep), Err(FileError::Yaml(_))));
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
         // Brackets inside quotes and comments do not count; real values pass.
         let quoted = format!(
             "a: '{}'\nb: \"{}\" # {}\n",
