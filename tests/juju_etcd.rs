@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
-use juju_harness::{KUBECONFIG_HASH, Unit, assert_ok};
+use juju_harness::{KUBECONFIG_HASH, Unit, assert_ok, share_peer_data};
 use serde_json::{Value, json};
 use support::apiserver::{Options, TestApiServer};
 use support::etcd::Etcd;
@@ -877,25 +877,14 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
     assert_eq!(versions(&server), settled);
 }
 
-const PEERS: &str = "calico:9";
 const V3_32: &str = "docker.io/calico/node:v3.32.1";
 
 /// A unit of a three-unit etcd deployment: on `node`, its cni binding at `address`, Calico
 /// v3.32.1 (which has CalicoNodeStatus), related to its peers and to etcd.
 fn etcd_peer(server: &TestApiServer, etcd: &Etcd, name: &str, address: &str, node: &str) -> Unit {
     let unit = unit_on(server, name, name == "calico/0", node);
-    let (ip, prefix) = address.split_once('/').expect("IP/PREFIX");
-    let net: ipnetwork::IpNetwork = address.parse().expect("address");
-    unit.set_network(Some(json!({
-        "bind-addresses": [{"interface-name": "eth0", "mac-address": "00:16:3e:00:00:01",
-            "addresses": [{"hostname": "", "value": ip,
-                           "cidr": format!("{}/{prefix}", net.network())}]}],
-        "ingress-addresses": [ip],
-    })));
-    unit.edit_state("relations.json", |r| {
-        r[PEERS] = json!({"endpoint": "calico", "remote-app": "calico", "remote-units": {},
-                          "local": {}, "app": {}, "remote-app-data": {}});
-    });
+    unit.bind_cni_at(address);
+    unit.join_peer_relation();
     unit.set_config("calico-node-image", json!(V3_32));
     unit.set_config(
         "calico-policy-image",
@@ -903,40 +892,6 @@ fn etcd_peer(server: &TestApiServer, etcd: &Etcd, name: &str, address: &str, nod
     );
     relate_etcd(&unit, &etcd.relation_data());
     unit
-}
-
-/// Carry every unit's peer bag to the others, and the leader's application bag to all.
-fn share(units: &[&Unit]) {
-    let bags: Vec<(String, Value, Value)> = units
-        .iter()
-        .map(|u| {
-            let r = u.state("relations.json");
-            (
-                u.name.clone(),
-                r[PEERS]["local"].clone(),
-                r[PEERS]["app"].clone(),
-            )
-        })
-        .collect();
-    let app = bags
-        .iter()
-        .map(|b| b.2.clone())
-        .find(|a| a.as_object().is_some_and(|m| !m.is_empty()))
-        .unwrap_or_else(|| json!({}));
-    for u in units {
-        u.edit_state("relations.json", |r| {
-            let mut remote = serde_json::Map::new();
-            for (name, bag, _) in &bags {
-                if *name != u.name {
-                    remote.insert(name.clone(), bag.clone());
-                }
-            }
-            r[PEERS]["remote-units"] = Value::Object(remote);
-            // One application bag for the application's units (the leader writes it).
-            r[PEERS]["app"] = app.clone();
-            r[PEERS]["remote-app-data"] = app.clone();
-        });
-    }
 }
 
 fn hooks(units: &[&Unit], hook: &str) {
@@ -993,9 +948,9 @@ fn three_units_on_etcd_prune_only_their_own_peers_and_keep_their_node_status() {
         );
     }
     hooks(&all, "config-changed");
-    share(&all);
+    share_peer_data(&all);
     hooks(&all, "update-status");
-    share(&all);
+    share_peer_data(&all);
     hooks(&all, "update-status");
     for u in all {
         assert_eq!(u.status(), pair("active", "Ready"), "{}", u.transcript());
