@@ -101,6 +101,20 @@ fn comparable(object: &Value) -> Value {
     o
 }
 
+/// `unit` is active and Ready, on the datastore it remembers as `datastore`.
+fn assert_ready_on(unit: &Unit, datastore: &str) {
+    assert_eq!(
+        unit.status(),
+        pair("active", "Ready"),
+        "{}",
+        unit.transcript()
+    );
+    assert_eq!(
+        unit.charm_state().get("datastore").map(String::as_str),
+        Some(datastore)
+    );
+}
+
 fn relate_etcd(unit: &Unit, data: &BTreeMap<String, String>) -> String {
     unit.relate("etcd", 7, "etcd/0", data)
 }
@@ -161,16 +175,7 @@ fn a_deployment_related_to_etcd_runs_calico_on_etcd_through_faults_and_never_swi
         &unit,
         &unit.endpoint_hook("etcd", "changed", &rid, "etcd/0"),
     );
-    assert_eq!(
-        unit.status(),
-        pair("active", "Ready"),
-        "{}",
-        unit.transcript()
-    );
-    assert_eq!(
-        unit.charm_state().get("datastore").map(String::as_str),
-        Some("etcd")
-    );
+    assert_ready_on(&unit, "etcd");
 
     // Calico's data is in etcd, as v3 objects labelled as the charm's.
     assert_eq!(names(etcd, "ippools"), ["ipv4"]);
@@ -513,16 +518,7 @@ fn an_etcd_relation_added_later_never_switches_the_datastore() {
     let etcd = Etcd::shared();
     let _guard = etcd.lock();
     assert_ok(&unit, &unit.hook("install"));
-    assert_eq!(
-        unit.status(),
-        pair("active", "Ready"),
-        "{}",
-        unit.transcript()
-    );
-    assert_eq!(
-        unit.charm_state().get("datastore").map(String::as_str),
-        Some("kubernetes")
-    );
+    assert_ready_on(&unit, "kubernetes");
     let rid = relate_etcd(&unit, &etcd.relation_data());
     assert_ok(
         &unit,
@@ -765,16 +761,7 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
     // juju refresh: upgrade-charm, then config-changed.
     assert_ok(&unit, &unit.hook("upgrade-charm"));
     assert_ok(&unit, &unit.hook("config-changed"));
-    assert_eq!(
-        unit.status(),
-        pair("active", "Ready"),
-        "{}",
-        unit.transcript()
-    );
-    assert_eq!(
-        unit.charm_state().get("datastore").map(String::as_str),
-        Some("etcd")
-    );
+    assert_ready_on(&unit, "etcd");
 
     // Adopted, not duplicated: the same objects, now labelled as the charm's.
     assert_eq!(names(etcd, "ippools"), ["ipv4"]);
