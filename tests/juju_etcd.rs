@@ -1091,3 +1091,93 @@ fn three_units_on_etcd_prune_only_their_own_peers_and_keep_their_node_status() {
     assert_eq!(globals(etcd), before);
     assert_eq!(names(etcd, "bgppeers"), ["calico-1-10.9.0.3-65001"]);
 }
+
+/// Calico's objects in etcd as a deployment's config determines them: without what the
+/// store gives each (uid, creation time, revision), and pools keyed by CIDR (a cidr change
+/// names the new pool after the old).
+fn converged_state(etcd: &Etcd) -> BTreeMap<String, Value> {
+    values(etcd, R)
+        .into_iter()
+        .map(|(key, mut value)| {
+            if let Some(meta) = value["metadata"].as_object_mut() {
+                for server_side in ["uid", "creationTimestamp", "resourceVersion", "generation"] {
+                    meta.remove(server_side);
+                }
+            }
+            let key = match key.strip_prefix(&format!("{R}ippools/")) {
+                Some(_) => {
+                    value["metadata"]["name"] = json!("");
+                    format!("ippool {}", value["spec"]["cidr"])
+                }
+                None => key,
+            };
+            (key, value)
+        })
+        .collect()
+}
+
+#[test]
+fn a_hook_killed_mid_write_to_etcd_is_converged_by_the_next() {
+    let Some((unit, server)) = etcd_unit("calico/0", true, false) else {
+        return;
+    };
+    let etcd = Etcd::shared();
+    let _guard = etcd.lock();
+    let first = json!("- address: 10.0.0.1\n  as-number: 65000\n");
+    let second = json!(
+        "- address: 10.0.9.1\n  as-number: 65001\n- address: 10.0.9.2\n  as-number: 65002\n\
+         - address: 10.0.9.3\n  as-number: 65003\n- address: 10.0.9.4\n  as-number: 65004\n"
+    );
+    let configure = |u: &Unit, peers: &Value, cidr: &str, asn: &str| {
+        u.set_config("global-bgp-peers", peers.clone());
+        u.set_config("cidr", json!(cidr));
+        u.set_config("unit-as-numbers", json!(asn));
+    };
+
+    // The reference: a fresh deployment straight to the second configuration.
+    let fresh = unit_on(&server, "calico/0", true, NODE);
+    configure(&fresh, &second, "10.60.0.0/16", "0: 64600\n");
+    relate_etcd(&fresh, &etcd.relation_data());
+    assert_ok(&fresh, &fresh.hook("install"));
+    assert_ready_on(&fresh, "etcd");
+    let reference = converged_state(etcd);
+    assert!(
+        reference.keys().any(|k| k.contains("bgppeers/")),
+        "{reference:?}"
+    );
+    etcd.wipe();
+
+    // The unit under test: deployed with the first configuration, then killed part-way
+    // through hooks that move between the two, at the first write each hook makes to etcd
+    // and a little after it.
+    configure(&unit, &first, "192.168.0.0/16", "");
+    relate_etcd(&unit, &etcd.relation_data());
+    assert_ok(&unit, &unit.hook("install"));
+    assert_ready_on(&unit, "etcd");
+    let mut kills = 0;
+    for (i, delay_ms) in [0u64, 0, 3, 10, 25].into_iter().enumerate() {
+        if i % 2 == 0 {
+            configure(&unit, &second, "10.60.0.0/16", "0: 64600\n");
+        } else {
+            configure(&unit, &first, "192.168.0.0/16", "");
+        }
+        let before = etcd.dump(R);
+        kills += usize::from(unit.run_killed_when("config-changed", || {
+            etcd.dump(R) != before && {
+                std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+                true
+            }
+        }));
+    }
+    assert!(kills >= 3, "killed {kills} hooks");
+
+    // The next whole hook ends exactly where the fresh deployment did.
+    configure(&unit, &second, "10.60.0.0/16", "0: 64600\n");
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_ready_on(&unit, "etcd");
+    assert_eq!(converged_state(etcd), reference);
+    // And a further hook writes nothing.
+    let settled = etcd.dump(R);
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(etcd.dump(R), settled);
+}

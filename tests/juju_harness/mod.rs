@@ -1247,3 +1247,48 @@ pub fn share_peer_data(units: &[&Unit]) {
         });
     }
 }
+
+/// The processes running `binary` (a unit's charm, which the test started).
+fn pids_of(binary: &Path) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                cmd.split(|b| *b == 0).next() == Some(binary.as_os_str().as_encoded_bytes())
+            })
+        })
+        .collect()
+}
+
+impl Unit {
+    /// Run `hook` and SIGKILL the charm once `ready()` holds (or let it finish if it never
+    /// does before the hook ends). Returns whether it was killed.
+    pub fn run_killed_when(&self, hook: &str, ready: impl Fn() -> bool) -> bool {
+        let job = self.prepare_hook(hook);
+        let binary = self.binary_path();
+        let handle = std::thread::spawn(move || job.run());
+        let mut killed = false;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !handle.is_finished() && Instant::now() < deadline {
+            if ready() {
+                for pid in pids_of(&binary) {
+                    let status = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                    killed |= status.is_ok_and(|s| s.success());
+                }
+                if killed {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let run = handle.join().expect("hook thread");
+        assert_eq!(run.code.is_none(), killed, "{run:?}");
+        killed
+    }
+}
