@@ -23,6 +23,7 @@ pub mod calico;
 pub mod calicoctl;
 pub mod cli;
 pub mod config;
+pub mod datastore;
 pub(crate) mod deadline;
 pub mod etcd;
 pub mod host;
@@ -38,3 +39,6 @@ pub mod status;
 pub(crate) mod text;
 pub mod topology;
 pub mod unit;
+
+/// The `User-Agent` of the charm's clients (Kubernetes and etcd), so that audit logs name it.
+pub(crate) const USER_AGENT: &str = concat!("calico-charm/", env!("CARGO_PKG_VERSION"));

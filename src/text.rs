@@ -1,5 +1,5 @@
 //! Text cut short for an operator's line (a status, an error naming a value, a log line's
-//! quoted output). Pure; the one shortener of the crate.
+//! quoted output), and text's fingerprint. Pure; the one shortener of the crate.
 
 /// How many characters of a value an error message quotes.
 pub(crate) const SHOWN: usize = 120;
@@ -14,6 +14,17 @@ pub(crate) fn shorten(text: impl AsRef<str>, max: usize) -> String {
         }
         _ => text.to_string(),
     }
+}
+
+/// A short fingerprint of `bytes` (FNV-1a 64, 16 hex digits): to tell whether a rendered
+/// text changed, not a defence against anyone.
+pub(crate) fn fingerprint(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 #[cfg(test)]

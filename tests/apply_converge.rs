@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use calico_charm::apply::datastore::{CalicoDatastore, DatastoreError, DsResult, Labels};
 use calico_charm::apply::workloads::{
     KubeWorkloads, NodeAgent, ObjectRef, WorkloadKind, WorkloadObject,
 };
@@ -21,6 +20,7 @@ use calico_charm::calico::{
     IPAMBlockSpec, IPPool, IPPoolSpec, MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATIONS,
     RR_CLUSTER_ID_ANNOTATION, UNIT_LABEL, charm_labels,
 };
+use calico_charm::datastore::{CalicoDatastore, DatastoreError, DsResult, Labels};
 use calico_charm::render::workloads::Workloads;
 use calico_charm::render::{Desired, NodeBgp, Pools};
 use k8s_openapi::api::apps::v1::DaemonSet;

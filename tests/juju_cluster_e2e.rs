@@ -802,47 +802,9 @@ fn dropped_connections_before_and_after_a_write_are_retried() {
 
 // ---- 6. a hook killed mid-reconcile ------------------------------------------------------------
 
-/// The processes running `binary` (this unit's charm, which this test started).
-fn pids_of(binary: &Path) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
-                cmd.split(|b| *b == 0).next() == Some(binary.as_os_str().as_encoded_bytes())
-            })
-        })
-        .collect()
-}
-
-/// Run `hook` and SIGKILL the charm once `ready()` holds (or let it finish if it never does
-/// before the hook ends). Returns whether it was killed.
+/// Run `hook` and SIGKILL the charm once `ready()` holds; whether it was killed.
 fn kill_when(unit: &TestUnit, hook: &str, ready: impl Fn() -> bool) -> bool {
-    let job = unit.unit.prepare_hook(hook);
-    let binary = unit.unit.binary_path();
-    let handle = std::thread::spawn(move || job.run());
-    let mut killed = false;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !handle.is_finished() && Instant::now() < deadline {
-        if ready() {
-            for pid in pids_of(&binary) {
-                let status = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-                killed |= status.is_ok_and(|s| s.success());
-            }
-            if killed {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let run = handle.join().expect("hook thread");
-    assert_eq!(run.code.is_none(), killed, "{run:?}");
-    killed
+    unit.unit.run_killed_when(hook, ready)
 }
 
 #[test]

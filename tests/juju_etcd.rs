@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
-use juju_harness::{KUBECONFIG_HASH, Unit, assert_ok};
+use juju_harness::{KUBECONFIG_HASH, Unit, assert_ok, share_peer_data};
 use serde_json::{Value, json};
 use support::apiserver::{Options, TestApiServer};
 use support::etcd::Etcd;
@@ -101,6 +101,20 @@ fn comparable(object: &Value) -> Value {
     o
 }
 
+/// `unit` is active and Ready, on the datastore it remembers as `datastore`.
+fn assert_ready_on(unit: &Unit, datastore: &str) {
+    assert_eq!(
+        unit.status(),
+        pair("active", "Ready"),
+        "{}",
+        unit.transcript()
+    );
+    assert_eq!(
+        unit.charm_state().get("datastore").map(String::as_str),
+        Some(datastore)
+    );
+}
+
 fn relate_etcd(unit: &Unit, data: &BTreeMap<String, String>) -> String {
     unit.relate("etcd", 7, "etcd/0", data)
 }
@@ -161,16 +175,7 @@ fn a_deployment_related_to_etcd_runs_calico_on_etcd_through_faults_and_never_swi
         &unit,
         &unit.endpoint_hook("etcd", "changed", &rid, "etcd/0"),
     );
-    assert_eq!(
-        unit.status(),
-        pair("active", "Ready"),
-        "{}",
-        unit.transcript()
-    );
-    assert_eq!(
-        unit.charm_state().get("datastore").map(String::as_str),
-        Some("etcd")
-    );
+    assert_ready_on(&unit, "etcd");
 
     // Calico's data is in etcd, as v3 objects labelled as the charm's.
     assert_eq!(names(etcd, "ippools"), ["ipv4"]);
@@ -513,16 +518,7 @@ fn an_etcd_relation_added_later_never_switches_the_datastore() {
     let etcd = Etcd::shared();
     let _guard = etcd.lock();
     assert_ok(&unit, &unit.hook("install"));
-    assert_eq!(
-        unit.status(),
-        pair("active", "Ready"),
-        "{}",
-        unit.transcript()
-    );
-    assert_eq!(
-        unit.charm_state().get("datastore").map(String::as_str),
-        Some("kubernetes")
-    );
+    assert_ready_on(&unit, "kubernetes");
     let rid = relate_etcd(&unit, &etcd.relation_data());
     assert_ok(
         &unit,
@@ -765,16 +761,7 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
     // juju refresh: upgrade-charm, then config-changed.
     assert_ok(&unit, &unit.hook("upgrade-charm"));
     assert_ok(&unit, &unit.hook("config-changed"));
-    assert_eq!(
-        unit.status(),
-        pair("active", "Ready"),
-        "{}",
-        unit.transcript()
-    );
-    assert_eq!(
-        unit.charm_state().get("datastore").map(String::as_str),
-        Some("etcd")
-    );
+    assert_ready_on(&unit, "etcd");
 
     // Adopted, not duplicated: the same objects, now labelled as the charm's.
     assert_eq!(names(etcd, "ippools"), ["ipv4"]);
@@ -877,25 +864,14 @@ fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
     assert_eq!(versions(&server), settled);
 }
 
-const PEERS: &str = "calico:9";
 const V3_32: &str = "docker.io/calico/node:v3.32.1";
 
 /// A unit of a three-unit etcd deployment: on `node`, its cni binding at `address`, Calico
 /// v3.32.1 (which has CalicoNodeStatus), related to its peers and to etcd.
 fn etcd_peer(server: &TestApiServer, etcd: &Etcd, name: &str, address: &str, node: &str) -> Unit {
     let unit = unit_on(server, name, name == "calico/0", node);
-    let (ip, prefix) = address.split_once('/').expect("IP/PREFIX");
-    let net: ipnetwork::IpNetwork = address.parse().expect("address");
-    unit.set_network(Some(json!({
-        "bind-addresses": [{"interface-name": "eth0", "mac-address": "00:16:3e:00:00:01",
-            "addresses": [{"hostname": "", "value": ip,
-                           "cidr": format!("{}/{prefix}", net.network())}]}],
-        "ingress-addresses": [ip],
-    })));
-    unit.edit_state("relations.json", |r| {
-        r[PEERS] = json!({"endpoint": "calico", "remote-app": "calico", "remote-units": {},
-                          "local": {}, "app": {}, "remote-app-data": {}});
-    });
+    unit.bind_cni_at(address);
+    unit.join_peer_relation();
     unit.set_config("calico-node-image", json!(V3_32));
     unit.set_config(
         "calico-policy-image",
@@ -903,40 +879,6 @@ fn etcd_peer(server: &TestApiServer, etcd: &Etcd, name: &str, address: &str, nod
     );
     relate_etcd(&unit, &etcd.relation_data());
     unit
-}
-
-/// Carry every unit's peer bag to the others, and the leader's application bag to all.
-fn share(units: &[&Unit]) {
-    let bags: Vec<(String, Value, Value)> = units
-        .iter()
-        .map(|u| {
-            let r = u.state("relations.json");
-            (
-                u.name.clone(),
-                r[PEERS]["local"].clone(),
-                r[PEERS]["app"].clone(),
-            )
-        })
-        .collect();
-    let app = bags
-        .iter()
-        .map(|b| b.2.clone())
-        .find(|a| a.as_object().is_some_and(|m| !m.is_empty()))
-        .unwrap_or_else(|| json!({}));
-    for u in units {
-        u.edit_state("relations.json", |r| {
-            let mut remote = serde_json::Map::new();
-            for (name, bag, _) in &bags {
-                if *name != u.name {
-                    remote.insert(name.clone(), bag.clone());
-                }
-            }
-            r[PEERS]["remote-units"] = Value::Object(remote);
-            // One application bag for the application's units (the leader writes it).
-            r[PEERS]["app"] = app.clone();
-            r[PEERS]["remote-app-data"] = app.clone();
-        });
-    }
 }
 
 fn hooks(units: &[&Unit], hook: &str) {
@@ -993,9 +935,9 @@ fn three_units_on_etcd_prune_only_their_own_peers_and_keep_their_node_status() {
         );
     }
     hooks(&all, "config-changed");
-    share(&all);
+    share_peer_data(&all);
     hooks(&all, "update-status");
-    share(&all);
+    share_peer_data(&all);
     hooks(&all, "update-status");
     for u in all {
         assert_eq!(u.status(), pair("active", "Ready"), "{}", u.transcript());
@@ -1148,4 +1090,94 @@ fn three_units_on_etcd_prune_only_their_own_peers_and_keep_their_node_status() {
     assert_ok(&u0, &u0.hook("remove"));
     assert_eq!(globals(etcd), before);
     assert_eq!(names(etcd, "bgppeers"), ["calico-1-10.9.0.3-65001"]);
+}
+
+/// Calico's objects in etcd as a deployment's config determines them: without what the
+/// store gives each (uid, creation time, revision), and pools keyed by CIDR (a cidr change
+/// names the new pool after the old).
+fn converged_state(etcd: &Etcd) -> BTreeMap<String, Value> {
+    values(etcd, R)
+        .into_iter()
+        .map(|(key, mut value)| {
+            if let Some(meta) = value["metadata"].as_object_mut() {
+                for server_side in ["uid", "creationTimestamp", "resourceVersion", "generation"] {
+                    meta.remove(server_side);
+                }
+            }
+            let key = match key.strip_prefix(&format!("{R}ippools/")) {
+                Some(_) => {
+                    value["metadata"]["name"] = json!("");
+                    format!("ippool {}", value["spec"]["cidr"])
+                }
+                None => key,
+            };
+            (key, value)
+        })
+        .collect()
+}
+
+#[test]
+fn a_hook_killed_mid_write_to_etcd_is_converged_by_the_next() {
+    let Some((unit, server)) = etcd_unit("calico/0", true, false) else {
+        return;
+    };
+    let etcd = Etcd::shared();
+    let _guard = etcd.lock();
+    let first = json!("- address: 10.0.0.1\n  as-number: 65000\n");
+    let second = json!(
+        "- address: 10.0.9.1\n  as-number: 65001\n- address: 10.0.9.2\n  as-number: 65002\n\
+         - address: 10.0.9.3\n  as-number: 65003\n- address: 10.0.9.4\n  as-number: 65004\n"
+    );
+    let configure = |u: &Unit, peers: &Value, cidr: &str, asn: &str| {
+        u.set_config("global-bgp-peers", peers.clone());
+        u.set_config("cidr", json!(cidr));
+        u.set_config("unit-as-numbers", json!(asn));
+    };
+
+    // The reference: a fresh deployment straight to the second configuration.
+    let fresh = unit_on(&server, "calico/0", true, NODE);
+    configure(&fresh, &second, "10.60.0.0/16", "0: 64600\n");
+    relate_etcd(&fresh, &etcd.relation_data());
+    assert_ok(&fresh, &fresh.hook("install"));
+    assert_ready_on(&fresh, "etcd");
+    let reference = converged_state(etcd);
+    assert!(
+        reference.keys().any(|k| k.contains("bgppeers/")),
+        "{reference:?}"
+    );
+    etcd.wipe();
+
+    // The unit under test: deployed with the first configuration, then killed part-way
+    // through hooks that move between the two, at the first write each hook makes to etcd
+    // and a little after it.
+    configure(&unit, &first, "192.168.0.0/16", "");
+    relate_etcd(&unit, &etcd.relation_data());
+    assert_ok(&unit, &unit.hook("install"));
+    assert_ready_on(&unit, "etcd");
+    let mut kills = 0;
+    for (i, delay_ms) in [0u64, 0, 3, 10, 25].into_iter().enumerate() {
+        if i % 2 == 0 {
+            configure(&unit, &second, "10.60.0.0/16", "0: 64600\n");
+        } else {
+            configure(&unit, &first, "192.168.0.0/16", "");
+        }
+        let before = etcd.dump(R);
+        kills += usize::from(unit.run_killed_when("config-changed", || {
+            etcd.dump(R) != before && {
+                std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+                true
+            }
+        }));
+    }
+    assert!(kills >= 3, "killed {kills} hooks");
+
+    // The next whole hook ends exactly where the fresh deployment did.
+    configure(&unit, &second, "10.60.0.0/16", "0: 64600\n");
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_ready_on(&unit, "etcd");
+    assert_eq!(converged_state(etcd), reference);
+    // And a further hook writes nothing.
+    let settled = etcd.dump(R);
+    assert_ok(&unit, &unit.hook("config-changed"));
+    assert_eq!(etcd.dump(R), settled);
 }

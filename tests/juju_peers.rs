@@ -8,11 +8,9 @@
 mod juju_harness;
 mod support;
 
-use juju_harness::{HookRun, KUBECONFIG_HASH, Unit};
+use juju_harness::{HookRun, KUBECONFIG_HASH, PEER_RELATION, Unit, share_peer_data};
 use serde_json::{Value, json};
 use support::apiserver::{Options, TestApiServer};
-
-const PEERS: &str = "calico:9";
 
 fn assert_ok(unit: &Unit, run: &HookRun) {
     assert!(run.ok(), "{}: {run:?}\n{}", unit.name, unit.transcript());
@@ -24,55 +22,13 @@ fn peer_unit(name: &str, address: &str, node: &str, leader: bool, server: &TestA
     let mut unit = Unit::new(name);
     unit.set_leader(leader);
     unit.relate_cni(4, &[("kubeconfig-hash", KUBECONFIG_HASH)]);
-    let (ip, prefix) = address.split_once('/').expect("IP/PREFIX");
-    let net: ipnetwork::IpNetwork = address.parse().expect("address");
-    unit.set_network(Some(json!({
-        "bind-addresses": [{"interface-name": "eth0", "mac-address": "00:16:3e:00:00:01",
-            "addresses": [{"hostname": "", "value": ip,
-                           "cidr": format!("{}/{prefix}", net.network())}]}],
-        "ingress-addresses": [ip],
-    })));
+    unit.bind_cni_at(address);
     server
         .write_kubeconfig(&unit.kubeconfig())
         .expect("kubeconfig");
     unit.set_env("NODENAME", node);
-    unit.edit_state("relations.json", |r| {
-        r[PEERS] = json!({"endpoint": "calico", "remote-app": "calico", "remote-units": {},
-                          "local": {}, "app": {}, "remote-app-data": {}});
-    });
+    unit.join_peer_relation();
     unit
-}
-
-/// Carry every unit's committed peer bag to the others, and the leader's application bag.
-fn share(units: &[&Unit]) {
-    let bags: Vec<(String, Value, Value)> = units
-        .iter()
-        .map(|u| {
-            let r = u.state("relations.json");
-            (
-                u.name.clone(),
-                r[PEERS]["local"].clone(),
-                r[PEERS]["app"].clone(),
-            )
-        })
-        .collect();
-    let app = bags
-        .iter()
-        .map(|b| b.2.clone())
-        .find(|a| a.as_object().is_some_and(|m| !m.is_empty()))
-        .unwrap_or_else(|| json!({}));
-    for u in units {
-        u.edit_state("relations.json", |r| {
-            let mut remote = serde_json::Map::new();
-            for (name, bag, _) in &bags {
-                if *name != u.name {
-                    remote.insert(name.clone(), bag.clone());
-                }
-            }
-            r[PEERS]["remote-units"] = Value::Object(remote);
-            r[PEERS]["app"] = app.clone();
-        });
-    }
 }
 
 fn hooks(units: &[&Unit], hook: &str) {
@@ -93,7 +49,7 @@ fn server_for(nodes: &[&str]) -> Option<TestApiServer> {
 fn problems(unit: &Unit) -> Value {
     let r = unit.state("relations.json");
     serde_json::from_str(
-        r[PEERS]["app"]["topology-problems"]
+        r[PEER_RELATION]["app"]["topology-problems"]
             .as_str()
             .unwrap_or("null"),
     )
@@ -116,7 +72,7 @@ fn each_unit_publishes_its_facts_and_the_leader_publishes_every_units_problems()
     }
     hooks(&all, "config-changed");
     assert_eq!(
-        u2.local_data(PEERS),
+        u2.local_data(PEER_RELATION),
         [
             ("address", "10.0.0.4/24"),
             ("as", "64512"),
@@ -128,9 +84,9 @@ fn each_unit_publishes_its_facts_and_the_leader_publishes_every_units_problems()
         .collect()
     );
     // Not a reflector: no cluster-id (an empty value deletes the key, as in Juju).
-    assert!(!u1.local_data(PEERS).contains_key("cluster-id"));
+    assert!(!u1.local_data(PEER_RELATION).contains_key("cluster-id"));
     // The leader sees the others on its next hook.
-    share(&all);
+    share_peer_data(&all);
     hooks(&[&u0], "update-status");
     let p = problems(&u0);
     let kinds: Vec<&str> = p["calico/2"]
@@ -161,7 +117,7 @@ fn each_unit_publishes_its_facts_and_the_leader_publishes_every_units_problems()
         )
     );
     // Every unit shows its own: calico/2 is cut off, calico/1 has nothing.
-    share(&all);
+    share_peer_data(&all);
     hooks(&[&u1, &u2], "update-status");
     assert_eq!(
         u2.status(),
@@ -192,7 +148,7 @@ fn a_unit_that_joins_or_leaves_changes_the_result_on_the_next_hook() {
         );
     }
     hooks(&all, "config-changed");
-    share(&all);
+    share_peer_data(&all);
     hooks(&[&u0], "update-status");
     // With two units: only the 0.0.0.0 warning, for the reflector.
     let kinds = |p: &Value, unit: &str| -> Vec<String> {
@@ -222,11 +178,11 @@ fn a_unit_that_joins_or_leaves_changes_the_result_on_the_next_hook() {
         );
     }
     hooks(&[&u2], "config-changed");
-    share(&all);
+    share_peer_data(&all);
     let joined = u0
         .prepare_hook("calico-relation-changed")
         .with_env("JUJU_RELATION", "calico")
-        .with_env("JUJU_RELATION_ID", PEERS)
+        .with_env("JUJU_RELATION_ID", PEER_RELATION)
         .with_env("JUJU_REMOTE_UNIT", "calico/2")
         .with_env("JUJU_REMOTE_APP", "calico")
         .run();
@@ -240,14 +196,14 @@ fn a_unit_that_joins_or_leaves_changes_the_result_on_the_next_hook() {
     assert_eq!(t["nodes"].as_array().map(Vec::len), Some(3));
     // calico/1 leaves: the leader's next hook drops it.
     u0.edit_state("relations.json", |r| {
-        if let Some(m) = r[PEERS]["remote-units"].as_object_mut() {
+        if let Some(m) = r[PEER_RELATION]["remote-units"].as_object_mut() {
             m.remove("calico/1");
         }
     });
     let departed = u0
         .prepare_hook("calico-relation-departed")
         .with_env("JUJU_RELATION", "calico")
-        .with_env("JUJU_RELATION_ID", PEERS)
+        .with_env("JUJU_RELATION_ID", PEER_RELATION)
         .with_env("JUJU_REMOTE_UNIT", "calico/1")
         .with_env("JUJU_REMOTE_APP", "calico")
         .with_env("JUJU_DEPARTING_UNIT", "calico/1")
@@ -284,7 +240,7 @@ fn topology_runs_on_the_leader_and_bgp_status_on_any_unit() {
     let u1 = peer_unit("calico/1", "10.0.0.3/24", "node-1", false, &server);
     let all = [&u0, &u1];
     hooks(&all, "config-changed");
-    share(&all);
+    share_peer_data(&all);
     let t = topology_action(&u0);
     assert_eq!(t["problems"], json!([]));
     assert_eq!(t["reach"].as_array().map(Vec::len), Some(2));
@@ -412,9 +368,9 @@ fn calico_node_status_shows_whether_the_sessions_are_up_and_goes_with_the_unit()
     let all = [&u0, &u1, &u2];
     // The leader first: it creates Calico's CRDs and calico-node's RBAC.
     hooks(&all, "config-changed");
-    share(&all);
+    share_peer_data(&all);
     hooks(&[&u0], "update-status");
-    share(&all);
+    share_peer_data(&all);
     hooks(&[&u1], "update-status");
     // Each unit keeps one for its node, asking for the BGP class.
     let status = node_status(&server, "node-1").expect("CalicoNodeStatus/node-1");

@@ -68,7 +68,7 @@ impl AgentDesired {
     pub(crate) fn sealed(mut self) -> AgentDesired {
         self.generation = String::new();
         let text = serde_json::to_string(&self).unwrap_or_default();
-        self.generation = fnv64(text.as_bytes());
+        self.generation = crate::text::fingerprint(text.as_bytes());
         self
     }
 
@@ -177,16 +177,6 @@ impl AgentState {
             age: now.saturating_sub(self.last_sync),
         })
     }
-}
-
-/// FNV-1a 64, hex.
-pub(crate) fn fnv64(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
 }
 
 /// Unix seconds now.

@@ -88,7 +88,7 @@ pub fn fingerprint(workloads: &crate::render::workloads::Workloads) -> String {
     for crd in &workloads.crds {
         text.extend(crd.metadata.name.clone().unwrap_or_default().into_bytes());
     }
-    crate::agent::files::fnv64(&text)
+    crate::text::fingerprint(&text)
 }
 
 /// What one hook reads of what [`ROTATION`] holds (the rest is read on every hook).

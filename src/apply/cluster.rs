@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use super::checks::Reads;
 use super::converge::{ConvergeOptions, check_node_agent, converge_detailed};
-use super::datastore::{CalicoDatastore, DsResult};
 use super::kube::connect_with;
 use super::kubeconfig::kubeconfig_path;
 use super::retry::RetrySettings;
 use super::workloads::KubeWorkloads;
 use super::{DatastoreError, KubeDatastore};
+use crate::datastore::{CalicoDatastore, DsResult};
 use crate::problems::{Cause, Outcome};
 use crate::render::Desired;
 

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use super::Outcome;
 use super::checks::Reads;
-use super::datastore::{CalicoDatastore, Created, DatastoreError};
 use super::plan::{
     Apply, NodePlan, Observed, Plan, WorkloadPlan, leftover_node_keys, owned_by, plan,
     plan_workloads, take_peer,
@@ -31,6 +30,7 @@ use super::plan::{
 use super::workloads::{KUBERNETES_API, KubeWorkloads, NodeAgent, WorkloadKind};
 use crate::apply::readiness::waiting_message;
 use crate::calico::{BGPPeer, charm_labels};
+use crate::datastore::{CalicoDatastore, Created, DatastoreError};
 use crate::problems::Cause;
 use crate::render::workloads::{CALICO_NODE, Workloads};
 use crate::render::{Desired, Pools};

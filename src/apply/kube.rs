@@ -22,7 +22,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::datastore::{CalicoDatastore, Created, DatastoreError, DsResult, Labels};
 use super::kubeconfig::KubeconfigError;
 use super::readiness::{calico_node_pod, pod_ready};
 use super::retry::{Budget, RetryLayer, RetrySettings, describe_error};
@@ -30,6 +29,7 @@ use super::workloads::{KubeWorkloads, NodeAgent, ObjectRef, WorkloadKind, Worklo
 use crate::calico::{
     BGPConfiguration, BGPPeer, CalicoNodeStatus, FIELD_MANAGER, IPAMBlock, IPPool, NODE_ANNOTATIONS,
 };
+use crate::datastore::{CalicoDatastore, Created, DatastoreError, DsResult, Labels};
 use crate::render::workloads::{CALICO_NODE_SELECTOR, NAMESPACE};
 
 /// Why no client could be made.
@@ -48,9 +48,6 @@ impl ApplyError {
         matches!(self, ApplyError::Kubeconfig(e) if e.is_transient())
     }
 }
-
-/// The `User-Agent` of every request the charm makes: `calico-charm/<version>`.
-pub(crate) const USER_AGENT: &str = concat!("calico-charm/", env!("CARGO_PKG_VERSION"));
 
 /// A client from the kubeconfig at `path`: TLS verified against the kubeconfig's CA, the
 /// kubeconfig's token or client certificate, timeouts and retries per `settings`.
@@ -81,7 +78,7 @@ pub async fn connect_with(
     // So an operator finds the charm's requests in the API server's audit log.
     config.headers.push((
         http::header::USER_AGENT,
-        http::HeaderValue::from_static(USER_AGENT),
+        http::HeaderValue::from_static(crate::USER_AGENT),
     ));
     let budget = Budget::new(settings);
     let builder =

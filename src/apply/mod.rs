@@ -13,7 +13,6 @@
 pub mod checks;
 pub mod cluster;
 pub mod converge;
-pub mod datastore;
 pub mod fields;
 pub mod kube;
 pub mod kubeconfig;
@@ -23,10 +22,10 @@ pub mod readiness;
 pub mod retry;
 pub mod workloads;
 
+pub use crate::datastore::{self, CalicoDatastore, DatastoreError, Labels};
 pub use crate::problems::Outcome;
 pub use cluster::{Cluster, KubeCluster};
 pub use converge::{ConvergeOptions, check_node_agent, converge_with};
-pub use datastore::{CalicoDatastore, DatastoreError, Labels};
 pub use kube::{ApplyError, KubeDatastore};
 pub(crate) use kubeconfig::kubeconfig_path;
 pub use workloads::{KubeWorkloads, NodeAgent};

@@ -13,7 +13,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
-use super::datastore::{DsResult, Labels};
+use crate::datastore::{DsResult, Labels};
 
 /// How operator-facing messages name this seam's far end.
 pub(crate) const KUBERNETES_API: &str = "Kubernetes API";

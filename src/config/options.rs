@@ -744,10 +744,9 @@ mod tests {
     #[test]
     fn deep_flow_nesting_is_refused_before_parsing() {
         let deep = format!("{}{}", "{a: ".repeat(20_000), "}".repeat(20_000));
-        let started = std::time::Instant::now();
+        // Refused by the nesting check before the parser sees it (the parser would recurse).
         assert!(yaml_nesting_problem(&deep).is_some());
         assert!(matches!(merge_user_file(&deep), Err(FileError::Yaml(_))));
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
         // Brackets inside quotes and comments do not count; real values pass.
         let quoted = format!(
             "a: '{}'\nb: \"{}\" # {}\n",
@@ -765,10 +764,11 @@ mod tests {
     #[test]
     fn a_huge_unknown_option_name_costs_no_distance_work() {
         let name = "x".repeat(5 * 1024 * 1024);
-        let started = std::time::Instant::now();
+        // Beyond the longest option name no distance is computed (an O(n·m) table of a
+        // 5 MiB name would not finish): no suggestion, and the name shown is cut short.
+        assert_eq!(suggestion(&name), "");
         // An explicit key (`? key`): a plain key is limited to 1024 characters by YAML.
         let m = merge_user_file(&format!("? {name}\n: 1\n")).expect("file");
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
         assert_eq!(m.errors.len(), 1);
         assert!(
             m.errors[0].option.len() < 200,

@@ -372,7 +372,7 @@ impl EtcdClient {
         let request = http::Request::post(path)
             .header(http::header::HOST, endpoint.authority())
             .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::USER_AGENT, crate::apply::kube::USER_AGENT)
+            .header(http::header::USER_AGENT, crate::USER_AGENT)
             .body(Full::new(Bytes::copy_from_slice(body)))
             .map_err(|e| Attempt::Fatal(EtcdError::Other(e.to_string())))?;
         let timeout = self.settings.request_timeout.min(self.remaining());

@@ -1,6 +1,6 @@
 //! [`CalicoDatastore`] on etcd: Calico's etcdv3 datastore ([`EtcdStore`]) behind the seam
 //! converge uses, the same contract as the Kubernetes datastore (see
-//! [`crate::apply::datastore`]).
+//! [`crate::datastore`]).
 //!
 //! - Peers are selected by key prefix: the owner label names the unit (`calico-0`), and the
 //!   unit's peers are the keys `.../bgppeers/calico-0-...` (the charm's names, and the
@@ -17,11 +17,11 @@ use std::collections::BTreeMap;
 
 use super::client::EtcdError;
 use super::store::{EtcdStore, NodeBgp, StoreError};
-use crate::apply::datastore::{CalicoDatastore, DatastoreError, DsResult, Labels};
 use crate::calico::{
     AS_NUMBER_ANNOTATION, BGPConfiguration, BGPPeer, IPAMBlock, IPPool, IPV4_ADDRESS_ANNOTATION,
     RR_CLUSTER_ID_ANNOTATION, UNIT_LABEL,
 };
+use crate::datastore::{CalicoDatastore, DatastoreError, DsResult, Labels};
 
 /// How operator-facing messages name this datastore.
 pub const NAME: &str = "etcd";

@@ -1188,3 +1188,107 @@ pub fn assert_ok(unit: &Unit, run: &HookRun) {
         unit.transcript()
     );
 }
+
+/// The peer relation's id (endpoint `calico`) in the tests' units.
+pub const PEER_RELATION: &str = "calico:9";
+
+impl Unit {
+    /// Bind `cni` to `address` (`IP/PREFIX`) on `eth0`, as `network-get cni` reports it.
+    pub fn bind_cni_at(&self, address: &str) {
+        let (ip, prefix) = address.split_once('/').expect("IP/PREFIX");
+        let net: ipnetwork::IpNetwork = address.parse().expect("address");
+        self.set_network(Some(json!({
+            "bind-addresses": [{"interface-name": "eth0", "mac-address": "00:16:3e:00:00:01",
+                "addresses": [{"hostname": "", "value": ip,
+                               "cidr": format!("{}/{prefix}", net.network())}]}],
+            "ingress-addresses": [ip],
+        })));
+    }
+
+    /// Join the peer relation, with no peer data yet.
+    pub fn join_peer_relation(&self) {
+        self.edit_state("relations.json", |r| {
+            r[PEER_RELATION] = json!({"endpoint": "calico", "remote-app": "calico",
+                "remote-units": {}, "local": {}, "app": {}, "remote-app-data": {}});
+        });
+    }
+}
+
+/// Carry every unit's committed peer bag to the others, and the leader's application bag
+/// to all (one application bag for the application's units: the leader writes it).
+pub fn share_peer_data(units: &[&Unit]) {
+    let bags: Vec<(String, Value, Value)> = units
+        .iter()
+        .map(|u| {
+            let r = u.state("relations.json");
+            (
+                u.name.clone(),
+                r[PEER_RELATION]["local"].clone(),
+                r[PEER_RELATION]["app"].clone(),
+            )
+        })
+        .collect();
+    let app = bags
+        .iter()
+        .map(|b| b.2.clone())
+        .find(|a| a.as_object().is_some_and(|m| !m.is_empty()))
+        .unwrap_or_else(|| json!({}));
+    for u in units {
+        u.edit_state("relations.json", |r| {
+            let mut remote = serde_json::Map::new();
+            for (name, bag, _) in &bags {
+                if *name != u.name {
+                    remote.insert(name.clone(), bag.clone());
+                }
+            }
+            r[PEER_RELATION]["remote-units"] = Value::Object(remote);
+            r[PEER_RELATION]["app"] = app.clone();
+            r[PEER_RELATION]["remote-app-data"] = app.clone();
+        });
+    }
+}
+
+/// The processes running `binary` (a unit's charm, which the test started).
+fn pids_of(binary: &Path) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                cmd.split(|b| *b == 0).next() == Some(binary.as_os_str().as_encoded_bytes())
+            })
+        })
+        .collect()
+}
+
+impl Unit {
+    /// Run `hook` and SIGKILL the charm once `ready()` holds (or let it finish if it never
+    /// does before the hook ends). Returns whether it was killed.
+    pub fn run_killed_when(&self, hook: &str, ready: impl Fn() -> bool) -> bool {
+        let job = self.prepare_hook(hook);
+        let binary = self.binary_path();
+        let handle = std::thread::spawn(move || job.run());
+        let mut killed = false;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !handle.is_finished() && Instant::now() < deadline {
+            if ready() {
+                for pid in pids_of(&binary) {
+                    let status = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                    killed |= status.is_ok_and(|s| s.success());
+                }
+                if killed {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let run = handle.join().expect("hook thread");
+        assert_eq!(run.code.is_none(), killed, "{run:?}");
+        killed
+    }
+}
