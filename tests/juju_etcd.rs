@@ -1181,3 +1181,117 @@ fn a_hook_killed_mid_write_to_etcd_is_converged_by_the_next() {
     assert_ok(&unit, &unit.hook("config-changed"));
     assert_eq!(etcd.dump(R), settled);
 }
+
+#[test]
+fn the_as_per_rack_example_writes_to_etcd_exactly_what_render_prints() {
+    let Some((unit, server)) = etcd_unit("calico/0", true, false) else {
+        return;
+    };
+    let etcd = Etcd::shared();
+    let _guard = etcd.lock();
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/as-per-rack.yaml");
+    let options: BTreeMap<String, Value> =
+        serde_yaml::from_str(&std::fs::read_to_string(golden).expect("golden")).expect("yaml");
+    for (key, value) in &options {
+        unit.set_config(key, value.clone());
+    }
+    unit.bind_cni_at("10.0.0.2/24");
+    relate_etcd(&unit, &etcd.relation_data());
+    assert_ok(&unit, &unit.hook("install"));
+    assert_ready_on(&unit, "etcd");
+
+    // What the binary's `render --datastore etcd` prints for this unit.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_calico-charm"))
+        .args([
+            "render",
+            "--datastore",
+            "etcd",
+            "--format",
+            "json",
+            "--leader",
+        ])
+        .args([
+            "--config",
+            golden,
+            "--unit",
+            "calico/0",
+            "--address",
+            "10.0.0.2/24",
+        ])
+        .args(["--node-name", NODE])
+        .output()
+        .expect("render");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let items = printed["items"].as_array().cloned().unwrap_or_default();
+    let (keyed, workloads): (Vec<Value>, Vec<Value>) =
+        items.into_iter().partition(|i| i.get("key").is_some());
+
+    // Every printed key holds the printed object (the store adds only its identity), and
+    // the charm owns no other key.
+    // (The Node is calico-node's: the charm owns only its BGP fields, and labels it not.)
+    let mut printed_keys = Vec::new();
+    for item in &keyed {
+        let key = item["key"].as_str().expect("key").to_string();
+        let want = &item["value"];
+        let live = etcd
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key} not in etcd"));
+        assert_eq!(live["spec"], want["spec"], "{key}");
+        assert_eq!(live["kind"], want["kind"], "{key}");
+        assert_eq!(live["metadata"]["name"], want["metadata"]["name"], "{key}");
+        for part in ["labels", "annotations"] {
+            for (k, v) in want["metadata"][part].as_object().into_iter().flatten() {
+                assert_eq!(&live["metadata"][part][k], v, "{key}: {part} {k}");
+            }
+        }
+        if want["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "calico-charm" {
+            printed_keys.push(key);
+        }
+    }
+    let owned: Vec<String> = values(etcd, "/calico/")
+        .into_iter()
+        .filter(|(_, v)| v["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "calico-charm")
+        .map(|(k, _)| k)
+        .collect();
+    printed_keys.sort();
+    assert_eq!(owned, printed_keys);
+    // By hand, from the seed's example: calico/0 peers with the other reflector of its
+    // rack (10.0.1.2) and its ToR (10.0.0.1); AS 64512 and cluster ID 0.0.0.0 on its node.
+    assert_eq!(
+        names(etcd, "bgppeers"),
+        ["calico-0-10.0.0.1-64512", "calico-0-10.0.1.2-64512"]
+    );
+    let node = etcd.get(&format!("{R}nodes/{NODE}")).expect("node");
+    assert_eq!(node["spec"]["bgp"]["asNumber"], 64512);
+    assert_eq!(node["spec"]["bgp"]["routeReflectorClusterID"], "0.0.0.0");
+
+    // Every printed workload object is on the API server as the charm's.
+    for want in &workloads {
+        let (api, kind) = (want["apiVersion"].as_str(), want["kind"].as_str());
+        let name = want["metadata"]["name"].as_str().unwrap_or_default();
+        let ns = want["metadata"]["namespace"].as_str();
+        let live = server
+            .get(api.unwrap_or_default(), kind.unwrap_or_default(), ns, name)
+            .unwrap_or_else(|| panic!("{kind:?}/{name} not applied"));
+        assert_eq!(
+            live["metadata"]["labels"]["app.kubernetes.io/managed-by"], "calico-charm",
+            "{kind:?}/{name}"
+        );
+        if kind == Some("ConfigMap") {
+            // Offline, render knows neither the relation's endpoints nor this unit's
+            // credential directory (a test's, not /etc/calico/etcd): it prints placeholders.
+            let creds = unit.host_dir().join("etcd-credentials");
+            let want = want["data"]
+                .to_string()
+                .replace("https://ETCD-ADDRESS:2379", &etcd.url)
+                .replace("/etc/calico/etcd/", &format!("{}/", creds.display()));
+            assert_eq!(live["data"].to_string(), want, "{name}");
+        }
+    }
+    assert!(workloads.iter().any(|w| w["kind"] == "DaemonSet"));
+}
