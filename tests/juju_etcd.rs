@@ -22,9 +22,10 @@ fn pair(status: &str, message: &str) -> (String, String) {
 }
 
 /// A unit related to its principal (kubeconfig published) with a Kubernetes API where its
-/// node runs a ready calico-node pod, and its credential files in its own directory.
-/// `None` when the envtest tests are skipped.
-fn etcd_unit(name: &str, leader: bool, crds: bool) -> Option<(Unit, TestApiServer)> {
+/// node runs a ready calico-node pod, and its credential files in its own directory; and
+/// the binary's etcd, held by this test (running, no Calico key in it). `None` when the
+/// envtest tests are skipped.
+fn etcd_unit(name: &str, leader: bool, crds: bool) -> Option<EtcdUnit> {
     if support::etcd::skip(module_path!()) {
         return None;
     }
@@ -36,8 +37,18 @@ fn etcd_unit(name: &str, leader: bool, crds: bool) -> Option<(Unit, TestApiServe
     let server = envtest!(options)?;
     server.add_ready_node(NODE, None, "docker.io/calico/node:v3.6.1");
     let unit = unit_on(&server, name, leader, NODE);
-    Some((unit, server))
+    let etcd = Etcd::shared();
+    let guard = etcd.lock();
+    Some((unit, server, etcd, guard))
 }
+
+/// What [`etcd_unit`] gives: the unit, its API server, the etcd and the hold on it.
+type EtcdUnit = (
+    Unit,
+    TestApiServer,
+    &'static Etcd,
+    std::sync::MutexGuard<'static, ()>,
+);
 
 /// A unit on `node`, related to its principal, whose kubeconfig reaches `server`.
 fn unit_on(server: &TestApiServer, name: &str, leader: bool, node: &str) -> Unit {
@@ -147,11 +158,9 @@ fn env_of(daemonset: &Value, container: &str) -> BTreeMap<String, Value> {
 
 #[test]
 fn a_deployment_related_to_etcd_runs_calico_on_etcd_through_faults_and_never_switches() {
-    let Some((unit, server)) = etcd_unit("calico/0", true, false) else {
+    let Some((unit, server, etcd, _guard)) = etcd_unit("calico/0", true, false) else {
         return;
     };
-    let etcd = Etcd::shared();
-    let _guard = etcd.lock();
     // Related, nothing published yet; then part of it.
     let rid = relate_etcd(&unit, &BTreeMap::new());
     assert_ok(&unit, &unit.hook("install"));
@@ -369,11 +378,9 @@ fn a_deployment_related_to_etcd_runs_calico_on_etcd_through_faults_and_never_swi
 
 #[test]
 fn peers_are_pruned_by_prefix_pools_drain_and_others_objects_stay() {
-    let Some((unit, _server)) = etcd_unit("calico/1", true, false) else {
+    let Some((unit, _server, etcd, _guard)) = etcd_unit("calico/1", true, false) else {
         return;
     };
-    let etcd = Etcd::shared();
-    let _guard = etcd.lock();
     relate_etcd(&unit, &etcd.relation_data());
     // Others' objects: another unit's peer, a peer of nobody's, a pool of someone else's.
     let foreign = [
@@ -512,11 +519,9 @@ fn peers_are_pruned_by_prefix_pools_drain_and_others_objects_stay() {
 #[test]
 fn an_etcd_relation_added_later_never_switches_the_datastore() {
     // A Kubernetes-datastore deployment later related to etcd: stays, with a warning.
-    let Some((unit, _server)) = etcd_unit("calico/3", true, true) else {
+    let Some((unit, _server, etcd, _guard)) = etcd_unit("calico/3", true, true) else {
         return;
     };
-    let etcd = Etcd::shared();
-    let _guard = etcd.lock();
     assert_ok(&unit, &unit.hook("install"));
     assert_ready_on(&unit, "kubernetes");
     let rid = relate_etcd(&unit, &etcd.relation_data());
@@ -656,11 +661,9 @@ fn todays_workloads(server: &TestApiServer) {
 
 #[test]
 fn an_upgrade_from_todays_charm_adopts_its_data_and_workloads() {
-    let Some((unit, server)) = etcd_unit("calico/0", true, false) else {
+    let Some((unit, server, etcd, _guard)) = etcd_unit("calico/0", true, false) else {
         return;
     };
-    let etcd = Etcd::shared();
-    let _guard = etcd.lock();
     let peers = json!("- address: 10.0.0.2\n  as-number: 65000\n");
 
     // What this charm makes on a fresh deployment with the same config and relation: the
@@ -1118,11 +1121,9 @@ fn converged_state(etcd: &Etcd) -> BTreeMap<String, Value> {
 
 #[test]
 fn a_hook_killed_mid_write_to_etcd_is_converged_by_the_next() {
-    let Some((unit, server)) = etcd_unit("calico/0", true, false) else {
+    let Some((unit, server, etcd, _guard)) = etcd_unit("calico/0", true, false) else {
         return;
     };
-    let etcd = Etcd::shared();
-    let _guard = etcd.lock();
     let first = json!("- address: 10.0.0.1\n  as-number: 65000\n");
     let second = json!(
         "- address: 10.0.9.1\n  as-number: 65001\n- address: 10.0.9.2\n  as-number: 65002\n\
@@ -1184,11 +1185,9 @@ fn a_hook_killed_mid_write_to_etcd_is_converged_by_the_next() {
 
 #[test]
 fn the_as_per_rack_example_writes_to_etcd_exactly_what_render_prints() {
-    let Some((unit, server)) = etcd_unit("calico/0", true, false) else {
+    let Some((unit, server, etcd, _guard)) = etcd_unit("calico/0", true, false) else {
         return;
     };
-    let etcd = Etcd::shared();
-    let _guard = etcd.lock();
     let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/as-per-rack.yaml");
     let options: BTreeMap<String, Value> =
         serde_yaml::from_str(&std::fs::read_to_string(golden).expect("golden")).expect("yaml");
