@@ -202,6 +202,26 @@ enum Msg {
     Health(usize, bool, Option<String>),
 }
 
+/// Report the group unhealthy with `cause`, then wait `backoff` and double it (up to 1 s).
+/// False when the loop has gone (the task ends).
+async fn failed(
+    tx: &mpsc::Sender<Msg>,
+    index: usize,
+    cause: String,
+    backoff: &mut Duration,
+) -> bool {
+    if tx
+        .send(Msg::Health(index, false, Some(cause)))
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    tokio::time::sleep(*backoff).await;
+    *backoff = (*backoff * 2).min(Duration::from_secs(1));
+    true
+}
+
 async fn watch_group(index: usize, group: Group, client: Client, tx: mpsc::Sender<Msg>) {
     let api = group.api(&client);
     let mut lp = ListParams::default();
@@ -233,15 +253,9 @@ async fn watch_group(index: usize, group: Group, client: Client, tx: mpsc::Sende
                 }
                 Err(e) => {
                     let cause = format!("list {}: {}", group.name(), e);
-                    if tx
-                        .send(Msg::Health(index, false, Some(cause)))
-                        .await
-                        .is_err()
-                    {
+                    if !failed(&tx, index, cause, &mut backoff).await {
                         return;
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
             }
@@ -251,15 +265,9 @@ async fn watch_group(index: usize, group: Group, client: Client, tx: mpsc::Sende
             Ok(s) => s,
             Err(e) => {
                 let cause = format!("watch {}: {}", group.name(), e);
-                if tx
-                    .send(Msg::Health(index, false, Some(cause)))
-                    .await
-                    .is_err()
-                {
+                if !failed(&tx, index, cause, &mut backoff).await {
                     return;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
