@@ -66,19 +66,25 @@ impl AsNumber {
         }
     }
 
+    /// From a parsed number: an integer (as i64 or u64); anything else is an unquoted
+    /// decimal such as `1.10`, whose trailing zero the parser has already lost.
+    fn from_number(
+        signed: Option<i64>,
+        unsigned: Option<u64>,
+        shown: &dyn std::fmt::Display,
+    ) -> Result<AsNumber, AsnError> {
+        match (signed, unsigned) {
+            (Some(i), _) => AsNumber::from_integer(i128::from(i)),
+            (None, Some(u)) => AsNumber::from_integer(i128::from(u)),
+            (None, None) => Err(AsnError::UnquotedAsdot(shown.to_string())),
+        }
+    }
+
     /// From a JSON value: an integer or a decimal/asdot string.
     pub fn from_json(value: &serde_json::Value) -> Result<AsNumber, AsnError> {
         use serde_json::Value;
         match value {
-            Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    AsNumber::from_integer(i128::from(i))
-                } else if let Some(u) = n.as_u64() {
-                    AsNumber::from_integer(i128::from(u))
-                } else {
-                    Err(AsnError::UnquotedAsdot(n.to_string()))
-                }
-            }
+            Value::Number(n) => AsNumber::from_number(n.as_i64(), n.as_u64(), n),
             Value::String(s) => AsNumber::parse(s),
             other => Err(AsnError::WrongType(other.to_string())),
         }
@@ -89,15 +95,7 @@ impl AsNumber {
     pub fn from_yaml(value: &serde_yaml::Value) -> Result<AsNumber, AsnError> {
         use serde_yaml::Value;
         match value {
-            Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    AsNumber::from_integer(i128::from(i))
-                } else if let Some(u) = n.as_u64() {
-                    AsNumber::from_integer(i128::from(u))
-                } else {
-                    Err(AsnError::UnquotedAsdot(n.to_string()))
-                }
-            }
+            Value::Number(n) => AsNumber::from_number(n.as_i64(), n.as_u64(), n),
             Value::String(s) => AsNumber::parse(s),
             Value::Tagged(t) => AsNumber::from_yaml(&t.value),
             Value::Null => Err(AsnError::WrongType("null".to_string())),

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use juju_harness::{KUBECONFIG_HASH, Unit, assert_ok};
+use juju_harness::{Unit, assert_ok};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
@@ -30,13 +30,9 @@ const IMAGE: &str = "docker.io/calico/node:v3.29.2";
 const PEER: &str = "calico-0-10.0.0.1-65000";
 
 fn leader(server: &TestApiServer) -> Unit {
-    let mut unit = Unit::new("calico/0");
-    unit.set_leader(true);
-    unit.relate_cni(4, &[("kubeconfig-hash", KUBECONFIG_HASH)]);
-    server
-        .write_kubeconfig(&unit.kubeconfig())
-        .expect("write kubeconfig");
-    unit.set_env("NODENAME", "node-0");
+    let mut unit = Unit::on_cluster("calico/0", true, "node-0", |path| {
+        server.write_kubeconfig(path)
+    });
     unit.set_env("CALICO_CHARM_API_BUDGET_SECS", "5");
     unit.set_env("CALICO_CHARM_POOL_SETTLE_MS", "10");
     unit.set_config("calico-node-image", json!(IMAGE));

@@ -26,7 +26,7 @@ use calico_charm::calico::{
     AS_NUMBER_ANNOTATION, BGPPeer, BGPPeerSpec, MANAGED_BY, MANAGED_BY_LABEL, NODE_ANNOTATIONS,
     RR_CLUSTER_ID_ANNOTATION, UNIT_LABEL,
 };
-use juju_harness::{HookRun, KUBECONFIG_HASH, PreparedHook, Unit};
+use juju_harness::{HookRun, PreparedHook, Unit};
 use serde_json::{Map, Value, json};
 use support::apiserver::{Fault, FaultAction, LogEntry, Options, TestApiServer};
 
@@ -88,13 +88,7 @@ impl TestUnit {
         leader: bool,
         opts: &Opts,
     ) -> TestUnit {
-        let mut unit = Unit::new(name);
-        unit.set_leader(leader);
-        unit.relate_cni(4, &[("kubeconfig-hash", KUBECONFIG_HASH)]);
-        server
-            .write_kubeconfig(&unit.kubeconfig())
-            .expect("write kubeconfig");
-        unit.set_env("NODENAME", node);
+        let mut unit = Unit::on_cluster(name, leader, node, |path| server.write_kubeconfig(path));
         unit.set_env("CALICO_CHARM_API_BUDGET_SECS", &BUDGET_SECS.to_string());
         unit.set_env("CALICO_CHARM_API_BASE_DELAY_MS", "20");
         unit.set_env("CALICO_CHARM_POOL_SETTLE_MS", "10");

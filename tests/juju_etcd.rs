@@ -9,7 +9,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
-use juju_harness::{KUBECONFIG_HASH, Unit, assert_ok, share_peer_data};
+use juju_harness::{Unit, assert_ok, share_peer_data};
 use serde_json::{Value, json};
 use support::apiserver::{Options, TestApiServer};
 use support::etcd::Etcd;
@@ -52,13 +52,7 @@ type EtcdUnit = (
 
 /// A unit on `node`, related to its principal, whose kubeconfig reaches `server`.
 fn unit_on(server: &TestApiServer, name: &str, leader: bool, node: &str) -> Unit {
-    let mut unit = Unit::new(name);
-    unit.set_leader(leader);
-    unit.relate_cni(4, &[("kubeconfig-hash", KUBECONFIG_HASH)]);
-    server
-        .write_kubeconfig(&unit.kubeconfig())
-        .expect("write kubeconfig");
-    unit.set_env("NODENAME", node);
+    let mut unit = Unit::on_cluster(name, leader, node, |path| server.write_kubeconfig(path));
     let creds = unit.host_dir().join("etcd-credentials");
     unit.set_env("CALICO_CHARM_ETCD_DIR", &creds.display().to_string());
     unit.set_env("CALICO_CHARM_ETCD_BUDGET_SECS", "3");

@@ -234,6 +234,23 @@ impl Unit {
         Unit::create(name, true)
     }
 
+    /// A unit on node `node`, leader or not, related to its principal over `cni` (relation 4,
+    /// `kubeconfig-hash` published), whose kubeconfig `write` puts in place: how every
+    /// whole-charm test on a cluster starts.
+    pub fn on_cluster(
+        name: &str,
+        leader: bool,
+        node: &str,
+        write: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> Unit {
+        let mut unit = Unit::new(name);
+        unit.set_leader(leader);
+        unit.relate_cni(4, &[("kubeconfig-hash", KUBECONFIG_HASH)]);
+        write(&unit.kubeconfig()).expect("write kubeconfig");
+        unit.set_env("NODENAME", node);
+        unit
+    }
+
     /// The same unit without a charm dir: for driving the hook tools directly.
     pub fn tools_only(name: &str) -> Unit {
         Unit::create(name, false)

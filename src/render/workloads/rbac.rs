@@ -316,21 +316,23 @@ pub fn cluster_roles(v: CalicoVersion) -> Vec<ClusterRole> {
 
 /// Each ClusterRole bound to the ServiceAccount of the same name in `kube-system`.
 pub fn cluster_role_bindings(v: CalicoVersion) -> Vec<ClusterRoleBinding> {
-    account_names(v)
-        .into_iter()
-        .map(|name| ClusterRoleBinding {
-            metadata: meta(name, None, &[]),
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".to_string()),
-                kind: "ClusterRole".to_string(),
-                name: name.to_string(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".to_string(),
-                name: name.to_string(),
-                namespace: Some(NAMESPACE.to_string()),
-                ..Subject::default()
-            }]),
-        })
-        .collect()
+    account_names(v).into_iter().map(binding).collect()
+}
+
+/// ClusterRole `name` bound to the ServiceAccount `name` in `kube-system`.
+pub(crate) fn binding(name: &str) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: meta(name, None, &[]),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".to_string()),
+            kind: "ClusterRole".to_string(),
+            name: name.to_string(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_string(),
+            name: name.to_string(),
+            namespace: Some(NAMESPACE.to_string()),
+            ..Subject::default()
+        }]),
+    }
 }

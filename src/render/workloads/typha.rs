@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::{
     Toleration,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -186,20 +186,7 @@ pub fn objects(config: &CharmConfig, replicas: i32) -> TyphaObjects {
             rules: Some(rules(v)),
             ..ClusterRole::default()
         },
-        cluster_role_binding: ClusterRoleBinding {
-            metadata: meta(CALICO_TYPHA, None, &[]),
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".to_string()),
-                kind: "ClusterRole".to_string(),
-                name: CALICO_TYPHA.to_string(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".to_string(),
-                name: CALICO_TYPHA.to_string(),
-                namespace: Some(NAMESPACE.to_string()),
-                ..Subject::default()
-            }]),
-        },
+        cluster_role_binding: super::rbac::binding(CALICO_TYPHA),
         service: service(),
         deployment: deployment(config, v, replicas),
         pod_disruption_budget: PodDisruptionBudget {
