@@ -8,7 +8,7 @@
 mod juju_harness;
 mod support;
 
-use juju_harness::{HookRun, KUBECONFIG_HASH, PEER_RELATION, Unit, share_peer_data};
+use juju_harness::{HookRun, PEER_RELATION, Unit, share_peer_data};
 use serde_json::{Value, json};
 use support::apiserver::{Options, TestApiServer};
 
@@ -19,14 +19,8 @@ fn assert_ok(unit: &Unit, run: &HookRun) {
 /// A unit at `address` (`IP/PREFIX`) on node `node`, related to its principal, with the
 /// shared test API server as its cluster and the peer relation (no peer data yet).
 fn peer_unit(name: &str, address: &str, node: &str, leader: bool, server: &TestApiServer) -> Unit {
-    let mut unit = Unit::new(name);
-    unit.set_leader(leader);
-    unit.relate_cni(4, &[("kubeconfig-hash", KUBECONFIG_HASH)]);
+    let unit = Unit::on_cluster(name, leader, node, |path| server.write_kubeconfig(path));
     unit.bind_cni_at(address);
-    server
-        .write_kubeconfig(&unit.kubeconfig())
-        .expect("kubeconfig");
-    unit.set_env("NODENAME", node);
     unit.join_peer_relation();
     unit
 }
@@ -309,16 +303,34 @@ fn current_unit(
 const NODE_STATUS: &str = "/apis/crd.projectcalico.org/v1/caliconodestatuses";
 
 /// Write `status.bgp` of `CalicoNodeStatus/<node>` as calico-node does: a plain update (the
-/// CRD declares no status subresource) with calico-node's own identity, so that RBAC checks
-/// the grant the charm gives it.
+/// CRD declares no status subresource; calico-node's status reporter calls `Update`) with
+/// calico-node's own identity, so that RBAC checks the grant the charm gives it.
 fn report_as_calico_node(server: &TestApiServer, node: &str, peers: &[(&str, &str)]) {
-    let client = server
-        .plane()
-        .blocking_client("sa-calico-node")
-        .expect("client");
-    let path = format!("{NODE_STATUS}/{node}");
-    let (code, body) = client.get(&path).expect("get");
-    assert_eq!(code, 200, "calico-node reads its CalicoNodeStatus: {body}");
+    let (code, body) = write_report(
+        server,
+        "sa-calico-node",
+        &format!("{NODE_STATUS}/{node}"),
+        node,
+        peers,
+    );
+    assert_eq!(
+        code, 200,
+        "calico-node may update its CalicoNodeStatus: {body}"
+    );
+}
+
+/// PUT `CalicoNodeStatus/<node>`, as read, with calico-node's report for `peers` (BIRD's
+/// states) in `status`, to `path` (the object, or its `/status`), as `user`.
+fn write_report(
+    server: &TestApiServer,
+    user: &str,
+    path: &str,
+    node: &str,
+    peers: &[(&str, &str)],
+) -> (u16, String) {
+    let client = server.plane().blocking_client(user).expect("client");
+    let (code, body) = client.get(&format!("{NODE_STATUS}/{node}")).expect("get");
+    assert_eq!(code, 200, "{user} reads CalicoNodeStatus/{node}: {body}");
     let mut object: Value = serde_json::from_str(&body).expect("json");
     let established = peers.iter().filter(|p| p.1 == "Established").count();
     object["status"] = json!({
@@ -333,13 +345,9 @@ fn report_as_calico_node(server: &TestApiServer, node: &str, peers: &[(&str, &st
             })).collect::<Vec<_>>(),
         },
     });
-    let (code, body) = client
-        .request("PUT", &path, "application/json", Some(&object.to_string()))
-        .expect("put");
-    assert_eq!(
-        code, 200,
-        "calico-node may update its CalicoNodeStatus: {body}"
-    );
+    client
+        .request("PUT", path, "application/json", Some(&object.to_string()))
+        .expect("put")
 }
 
 /// `CalicoNodeStatus/<name>`, if it exists.
@@ -468,6 +476,102 @@ fn calico_node_status_shows_whether_the_sessions_are_up_and_goes_with_the_unit()
         node_status(&server, "node-2").is_some(),
         "other units' stay"
     );
+}
+
+/// Upstream's `crd.projectcalico.org` CRD for CalicoNodeStatus declares no status
+/// subresource, and calico-node writes its report with a plain update (the test above). A
+/// cluster whose CRD does serve `/status` (an operator's, or a later release's) gets the same
+/// result: the report written through the subresource is read the same, and the charm's own
+/// writes to the object, which then cannot touch `status`, leave it in place.
+#[test]
+fn a_report_written_through_the_status_subresource_is_read_the_same() {
+    let Some(server) = envtest!(Options::default()) else {
+        return;
+    };
+    for n in ["node-0", "node-1"] {
+        server.add_ready_node(n, None, V3_32);
+    }
+    let u0 = current_unit("calico/0", "10.0.0.2/24", "node-0", true, &server);
+    let u1 = current_unit("calico/1", "10.0.0.3/24", "node-1", false, &server);
+    let all = [&u0, &u1];
+    hooks(&all, "config-changed");
+    // The leader created the CRD; give it the status subresource.
+    let admin = server.plane().blocking_client("admin").expect("client");
+    let crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/caliconodestatuses.crd.projectcalico.org";
+    let (code, body) = admin.get(crd_path).expect("get crd");
+    assert_eq!(code, 200, "{body}");
+    let mut crd: Value = serde_json::from_str(&body).expect("json");
+    crd["spec"]["versions"][0]["subresources"] = json!({"status": {}});
+    let (code, body) = admin
+        .request("PUT", crd_path, "application/json", Some(&crd.to_string()))
+        .expect("put crd");
+    assert_eq!(code, 200, "{body}");
+    share_peer_data(&all);
+    hooks(&[&u0], "update-status");
+    share_peer_data(&all);
+    hooks(&[&u1], "update-status");
+    assert!(
+        node_status(&server, "node-1").is_some(),
+        "the unit keeps one"
+    );
+
+    // Through /status (served once the API server has rebuilt the kind's handler).
+    let status_path = format!("{NODE_STATUS}/node-1/status");
+    let report = [("10.0.0.2", "Active")];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, body) = write_report(&server, "admin", &status_path, "node-1", &report);
+        if code == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/status never served: {code} {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The subresource is in effect: a plain update of the object no longer changes status.
+    let (code, body) = write_report(
+        &server,
+        "admin",
+        &format!("{NODE_STATUS}/node-1"),
+        "node-1",
+        &[("10.0.0.2", "Established")],
+    );
+    assert_eq!(code, 200, "{body}");
+    let stored = node_status(&server, "node-1").expect("object");
+    assert_eq!(
+        stored["status"]["bgp"]["peersV4"][0]["state"],
+        json!("Active")
+    );
+    hooks(&[&u1], "update-status");
+    assert_eq!(
+        u1.status(),
+        (
+            "waiting".to_string(),
+            "BGP: 1 of 1 session not established: 10.0.0.2 (Active)".to_string()
+        )
+    );
+    let (code, body) = write_report(
+        &server,
+        "admin",
+        &status_path,
+        "node-1",
+        &[("10.0.0.2", "Established")],
+    );
+    assert_eq!(code, 200, "{body}");
+    // A config change re-applies what the charm owns; the report stays.
+    hooks(&[&u1], "config-changed");
+    hooks(&[&u1], "update-status");
+    assert_eq!(
+        u1.status(),
+        (
+            "active".to_string(),
+            "Ready (BGP 1/1 established)".to_string()
+        )
+    );
+    let stored = node_status(&server, "node-1").expect("object");
+    assert_eq!(stored["status"]["bgp"]["numberEstablishedV4"], json!(1));
 }
 
 #[test]
