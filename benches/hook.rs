@@ -155,6 +155,34 @@ fn config(extra_peer: bool) -> Value {
     })
 }
 
+/// The environment Juju gives `hook` of `unit` (and the charm's test knobs every bench sets):
+/// `PATH` is the unit's hook tools, then `path`.
+fn hook_env(
+    charm: &Path,
+    kubeconfig: &Path,
+    unit: &Unit,
+    hook: &str,
+    path: &str,
+) -> Vec<(&'static str, std::ffi::OsString)> {
+    vec![
+        ("PATH", format!("{}:{path}", unit.tools.display()).into()),
+        ("JUJU_DISPATCH_PATH", format!("hooks/{hook}").into()),
+        ("JUJU_HOOK_NAME", hook.into()),
+        ("JUJU_UNIT_NAME", unit.name().into()),
+        ("JUJU_CHARM_DIR", charm.into()),
+        (
+            "JUJU_CONTEXT_ID",
+            format!("calico/{}-{hook}-1", unit.index).into(),
+        ),
+        ("JUJU_MODEL_NAME", "bench".into()),
+        ("JUJU_PRINCIPAL_UNIT", "kubernetes-worker/0".into()),
+        ("JUJU_VERSION", "3.6.0".into()),
+        ("KUBECONFIG", kubeconfig.into()),
+        ("NODENAME", node_name(unit.index).into()),
+        ("CALICO_CHARM_CNI_DIR", unit.cni.clone().into()),
+    ]
+}
+
 fn node_name(index: usize) -> String {
     format!("worker-{index}")
 }
@@ -346,18 +374,7 @@ impl Bench {
             .arg(self.charm.join("dispatch"))
             .current_dir(&self.charm)
             .env_clear()
-            .env("PATH", format!("{}:{path}", unit.tools.display()))
-            .env("JUJU_DISPATCH_PATH", format!("hooks/{hook}"))
-            .env("JUJU_HOOK_NAME", hook)
-            .env("JUJU_UNIT_NAME", unit.name())
-            .env("JUJU_CHARM_DIR", &self.charm)
-            .env("JUJU_CONTEXT_ID", format!("calico/{}-{hook}-1", unit.index))
-            .env("JUJU_MODEL_NAME", "bench")
-            .env("JUJU_PRINCIPAL_UNIT", "kubernetes-worker/0")
-            .env("JUJU_VERSION", "3.6.0")
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("NODENAME", node_name(unit.index))
-            .env("CALICO_CHARM_CNI_DIR", &unit.cni)
+            .envs(hook_env(&self.charm, &self.kubeconfig, unit, hook, &path))
             // The agent is measured by benches/scale.rs; these figures are the hooks' alone
             // (the leader's hooks still keep their memo in the unit's own directory).
             .env("CALICO_CHARM_AGENT", "off")

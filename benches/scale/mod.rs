@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{BenchResult, Unit, charm_dir, cluster, config, mkdir, node_name};
+use super::{BenchResult, Unit, charm_dir, cluster, config, hook_env, mkdir};
 
 const PARALLEL: usize = 8;
 
@@ -98,18 +98,13 @@ impl Scale {
         let mut c = Command::new(self.charm.join("dispatch"));
         c.current_dir(&self.charm)
             .env_clear()
-            .env("PATH", format!("{}:/usr/bin:/bin", unit.tools.display()))
-            .env("JUJU_DISPATCH_PATH", format!("hooks/{hook}"))
-            .env("JUJU_HOOK_NAME", hook)
-            .env("JUJU_UNIT_NAME", unit.name())
-            .env("JUJU_CHARM_DIR", &self.charm)
-            .env("JUJU_CONTEXT_ID", format!("calico/{}-{hook}-1", unit.index))
-            .env("JUJU_MODEL_NAME", "bench")
-            .env("JUJU_PRINCIPAL_UNIT", "kubernetes-worker/0")
-            .env("JUJU_VERSION", "3.6.0")
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("NODENAME", node_name(unit.index))
-            .env("CALICO_CHARM_CNI_DIR", &unit.cni)
+            .envs(hook_env(
+                &self.charm,
+                &self.kubeconfig,
+                unit,
+                hook,
+                "/usr/bin:/bin",
+            ))
             .env("CALICO_CHARM_AGENT_DIR", self.root.join("agent"))
             .env(
                 "CALICO_CHARM_SYSTEMD_DIR",
