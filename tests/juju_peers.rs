@@ -306,13 +306,7 @@ const NODE_STATUS: &str = "/apis/crd.projectcalico.org/v1/caliconodestatuses";
 /// CRD declares no status subresource; calico-node's status reporter calls `Update`) with
 /// calico-node's own identity, so that RBAC checks the grant the charm gives it.
 fn report_as_calico_node(server: &TestApiServer, node: &str, peers: &[(&str, &str)]) {
-    let (code, body) = write_report(
-        server,
-        "sa-calico-node",
-        &format!("{NODE_STATUS}/{node}"),
-        node,
-        peers,
-    );
+    let (code, body) = write_report(server, "sa-calico-node", node, "", peers);
     assert_eq!(
         code, 200,
         "calico-node may update its CalicoNodeStatus: {body}"
@@ -320,14 +314,15 @@ fn report_as_calico_node(server: &TestApiServer, node: &str, peers: &[(&str, &st
 }
 
 /// PUT `CalicoNodeStatus/<node>`, as read, with calico-node's report for `peers` (BIRD's
-/// states) in `status`, to `path` (the object, or its `/status`), as `user`.
+/// states) in `status`, to the object (`subresource` empty) or to its `/status`, as `user`.
 fn write_report(
     server: &TestApiServer,
     user: &str,
-    path: &str,
     node: &str,
+    subresource: &str,
     peers: &[(&str, &str)],
 ) -> (u16, String) {
+    let path = format!("{NODE_STATUS}/{node}{subresource}");
     let client = server.plane().blocking_client(user).expect("client");
     let (code, body) = client.get(&format!("{NODE_STATUS}/{node}")).expect("get");
     assert_eq!(code, 200, "{user} reads CalicoNodeStatus/{node}: {body}");
@@ -346,7 +341,7 @@ fn write_report(
         },
     });
     client
-        .request("PUT", path, "application/json", Some(&object.to_string()))
+        .request("PUT", &path, "application/json", Some(&object.to_string()))
         .expect("put")
 }
 
@@ -516,11 +511,10 @@ fn a_report_written_through_the_status_subresource_is_read_the_same() {
     );
 
     // Through /status (served once the API server has rebuilt the kind's handler).
-    let status_path = format!("{NODE_STATUS}/node-1/status");
     let report = [("10.0.0.2", "Active")];
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let (code, body) = write_report(&server, "admin", &status_path, "node-1", &report);
+        let (code, body) = write_report(&server, "admin", "node-1", "/status", &report);
         if code == 200 {
             break;
         }
@@ -534,8 +528,8 @@ fn a_report_written_through_the_status_subresource_is_read_the_same() {
     let (code, body) = write_report(
         &server,
         "admin",
-        &format!("{NODE_STATUS}/node-1"),
         "node-1",
+        "",
         &[("10.0.0.2", "Established")],
     );
     assert_eq!(code, 200, "{body}");
@@ -555,8 +549,8 @@ fn a_report_written_through_the_status_subresource_is_read_the_same() {
     let (code, body) = write_report(
         &server,
         "admin",
-        &status_path,
         "node-1",
+        "/status",
         &[("10.0.0.2", "Established")],
     );
     assert_eq!(code, 200, "{body}");
